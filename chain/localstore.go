@@ -1,0 +1,260 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// LocalStore is a [Store] in a local directory: one file per object, written
+// to a temporary name in its directory, fsynced, renamed into place, and the
+// directory fsynced, so that a crash leaves either the old object or the new
+// one. Files are created 0600 and directories 0700.
+type LocalStore struct {
+	root string
+}
+
+var _ Store = (*LocalStore)(nil)
+
+// tempPrefix marks files that a Put has not finished; List skips them and
+// [LocalStore.RemoveTemp] clears the ones a crash left behind.
+const tempPrefix = ".tmp-"
+
+// NewLocalStore returns a store rooted at dir, creating dir if needed.
+func NewLocalStore(dir string) (*LocalStore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("local store %s: %w", dir, err)
+	}
+	return &LocalStore{root: dir}, nil
+}
+
+// Root returns the directory the store lives in.
+func (s *LocalStore) Root() string { return s.root }
+
+func (s *LocalStore) path(name string) (string, error) {
+	if err := CheckObjectName(name); err != nil {
+		return "", err
+	}
+	return filepath.Join(s.root, filepath.FromSlash(name)), nil
+}
+
+// Put stores data under name atomically and durably.
+func (s *LocalStore) Put(ctx context.Context, name string, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	path, err := s.path(name)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("put %s: %w", name, err)
+	}
+	tmp, err := os.CreateTemp(dir, tempPrefix+"*")
+	if err != nil {
+		return fmt.Errorf("put %s: %w", name, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("put %s: %w", name, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("put %s: sync: %w", name, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("put %s: %w", name, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("put %s: %w", name, err)
+	}
+	committed = true
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("put %s: %w", name, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Get returns the whole object.
+func (s *LocalStore) Get(ctx context.Context, name string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	path, err := s.path(name)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, notFoundOr(name, err)
+	}
+	return data, nil
+}
+
+// ReadAt fills p from the object at offset off.
+func (s *LocalStore) ReadAt(ctx context.Context, name string, p []byte, off int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	path, err := s.path(name)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return notFoundOr(name, err)
+	}
+	defer f.Close()
+	if off < 0 {
+		return fmt.Errorf("read %s at %d: negative offset", name, off)
+	}
+	if _, err := f.ReadAt(p, off); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("read %s: %d bytes at %d: past the end: %w", name, len(p), off, io.ErrUnexpectedEOF)
+		}
+		return fmt.Errorf("read %s: %w", name, err)
+	}
+	return nil
+}
+
+// Stat returns the object's size.
+func (s *LocalStore) Stat(ctx context.Context, name string) (ObjectInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return ObjectInfo{}, err
+	}
+	path, err := s.path(name)
+	if err != nil {
+		return ObjectInfo{}, err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ObjectInfo{}, notFoundOr(name, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return ObjectInfo{}, fmt.Errorf("stat %s: not an object: %w", name, ErrNotFound)
+	}
+	return ObjectInfo{Name: name, Size: fi.Size()}, nil
+}
+
+// List walks the objects whose names start with prefix.
+func (s *LocalStore) List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error {
+	// Walk from the deepest directory the prefix names, then filter by prefix.
+	start := s.root
+	if i := strings.LastIndex(prefix, "/"); i >= 0 {
+		start = filepath.Join(s.root, filepath.FromSlash(prefix[:i]))
+	}
+	err := filepath.WalkDir(start, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() || !d.Type().IsRegular() || strings.HasPrefix(d.Name(), tempPrefix) {
+			return nil
+		}
+		rel, err := filepath.Rel(s.root, path)
+		if err != nil {
+			return err
+		}
+		name := filepath.ToSlash(rel)
+		if !strings.HasPrefix(name, prefix) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // deleted while listing
+			}
+			return err
+		}
+		return fn(ObjectInfo{Name: name, Size: info.Size()})
+	})
+	if err != nil {
+		return fmt.Errorf("list %q in %s: %w", prefix, s.root, err)
+	}
+	return nil
+}
+
+// Delete removes the object and fsyncs its directory.
+func (s *LocalStore) Delete(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	path, err := s.path(name)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(path); err != nil {
+		return notFoundOr(name, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// RemoveTemp deletes temporary files that interrupted Puts left behind and
+// returns how many it removed. Only call it when no Put is in flight (the
+// repository does so under its exclusive lock).
+func (s *LocalStore) RemoveTemp(ctx context.Context) (int, error) {
+	removed := 0
+	err := filepath.WalkDir(s.root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasPrefix(d.Name(), tempPrefix) {
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			removed++
+		}
+		return nil
+	})
+	if err != nil {
+		return removed, fmt.Errorf("remove temporary files in %s: %w", s.root, err)
+	}
+	return removed, nil
+}
+
+func notFoundOr(name string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("object %s: %w", name, ErrNotFound)
+	}
+	return fmt.Errorf("object %s: %w", name, err)
+}
