@@ -4,4 +4,8 @@ go 1.26.0
 
 require github.com/zeebo/blake3 v0.2.4
 
-require github.com/klauspost/cpuid/v2 v2.0.12 // indirect
+require (
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/klauspost/cpuid/v2 v2.0.12 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+)

@@ -1,0 +1,72 @@
+package chain
+
+import (
+	"fmt"
+	"runtime"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// One encoder and one decoder serve every goroutine: their EncodeAll and
+// DecodeAll are safe for concurrent use and keep per-goroutine state pooled
+// inside, so the hot path allocates nothing of its own.
+var (
+	encoder = mustEncoder()
+	decoder = mustDecoder()
+)
+
+func mustEncoder() *zstd.Encoder {
+	// SpeedFastest is zstd level 1: disk images are large and the CPU budget
+	// is two cores; higher levels buy little on mixed images.
+	enc, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+		zstd.WithEncoderCRC(false), // the blob's ID already checks every byte
+		zstd.WithZeroFrames(true))
+	if err != nil {
+		panic(err)
+	}
+	return enc
+}
+
+func mustDecoder() *zstd.Decoder {
+	dec, err := zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
+		zstd.WithDecodeAllCapLimit(true)) // a hostile blob cannot decode past its declared size
+	if err != nil {
+		panic(err)
+	}
+	return dec
+}
+
+// compressBlob appends the stored form of raw to dst and reports whether it
+// is compressed: zstd when that is smaller, raw bytes otherwise.
+func compressBlob(dst, raw []byte) ([]byte, bool) {
+	start := len(dst)
+	out := encoder.EncodeAll(raw, dst)
+	if len(out)-start < len(raw) {
+		return out, true
+	}
+	return append(out[:start], raw...), false
+}
+
+// decompressBlob decodes a stored blob of rawLen bytes, reusing dst's memory.
+func decompressBlob(dst, stored []byte, compressed bool, rawLen int) ([]byte, error) {
+	if !compressed {
+		if len(stored) != rawLen {
+			return nil, fmt.Errorf("stored length %d, want %d", len(stored), rawLen)
+		}
+		return append(dst[:0], stored...), nil
+	}
+	if cap(dst) < rawLen {
+		dst = make([]byte, 0, rawLen)
+	}
+	out, err := decoder.DecodeAll(stored, dst[:0:rawLen])
+	if err != nil {
+		return nil, fmt.Errorf("zstd: %w", err)
+	}
+	if len(out) != rawLen {
+		return nil, fmt.Errorf("decoded %d bytes, want %d", len(out), rawLen)
+	}
+	return out, nil
+}

@@ -1,0 +1,95 @@
+package chain
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/bits"
+	"time"
+)
+
+// FormatVersion is the repository format this package reads and writes.
+const FormatVersion = 1
+
+// Block size limits and defaults. DefaultBlockSize was chosen by measurement;
+// the README gives the figures.
+const (
+	MinBlockSize     = 16 << 10
+	MaxBlockSize     = 16 << 20
+	DefaultBlockSize = 64 << 10
+	// DefaultTreeFanout is how many IDs a block-map node holds. A leaf of 256
+	// blocks is 8 KiB of IDs: small enough that a scattered change rewrites
+	// little metadata, large enough that a 1 TiB disk's map is three levels.
+	DefaultTreeFanout = 256
+	// DefaultPackSize is the size at which a pack is closed and written.
+	DefaultPackSize = 16 << 20
+)
+
+// Config is the repository's settings, stored as the object "config".
+type Config struct {
+	Version    int       `json:"version"`
+	ID         string    `json:"id"`
+	Created    time.Time `json:"created"`
+	BlockSize  int       `json:"block_size"`
+	TreeFanout int       `json:"tree_fanout"`
+	PackSize   int       `json:"pack_size"`
+	ChunkHash  string    `json:"chunk_hash"`
+	Compressor string    `json:"compression"`
+}
+
+const configName = "config"
+
+// NewConfig returns a config with the given block size (0 for the default)
+// and the defaults for the rest.
+func NewConfig(blockSize int) (Config, error) {
+	if blockSize == 0 {
+		blockSize = DefaultBlockSize
+	}
+	if err := CheckBlockSize(blockSize); err != nil {
+		return Config{}, err
+	}
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return Config{}, fmt.Errorf("new repository ID: %w", err)
+	}
+	return Config{
+		Version:    FormatVersion,
+		ID:         hex.EncodeToString(id[:]),
+		Created:    time.Now().UTC(),
+		BlockSize:  blockSize,
+		TreeFanout: DefaultTreeFanout,
+		PackSize:   DefaultPackSize,
+		ChunkHash:  "blake3-256",
+		Compressor: "zstd",
+	}, nil
+}
+
+// CheckBlockSize refuses a block size that is not a power of two between
+// MinBlockSize and MaxBlockSize.
+func CheckBlockSize(n int) error {
+	if n < MinBlockSize || n > MaxBlockSize || bits.OnesCount(uint(n)) != 1 {
+		return fmt.Errorf("block size %d: must be a power of two from %d KiB to %d MiB", n, MinBlockSize>>10, MaxBlockSize>>20)
+	}
+	return nil
+}
+
+func decodeConfig(data []byte) (Config, error) {
+	var c Config
+	if err := json.Unmarshal(data, &c); err != nil {
+		return c, corrupt(configName, "%v", err)
+	}
+	if c.Version != FormatVersion {
+		return c, fmt.Errorf("repository format version %d (this build reads %d): %w", c.Version, FormatVersion, ErrUnsupportedVersion)
+	}
+	if err := CheckBlockSize(c.BlockSize); err != nil {
+		return c, corrupt(configName, "%v", err)
+	}
+	if c.TreeFanout < 2 || c.TreeFanout > 1<<16 || c.PackSize < 1<<20 || c.PackSize > 1<<30 {
+		return c, corrupt(configName, "tree fanout %d or pack size %d out of range", c.TreeFanout, c.PackSize)
+	}
+	if c.ChunkHash != "blake3-256" || c.Compressor != "zstd" {
+		return c, fmt.Errorf("repository uses chunk hash %q and compression %q: %w", c.ChunkHash, c.Compressor, ErrUnsupportedVersion)
+	}
+	return c, nil
+}

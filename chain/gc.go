@@ -1,0 +1,332 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// GCOptions tunes garbage collection.
+type GCOptions struct {
+	// DryRun reports what would be removed and removes nothing.
+	DryRun bool
+	// RepackUnused: a pack whose unreferenced bytes exceed this fraction of
+	// its size has its live blobs copied to new packs and is removed. 0 means
+	// the default, 0.05; 1 never repacks (only wholly unused packs go).
+	RepackUnused float64
+}
+
+// GCReport says what a garbage collection removed (or, in a dry run, would).
+type GCReport struct {
+	DryRun         bool  `json:"dry_run"`
+	RestorePoints  int   `json:"restore_points"`
+	LiveBlobs      int   `json:"live_blobs"`
+	PacksDeleted   int   `json:"packs_deleted"`
+	PacksRepacked  int   `json:"packs_repacked"`
+	PacksWritten   int   `json:"packs_written"`
+	BlobsRemoved   int   `json:"blobs_removed"`
+	BytesBefore    int64 `json:"bytes_before"`
+	BytesAfter     int64 `json:"bytes_after"`
+	IndexFiles     int   `json:"index_files_replaced"`
+	TempFiles      int   `json:"temp_files_removed"`
+	UnindexedPacks int   `json:"unindexed_packs_removed"`
+}
+
+// BytesReclaimed is the pack space the collection freed.
+func (r GCReport) BytesReclaimed() int64 { return r.BytesBefore - r.BytesAfter }
+
+// GC removes every blob that no restore point references (mark and sweep).
+// It holds the exclusive lock, so no create runs meanwhile: a blob a create
+// deduplicated against cannot vanish before that create's manifest is
+// committed. A GC interrupted at any point leaves the repository intact:
+// new packs and the new index are durable before anything old is deleted.
+func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
+	report := GCReport{DryRun: opts.DryRun}
+	if opts.RepackUnused == 0 {
+		opts.RepackUnused = 0.05
+	}
+	lock, err := r.lock(ctx, true, "gc")
+	if err != nil {
+		return report, fmt.Errorf("gc: %w", err)
+	}
+	defer lock.unlock()
+
+	if remover, ok := r.store.(interface {
+		RemoveTemp(context.Context) (int, error)
+	}); ok && !opts.DryRun {
+		if report.TempFiles, err = remover.RemoveTemp(ctx); err != nil {
+			return report, fmt.Errorf("gc: %w", err)
+		}
+	}
+	indexed, indexNames, err := readAllIndexFiles(ctx, r.store)
+	if err != nil {
+		return report, fmt.Errorf("gc: %w", err)
+	}
+	idx := newIndex()
+	for _, name := range indexNames {
+		idx.add(name, indexed[name])
+	}
+	// Mark and repack read through the index just loaded.
+	r.idxMu.Lock()
+	r.idx = idx
+	r.idxMu.Unlock()
+
+	used, points, err := r.mark(ctx)
+	if err != nil {
+		return report, fmt.Errorf("gc: mark: %w (nothing was removed)", err)
+	}
+	report.RestorePoints, report.LiveBlobs = points, len(used)
+
+	stored, err := listPacks(ctx, r.store)
+	if err != nil {
+		return report, fmt.Errorf("gc: %w", err)
+	}
+	// Sort every indexed pack into keep, repack or delete.
+	packEntries := map[ID][]PackEntry{}
+	for _, name := range indexNames {
+		for _, p := range indexed[name] {
+			packEntries[p.ID] = p.Entries
+		}
+	}
+	var keep []IndexedPack
+	var drop []ID
+	var repack []IndexedPack
+	for packID, size := range stored {
+		report.BytesBefore += size
+		entries, ok := packEntries[packID]
+		if !ok {
+			report.UnindexedPacks++ // a create that failed before its index
+			drop = append(drop, packID)
+			continue
+		}
+		var deadBytes int64
+		live := 0
+		for _, e := range entries {
+			loc := idx.blobs[e.ID]
+			if used[e.ID] && idx.packs[loc.pack] == packID && loc.offset == e.Offset {
+				live++
+			} else {
+				deadBytes += int64(e.Length) + packEntrySize
+			}
+		}
+		switch {
+		case live == 0:
+			drop = append(drop, packID)
+			report.PacksDeleted++
+			report.BlobsRemoved += len(entries)
+		case float64(deadBytes) > opts.RepackUnused*float64(size):
+			repack = append(repack, IndexedPack{ID: packID, Entries: entries})
+			report.PacksRepacked++
+			report.BlobsRemoved += len(entries) - live
+		default:
+			keep = append(keep, IndexedPack{ID: packID, Entries: entries})
+			report.BytesAfter += size
+		}
+	}
+	// A pack the index names but the store lacks is damage for Verify to
+	// report, not garbage: keep its entries if they are live.
+	for packID, entries := range packEntries {
+		if _, ok := stored[packID]; ok {
+			continue
+		}
+		for _, e := range entries {
+			if used[e.ID] {
+				keep = append(keep, IndexedPack{ID: packID, Entries: entries})
+				break
+			}
+		}
+	}
+	if opts.DryRun {
+		for _, p := range repack {
+			for _, e := range p.Entries {
+				if used[e.ID] {
+					report.BytesAfter += int64(e.Length)
+				}
+			}
+		}
+		report.IndexFiles = len(indexNames)
+		return report, nil
+	}
+
+	// Copy the live blobs of packs worth repacking into new packs. A pack
+	// with a damaged live blob is kept as it is, so that Verify still
+	// reports the damage and a repair can still find the rest.
+	w := &Writer{repo: r, pending: map[ID]struct{}{}, repacking: true}
+	for _, p := range repack {
+		var blobs [][]byte
+		var damaged bool
+		for _, e := range p.Entries {
+			if !used[e.ID] {
+				continue
+			}
+			data, err := r.ReadBlob(ctx, e.Type, e.ID, nil)
+			if errors.Is(err, ErrCorrupt) {
+				damaged = true
+				break
+			}
+			if err != nil {
+				w.Close()
+				return report, fmt.Errorf("gc: repack: %w (nothing was removed)", err)
+			}
+			blobs = append(blobs, data)
+		}
+		if damaged {
+			keep = append(keep, p)
+			report.PacksRepacked--
+			report.BytesAfter += stored[p.ID]
+			continue
+		}
+		i := 0
+		for _, e := range p.Entries {
+			if !used[e.ID] {
+				continue
+			}
+			if _, err := w.PutBlob(ctx, e.Type, e.ID, blobs[i]); err != nil {
+				w.Close()
+				return report, fmt.Errorf("gc: repack: %w", err)
+			}
+			i++
+		}
+		drop = append(drop, p.ID)
+	}
+	if err := w.flushPacks(ctx); err != nil {
+		w.Close()
+		return report, fmt.Errorf("gc: repack: %w", err)
+	}
+	for _, p := range w.written {
+		report.PacksWritten++
+		keep = append(keep, p)
+		report.BytesAfter += packSize(p.Entries)
+	}
+	w.Close()
+
+	// Commit: the new index first, then remove the old indexes, then packs.
+	// A crash before the new index is durable leaves the old state; a crash
+	// after it leaves duplicates and garbage that the next GC removes.
+	var newName string
+	if len(keep) > 0 {
+		if newName, err = writeIndexFile(ctx, r.store, keep); err != nil {
+			return report, fmt.Errorf("gc: %w", err)
+		}
+	}
+	for _, name := range indexNames {
+		if name == newName {
+			continue
+		}
+		if err := r.store.Delete(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+			return report, fmt.Errorf("gc: %w", err)
+		}
+		report.IndexFiles++
+	}
+	fresh := newIndex()
+	if newName != "" {
+		fresh.add(newName, keep)
+	}
+	r.idxMu.Lock()
+	r.idx = fresh
+	r.idxMu.Unlock()
+	for _, id := range drop {
+		if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
+			return report, fmt.Errorf("gc: %w", err)
+		}
+	}
+	return report, nil
+}
+
+// mark returns every blob reachable from a manifest, and how many
+// manifests there are. Any unreadable manifest or tree node is an error: a
+// sweep after an incomplete mark could delete live data.
+func (r *Repository) mark(ctx context.Context) (map[ID]bool, int, error) {
+	used := map[ID]bool{}
+	seen := map[ID]bool{}
+	collections, err := r.ListCollections(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	points := 0
+	for _, c := range collections {
+		manifests, err := r.ListManifests(ctx, c)
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, m := range manifests {
+			points++
+			if !m.Config.IsZero() {
+				used[m.Config] = true
+			}
+			for _, d := range m.Disks {
+				err := r.OpenTree(d).WalkNodes(ctx, seen, func(id ID, level int, ids []ID) error {
+					used[id] = true
+					if level == 0 {
+						for _, b := range ids {
+							if !b.IsZero() {
+								used[b] = true
+							}
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					return nil, 0, fmt.Errorf("restore point %s/%s disk %s: %w", c, m.ID, d.Name, err)
+				}
+			}
+		}
+	}
+	return used, points, nil
+}
+
+// flushPacks writes the open packs without writing an index file.
+func (w *Writer) flushPacks(ctx context.Context) error {
+	for t, p := range w.open {
+		if p != nil {
+			w.open[t] = nil
+			if err := w.writePack(ctx, p); err != nil {
+				return err
+			}
+		}
+	}
+	return w.err
+}
+
+func packSize(entries []PackEntry) int64 {
+	n := int64(len(entries)*packEntrySize + packTrailerSize)
+	for _, e := range entries {
+		n += int64(e.Length)
+	}
+	return n
+}
+
+// listPacks returns the stored packs and their sizes.
+func listPacks(ctx context.Context, store Store) (map[ID]int64, error) {
+	packs := map[ID]int64{}
+	err := store.List(ctx, "packs/", func(info ObjectInfo) error {
+		id, err := ParseID(info.Name[strings.LastIndex(info.Name, "/")+1:])
+		if err != nil || packName(id) != info.Name {
+			return nil // not a pack of ours; leave it alone
+		}
+		packs[id] = info.Size
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list packs: %w", err)
+	}
+	return packs, nil
+}
+
+// readAllIndexFiles reads every index object.
+func readAllIndexFiles(ctx context.Context, store Store) (map[string][]IndexedPack, []string, error) {
+	names, err := listNames(ctx, store, indexPrefix)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list index: %w", err)
+	}
+	files := map[string][]IndexedPack{}
+	for _, name := range names {
+		packs, err := readIndexFile(ctx, store, name)
+		if err != nil {
+			return nil, nil, err
+		}
+		files[name] = packs
+	}
+	return files, names, nil
+}

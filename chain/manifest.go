@@ -1,0 +1,239 @@
+package chain
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Manifest is a VM restore point as stored: what was captured, how, and the
+// block-map root of every disk. It is the object "manifests/COLLECTION/ID",
+// written last, so its existence means the restore point is complete.
+type Manifest struct {
+	ID         string    `json:"id"`
+	Collection string    `json:"collection"`
+	Created    time.Time `json:"created"`
+	// Consistency is the mode achieved: crash, filesystem or application.
+	Consistency string `json:"consistency"`
+	// RequestedConsistency is the mode asked for; FallbackReason says why
+	// Consistency is weaker, when it is.
+	RequestedConsistency string `json:"requested_consistency,omitempty"`
+	FallbackReason       string `json:"fallback_reason,omitempty"`
+	// FreezeMillis is how long file systems were frozen, when they were.
+	FreezeMillis int64 `json:"freeze_ms,omitempty"`
+	// Config is the data blob of the VM configuration stored with the point.
+	Config     ID             `json:"config,omitzero"`
+	ConfigSize int64          `json:"config_size,omitempty"`
+	Excluded   []string       `json:"excluded"`
+	Disks      []DiskManifest `json:"disks"`
+}
+
+// DiskManifest is one disk restore point: the disk's full block map at the
+// restore point's instant, and what storing it cost.
+type DiskManifest struct {
+	Name      string `json:"name"`
+	Size      int64  `json:"size"`
+	BlockSize int    `json:"block_size"`
+	// Root is the block map's root node (ZeroID for an all-zero disk).
+	Root ID `json:"root"`
+	// Parent is the restore point this one was compared against, if any.
+	Parent string `json:"parent"`
+	// ChangedBytes counts the bytes of blocks that differ from Parent.
+	ChangedBytes int64 `json:"changed_bytes"`
+	// StoredBytes counts bytes newly added to packs for this disk:
+	// compressed chunks and block-map nodes.
+	StoredBytes int64 `json:"stored_bytes"`
+	// MetadataBytes is the part of StoredBytes that is block-map nodes.
+	MetadataBytes int64 `json:"metadata_bytes"`
+}
+
+// Geometry returns the disk's block-map geometry in repository r.
+func (d DiskManifest) Geometry(fanout int) Geometry {
+	return Geometry{Size: d.Size, BlockSize: d.BlockSize, Fanout: fanout}
+}
+
+// Disk returns the disk restore point named name.
+func (m *Manifest) Disk(name string) (DiskManifest, bool) {
+	for _, d := range m.Disks {
+		if d.Name == name {
+			return d, true
+		}
+	}
+	return DiskManifest{}, false
+}
+
+const manifestPrefix = "manifests/"
+
+func manifestName(collection, id string) string {
+	return manifestPrefix + collection + "/" + id
+}
+
+// CheckName enforces the rule for collection, disk and restore point names:
+// 1 to 255 bytes of ASCII letters, digits, '.', '_' and '-', not starting
+// with '.' (so never "." or ".."). Path separators, control characters and
+// anything else are refused, so a name can never escape its place in the
+// repository or confuse a terminal.
+func CheckName(kind, name string) error {
+	if name == "" {
+		return fmt.Errorf("%s name is empty: %w", kind, ErrInvalidName)
+	}
+	if len(name) > 255 {
+		return fmt.Errorf("%s name of %d bytes is over 255: %w", kind, len(name), ErrInvalidName)
+	}
+	if name[0] == '.' {
+		return fmt.Errorf("%s name %q starts with '.': %w", kind, name, ErrInvalidName)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' {
+			continue
+		}
+		r, _ := utf8.DecodeRuneInString(name[i:])
+		return fmt.Errorf("%s name %q: character %q is not allowed (use letters, digits, '.', '_', '-'): %w", kind, name, r, ErrInvalidName)
+	}
+	return nil
+}
+
+func (m *Manifest) check() error {
+	if err := CheckName("collection", m.Collection); err != nil {
+		return err
+	}
+	if err := CheckName("restore point", m.ID); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, d := range m.Disks {
+		if err := CheckName("disk", d.Name); err != nil {
+			return err
+		}
+		if seen[d.Name] {
+			return fmt.Errorf("disk %q appears twice: %w", d.Name, ErrInvalidName)
+		}
+		seen[d.Name] = true
+		if d.Size <= 0 || CheckBlockSize(d.BlockSize) != nil {
+			return fmt.Errorf("disk %q: size %d, block size %d", d.Name, d.Size, d.BlockSize)
+		}
+	}
+	return nil
+}
+
+func (r *Repository) saveManifest(ctx context.Context, m *Manifest) error {
+	if err := m.check(); err != nil {
+		return fmt.Errorf("save restore point: %w", err)
+	}
+	name := manifestName(m.Collection, m.ID)
+	if _, err := r.store.Stat(ctx, name); err == nil {
+		return fmt.Errorf("save restore point %s/%s: %w", m.Collection, m.ID, ErrExists)
+	}
+	data, err := jsonIndent(m)
+	if err != nil {
+		return err
+	}
+	if err := r.store.Put(ctx, name, data); err != nil {
+		return fmt.Errorf("save restore point %s/%s: %w", m.Collection, m.ID, err)
+	}
+	return nil
+}
+
+// decodeManifest parses a stored manifest and checks that it is well formed.
+func decodeManifest(object string, data []byte) (*Manifest, error) {
+	var m Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, corrupt(object, "%v", err)
+	}
+	if err := m.check(); err != nil {
+		return nil, corrupt(object, "%v", err)
+	}
+	return &m, nil
+}
+
+// LoadManifest reads the restore point id of collection.
+func (r *Repository) LoadManifest(ctx context.Context, collection, id string) (*Manifest, error) {
+	if err := CheckName("collection", collection); err != nil {
+		return nil, err
+	}
+	if err := CheckName("restore point", id); err != nil {
+		return nil, err
+	}
+	name := manifestName(collection, id)
+	data, err := r.store.Get(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("restore point %q in collection %q: %w", id, collection, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("restore point %s/%s: %w", collection, id, err)
+	}
+	m, err := decodeManifest(name, data)
+	if err != nil {
+		return nil, err
+	}
+	if m.Collection != collection || m.ID != id {
+		return nil, corrupt(name, "it says it is %s/%s", m.Collection, m.ID)
+	}
+	return m, nil
+}
+
+// ListManifests returns the restore points of collection, oldest first.
+func (r *Repository) ListManifests(ctx context.Context, collection string) ([]*Manifest, error) {
+	if err := CheckName("collection", collection); err != nil {
+		return nil, err
+	}
+	names, err := listNames(ctx, r.store, manifestPrefix+collection+"/")
+	if err != nil {
+		return nil, fmt.Errorf("list restore points of %q: %w", collection, err)
+	}
+	var out []*Manifest
+	for _, name := range names {
+		m, err := r.LoadManifest(ctx, collection, strings.TrimPrefix(name, manifestPrefix+collection+"/"))
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted while we listed
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.Before(out[j].Created)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// ListCollections returns the names of the collections that have restore points.
+func (r *Repository) ListCollections(ctx context.Context) ([]string, error) {
+	names, err := listNames(ctx, r.store, manifestPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list collections: %w", err)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, name := range names {
+		c, _, ok := strings.Cut(strings.TrimPrefix(name, manifestPrefix), "/")
+		if ok && !seen[c] {
+			seen[c] = true
+			out = append(out, c)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// DeleteManifest deletes a restore point. Other restore points never depend
+// on it; the space only it used is reclaimed by the next GC.
+func (r *Repository) DeleteManifest(ctx context.Context, collection, id string) error {
+	if _, err := r.LoadManifest(ctx, collection, id); err != nil && !errors.As(err, new(*CorruptError)) {
+		return fmt.Errorf("delete: %w", err)
+	}
+	if err := r.store.Delete(ctx, manifestName(collection, id)); err != nil {
+		return fmt.Errorf("delete restore point %s/%s: %w", collection, id, err)
+	}
+	return nil
+}

@@ -1,0 +1,131 @@
+package chain
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// BlobType says what a blob holds.
+type BlobType uint8
+
+const (
+	// DataBlob holds a block of disk data, or a VM configuration.
+	DataBlob BlobType = 1
+	// TreeBlob holds a block-map node.
+	TreeBlob BlobType = 2
+)
+
+func (t BlobType) String() string {
+	switch t {
+	case DataBlob:
+		return "data"
+	case TreeBlob:
+		return "tree"
+	}
+	return fmt.Sprintf("blobtype(%d)", uint8(t))
+}
+
+// PackEntry locates one blob inside a pack.
+type PackEntry struct {
+	ID         ID
+	Type       BlobType
+	Compressed bool
+	Offset     uint32 // where the stored bytes start in the pack
+	Length     uint32 // stored (possibly compressed) length
+	RawLength  uint32 // plaintext length
+}
+
+// A pack is the concatenation of its blobs' stored bytes, then a header that
+// lists them, then an 8-byte trailer: the header's length and a magic. Each
+// header entry is type (1), flags (1), stored length (4), raw length (4), ID
+// (32); offsets follow from the order. The pack is named by the BLAKE3 of all
+// of its bytes. See FORMAT.md.
+const (
+	packMagic       = "dpk1"
+	packEntrySize   = 1 + 1 + 4 + 4 + IDSize
+	packTrailerSize = 4 + len(packMagic)
+	flagCompressed  = 1
+	maxBlobSize     = 64 << 20 // larger than any block, tree node or config blob we write
+)
+
+// appendPackHeader appends the header and trailer that describe entries.
+func appendPackHeader(dst []byte, entries []PackEntry) []byte {
+	start := len(dst)
+	for _, e := range entries {
+		var flags byte
+		if e.Compressed {
+			flags |= flagCompressed
+		}
+		dst = append(dst, byte(e.Type), flags)
+		dst = binary.LittleEndian.AppendUint32(dst, e.Length)
+		dst = binary.LittleEndian.AppendUint32(dst, e.RawLength)
+		dst = append(dst, e.ID[:]...)
+	}
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(dst)-start))
+	return append(dst, packMagic...)
+}
+
+// packHeaderLength reads the trailer (the last packTrailerSize bytes of a
+// pack of packSize bytes) and returns the header's length.
+func packHeaderLength(trailer []byte, packSize int64) (int, error) {
+	if len(trailer) != packTrailerSize || string(trailer[4:]) != packMagic {
+		return 0, fmt.Errorf("bad pack trailer")
+	}
+	n := int64(binary.LittleEndian.Uint32(trailer))
+	if n%packEntrySize != 0 || n+int64(packTrailerSize) > packSize {
+		return 0, fmt.Errorf("pack header length %d does not fit a pack of %d bytes", n, packSize)
+	}
+	return int(n), nil
+}
+
+// decodePackHeader parses a header (without the trailer) of a pack whose
+// blobs occupy the first dataSize bytes.
+func decodePackHeader(header []byte, dataSize int64) ([]PackEntry, error) {
+	if len(header)%packEntrySize != 0 {
+		return nil, fmt.Errorf("pack header of %d bytes is not whole entries", len(header))
+	}
+	entries := make([]PackEntry, 0, len(header)/packEntrySize)
+	var offset int64
+	for p := header; len(p) > 0; p = p[packEntrySize:] {
+		e := PackEntry{
+			Type:       BlobType(p[0]),
+			Compressed: p[1]&flagCompressed != 0,
+			Offset:     uint32(offset),
+			Length:     binary.LittleEndian.Uint32(p[2:]),
+			RawLength:  binary.LittleEndian.Uint32(p[6:]),
+		}
+		copy(e.ID[:], p[10:])
+		if err := e.check(); err != nil {
+			return nil, fmt.Errorf("pack entry %d: %w", len(entries), err)
+		}
+		offset += int64(e.Length)
+		if offset > dataSize {
+			return nil, fmt.Errorf("pack entry %d ends at %d, past the blobs' %d bytes", len(entries), offset, dataSize)
+		}
+		entries = append(entries, e)
+	}
+	if offset != dataSize {
+		return nil, fmt.Errorf("pack entries cover %d bytes, blobs take %d", offset, dataSize)
+	}
+	return entries, nil
+}
+
+func (e PackEntry) check() error {
+	switch {
+	case e.Type != DataBlob && e.Type != TreeBlob:
+		return fmt.Errorf("blob %s: unknown type %d", e.ID.Short(), e.Type)
+	case e.RawLength > maxBlobSize || e.Length > maxBlobSize:
+		return fmt.Errorf("blob %s: length %d/%d over the limit", e.ID.Short(), e.Length, e.RawLength)
+	case !e.Compressed && e.Length != e.RawLength:
+		return fmt.Errorf("blob %s: uncompressed but stored %d of %d bytes", e.ID.Short(), e.Length, e.RawLength)
+	case e.ID.IsZero():
+		return fmt.Errorf("blob with the reserved zero ID")
+	}
+	return nil
+}
+
+// packName is the store object name of a pack.
+func packName(id ID) string {
+	s := id.String()
+	return "packs/" + s[:2] + "/" + s
+}

@@ -1,0 +1,154 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Repository is an open repository: its config, its index, and the store.
+// It is safe for concurrent use: creates run in parallel with each other,
+// while GC waits for them and they wait for GC.
+type Repository struct {
+	store  Store
+	config Config
+
+	mu sync.RWMutex // shared by writers and verify, exclusive for GC
+
+	idxMu sync.Mutex
+	idx   *index
+}
+
+// Init writes a new repository's config into store. It refuses a store that
+// already holds a repository.
+func Init(ctx context.Context, store Store, cfg Config) (*Repository, error) {
+	if _, err := store.Stat(ctx, configName); err == nil {
+		return nil, fmt.Errorf("init repository: %w", ErrExists)
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("init repository: %w", err)
+	}
+	if cfg.Version != FormatVersion {
+		return nil, fmt.Errorf("init repository: config version %d: %w", cfg.Version, ErrUnsupportedVersion)
+	}
+	data, err := jsonIndent(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := decodeConfig(data); err != nil {
+		return nil, fmt.Errorf("init repository: %w", err)
+	}
+	if err := store.Put(ctx, configName, data); err != nil {
+		return nil, fmt.Errorf("init repository: %w", err)
+	}
+	return &Repository{store: store, config: cfg, idx: newIndex()}, nil
+}
+
+// Open reads the repository in store: its config and its index.
+func Open(ctx context.Context, store Store) (*Repository, error) {
+	data, err := store.Get(ctx, configName)
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("open repository: no config (not a diskpoint repository?): %w", ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open repository: %w", err)
+	}
+	cfg, err := decodeConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("open repository: %w", err)
+	}
+	idx, err := loadIndex(ctx, store)
+	if err != nil {
+		return nil, fmt.Errorf("open repository: %w", err)
+	}
+	return &Repository{store: store, config: cfg, idx: idx}, nil
+}
+
+// Config returns the repository's settings.
+func (r *Repository) Config() Config { return r.config }
+
+// Store returns the store the repository lives in.
+func (r *Repository) Store() Store { return r.store }
+
+func (r *Repository) index() *index {
+	r.idxMu.Lock()
+	defer r.idxMu.Unlock()
+	return r.idx
+}
+
+// refreshIndex picks up index files other processes wrote or removed.
+func (r *Repository) refreshIndex(ctx context.Context) error {
+	idx, err := r.index().refresh(ctx, r.store)
+	if err != nil {
+		return err
+	}
+	r.idxMu.Lock()
+	r.idx = idx
+	r.idxMu.Unlock()
+	return nil
+}
+
+// HasBlob reports whether the index holds the blob.
+func (r *Repository) HasBlob(id ID) bool { return r.index().has(id) }
+
+// BlobLocation is where a blob's stored bytes are.
+type BlobLocation struct {
+	Pack   string // the pack's object name
+	Offset int64
+	Length int64
+}
+
+// LocateBlob says which pack holds the blob and where: for tools that
+// inspect or repair a repository.
+func (r *Repository) LocateBlob(id ID) (BlobLocation, bool) {
+	loc, pack, ok := r.index().lookup(id)
+	if !ok {
+		return BlobLocation{}, false
+	}
+	return BlobLocation{Pack: packName(pack), Offset: int64(loc.offset), Length: int64(loc.length)}, true
+}
+
+// ReadBlob returns the plaintext of the blob id of type t, reusing dst's
+// memory. It checks the plaintext against id: a mismatch, or a blob that
+// cannot be decoded, is a *CorruptError naming the blob and its pack.
+func (r *Repository) ReadBlob(ctx context.Context, t BlobType, id ID, dst []byte) ([]byte, error) {
+	loc, pack, ok := r.index().lookup(id)
+	if !ok {
+		return nil, fmt.Errorf("%s blob %s: %w", t, id, ErrNotFound)
+	}
+	object := fmt.Sprintf("%s blob %s in pack %s", t, id, pack)
+	if loc.typ != t {
+		return nil, corrupt(object, "index says it is a %s blob", loc.typ)
+	}
+	buf := getBuffer(int(loc.length))
+	defer putBuffer(buf)
+	if err := r.store.ReadAt(ctx, packName(pack), buf, int64(loc.offset)); err != nil {
+		if errors.Is(err, ErrNotFound) || ctx.Err() != nil {
+			return nil, fmt.Errorf("%s: %w", object, err)
+		}
+		return nil, &CorruptError{Object: object, Reason: err.Error()}
+	}
+	raw, err := decompressBlob(dst, buf, loc.compressed, int(loc.rawLength))
+	if err != nil {
+		return nil, corrupt(object, "%v", err)
+	}
+	if Hash(raw) != id {
+		return nil, corrupt(object, "content does not match its ID")
+	}
+	return raw, nil
+}
+
+// buffers pools byte slices for stored blobs and packs.
+var buffers sync.Pool
+
+func getBuffer(n int) []byte {
+	if b, ok := buffers.Get().(*[]byte); ok && cap(*b) >= n {
+		return (*b)[:n]
+	}
+	return make([]byte, n)
+}
+
+func putBuffer(b []byte) {
+	b = b[:0]
+	buffers.Put(&b)
+}

@@ -1,0 +1,350 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// VerifyReport says what Verify checked and what it found damaged.
+type VerifyReport struct {
+	IndexFiles     int      `json:"index_files"`
+	Packs          int      `json:"packs"`
+	Blobs          int      `json:"blobs"`
+	BytesRead      int64    `json:"bytes_read"`
+	RestorePoints  int      `json:"restore_points"`
+	UnindexedPacks int      `json:"unindexed_packs"` // garbage from failed creates; GC removes it
+	Damage         []Damage `json:"damage"`
+}
+
+// Damage is one damaged or missing object and the restore points that need it.
+type Damage struct {
+	Object        string   `json:"object"`
+	Reason        string   `json:"reason"`
+	RestorePoints []string `json:"restore_points"` // "collection/id"
+}
+
+// OK reports whether nothing is damaged.
+func (r VerifyReport) OK() bool { return len(r.Damage) == 0 }
+
+// VerifyOptions tunes Verify.
+type VerifyOptions struct {
+	// Progress, if set, is called with the pack bytes read so far and the total.
+	Progress func(done, total int64)
+}
+
+// Verify reads every pack, decompresses and re-hashes every blob, checks
+// every index file against its name, and walks every restore point's block
+// map to check that each node and chunk it needs is present and sound. It
+// reports each damaged object with the restore points it affects; an error
+// means Verify itself could not run.
+func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (VerifyReport, error) {
+	var report VerifyReport
+	lock, err := r.lock(ctx, false, "verify")
+	if err != nil {
+		return report, fmt.Errorf("verify: %w", err)
+	}
+	defer lock.unlock()
+
+	v := &verifier{repo: r, damage: map[string]*Damage{}, badBlobs: map[ID]string{}}
+	idx, err := v.checkIndex(ctx, &report)
+	if err != nil {
+		return report, err
+	}
+	r.idxMu.Lock()
+	r.idx = idx
+	r.idxMu.Unlock()
+	if err := v.checkPacks(ctx, idx, opts, &report); err != nil {
+		return report, err
+	}
+	if err := v.checkRestorePoints(ctx, idx, &report); err != nil {
+		return report, err
+	}
+	for _, d := range v.damage {
+		sort.Strings(d.RestorePoints)
+		report.Damage = append(report.Damage, *d)
+	}
+	sort.Slice(report.Damage, func(i, j int) bool { return report.Damage[i].Object < report.Damage[j].Object })
+	return report, nil
+}
+
+type verifier struct {
+	repo     *Repository
+	mu       sync.Mutex
+	damage   map[string]*Damage
+	badBlobs map[ID]string // blob → the damaged object that holds it
+}
+
+func (v *verifier) found(object, reason string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, ok := v.damage[object]; !ok {
+		v.damage[object] = &Damage{Object: object, Reason: reason}
+	}
+}
+
+func (v *verifier) badBlob(id ID, object, reason string) {
+	v.found(object, reason)
+	v.mu.Lock()
+	v.badBlobs[id] = object
+	v.mu.Unlock()
+}
+
+// checkIndex loads every index file that is sound, reporting the others.
+func (v *verifier) checkIndex(ctx context.Context, report *VerifyReport) (*index, error) {
+	names, err := listNames(ctx, v.repo.store, indexPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("verify: list index: %w", err)
+	}
+	idx := newIndex()
+	for _, name := range names {
+		report.IndexFiles++
+		packs, err := readIndexFile(ctx, v.repo.store, name)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			v.found(name, err.Error())
+			continue
+		}
+		idx.add(name, packs)
+	}
+	return idx, nil
+}
+
+// checkPacks reads every pack and checks every blob the index places in it.
+func (v *verifier) checkPacks(ctx context.Context, idx *index, opts VerifyOptions, report *VerifyReport) error {
+	stored, err := listPacks(ctx, v.repo.store)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	byPack := map[ID][]PackEntry{}
+	for id, loc := range idx.blobs {
+		p := idx.packs[loc.pack]
+		byPack[p] = append(byPack[p], PackEntry{ID: id, Type: loc.typ, Compressed: loc.compressed, Offset: loc.offset, Length: loc.length, RawLength: loc.rawLength})
+	}
+	var total int64
+	for id, size := range stored {
+		if _, ok := byPack[id]; ok {
+			total += size
+		} else {
+			report.UnindexedPacks++
+		}
+	}
+	for id, entries := range byPack {
+		if _, ok := stored[id]; !ok {
+			for _, e := range entries {
+				v.badBlob(e.ID, "pack "+id.String(), "missing: the index lists it but the store does not have it")
+			}
+		}
+	}
+	var done, blobs atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for id, entries := range byPack {
+		size, ok := stored[id]
+		if !ok {
+			continue
+		}
+		report.Packs++
+		g.Go(func() error {
+			if err := v.checkPack(gctx, id, size, entries); err != nil {
+				return err
+			}
+			blobs.Add(int64(len(entries)))
+			n := done.Add(size)
+			if opts.Progress != nil {
+				v.mu.Lock()
+				opts.Progress(n, total)
+				v.mu.Unlock()
+			}
+			return nil
+		})
+	}
+	err = g.Wait()
+	report.BytesRead, report.Blobs = done.Load(), int(blobs.Load())
+	return err
+}
+
+func (v *verifier) checkPack(ctx context.Context, id ID, size int64, entries []PackEntry) error {
+	name := packName(id)
+	data, err := v.repo.store.Get(ctx, name)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		for _, e := range entries {
+			v.badBlob(e.ID, "pack "+id.String(), "unreadable: "+err.Error())
+		}
+		return nil
+	}
+	if Hash(data) != id {
+		v.found("pack "+id.String(), fmt.Sprintf("content does not match its name (%d bytes, listed as %d)", len(data), size))
+	}
+	if err := checkPackHeader(data, entries); err != nil {
+		v.found("pack "+id.String(), err.Error())
+	}
+	var buf []byte
+	for _, e := range entries {
+		object := fmt.Sprintf("%s blob %s in pack %s", e.Type, e.ID, id)
+		end := int64(e.Offset) + int64(e.Length)
+		if end > int64(len(data)) {
+			v.badBlob(e.ID, object, "past the end of the pack")
+			continue
+		}
+		raw, err := decompressBlob(buf, data[e.Offset:end], e.Compressed, int(e.RawLength))
+		if err != nil {
+			v.badBlob(e.ID, object, err.Error())
+			continue
+		}
+		buf = raw
+		if Hash(raw) != e.ID {
+			v.badBlob(e.ID, object, "content does not match its ID")
+		}
+	}
+	return nil
+}
+
+// checkPackHeader checks that the pack's own header agrees with the index.
+func checkPackHeader(data []byte, entries []PackEntry) error {
+	if len(data) < packTrailerSize {
+		return errors.New("too short for a pack trailer")
+	}
+	n, err := packHeaderLength(data[len(data)-packTrailerSize:], int64(len(data)))
+	if err != nil {
+		return err
+	}
+	dataSize := int64(len(data) - packTrailerSize - n)
+	header, err := decodePackHeader(data[dataSize:len(data)-packTrailerSize], dataSize)
+	if err != nil {
+		return err
+	}
+	own := map[ID]PackEntry{}
+	for _, e := range header {
+		own[e.ID] = e
+	}
+	for _, e := range entries {
+		if h, ok := own[e.ID]; !ok || h != e {
+			return fmt.Errorf("pack header disagrees with the index about blob %s", e.ID.Short())
+		}
+	}
+	return nil
+}
+
+// checkRestorePoints walks every block map, marking each restore point that
+// needs a damaged or missing object. A subtree's verdict is remembered by
+// node ID, so maps that share nodes are checked once.
+func (v *verifier) checkRestorePoints(ctx context.Context, idx *index, report *VerifyReport) error {
+	names, err := listNames(ctx, v.repo.store, manifestPrefix)
+	if err != nil {
+		return fmt.Errorf("verify: list restore points: %w", err)
+	}
+	sort.Strings(names)
+	memo := map[ID][]string{}
+	for _, name := range names {
+		report.RestorePoints++
+		point := strings.TrimPrefix(name, manifestPrefix)
+		data, err := v.repo.store.Get(ctx, name)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			v.found(name, err.Error())
+			v.damage[name].RestorePoints = []string{point}
+			continue
+		}
+		m, err := decodeManifest(name, data)
+		if err == nil && manifestName(m.Collection, m.ID) != name {
+			err = corrupt(name, "it says it is %s/%s", m.Collection, m.ID)
+		}
+		if err != nil {
+			v.found(name, err.Error())
+			v.damage[name].RestorePoints = []string{point}
+			continue
+		}
+		var bad []string
+		if !m.Config.IsZero() {
+			bad = append(bad, v.blobDamage(idx, DataBlob, m.Config)...)
+		}
+		for _, d := range m.Disks {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			bad = append(bad, v.subtreeDamage(ctx, idx, v.repo.OpenTree(d), d.Root, d.Geometry(v.repo.config.TreeFanout).Height(), 0, memo)...)
+		}
+		for _, object := range bad {
+			d := v.damage[object]
+			if len(d.RestorePoints) == 0 || d.RestorePoints[len(d.RestorePoints)-1] != point {
+				d.RestorePoints = append(d.RestorePoints, point)
+			}
+		}
+	}
+	return nil
+}
+
+// blobDamage returns the damaged object the blob depends on, if any.
+func (v *verifier) blobDamage(idx *index, t BlobType, id ID) []string {
+	if object, ok := v.badBlobs[id]; ok {
+		return []string{object}
+	}
+	loc, ok := idx.blobs[id]
+	if !ok || loc.typ != t {
+		object := fmt.Sprintf("%s blob %s", t, id)
+		v.badBlob(id, object, "missing: no index lists it")
+		return []string{object}
+	}
+	return nil
+}
+
+func (v *verifier) subtreeDamage(ctx context.Context, idx *index, t *TreeReader, id ID, level int, n int64, memo map[ID][]string) []string {
+	if id.IsZero() {
+		return nil
+	}
+	if bad, ok := memo[id]; ok {
+		return bad
+	}
+	bad := v.blobDamage(idx, TreeBlob, id)
+	if bad == nil {
+		ids, err := t.node(ctx, id, level, n, false)
+		switch {
+		case err != nil:
+			object := "tree blob " + id.String()
+			v.found(object, err.Error())
+			bad = []string{object}
+		case level == 0:
+			for _, b := range ids {
+				if !b.IsZero() {
+					bad = append(bad, v.blobDamage(idx, DataBlob, b)...)
+				}
+			}
+		default:
+			for i, child := range ids {
+				bad = append(bad, v.subtreeDamage(ctx, idx, t, child, level-1, n*int64(t.g.Fanout)+int64(i), memo)...)
+			}
+		}
+	}
+	bad = dedupStrings(bad)
+	memo[id] = bad
+	return bad
+}
+
+func dedupStrings(s []string) []string {
+	if len(s) < 2 {
+		return s
+	}
+	sort.Strings(s)
+	out := s[:1]
+	for _, x := range s[1:] {
+		if x != out[len(out)-1] {
+			out = append(out, x)
+		}
+	}
+	return out
+}

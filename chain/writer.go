@@ -1,0 +1,238 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Writer adds blobs to the repository: one per create. It holds the
+// repository's shared lock from NewWriter to Close, so GC cannot remove a
+// blob the writer deduplicated against before the writer's manifest
+// references it. Blobs are bundled into packs; nothing a Writer adds is in
+// the index until Flush has made its packs and their index file durable.
+// A Writer is safe for concurrent use.
+type Writer struct {
+	repo *Repository
+	lock *repoLock
+
+	mu      sync.Mutex
+	pending map[ID]struct{} // blobs added by this writer, written or not
+	open    [3]*openPack    // per BlobType, so tree nodes pack together
+	written []IndexedPack   // packs stored but not yet in an index file
+	err     error           // first failure to write a pack
+	closed  bool
+	// repacking: GC copies blobs the index already has into new packs.
+	repacking bool
+}
+
+type openPack struct {
+	data    []byte
+	entries []PackEntry
+}
+
+// NewWriter starts a writer for operation (named in the lock, for people).
+func (r *Repository) NewWriter(ctx context.Context, operation string) (*Writer, error) {
+	lock, err := r.lock(ctx, false, operation)
+	if err != nil {
+		return nil, err
+	}
+	// Another process may have added packs, or garbage-collected some, since
+	// we loaded the index; dedup must only trust blobs that exist now.
+	if err := r.refreshIndex(ctx); err != nil {
+		lock.unlock()
+		return nil, err
+	}
+	return &Writer{repo: r, lock: lock, pending: map[ID]struct{}{}}, nil
+}
+
+// Repository returns the repository the writer adds to.
+func (w *Writer) Repository() *Repository { return w.repo }
+
+// Has reports whether the blob is stored or being stored by this writer.
+func (w *Writer) Has(id ID) bool {
+	if w.repo.HasBlob(id) {
+		return true
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.pending[id]
+	return ok
+}
+
+// PutBlob stores data, whose ID the caller computed with Hash, unless the
+// repository or this writer already has it. It returns how many bytes it
+// added to a pack: 0 for a blob that was already there.
+func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (int, error) {
+	if id.IsZero() {
+		return 0, errors.New("put blob: the zero ID is reserved for all-zero blocks")
+	}
+	if t != DataBlob && t != TreeBlob {
+		return 0, fmt.Errorf("put blob %s: unknown type %d", id.Short(), t)
+	}
+	if len(data) > maxBlobSize {
+		return 0, fmt.Errorf("put blob %s: %d bytes is over the %d-byte limit", id.Short(), len(data), maxBlobSize)
+	}
+	if !w.repacking && w.repo.HasBlob(id) {
+		return 0, nil
+	}
+	w.mu.Lock()
+	if err := w.usable(); err != nil {
+		w.mu.Unlock()
+		return 0, err
+	}
+	if _, ok := w.pending[id]; ok {
+		w.mu.Unlock()
+		return 0, nil
+	}
+	w.pending[id] = struct{}{}
+	w.mu.Unlock()
+
+	// Compress outside the lock: this is where the CPU goes.
+	scratch := getBuffer(len(data) + len(data)/8 + 64)
+	stored, compressed := compressBlob(scratch[:0], data)
+	defer putBuffer(stored)
+
+	w.mu.Lock()
+	if err := w.usable(); err != nil {
+		w.mu.Unlock()
+		return 0, err
+	}
+	p := w.open[t]
+	if p == nil {
+		p = &openPack{data: getPackBuffer(w.repo.config.PackSize)}
+		w.open[t] = p
+	}
+	p.entries = append(p.entries, PackEntry{
+		ID: id, Type: t, Compressed: compressed,
+		Offset: uint32(len(p.data)), Length: uint32(len(stored)), RawLength: uint32(len(data)),
+	})
+	p.data = append(p.data, stored...)
+	var full *openPack
+	if len(p.data) >= w.repo.config.PackSize {
+		full, w.open[t] = p, nil
+	}
+	w.mu.Unlock()
+
+	if full != nil {
+		if err := w.writePack(ctx, full); err != nil {
+			return 0, err
+		}
+	}
+	return len(stored), nil
+}
+
+func (w *Writer) usable() error {
+	if w.closed {
+		return errors.New("writer is closed")
+	}
+	return w.err
+}
+
+// writePack stores one pack and remembers it for the next index file.
+func (w *Writer) writePack(ctx context.Context, p *openPack) error {
+	data := appendPackHeader(p.data, p.entries)
+	id := Hash(data)
+	err := w.repo.store.Put(ctx, packName(id), data)
+	putPackBuffer(data)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		err = fmt.Errorf("write pack %s: %w", id.Short(), err)
+		if w.err == nil {
+			w.err = err
+		}
+		return err
+	}
+	w.written = append(w.written, IndexedPack{ID: id, Entries: p.entries})
+	return nil
+}
+
+// Flush writes the open packs and an index file for every pack written
+// since the last Flush, and adds them to the repository's index. After it
+// returns, every blob put so far is durable and readable.
+func (w *Writer) Flush(ctx context.Context) error {
+	w.mu.Lock()
+	if err := w.usable(); err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	var open []*openPack
+	for t, p := range w.open {
+		if p != nil {
+			open = append(open, p)
+			w.open[t] = nil
+		}
+	}
+	w.mu.Unlock()
+	for _, p := range open {
+		if err := w.writePack(ctx, p); err != nil {
+			return err
+		}
+	}
+	w.mu.Lock()
+	written := w.written
+	w.written = nil
+	w.mu.Unlock()
+	if len(written) == 0 {
+		return nil
+	}
+	name, err := writeIndexFile(ctx, w.repo.store, written)
+	if err != nil {
+		w.mu.Lock()
+		w.written = append(written, w.written...)
+		w.mu.Unlock()
+		return err
+	}
+	w.repo.index().add(name, written)
+	return nil
+}
+
+// SaveManifest flushes and then commits m: the restore point becomes
+// visible. It must be called before Close, so that GC cannot run between
+// the blobs becoming durable and the manifest that references them.
+func (w *Writer) SaveManifest(ctx context.Context, m *Manifest) error {
+	if err := w.Flush(ctx); err != nil {
+		return err
+	}
+	return w.repo.saveManifest(ctx, m)
+}
+
+// Close releases the writer's lock. Blobs not flushed are dropped; packs
+// written without an index file, or not referenced by any manifest, are
+// garbage that GC reclaims.
+func (w *Writer) Close() {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	w.closed = true
+	for t, p := range w.open {
+		if p != nil {
+			putPackBuffer(p.data)
+			w.open[t] = nil
+		}
+	}
+	w.mu.Unlock()
+	if w.lock != nil {
+		w.lock.unlock()
+	}
+}
+
+// packBuffers pools the buffers packs are assembled in, apart from the
+// smaller blob buffers so that a small read never pins a pack-sized one.
+var packBuffers sync.Pool
+
+func getPackBuffer(packSize int) []byte {
+	if b, ok := packBuffers.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, packSize+packSize/8)
+}
+
+func putPackBuffer(b []byte) {
+	b = b[:0]
+	packBuffers.Put(&b)
+}
