@@ -1,0 +1,125 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/diskpoint/diskpoint/chain"
+)
+
+// Errors callers test for with errors.Is. They are chain's sentinels.
+var (
+	ErrNotFound           = chain.ErrNotFound
+	ErrCorrupt            = chain.ErrCorrupt
+	ErrLocked             = chain.ErrLocked
+	ErrExists             = chain.ErrExists
+	ErrInvalidName        = chain.ErrInvalidName
+	ErrUnsupportedVersion = chain.ErrUnsupportedVersion
+)
+
+// Repository is an open diskpoint repository. It is safe for concurrent use.
+type Repository struct {
+	chain *chain.Repository
+}
+
+// InitOptions configure a new repository.
+type InitOptions struct {
+	// BlockSize is the size of the blocks disks are cut into: a power of two
+	// from 16 KiB to 16 MiB; 0 means chain.DefaultBlockSize.
+	BlockSize int
+}
+
+// Init creates a repository in directory dir (created if missing; it must
+// not already hold a repository).
+func Init(ctx context.Context, dir string, opts InitOptions) (*Repository, error) {
+	store, err := chain.NewLocalStore(dir)
+	if err != nil {
+		return nil, err
+	}
+	r, err := InitStore(ctx, store, opts)
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", dir, err)
+	}
+	return r, nil
+}
+
+// InitStore creates a repository in any chain.Store.
+func InitStore(ctx context.Context, store chain.Store, opts InitOptions) (*Repository, error) {
+	cfg, err := chain.NewConfig(opts.BlockSize)
+	if err != nil {
+		return nil, err
+	}
+	cr, err := chain.Init(ctx, store, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Repository{chain: cr}, nil
+}
+
+// Open opens the repository in directory dir.
+func Open(ctx context.Context, dir string) (*Repository, error) {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("repository %s does not exist: %w", dir, ErrNotFound)
+		}
+		return nil, fmt.Errorf("repository %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("repository %s: not a directory", dir)
+	}
+	store, err := chain.NewLocalStore(dir)
+	if err != nil {
+		return nil, err
+	}
+	r, err := OpenStore(ctx, store)
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", dir, err)
+	}
+	return r, nil
+}
+
+// OpenStore opens the repository in any chain.Store.
+func OpenStore(ctx context.Context, store chain.Store) (*Repository, error) {
+	cr, err := chain.Open(ctx, store)
+	if err != nil {
+		return nil, err
+	}
+	return &Repository{chain: cr}, nil
+}
+
+// Chain returns the repository's storage layer, for tools that work on the
+// format itself.
+func (r *Repository) Chain() *chain.Repository { return r.chain }
+
+// Config returns the repository's settings.
+func (r *Repository) Config() chain.Config { return r.chain.Config() }
+
+// Collection returns the collection called name (it need not exist yet: a
+// collection exists once it has a restore point). The name is 1 to 255
+// letters, digits, '.', '_' or '-', not starting with '.'.
+func (r *Repository) Collection(name string) (*Collection, error) {
+	if err := chain.CheckName("collection", name); err != nil {
+		return nil, err
+	}
+	return &Collection{repo: r, name: name}, nil
+}
+
+// Collections lists the collections that have restore points.
+func (r *Repository) Collections(ctx context.Context) ([]string, error) {
+	return r.chain.ListCollections(ctx)
+}
+
+// GC removes the chunks and packs that no restore point needs any more.
+// It waits for creates in this process and refuses (ErrLocked) while
+// another process creates.
+func (r *Repository) GC(ctx context.Context, opts chain.GCOptions) (chain.GCReport, error) {
+	return r.chain.GC(ctx, opts)
+}
+
+// Verify reads and checks everything in the repository; see chain.Repository.Verify.
+func (r *Repository) Verify(ctx context.Context, opts chain.VerifyOptions) (chain.VerifyReport, error) {
+	return r.chain.Verify(ctx, opts)
+}
