@@ -1,0 +1,380 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/diskpoint/diskpoint/blockdiff"
+	"github.com/diskpoint/diskpoint/chain"
+	"github.com/diskpoint/diskpoint/snapshot"
+	"github.com/dustin/go-humanize"
+)
+
+func runInit(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+	repoDir := fs.String("repo", "", "repository `directory` to create")
+	blockSize := fs.String("block-size", "", "block `size`, a power of two from 16KiB to 16MiB (default 64KiB)")
+	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
+		return err
+	}
+	bs := 0
+	if *blockSize != "" {
+		var err error
+		if bs, err = parseSize(*blockSize); err != nil {
+			return usageError{"-block-size: " + err.Error()}
+		}
+	}
+	repo, err := snapshot.Init(ctx, *repoDir, snapshot.InitOptions{BlockSize: bs})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "initialized repository %s (block size %s)\n", *repoDir, humanize.IBytes(uint64(repo.Config().BlockSize)))
+	return nil
+}
+
+// parseSize reads a byte count with an optional binary suffix: 65536, 64K,
+// 64KiB, 1M, 1MiB.
+func parseSize(s string) (int, error) {
+	num := strings.TrimRight(s, "KMGiBkmgb")
+	unit := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s[len(num):], "iB"), "B"))
+	n, err := strconv.Atoi(num)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a size", s)
+	}
+	switch unit {
+	case "":
+	case "K":
+		n <<= 10
+	case "M":
+		n <<= 20
+	case "G":
+		n <<= 30
+	default:
+		return 0, fmt.Errorf("%q: unknown unit", s)
+	}
+	return n, nil
+}
+
+func openCollection(ctx context.Context, repoDir, name string) (*snapshot.Repository, *snapshot.Collection, error) {
+	repo, err := snapshot.Open(ctx, repoDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := repo.Collection(name)
+	return repo, c, err
+}
+
+func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+	repoDir := fs.String("repo", "", "repository `directory`")
+	collection := fs.String("collection", "", "collection `name` (one per VM)")
+	configFile := fs.String("config", "", "VM configuration `file` to store with the restore point")
+	asJSON := fs.Bool("json", false, "print the restore point as JSON")
+	var exclude, changed listFlag
+	fs.Var(&exclude, "exclude", "leave out `DISK` (repeatable)")
+	fs.Var(&changed, "changed", "`DISK=RANGES_FILE`: only these byte ranges changed since DISK's last restore point (repeatable)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: diskpoint create -repo DIR -collection NAME [flags] DISK=PATH...")
+		fs.PrintDefaults()
+	}
+	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection}); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return usageError{"no disks given (DISK=PATH...)"}
+	}
+	opts := snapshot.CreateOptions{Exclude: exclude}
+	index := map[string]int{}
+	for _, arg := range fs.Args() {
+		name, path, ok := strings.Cut(arg, "=")
+		if !ok || name == "" || path == "" {
+			return usageError{fmt.Sprintf("disk %q: want DISK=PATH", arg)}
+		}
+		index[name] = len(opts.Disks)
+		opts.Disks = append(opts.Disks, snapshot.DiskSource{Name: name, Path: path})
+	}
+	for _, arg := range changed {
+		name, file, ok := strings.Cut(arg, "=")
+		i, known := index[name]
+		if !ok || !known {
+			return usageError{fmt.Sprintf("-changed %q: want DISK=RANGES_FILE for a disk given as DISK=PATH", arg)}
+		}
+		ranges, err := readRanges(file)
+		if err != nil {
+			return err
+		}
+		opts.Disks[i].ChangedOnly, opts.Disks[i].Changed = true, ranges
+	}
+	if *configFile != "" {
+		data, err := os.ReadFile(*configFile)
+		if err != nil {
+			return fmt.Errorf("VM config: %w", err)
+		}
+		opts.VMConfig = data
+	}
+	_, c, err := openCollection(ctx, *repoDir, *collection)
+	if err != nil {
+		return err
+	}
+	progress := newProgress(e, *asJSON, "create "+*collection)
+	if progress != nil {
+		var total int64
+		for _, d := range opts.Disks {
+			if fi, err := os.Stat(d.Path); err == nil {
+				total += fi.Size()
+			}
+		}
+		scanned := map[string]int64{}
+		opts.Progress = func(p snapshot.Progress) {
+			scanned[p.Disk] = p.Scan.Scanned
+			var done int64
+			for _, n := range scanned {
+				done += n
+			}
+			progress.update(done, total)
+		}
+	}
+	start := time.Now()
+	rp, err := c.Create(ctx, opts)
+	progress.done()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(e, rp)
+	}
+	fmt.Fprintf(e.stdout, "created restore point %s in %s in %s\n", rp.ID, rp.Collection, time.Since(start).Round(time.Millisecond))
+	printDisks(e, rp)
+	return nil
+}
+
+func readRanges(path string) ([]blockdiff.Range, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	ranges, err := blockdiff.ParseRanges(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return ranges, nil
+}
+
+func printDisks(e *env, rp *snapshot.RestorePoint) {
+	tw := tabwriter.NewWriter(e.stdout, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  DISK\tSIZE\tCHANGED\tSTORED\tPARENT")
+	for _, d := range rp.Disks {
+		parent := d.Parent
+		if parent == "" {
+			parent = "-"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", d.Name, humanize.IBytes(uint64(d.Size)),
+			humanize.IBytes(uint64(d.ChangedBytes)), humanize.IBytes(uint64(d.StoredBytes)), parent)
+	}
+	tw.Flush()
+	if len(rp.Excluded) > 0 {
+		fmt.Fprintf(e.stdout, "  excluded: %s\n", strings.Join(rp.Excluded, ", "))
+	}
+}
+
+func printJSON(e *env, v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func runList(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+	repoDir := fs.String("repo", "", "repository `directory`")
+	collection := fs.String("collection", "", "collection `name`")
+	asJSON := fs.Bool("json", false, "print a JSON array")
+	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection}); err != nil {
+		return err
+	}
+	_, c, err := openCollection(ctx, *repoDir, *collection)
+	if err != nil {
+		return err
+	}
+	points, err := c.List(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if points == nil {
+			points = []*snapshot.RestorePoint{}
+		}
+		return printJSON(e, points)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tCREATED\tCONSISTENCY\tDISKS\tSIZE\tSTORED")
+	for _, rp := range points {
+		var size, stored int64
+		for _, d := range rp.Disks {
+			size += d.Size
+			stored += d.StoredBytes
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", rp.ID, rp.Created.Local().Format(time.DateTime), rp.Consistency,
+			len(rp.Disks), humanize.IBytes(uint64(size)), humanize.IBytes(uint64(stored)))
+	}
+	return tw.Flush()
+}
+
+func runShow(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+	repoDir := fs.String("repo", "", "repository `directory`")
+	collection := fs.String("collection", "", "collection `name`")
+	point := fs.String("point", "", "restore point `ID`, or latest")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point}); err != nil {
+		return err
+	}
+	_, c, err := openCollection(ctx, *repoDir, *collection)
+	if err != nil {
+		return err
+	}
+	rp, err := c.Get(ctx, *point)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(e, rp)
+	}
+	fmt.Fprintf(e.stdout, "restore point %s in %s\n  created:     %s\n  consistency: %s\n", rp.ID, rp.Collection, rp.Created.Local().Format(time.RFC3339), rp.Consistency)
+	if rp.ConfigSize > 0 {
+		fmt.Fprintf(e.stdout, "  VM config:   %s\n", humanize.IBytes(uint64(rp.ConfigSize)))
+	}
+	printDisks(e, rp)
+	return nil
+}
+
+func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+	repoDir := fs.String("repo", "", "repository `directory`")
+	collection := fs.String("collection", "", "collection `name`")
+	point := fs.String("point", "", "restore point `ID`, or latest")
+	disk := fs.String("disk", "", "`name` of the disk to restore")
+	to := fs.String("to", "", "target `path`: a file (replaced when complete) or a block device")
+	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point, "disk": disk, "to": to}); err != nil {
+		return err
+	}
+	_, c, err := openCollection(ctx, *repoDir, *collection)
+	if err != nil {
+		return err
+	}
+	progress := newProgress(e, false, "restore "+*disk)
+	opts := snapshot.RestoreOptions{}
+	if progress != nil {
+		opts.Progress = progress.update
+	}
+	start := time.Now()
+	stats, err := c.RestoreDisk(ctx, *point, *disk, *to, opts)
+	progress.done()
+	if err != nil {
+		return err
+	}
+	elapsed := time.Since(start)
+	fmt.Fprintf(e.stdout, "restored disk %s to %s: %s (%s data, %s zeros) in %s, %s/s\n", *disk, *to,
+		humanize.IBytes(uint64(stats.Size)), humanize.IBytes(uint64(stats.WrittenBytes)), humanize.IBytes(uint64(stats.ZeroBytes)),
+		elapsed.Round(time.Millisecond), humanize.IBytes(uint64(float64(stats.Size)/max(elapsed.Seconds(), 1e-9))))
+	return nil
+}
+
+func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+	repoDir := fs.String("repo", "", "repository `directory`")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
+		return err
+	}
+	repo, err := snapshot.Open(ctx, *repoDir)
+	if err != nil {
+		return err
+	}
+	progress := newProgress(e, *asJSON, "verify")
+	opts := chain.VerifyOptions{}
+	if progress != nil {
+		opts.Progress = progress.update
+	}
+	report, err := repo.Verify(ctx, opts)
+	progress.done()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if report.Damage == nil {
+			report.Damage = []chain.Damage{}
+		}
+		if err := printJSON(e, report); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(e.stdout, "checked %d restore points, %d packs, %d blobs, %s read\n",
+			report.RestorePoints, report.Packs, report.Blobs, humanize.IBytes(uint64(report.BytesRead)))
+		if report.UnindexedPacks > 0 {
+			fmt.Fprintf(e.stdout, "%d packs are unreferenced garbage from interrupted creates; gc removes them\n", report.UnindexedPacks)
+		}
+		for _, d := range report.Damage {
+			fmt.Fprintf(e.stdout, "DAMAGED %s: %s", d.Object, d.Reason)
+			if len(d.RestorePoints) > 0 {
+				fmt.Fprintf(e.stdout, " (needed by %s)", strings.Join(d.RestorePoints, ", "))
+			}
+			fmt.Fprintln(e.stdout)
+		}
+	}
+	if !report.OK() {
+		names := make([]string, len(report.Damage))
+		for i, d := range report.Damage {
+			names[i] = d.Object
+		}
+		return fmt.Errorf("%d damaged objects: %s", len(names), strings.Join(names, "; "))
+	}
+	return nil
+}
+
+func runDelete(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+	repoDir := fs.String("repo", "", "repository `directory`")
+	collection := fs.String("collection", "", "collection `name`")
+	point := fs.String("point", "", "restore point `ID`")
+	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point}); err != nil {
+		return err
+	}
+	_, c, err := openCollection(ctx, *repoDir, *collection)
+	if err != nil {
+		return err
+	}
+	if err := c.Delete(ctx, *point); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "deleted restore point %s from %s (run gc to reclaim its space)\n", *point, *collection)
+	return nil
+}
+
+func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+	repoDir := fs.String("repo", "", "repository `directory`")
+	dryRun := fs.Bool("dry-run", false, "report what would be removed, remove nothing")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
+		return err
+	}
+	repo, err := snapshot.Open(ctx, *repoDir)
+	if err != nil {
+		return err
+	}
+	report, err := repo.GC(ctx, chain.GCOptions{DryRun: *dryRun})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(e, report)
+	}
+	verb := "reclaimed"
+	if *dryRun {
+		verb = "would reclaim"
+	}
+	fmt.Fprintf(e.stdout, "%s %s (%s -> %s): %d packs deleted, %d repacked, %d blobs removed; %d restore points keep %d blobs\n",
+		verb, humanize.IBytes(uint64(max(report.BytesReclaimed(), 0))), humanize.IBytes(uint64(report.BytesBefore)), humanize.IBytes(uint64(report.BytesAfter)),
+		report.PacksDeleted, report.PacksRepacked, report.BlobsRemoved, report.RestorePoints, report.LiveBlobs)
+	return nil
+}

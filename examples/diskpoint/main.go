@@ -1,0 +1,140 @@
+// Command diskpoint is the operator's CLI for diskpoint repositories: take,
+// list, restore and delete restore points of VM disks, and keep the
+// repository healthy (verify, gc).
+//
+//	diskpoint init    -repo DIR [-block-size SIZE]
+//	diskpoint create  -repo DIR -collection NAME [-exclude DISK]... [-changed DISK=RANGES_FILE]... [-config FILE] [-json] DISK=PATH...
+//	diskpoint list    -repo DIR -collection NAME [-json]
+//	diskpoint show    -repo DIR -collection NAME -point ID|latest [-json]
+//	diskpoint restore -repo DIR -collection NAME -point ID|latest -disk DISK -to PATH
+//	diskpoint verify  -repo DIR [-json]
+//	diskpoint delete  -repo DIR -collection NAME -point ID
+//	diskpoint gc      -repo DIR [-dry-run] [-json]
+//
+// It exits 0 on success and 1 with a one-line error on stderr otherwise (2
+// for a command line it cannot parse).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// command is one subcommand: its flags are defined by setup, and run does
+// the work with the parsed flags and remaining arguments.
+type command struct {
+	summary string
+	run     func(ctx context.Context, env *env, fs *flag.FlagSet, args []string) error
+}
+
+var commands = map[string]command{
+	"init":    {"create a repository", runInit},
+	"create":  {"take a restore point of disks", runCreate},
+	"list":    {"list a collection's restore points", runList},
+	"show":    {"show one restore point", runShow},
+	"restore": {"restore one disk of a restore point", runRestore},
+	"verify":  {"check every byte of the repository", runVerify},
+	"delete":  {"delete a restore point", runDelete},
+	"gc":      {"reclaim space no restore point needs", runGC},
+}
+
+// env is what commands write to, so tests can run them in-process.
+type env struct {
+	stdout, stderr io.Writer
+	// terminal: stdout is a terminal, so progress may be drawn (on stderr).
+	terminal bool
+}
+
+// usageError marks a bad command line (exit status 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	e := &env{stdout: os.Stdout, stderr: os.Stderr, terminal: isTerminal(os.Stdout)}
+	os.Exit(run(ctx, e, os.Args[1:]))
+}
+
+// run executes one command line and returns the exit status.
+func run(ctx context.Context, e *env, args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "help" {
+		usage(e.stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(e.stderr, "diskpoint: unknown command %q (try: diskpoint help)\n", args[0])
+		return 2
+	}
+	fs := flag.NewFlagSet("diskpoint "+args[0], flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	err := cmd.run(ctx, e, fs, args[1:])
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(e.stderr, "diskpoint %s: %s\n", args[0], oneLine(err.Error()))
+		return 2
+	default:
+		fmt.Fprintf(e.stderr, "diskpoint %s: %s\n", args[0], oneLine(err.Error()))
+		return 1
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: diskpoint COMMAND [flags]\n\ncommands:")
+	names := make([]string, 0, len(commands))
+	for name := range commands {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		fmt.Fprintf(w, "  %-8s %s\n", name, commands[name].summary)
+	}
+	fmt.Fprintln(w, "\nRun 'diskpoint COMMAND -h' for a command's flags.")
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// parse parses flags and insists on the required ones.
+func parse(fs *flag.FlagSet, args []string, required map[string]*string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	var missing []string
+	for name, v := range required {
+		if *v == "" {
+			missing = append(missing, "-"+name)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		return usageError{"missing " + strings.Join(missing, ", ")}
+	}
+	return nil
+}
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
