@@ -50,6 +50,9 @@ type DiskManifest struct {
 	StoredBytes int64 `json:"stored_bytes"`
 	// MetadataBytes is the part of StoredBytes that is block-map nodes.
 	MetadataBytes int64 `json:"metadata_bytes"`
+	// NewChunkBytes is the plaintext size of the chunks newly stored:
+	// ChangedBytes less zero blocks and duplicates, before compression.
+	NewChunkBytes int64 `json:"new_chunk_bytes"`
 }
 
 // Geometry returns the disk's block-map geometry in repository r.

@@ -213,10 +213,13 @@ func (c *Collection) captureDisk(ctx context.Context, w *chain.Writer, src DiskS
 		scanOpts.Parent = treeParent{parentTree}
 		scanOpts.ChangedOnly, scanOpts.Changed = src.ChangedOnly, src.Changed
 	}
-	var stored atomic.Int64
+	var stored, newChunks atomic.Int64
 	scanOpts.Store = func(ctx context.Context, b blockdiff.Block) error {
 		n, err := w.PutBlob(ctx, chain.DataBlob, b.ID, b.Data)
-		stored.Add(int64(n))
+		if n > 0 {
+			stored.Add(int64(n))
+			newChunks.Add(int64(len(b.Data)))
+		}
 		return err
 	}
 	scanOpts.Segment = func(ctx context.Context, s blockdiff.Segment) error {
@@ -244,6 +247,7 @@ func (c *Collection) captureDisk(ctx context.Context, w *chain.Writer, src DiskS
 	dm.ChangedBytes = stats.ChangedBytes
 	dm.MetadataBytes = tree.StoredBytes()
 	dm.StoredBytes = stored.Load() + dm.MetadataBytes
+	dm.NewChunkBytes = newChunks.Load()
 	return dm, nil
 }
 

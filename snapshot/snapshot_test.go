@@ -278,3 +278,5 @@ func TestRestoreLeavesHoles(t *testing.T) {
 		t.Errorf("restored 64 MiB image with 4 KB of data allocates %d bytes: holes were not kept", allocated)
 	}
 }
+
+func writeFile(path string, data []byte) error { return os.WriteFile(path, data, 0o600) }
