@@ -89,6 +89,13 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 			packEntries[p.ID] = p.Entries
 		}
 	}
+	// A blob is live in a pack when a restore point uses it and the index
+	// serves it from that pack; other copies (two creates that stored the
+	// same new blob at once) are dead weight.
+	liveIn := func(pack ID, e PackEntry) bool {
+		loc, servedFrom, ok := idx.lookup(e.ID)
+		return ok && used[e.ID] && servedFrom == pack && loc.offset == e.Offset
+	}
 	var keep []IndexedPack
 	var drop []ID
 	var repack []IndexedPack
@@ -103,8 +110,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		var deadBytes int64
 		live := 0
 		for _, e := range entries {
-			loc := idx.blobs[e.ID]
-			if used[e.ID] && idx.packs[loc.pack] == packID && loc.offset == e.Offset {
+			if liveIn(packID, e) {
 				live++
 			} else {
 				deadBytes += int64(e.Length) + packEntrySize
@@ -140,7 +146,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	if opts.DryRun {
 		for _, p := range repack {
 			for _, e := range p.Entries {
-				if used[e.ID] {
+				if liveIn(p.ID, e) {
 					report.BytesAfter += int64(e.Length)
 				}
 			}
@@ -156,10 +162,13 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	for _, p := range repack {
 		var blobs [][]byte
 		var damaged bool
+		var live []PackEntry
 		for _, e := range p.Entries {
-			if !used[e.ID] {
-				continue
+			if liveIn(p.ID, e) {
+				live = append(live, e)
 			}
+		}
+		for _, e := range live {
 			data, err := r.ReadBlob(ctx, e.Type, e.ID, nil)
 			if errors.Is(err, ErrCorrupt) {
 				damaged = true
@@ -177,16 +186,11 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 			report.BytesAfter += stored[p.ID]
 			continue
 		}
-		i := 0
-		for _, e := range p.Entries {
-			if !used[e.ID] {
-				continue
-			}
+		for i, e := range live {
 			if _, err := w.PutBlob(ctx, e.Type, e.ID, blobs[i]); err != nil {
 				w.Close()
 				return report, fmt.Errorf("gc: repack: %w", err)
 			}
-			i++
 		}
 		drop = append(drop, p.ID)
 	}
@@ -226,7 +230,16 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	r.idxMu.Lock()
 	r.idx = fresh
 	r.idxMu.Unlock()
+	kept := map[ID]bool{}
+	for _, p := range keep {
+		kept[p.ID] = true
+	}
 	for _, id := range drop {
+		if kept[id] {
+			// Packs are named by content: a repack that reproduced a pack
+			// byte for byte wrote it under the same name. It stays.
+			continue
+		}
 		if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
 			return report, fmt.Errorf("gc: %w", err)
 		}
