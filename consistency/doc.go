@@ -1,0 +1,25 @@
+// Package consistency makes restore points consistent: it quiesces
+// applications and file systems, captures every disk at one instant, and
+// always thaws.
+//
+// A restore point is taken in one of three modes ([Mode]):
+//
+//   - crash: all disks captured at one instant, as after a power loss;
+//   - filesystem: file systems frozen while the disks are captured;
+//   - application: applications quiesced first (pre scripts, in-process
+//     hooks), then file systems frozen.
+//
+// What makes a mode real is its [Hook]s: [ScriptHook] (pre and post scripts,
+// configured like Azure's VMSnapshotScriptPluginConfig.json), [FSFreezeHook]
+// (Linux FIFREEZE/FITHAW) and [FuncHook] (a function in the same process:
+// a database flushing itself, or a hypervisor pausing a VM's I/O).
+//
+// The [Coordinator] runs them in order: wait until every hook is ready,
+// pre (application) hooks, freeze (file system, then pause hooks), capture,
+// thaw, post hooks. Thaw and post hooks always run once their freeze ran: on
+// error, on cancellation, on panic, and when the capture overruns the
+// maximum freeze time, enforced by a timer that does not wait for the
+// capture to return. When application hooks fail, the [Policy] decides,
+// as Azure does: fall back to a file-system-consistent restore point (and
+// skip application hooks for the next few requests), fail, or skip.
+package consistency
