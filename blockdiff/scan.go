@@ -8,6 +8,7 @@ import (
 	"io"
 	"runtime"
 	"sort"
+	"unsafe"
 
 	"github.com/diskpoint/diskpoint/chain"
 	"golang.org/x/sync/errgroup"
@@ -176,7 +177,7 @@ func (s *scanner) run(ctx context.Context) (Stats, error) {
 	})
 	for range s.opts.Workers {
 		g.Go(func() error {
-			buf := make([]byte, max(maxRead, s.opts.BlockSize))
+			buf := alignedBuffer(max(maxRead, s.opts.BlockSize))
 			var w worker
 			for jb := range jobs {
 				res, err := s.segment(gctx, jb.index, buf, &w)
@@ -367,6 +368,18 @@ func anyTrue(b []bool) bool {
 		}
 	}
 	return false
+}
+
+// alignedBuffer returns n bytes starting on a 4 KiB boundary, as O_DIRECT
+// reads require.
+func alignedBuffer(n int) []byte {
+	const align = 4096
+	b := make([]byte, n+align)
+	off := int(uintptr(unsafe.Pointer(&b[0])) & (align - 1))
+	if off != 0 {
+		off = align - off
+	}
+	return b[off : off+n : off+n]
 }
 
 var zeros = make([]byte, 64<<10)

@@ -8,7 +8,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // LocalStore is a [Store] in a local directory: one file per object, written
@@ -22,8 +25,22 @@ type LocalStore struct {
 var _ Store = (*LocalStore)(nil)
 
 // tempPrefix marks files that a Put has not finished; List skips them and
-// [LocalStore.RemoveTemp] clears the ones a crash left behind.
+// [LocalStore.RemoveTemp] clears the ones a crash left behind. The full name
+// is ".tmp-HOST-PID-RANDOM" (HOST a short hash of the host name), so that
+// RemoveTemp can tell a dead writer's leftovers from a live writer's work.
 const tempPrefix = ".tmp-"
+
+// tempOrphanAge: a temp file from another host is taken for an orphan once
+// this old (no Put takes that long).
+const tempOrphanAge = time.Hour
+
+var tempPattern = fmt.Sprintf("%s%s-%d-*", tempPrefix, hostTag(), os.Getpid())
+
+func hostTag() string {
+	host, _ := os.Hostname()
+	h := Hash([]byte(host))
+	return h.String()[:8]
+}
 
 // NewLocalStore returns a store rooted at dir, creating dir if needed.
 func NewLocalStore(dir string) (*LocalStore, error) {
@@ -56,7 +73,7 @@ func (s *LocalStore) Put(ctx context.Context, name string, data []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("put %s: %w", name, err)
 	}
-	tmp, err := os.CreateTemp(dir, tempPrefix+"*")
+	tmp, err := os.CreateTemp(dir, tempPattern)
 	if err != nil {
 		return fmt.Errorf("put %s: %w", name, err)
 	}
@@ -224,8 +241,9 @@ func (s *LocalStore) Delete(ctx context.Context, name string) error {
 }
 
 // RemoveTemp deletes temporary files that interrupted Puts left behind and
-// returns how many it removed. Only call it when no Put is in flight (the
-// repository does so under its exclusive lock).
+// returns how many it removed: those of writers on this host that no longer
+// run, and those from other hosts older than an hour. A live writer's file
+// is left alone.
 func (s *LocalStore) RemoveTemp(ctx context.Context) (int, error) {
 	removed := 0
 	err := filepath.WalkDir(s.root, func(path string, d fs.DirEntry, err error) error {
@@ -238,7 +256,7 @@ func (s *LocalStore) RemoveTemp(ctx context.Context) (int, error) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if !d.IsDir() && strings.HasPrefix(d.Name(), tempPrefix) {
+		if !d.IsDir() && strings.HasPrefix(d.Name(), tempPrefix) && tempOrphaned(d) {
 			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
@@ -257,4 +275,17 @@ func notFoundOr(name string, err error) error {
 		return fmt.Errorf("object %s: %w", name, ErrNotFound)
 	}
 	return fmt.Errorf("object %s: %w", name, err)
+}
+
+// tempOrphaned reports whether a temp file's writer is gone.
+func tempOrphaned(d fs.DirEntry) bool {
+	parts := strings.SplitN(strings.TrimPrefix(d.Name(), tempPrefix), "-", 3)
+	if len(parts) == 3 && parts[0] == hostTag() {
+		pid, err := strconv.Atoi(parts[1])
+		if err == nil && pid > 0 {
+			return pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH
+		}
+	}
+	info, err := d.Info()
+	return err == nil && time.Since(info.ModTime()) > tempOrphanAge
 }

@@ -29,6 +29,10 @@ const lockPrefix = "locks/"
 
 // LockInfo is what a lock object records about its holder.
 type LockInfo struct {
+	// Collection, when set, makes this a collection lock: held by a create,
+	// it conflicts only with other locks of the same collection.
+	Collection string `json:"collection,omitempty"`
+	// Exclusive repository locks (GC) conflict with every other repository lock.
 	Exclusive bool      `json:"exclusive"`
 	Operation string    `json:"operation"`
 	Host      string    `json:"host"`
@@ -39,7 +43,10 @@ type LockInfo struct {
 
 func (l LockInfo) String() string {
 	kind := "shared"
-	if l.Exclusive {
+	switch {
+	case l.Collection != "":
+		kind = "collection " + l.Collection
+	case l.Exclusive:
 		kind = "exclusive"
 	}
 	return fmt.Sprintf("%s lock for %s held by pid %d on %s since %s", kind, l.Operation, l.PID, l.Host, l.Created.Format(time.RFC3339))
@@ -59,50 +66,109 @@ func (l LockInfo) stale(now time.Time) bool {
 	return false
 }
 
-// repoLock is a held lock: the in-process RWMutex and the lock object.
+// conflicts says whether two locks exclude each other.
+func (l LockInfo) conflicts(o LockInfo) bool {
+	if l.Collection != "" || o.Collection != "" {
+		return l.Collection == o.Collection
+	}
+	return l.Exclusive || o.Exclusive
+}
+
+// repoLock is a held lock: its lock object, refreshed while held, and the
+// in-process exclusion released with it.
 type repoLock struct {
-	repo      *Repository
-	exclusive bool
-	name      string
-	created   time.Time
-	stop      chan struct{}
-	done      sync.WaitGroup
-	once      sync.Once
+	repo        *Repository
+	info        LockInfo
+	name        string
+	stop        chan struct{}
+	done        sync.WaitGroup
+	once        sync.Once
+	unlockLocal func()
 }
 
 // lock takes the repository's shared or exclusive lock for operation, or
 // returns an error wrapping ErrLocked that names the conflicting holder.
 func (r *Repository) lock(ctx context.Context, exclusive bool, operation string) (*repoLock, error) {
+	unlockLocal := r.mu.RUnlock
 	if exclusive {
 		r.mu.Lock()
+		unlockLocal = r.mu.Unlock
 	} else {
 		r.mu.RLock()
 	}
-	l := &repoLock{repo: r, exclusive: exclusive, stop: make(chan struct{})}
-	if err := l.acquire(ctx, operation); err != nil {
-		l.unlockLocal()
+	return r.takeLock(ctx, LockInfo{Exclusive: exclusive, Operation: operation}, unlockLocal)
+}
+
+// LockCollection takes the collection's lock for operation, so that only
+// one create runs per collection at a time, in this process or any other.
+// If the collection is busy it returns an error wrapping ErrLocked, or, with
+// wait > 0, retries until it gets the lock or wait has passed. The returned
+// function releases the lock.
+func (r *Repository) LockCollection(ctx context.Context, collection, operation string, wait time.Duration) (func(), error) {
+	if err := CheckName("collection", collection); err != nil {
 		return nil, err
 	}
-	l.done.Go(func() { l.refresh(operation) })
+	deadline := time.Now().Add(wait)
+	backoff := 20 * time.Millisecond
+	for {
+		l, err := r.tryLockCollection(ctx, collection, operation)
+		if err == nil {
+			return l.unlock, nil
+		}
+		if !errors.Is(err, ErrLocked) || time.Now().Add(backoff).After(deadline) {
+			return nil, err
+		}
+		// Another process's lock can only be watched by polling its object.
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+func (r *Repository) tryLockCollection(ctx context.Context, collection, operation string) (*repoLock, error) {
+	r.busyMu.Lock()
+	if r.busy[collection] != "" {
+		holder := r.busy[collection]
+		r.busyMu.Unlock()
+		return nil, fmt.Errorf("collection %q: %s is running in this process: %w", collection, holder, ErrLocked)
+	}
+	if r.busy == nil {
+		r.busy = map[string]string{}
+	}
+	r.busy[collection] = operation
+	r.busyMu.Unlock()
+	release := func() {
+		r.busyMu.Lock()
+		delete(r.busy, collection)
+		r.busyMu.Unlock()
+	}
+	return r.takeLock(ctx, LockInfo{Collection: collection, Operation: operation}, release)
+}
+
+// takeLock writes the lock object and checks for conflicting holders; on
+// failure it calls unlockLocal.
+func (r *Repository) takeLock(ctx context.Context, info LockInfo, unlockLocal func()) (*repoLock, error) {
+	l := &repoLock{repo: r, info: info, stop: make(chan struct{}), unlockLocal: unlockLocal}
+	if err := l.acquire(ctx); err != nil {
+		unlockLocal()
+		return nil, err
+	}
+	l.done.Go(l.refresh)
 	return l, nil
 }
 
-func (l *repoLock) unlockLocal() {
-	if l.exclusive {
-		l.repo.mu.Unlock()
-	} else {
-		l.repo.mu.RUnlock()
-	}
-}
-
-func (l *repoLock) acquire(ctx context.Context, operation string) error {
+func (l *repoLock) acquire(ctx context.Context) error {
 	var suffix [12]byte
 	if _, err := rand.Read(suffix[:]); err != nil {
 		return err
 	}
 	l.name = lockPrefix + hex.EncodeToString(suffix[:])
-	l.created = time.Now()
-	if err := l.write(ctx, operation); err != nil {
+	host, _ := os.Hostname()
+	l.info.Host, l.info.PID, l.info.Created = host, os.Getpid(), time.Now().UTC()
+	if err := l.write(ctx); err != nil {
 		return err
 	}
 	names, err := listNames(ctx, l.repo.store, lockPrefix)
@@ -124,7 +190,7 @@ func (l *repoLock) acquire(ctx context.Context, operation string) error {
 			l.repo.store.Delete(ctx, name)
 			continue
 		}
-		if l.exclusive || other.Exclusive {
+		if l.info.conflicts(other) {
 			l.repo.store.Delete(context.WithoutCancel(ctx), l.name)
 			return fmt.Errorf("repository: %s: %w", other, ErrLocked)
 		}
@@ -132,12 +198,10 @@ func (l *repoLock) acquire(ctx context.Context, operation string) error {
 	return nil
 }
 
-func (l *repoLock) write(ctx context.Context, operation string) error {
-	host, _ := os.Hostname()
-	data, err := json.Marshal(LockInfo{
-		Exclusive: l.exclusive, Operation: operation, Host: host, PID: os.Getpid(),
-		Created: l.created.UTC(), Refreshed: time.Now().UTC(),
-	})
+func (l *repoLock) write(ctx context.Context) error {
+	info := l.info
+	info.Refreshed = time.Now().UTC()
+	data, err := json.Marshal(info)
 	if err != nil {
 		return err
 	}
@@ -147,7 +211,7 @@ func (l *repoLock) write(ctx context.Context, operation string) error {
 	return nil
 }
 
-func (l *repoLock) refresh(operation string) {
+func (l *repoLock) refresh() {
 	ticker := time.NewTicker(lockRefreshEach)
 	defer ticker.Stop()
 	for {
@@ -157,7 +221,7 @@ func (l *repoLock) refresh(operation string) {
 		case <-ticker.C:
 			// A failed refresh is retried at the next tick; the lock only goes
 			// stale after several missed ones.
-			_ = l.write(context.Background(), operation)
+			_ = l.write(context.Background())
 		}
 	}
 }

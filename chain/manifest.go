@@ -41,6 +41,11 @@ type DiskManifest struct {
 	BlockSize int    `json:"block_size"`
 	// Root is the block map's root node (ZeroID for an all-zero disk).
 	Root ID `json:"root"`
+	// Capture says how the disk was held at the restore point's instant:
+	// "reflink" (a clone taken while still), "snapshotter" (the caller's),
+	// "read-frozen" (read while still), or "read" (read as it was, nothing
+	// held still: the caller vouches that it was idle).
+	Capture string `json:"capture,omitempty"`
 	// Parent is the restore point this one was compared against, if any.
 	Parent string `json:"parent"`
 	// ChangedBytes counts the bytes of blocks that differ from Parent.

@@ -16,6 +16,9 @@ type Repository struct {
 
 	mu sync.RWMutex // shared by writers and verify, exclusive for GC
 
+	busyMu sync.Mutex
+	busy   map[string]string // collection -> operation holding its lock here
+
 	idxMu sync.Mutex
 	idx   *index
 }

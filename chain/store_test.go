@@ -2,9 +2,11 @@ package chain_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/chain/storetest"
@@ -48,9 +50,17 @@ func TestLocalStorePermissionsAndTemp(t *testing.T) {
 			t.Errorf("%s: mode %o, want %o", path, got, want)
 		}
 	}
-	// A temporary file left by an interrupted Put is invisible and removable.
-	leftover := filepath.Join(dir, "packs", "ab", ".tmp-123")
+	// A temporary file left by an interrupted Put is invisible, and removed
+	// once its writer is gone: here an unknown host's file from long ago.
+	leftover := filepath.Join(dir, "packs", "ab", ".tmp-ffffffff-123-456")
 	if err := os.WriteFile(leftover, []byte("partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	os.Chtimes(leftover, old, old)
+	// A live writer's file (this process's) stays.
+	live := filepath.Join(dir, "packs", "ab", fmt.Sprintf(".tmp-%s-%d-789", hostTagForTest(), os.Getpid()))
+	if err := os.WriteFile(live, []byte("in flight"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	n := 0
@@ -67,4 +77,14 @@ func TestLocalStorePermissionsAndTemp(t *testing.T) {
 	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
 		t.Errorf("temp file still there: %v", err)
 	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("a live writer's temp file was removed: %v", err)
+	}
+}
+
+// hostTagForTest is this host's tag in temp file names, computed as the
+// store computes it.
+func hostTagForTest() string {
+	host, _ := os.Hostname()
+	return chain.Hash([]byte(host)).String()[:8]
 }

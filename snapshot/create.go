@@ -6,13 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
 	"github.com/diskpoint/diskpoint/chain"
-	"golang.org/x/sync/errgroup"
+	"github.com/diskpoint/diskpoint/consistency"
 )
 
 // DiskSource is one disk to capture.
@@ -41,6 +42,36 @@ type CreateOptions struct {
 	Workers int
 	// Progress, if set, is called as each disk's scan advances.
 	Progress func(Progress)
+
+	// Consistency is the mode asked for; "" means crash. What was achieved,
+	// and why it is weaker if it is, is recorded in the restore point.
+	Consistency consistency.Mode
+	// Hooks quiesce for the mode: application hooks run in application
+	// mode, file-system hooks in filesystem and application modes, pause
+	// hooks in every mode.
+	Hooks []consistency.Hook
+	// MaxFreeze bounds the freeze window (default consistency.DefaultMaxFreeze).
+	MaxFreeze time.Duration
+	// ReadyTimeout bounds the wait for hooks to be ready.
+	ReadyTimeout time.Duration
+	// OnFailure says what to do when a hook fails to freeze: fall back
+	// (the default), fail, or skip.
+	OnFailure consistency.OnFailure
+	// SkipAfterFailure is how many application-consistent requests are taken
+	// file-system-consistent after application hooks failed (default 3).
+	SkipAfterFailure int
+	// Snapshotter captures the disks while they are held still, when the
+	// built-in capture (reflink clones of image files; reading block devices
+	// while frozen) does not fit.
+	Snapshotter blockdiff.Snapshotter
+	// RateLimit, if set, limits creates per collection and requested mode;
+	// a refused create returns a *ThrottledError.
+	RateLimit *RateLimit
+	// LockWait: when another create of the collection is running, wait up to
+	// this long for it; 0 returns ErrLocked at once.
+	LockWait time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // Progress reports a create's advance on one disk.
@@ -53,16 +84,24 @@ type Progress struct {
 // maxVMConfig bounds the configuration blob: it is metadata, not a disk.
 const maxVMConfig = 16 << 20
 
-// Create takes a restore point of the given disks. Each disk is read in
-// parallel with the others and compared with its previous restore point in
-// this collection, so only changed blocks are stored. The restore point
-// becomes visible only when every disk's block map is durable; if Create
-// fails, nothing is visible and what was written is garbage for GC.
+// Create takes a restore point of the given disks, consistent as
+// opts.Consistency asks: hooks quiesce applications and freeze file
+// systems, every disk is captured at one instant (reflink clones, the
+// caller's snapshotter, or reading while frozen), everything is thawed, and
+// only then are the captured disks read, compared with their previous
+// restore points in this collection, and their changed blocks stored. The
+// restore point becomes visible only when every disk's block map is
+// durable; if Create fails, nothing is visible and what was written is
+// garbage for GC.
 //
-// Create reads the disks as they are while it runs: the caller must make
-// sure they do not change meanwhile (a stopped VM, or images captured for
-// the purpose); the result is then crash-consistent.
+// Only one create runs per collection at a time (ErrLocked otherwise).
+// Disks that can be neither cloned nor snapshotted, with no hook holding
+// them still, are read as they are: the caller vouches that they are idle.
 func (c *Collection) Create(ctx context.Context, opts CreateOptions) (*RestorePoint, error) {
+	requested, err := consistency.ParseMode(string(opts.Consistency))
+	if err != nil {
+		return nil, fmt.Errorf("create in %q: %w", c.name, err)
+	}
 	disks, excluded, err := c.selectDisks(opts)
 	if err != nil {
 		return nil, err
@@ -70,43 +109,12 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (*RestorePo
 	if len(opts.VMConfig) > maxVMConfig {
 		return nil, fmt.Errorf("create in %q: VM config of %d bytes is over the %d-byte limit", c.name, len(opts.VMConfig), maxVMConfig)
 	}
-	opened := make([]*blockdiff.Disk, len(disks))
-	defer func() {
-		for _, d := range opened {
-			if d != nil {
-				d.Close()
-			}
-		}
-	}()
-	for i, src := range disks {
-		if opened[i], err = blockdiff.OpenDisk(ctx, src.Path); err != nil {
-			return nil, fmt.Errorf("create in %q: disk %q: %w", c.name, src.Name, err)
-		}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
 	}
-	previous, err := c.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-
-	w, err := c.repo.chain.NewWriter(ctx, "create "+c.name)
-	if err != nil {
-		return nil, fmt.Errorf("create in %q: %w", c.name, err)
-	}
-	defer w.Close()
-
-	m := chain.Manifest{
-		ID:          newRestorePointID(),
-		Collection:  c.name,
-		Created:     time.Now().UTC(),
-		Consistency: "crash",
-		Excluded:    excluded,
-		Disks:       make([]chain.DiskManifest, len(disks)),
-	}
-	if len(opts.VMConfig) > 0 {
-		m.Config, m.ConfigSize = chain.Hash(opts.VMConfig), int64(len(opts.VMConfig))
-		if _, err := w.PutBlob(ctx, chain.DataBlob, m.Config, opts.VMConfig); err != nil {
-			return nil, fmt.Errorf("create in %q: VM config: %w", c.name, err)
-		}
+	if opts.SkipAfterFailure == 0 {
+		opts.SkipAfterFailure = consistency.DefaultSkipAfterFailure
 	}
 	if progress := opts.Progress; progress != nil {
 		var mu sync.Mutex // disks report from their own goroutines; callers get one at a time
@@ -116,25 +124,133 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (*RestorePo
 			progress(p)
 		}
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	for i, src := range disks {
-		parent := parentOf(previous, src.Name)
-		g.Go(func() error {
-			dm, err := c.captureDisk(gctx, w, src, opened[i], parent, opts)
-			if err != nil {
-				return fmt.Errorf("create in %q: disk %q: %w", c.name, src.Name, err)
-			}
-			m.Disks[i] = dm
-			return nil
-		})
+
+	cp := &capture{coll: c, opts: opts}
+	defer cp.close()
+	for _, src := range disks {
+		live, err := blockdiff.OpenDisk(ctx, src.Path)
+		if err != nil {
+			return nil, fmt.Errorf("create in %q: disk %q: %w", c.name, src.Name, err)
+		}
+		cp.disks = append(cp.disks, &diskCapture{src: src, live: live})
 	}
-	if err := g.Wait(); err != nil {
+
+	unlock, err := c.repo.chain.LockCollection(ctx, c.name, "create", opts.LockWait)
+	if err != nil {
+		return nil, fmt.Errorf("create in %q: %w", c.name, err)
+	}
+	defer unlock()
+	st, err := loadState(ctx, c.repo.chain, c.name)
+	if err != nil {
 		return nil, err
+	}
+	if opts.RateLimit != nil {
+		wait, recent := opts.RateLimit.retryAfter(st.Creates[requested], now())
+		if wait > 0 {
+			return nil, &ThrottledError{Collection: c.name, What: string(requested) + "-consistent creates", Limit: *opts.RateLimit, RetryAfter: wait}
+		}
+		if st.Creates == nil {
+			st.Creates = map[consistency.Mode][]time.Time{}
+		}
+		st.Creates[requested] = recent
+	}
+	previous, err := c.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range cp.disks {
+		d.parent = parentOf(previous, d.src.Name)
+	}
+
+	w, err := c.repo.chain.NewWriter(ctx, "create "+c.name)
+	if err != nil {
+		return nil, fmt.Errorf("create in %q: %w", c.name, err)
+	}
+	defer w.Close()
+	cp.w = w
+
+	m := chain.Manifest{
+		ID:                   newRestorePointID(now()),
+		Collection:           c.name,
+		Consistency:          string(requested),
+		RequestedConsistency: string(requested),
+		Excluded:             excluded,
+	}
+	hookLog := &hookLog{}
+	defer func() { c.saveHookLog(ctx, m.ID, hookLog) }()
+
+	// Quiesce, capture, thaw: the part that must be short.
+	effective, skipped := st.Fallback.Decide(requested)
+	coord := consistency.Coordinator{
+		Hooks: opts.Hooks, MaxFreeze: opts.MaxFreeze, ReadyTimeout: opts.ReadyTimeout,
+		OnFailure: opts.OnFailure, Log: hookLog.add,
+	}
+	readNow := holdsStill(opts.Hooks, effective)
+	out, err := coord.Run(ctx, effective, func(ctx context.Context) error { return cp.take(ctx, readNow) })
+	defer cp.release(ctx)
+	if effective != requested || out.ApplicationFailed {
+		st.Fallback.Record(out, opts.SkipAfterFailure, now())
+		if serr := st.save(ctx, c.repo.chain, c.name); serr != nil && err == nil {
+			err = serr
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create in %q: %w", c.name, err)
+	}
+	m.Created = now().UTC()
+	m.Consistency = string(out.Achieved)
+	m.FallbackReason = strings.Join(nonEmpty(skipped, out.FallbackReason), "; ")
+	m.FreezeMillis = out.FreezeWindow.Milliseconds()
+
+	// Read what was captured, after the thaw.
+	if len(opts.VMConfig) > 0 {
+		m.Config, m.ConfigSize = chain.Hash(opts.VMConfig), int64(len(opts.VMConfig))
+		if _, err := w.PutBlob(ctx, chain.DataBlob, m.Config, opts.VMConfig); err != nil {
+			return nil, fmt.Errorf("create in %q: VM config: %w", c.name, err)
+		}
+	}
+	if err := cp.scanRest(ctx); err != nil {
+		return nil, fmt.Errorf("create in %q: %w", c.name, err)
+	}
+	for _, d := range cp.disks {
+		m.Disks = append(m.Disks, d.result)
 	}
 	if err := w.SaveManifest(ctx, &m); err != nil {
 		return nil, fmt.Errorf("create in %q: %w", c.name, err)
 	}
+	if opts.RateLimit != nil {
+		st.Creates[requested] = append(st.Creates[requested], now().UTC())
+		if err := st.save(ctx, c.repo.chain, c.name); err != nil {
+			return nil, fmt.Errorf("create in %q: restore point %s is stored, but: %w", c.name, m.ID, err)
+		}
+	}
 	return &RestorePoint{m}, nil
+}
+
+// holdsStill reports whether any hook the mode runs holds disks still, so
+// that disks can be read inside the freeze window.
+func holdsStill(hooks []consistency.Hook, mode consistency.Mode) bool {
+	for _, h := range hooks {
+		switch h.Level() {
+		case consistency.PauseLevel:
+			return true
+		case consistency.FileSystemLevel:
+			if mode != consistency.Crash {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func nonEmpty(s ...string) []string {
+	var out []string
+	for _, x := range s {
+		if x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // selectDisks checks the disk names and applies Exclude.
@@ -253,10 +369,10 @@ func (c *Collection) captureDisk(ctx context.Context, w *chain.Writer, src DiskS
 
 // newRestorePointID returns an ID that sorts by time and reads well:
 // 20261122-013607-3f9a2c.
-func newRestorePointID() string {
+func newRestorePointID(now time.Time) string {
 	var b [3]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		panic(errors.Join(errors.New("crypto/rand failed"), err))
 	}
-	return time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+	return now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
 }
