@@ -215,13 +215,25 @@ func TestRateLimit(t *testing.T) {
 // it between writes. Every restore point must hold the same counter on both
 // disks: the disks were captured at one instant.
 func TestDisksCapturedAtOneInstant(t *testing.T) {
+	ids, vm := captureCounterDisks(t, t.TempDir(), 5)
+	if rp, _ := vm.Get(context.Background(), ids[0]); rp.Disks[0].Capture == "" {
+		t.Errorf("capture method not recorded: %+v", rp.Disks[0])
+	}
+}
+
+// captureCounterDisks makes two disk images in dir, keeps a writer writing
+// one counter to both, takes n restore points with a pause hook, and checks
+// that every restore point holds the same counter on both disks.
+func captureCounterDisks(t *testing.T, dir string, n int) ([]string, *snapshot.Collection) {
+	t.Helper()
 	ctx := context.Background()
 	repo, _ := newRepo(t)
 	vm, _ := repo.Collection("vm")
-	dir := t.TempDir()
 	a, b := filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")
 	for _, p := range []string{a, b} {
-		os.WriteFile(p, make([]byte, 256<<10), 0o600)
+		if err := os.WriteFile(p, make([]byte, 256<<10), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	fa, _ := os.OpenFile(a, os.O_WRONLY, 0)
 	fb, _ := os.OpenFile(b, os.O_WRONLY, 0)
@@ -251,7 +263,7 @@ func TestDisksCapturedAtOneInstant(t *testing.T) {
 		FreezeFunc: func(context.Context) error { vmRunning.Lock(); return nil },
 		ThawFunc:   func(context.Context) error { vmRunning.Unlock(); return nil }}
 	var ids []string
-	for range 5 {
+	for range n {
 		before := writes.Load()
 		rp, err := vm.Create(ctx, snapshot.CreateOptions{
 			Disks: []snapshot.DiskSource{{Name: "a", Path: a}, {Name: "b", Path: b}},
@@ -277,16 +289,13 @@ func TestDisksCapturedAtOneInstant(t *testing.T) {
 			if _, err := vm.RestoreDisk(ctx, id, disk.name, out, snapshot.RestoreOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			data := readFile(t, out)
-			counters[i] = binary.LittleEndian.Uint64(data[disk.off:])
+			counters[i] = binary.LittleEndian.Uint64(readFile(t, out)[disk.off:])
 		}
 		if counters[0] != counters[1] || counters[0] == 0 {
 			t.Errorf("restore point %s: disk a says %d, disk b says %d", id, counters[0], counters[1])
 		}
 	}
-	if rp, _ := vm.Get(ctx, snapshot.Latest); rp.Disks[0].Capture == "" {
-		t.Errorf("capture method not recorded: %+v", rp.Disks[0])
-	}
+	return ids, vm
 }
 
 func TestCreateRefusesUnknownMode(t *testing.T) {

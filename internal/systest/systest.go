@@ -1,0 +1,100 @@
+// Package systest sets up real kernel objects for tests: loop devices, file
+// systems, mounts. Tests that need them call Require first: without root or
+// the tools it skips with a message saying what is missing, except in CI
+// (CI=true), where the machine is set up for them and a skip would hide a
+// test that did not run, so it fails instead.
+package systest
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Require skips (or in CI fails) the test unless it runs as root with loop
+// devices and the named commands.
+func Require(t testing.TB, commands ...string) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		missing = append(missing, "loop devices (/dev/loop-control)")
+	}
+	for _, c := range append([]string{"losetup", "mount", "umount"}, commands...) {
+		if _, err := exec.LookPath(c); err != nil {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := "needs " + strings.Join(missing, ", ") + " (run as root; .ci/run installs the tools)"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// Run runs a command and fails the test if it fails.
+func Run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(bytes.TrimSpace(out))
+}
+
+// Sparse creates a sparse file of size bytes.
+func Sparse(t testing.TB, path string, size int64) string {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Loop attaches file to a loop device, detached when the test ends.
+func Loop(t testing.TB, file string) string {
+	t.Helper()
+	dev := Run(t, "losetup", "--find", "--show", file)
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	return dev
+}
+
+// Mount mounts source at a new directory and unmounts it when the test ends.
+func Mount(t testing.TB, source string, options ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	args := append(options, source, dir)
+	Run(t, "mount", args...)
+	t.Cleanup(func() {
+		// Thaw first, in case a failing test left it frozen.
+		exec.Command("fsfreeze", "-u", dir).Run()
+		if err := exec.Command("umount", dir).Run(); err != nil {
+			exec.Command("umount", "-l", dir).Run()
+		}
+	})
+	return dir
+}
+
+// FileSystem makes a file system of type fstype in a sparse file of size
+// bytes under dir, mounts it through a loop device, and returns the device
+// and the mount point.
+func FileSystem(t testing.TB, dir, fstype string, size int64) (dev, mnt string) {
+	t.Helper()
+	image := Sparse(t, filepath.Join(dir, fstype+".img"), size)
+	dev = Loop(t, image)
+	Run(t, "mkfs."+fstype, "-q", dev)
+	return dev, Mount(t, dev)
+}
