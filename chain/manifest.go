@@ -22,10 +22,11 @@ type Manifest struct {
 	Consistency string `json:"consistency"`
 	// RequestedConsistency is the mode asked for; FallbackReason says why
 	// Consistency is weaker, when it is.
-	RequestedConsistency string `json:"requested_consistency,omitempty"`
-	FallbackReason       string `json:"fallback_reason,omitempty"`
-	// FreezeMillis is how long file systems were frozen, when they were.
-	FreezeMillis int64 `json:"freeze_ms,omitempty"`
+	RequestedConsistency string `json:"requested_consistency"`
+	FallbackReason       string `json:"fallback_reason"`
+	// FreezeMillis is how long the disks were held still for capture:
+	// file systems frozen, I/O paused, clones taken.
+	FreezeMillis int64 `json:"freeze_ms"`
 	// Config is the data blob of the VM configuration stored with the point.
 	Config     ID             `json:"config,omitzero"`
 	ConfigSize int64          `json:"config_size,omitempty"`

@@ -78,6 +78,7 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	var exclude, changed listFlag
 	fs.Var(&exclude, "exclude", "leave out `DISK` (repeatable)")
 	fs.Var(&changed, "changed", "`DISK=RANGES_FILE`: only these byte ranges changed since DISK's last restore point (repeatable)")
+	hooks := addHookFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: diskpoint create -repo DIR -collection NAME [flags] DISK=PATH...")
 		fs.PrintDefaults()
@@ -89,6 +90,9 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		return usageError{"no disks given (DISK=PATH...)"}
 	}
 	opts := snapshot.CreateOptions{Exclude: exclude}
+	if err := hooks.apply(&opts); err != nil {
+		return err
+	}
 	index := map[string]int{}
 	for _, arg := range fs.Args() {
 		name, path, ok := strings.Cut(arg, "=")
@@ -148,7 +152,14 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	if *asJSON {
 		return printJSON(e, rp)
 	}
-	fmt.Fprintf(e.stdout, "created restore point %s in %s in %s\n", rp.ID, rp.Collection, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(e.stdout, "created restore point %s in %s in %s: %s-consistent", rp.ID, rp.Collection, time.Since(start).Round(time.Millisecond), rp.Consistency)
+	if rp.FreezeMillis > 0 {
+		fmt.Fprintf(e.stdout, ", held still for %d ms", rp.FreezeMillis)
+	}
+	fmt.Fprintln(e.stdout)
+	if rp.FallbackReason != "" {
+		fmt.Fprintf(e.stdout, "  asked for %s: %s\n", rp.RequestedConsistency, rp.FallbackReason)
+	}
 	printDisks(e, rp)
 	return nil
 }
@@ -243,7 +254,10 @@ func runShow(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	if *asJSON {
 		return printJSON(e, rp)
 	}
-	fmt.Fprintf(e.stdout, "restore point %s in %s\n  created:     %s\n  consistency: %s\n", rp.ID, rp.Collection, rp.Created.Local().Format(time.RFC3339), rp.Consistency)
+	fmt.Fprintf(e.stdout, "restore point %s in %s\n  created:     %s\n  consistency: %s (asked for %s)\n", rp.ID, rp.Collection, rp.Created.Local().Format(time.RFC3339), rp.Consistency, rp.RequestedConsistency)
+	if rp.FallbackReason != "" {
+		fmt.Fprintf(e.stdout, "  why:         %s\n", rp.FallbackReason)
+	}
 	if rp.ConfigSize > 0 {
 		fmt.Fprintf(e.stdout, "  VM config:   %s\n", humanize.IBytes(uint64(rp.ConfigSize)))
 	}

@@ -3,13 +3,16 @@
 // repository healthy (verify, gc).
 //
 //	diskpoint init    -repo DIR [-block-size SIZE]
-//	diskpoint create  -repo DIR -collection NAME [-exclude DISK]... [-changed DISK=RANGES_FILE]... [-config FILE] [-json] DISK=PATH...
+//	diskpoint create  -repo DIR -collection NAME [-exclude DISK]... [-changed DISK=RANGES_FILE]... [-config FILE] [-json]
+//	                  [-consistency crash|filesystem|application] [-freeze MOUNTPOINT]... [-pre SCRIPT] [-post SCRIPT]
+//	                  [-hook-config FILE] [-max-freeze DURATION] [-on-failure fallback|fail|skip] [-rate-limit azure|N/DURATION] DISK=PATH...
 //	diskpoint list    -repo DIR -collection NAME [-json]
 //	diskpoint show    -repo DIR -collection NAME -point ID|latest [-json]
 //	diskpoint restore -repo DIR -collection NAME -point ID|latest -disk DISK -to PATH
 //	diskpoint verify  -repo DIR [-json]
 //	diskpoint delete  -repo DIR -collection NAME -point ID
 //	diskpoint gc      -repo DIR [-dry-run] [-json]
+//	diskpoint hooks-log -repo DIR -collection NAME [-json]
 //
 // It exits 0 on success and 1 with a one-line error on stderr otherwise (2
 // for a command line it cannot parse).
@@ -36,14 +39,15 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"init":    {"create a repository", runInit},
-	"create":  {"take a restore point of disks", runCreate},
-	"list":    {"list a collection's restore points", runList},
-	"show":    {"show one restore point", runShow},
-	"restore": {"restore one disk of a restore point", runRestore},
-	"verify":  {"check every byte of the repository", runVerify},
-	"delete":  {"delete a restore point", runDelete},
-	"gc":      {"reclaim space no restore point needs", runGC},
+	"init":      {"create a repository", runInit},
+	"create":    {"take a restore point of disks", runCreate},
+	"list":      {"list a collection's restore points", runList},
+	"show":      {"show one restore point", runShow},
+	"restore":   {"restore one disk of a restore point", runRestore},
+	"verify":    {"check every byte of the repository", runVerify},
+	"delete":    {"delete a restore point", runDelete},
+	"gc":        {"reclaim space no restore point needs", runGC},
+	"hooks-log": {"show a collection's hook runs", runHooksLog},
 }
 
 // env is what commands write to, so tests can run them in-process.
@@ -105,7 +109,7 @@ func usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", name, commands[name].summary)
+		fmt.Fprintf(w, "  %-10s %s\n", name, commands[name].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'diskpoint COMMAND -h' for a command's flags.")
 }

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/diskpoint/diskpoint/consistency"
+	"github.com/diskpoint/diskpoint/snapshot"
+)
+
+// hookFlags are create's consistency flags.
+type hookFlags struct {
+	mode          *string
+	freeze        listFlag
+	pre, post     *string
+	config        *string
+	maxFreeze     *time.Duration
+	onFailure     *string
+	allowInsecure *bool
+	rateLimit     *string
+	lockWait      *time.Duration
+}
+
+func addHookFlags(fs *flag.FlagSet) *hookFlags {
+	h := &hookFlags{
+		mode:          fs.String("consistency", "crash", "`mode`: crash, filesystem or application"),
+		pre:           fs.String("pre", "", "pre `script` (application mode), run directly, not by a shell"),
+		post:          fs.String("post", "", "post `script` (application mode)"),
+		config:        fs.String("hook-config", "", "Azure-style VMSnapshotScriptPluginConfig.json `file` for the scripts"),
+		maxFreeze:     fs.Duration("max-freeze", consistency.DefaultMaxFreeze, "longest the disks may be held still; past it everything is thawed and the create fails"),
+		onFailure:     fs.String("on-failure", "", "when hooks fail: fallback, fail or skip (default: the hook config's continueBackupOnFailure, else fallback)"),
+		allowInsecure: fs.Bool("allow-insecure-hooks", false, "run hook scripts and configs that others can write"),
+		rateLimit:     fs.String("rate-limit", "", "limit creates per mode: `azure` (3 an hour) or N/DURATION, e.g. 6/1h"),
+		lockWait:      fs.Duration("lock-wait", 0, "wait this long for another create of the collection to finish (default: fail at once)"),
+	}
+	fs.Var(&h.freeze, "freeze", "`MOUNTPOINT` to freeze with FIFREEZE in filesystem and application modes (repeatable)")
+	return h
+}
+
+// apply turns the flags into hooks and policies.
+func (h *hookFlags) apply(opts *snapshot.CreateOptions) error {
+	mode, err := consistency.ParseMode(*h.mode)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	opts.Consistency, opts.MaxFreeze, opts.LockWait = mode, *h.maxFreeze, *h.lockWait
+	fsFreeze := true
+	switch {
+	case *h.config != "" && (*h.pre != "" || *h.post != ""):
+		return usageError{"give scripts either with -pre/-post or in -hook-config, not both"}
+	case *h.config != "":
+		cfg, err := consistency.LoadScriptConfig(*h.config, *h.allowInsecure)
+		if err != nil {
+			return err
+		}
+		opts.Hooks = append(opts.Hooks, &consistency.ScriptHook{Config: cfg, AllowInsecure: *h.allowInsecure})
+		fsFreeze = cfg.FsFreezeEnabled
+		if !cfg.ContinueBackupOnFailure {
+			opts.OnFailure = consistency.Fail
+		}
+	case *h.pre != "" || *h.post != "":
+		opts.Hooks = append(opts.Hooks, &consistency.ScriptHook{AllowInsecure: *h.allowInsecure, Config: consistency.ScriptConfig{
+			PreScriptLocation: *h.pre, PostScriptLocation: *h.post, TimeoutInSeconds: 60, ContinueBackupOnFailure: true, FsFreezeEnabled: true,
+		}})
+	}
+	if len(h.freeze) > 0 && fsFreeze {
+		opts.Hooks = append(opts.Hooks, &consistency.FSFreezeHook{MountPoints: h.freeze})
+	}
+	switch *h.onFailure {
+	case "":
+	case "fallback":
+		opts.OnFailure = consistency.FallBack
+	case "fail":
+		opts.OnFailure = consistency.Fail
+	case "skip":
+		opts.OnFailure = consistency.Skip
+	default:
+		return usageError{fmt.Sprintf("-on-failure %q: want fallback, fail or skip", *h.onFailure)}
+	}
+	if *h.rateLimit != "" {
+		limit, err := parseRateLimit(*h.rateLimit)
+		if err != nil {
+			return usageError{"-rate-limit: " + err.Error()}
+		}
+		opts.RateLimit = &limit
+	}
+	return nil
+}
+
+func parseRateLimit(s string) (snapshot.RateLimit, error) {
+	if s == "azure" {
+		return snapshot.AzureRateLimit, nil
+	}
+	n, per, ok := strings.Cut(s, "/")
+	max, err1 := strconv.Atoi(n)
+	d, err2 := time.ParseDuration(per)
+	if !ok || err1 != nil || err2 != nil || max < 1 || d <= 0 {
+		return snapshot.RateLimit{}, fmt.Errorf("%q: want azure or N/DURATION such as 3/1h", s)
+	}
+	return snapshot.RateLimit{Max: max, Per: d}, nil
+}
+
+func runHooksLog(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+	repoDir := fs.String("repo", "", "repository `directory`")
+	collection := fs.String("collection", "", "collection `name`")
+	asJSON := fs.Bool("json", false, "print JSON lines, as stored")
+	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection}); err != nil {
+		return err
+	}
+	_, c, err := openCollection(ctx, *repoDir, *collection)
+	if err != nil {
+		return err
+	}
+	runs, err := c.HookLog(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(e.stdout)
+		for _, r := range runs {
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tHOOK\tPHASE\tOUTCOME\tMS\tCOMMAND\tEXIT\tDETAIL")
+	for _, r := range runs {
+		exit := "-"
+		if r.ExitCode != nil {
+			exit = strconv.Itoa(*r.ExitCode)
+		}
+		command := strings.TrimSpace(r.Command + " " + strings.Join(r.Params, " "))
+		detail := oneLine(r.Output) // what the script said; the exit code is beside it
+		if detail == "" {
+			detail = oneLine(r.Error)
+		}
+		if len(detail) > 80 {
+			detail = detail[:80] + "…"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Time.Local().Format(time.DateTime), r.Hook, r.Phase, r.Outcome, r.DurationMS, command, exit, detail)
+	}
+	return tw.Flush()
+}
