@@ -1,0 +1,114 @@
+package chain
+
+import (
+	"context"
+	"fmt"
+)
+
+// CopyStats counts what a copy moved.
+type CopyStats struct {
+	Blobs        int64 `json:"blobs_copied"`
+	Bytes        int64 `json:"bytes_copied"`  // plaintext
+	Stored       int64 `json:"bytes_stored"`  // compressed, in the target
+	BlobsPresent int64 `json:"blobs_present"` // already in the target, not moved
+}
+
+// Copier moves the blobs of disk restore points from one repository into a
+// Writer of another (or the same), moving only what the target lacks and
+// checking every blob's hash as it reads it. It copies bottom-up, children
+// before their parents, so that a target holding a node holds everything
+// under it: an interrupted copy, flushed now and then, resumes by skipping
+// whole subtrees the target already has.
+type Copier struct {
+	From *Repository
+	To   *Writer
+	// FlushEvery flushes the target (packs and index durable) after this
+	// many bytes, so an interrupted copy keeps what it moved; 0 means 64 MiB.
+	FlushEvery int64
+	// Progress, if set, is called after each blob moved.
+	Progress func(CopyStats)
+
+	stats     CopyStats
+	unflushed int64
+}
+
+// Stats returns what was moved so far.
+func (c *Copier) Stats() CopyStats { return c.stats }
+
+// CopyDisk copies the block map of d and every chunk it references.
+func (c *Copier) CopyDisk(ctx context.Context, d DiskManifest) error {
+	if c.From.config.BlockSize != d.BlockSize || c.From.config.TreeFanout != c.To.repo.config.TreeFanout || c.To.repo.config.BlockSize != d.BlockSize {
+		return fmt.Errorf("copy disk %q: the target repository's block size or tree fanout differs from the source's", d.Name)
+	}
+	t := c.From.OpenTree(d)
+	return c.copyNode(ctx, t, d.Root, t.g.Height(), 0)
+}
+
+// CopyBlob copies one data blob (a VM configuration, say).
+func (c *Copier) CopyBlob(ctx context.Context, t BlobType, id ID) error {
+	if id.IsZero() || c.To.Has(id) {
+		return nil
+	}
+	return c.move(ctx, t, id)
+}
+
+// Flush makes everything copied so far durable in the target.
+func (c *Copier) Flush(ctx context.Context) error {
+	c.unflushed = 0
+	return c.To.Flush(ctx)
+}
+
+func (c *Copier) copyNode(ctx context.Context, t *TreeReader, id ID, level int, n int64) error {
+	if id.IsZero() {
+		return nil
+	}
+	if c.To.Has(id) {
+		c.stats.BlobsPresent++
+		return nil // and so everything under it
+	}
+	ids, err := t.node(ctx, id, level, n, false)
+	if err != nil {
+		return err
+	}
+	for i, child := range ids {
+		if level == 0 {
+			if child.IsZero() || c.To.Has(child) {
+				continue
+			}
+			if err := c.move(ctx, DataBlob, child); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := c.copyNode(ctx, t, child, level-1, n*int64(t.g.Fanout)+int64(i)); err != nil {
+			return err
+		}
+	}
+	return c.move(ctx, TreeBlob, id)
+}
+
+func (c *Copier) move(ctx context.Context, t BlobType, id ID) error {
+	data, err := c.From.ReadBlob(ctx, t, id, nil) // checks the hash
+	if err != nil {
+		return fmt.Errorf("copy: %w", err)
+	}
+	stored, err := c.To.PutBlob(ctx, t, id, data)
+	if err != nil {
+		return fmt.Errorf("copy: %w", err)
+	}
+	c.stats.Blobs++
+	c.stats.Bytes += int64(len(data))
+	c.stats.Stored += int64(stored)
+	if c.Progress != nil {
+		c.Progress(c.stats)
+	}
+	c.unflushed += int64(len(data))
+	every := c.FlushEvery
+	if every <= 0 {
+		every = 64 << 20
+	}
+	if c.unflushed >= every {
+		return c.Flush(ctx)
+	}
+	return nil
+}
