@@ -295,7 +295,7 @@ func (s *scanner) segment(ctx context.Context, j int64, buf []byte, w *worker) (
 		for k := i; k < end; k++ {
 			data := buf[int64(k-i)*bs : min(int64(k-i+1)*bs, runLen)]
 			id := chain.ZeroID
-			if isZero(data) {
+			if IsZero(data) {
 				res.stats.Zero += int64(len(data))
 			} else {
 				id = s.opts.Hash(data)
@@ -384,9 +384,18 @@ func alignedBuffer(n int) []byte {
 
 var zeros = make([]byte, 64<<10)
 
-// isZero reports whether b is all zero bytes, comparing 64 KiB at a time
+// BlockID names a block's content the way a scan does: chain.ZeroID for a
+// block of zeros, its BLAKE3-256 otherwise.
+func BlockID(data []byte) chain.ID {
+	if IsZero(data) {
+		return chain.ZeroID
+	}
+	return chain.Hash(data)
+}
+
+// IsZero reports whether b is all zero bytes, comparing 64 KiB at a time
 // with memcmp-speed bytes.Equal.
-func isZero(b []byte) bool {
+func IsZero(b []byte) bool {
 	for len(b) > 0 {
 		n := min(len(b), len(zeros))
 		if !bytes.Equal(b[:n], zeros[:n]) {

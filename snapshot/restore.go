@@ -7,10 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
+	"sync"
 	"sync/atomic"
 
+	"github.com/diskpoint/diskpoint/blockdiff"
 	"github.com/diskpoint/diskpoint/chain"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 )
 
 // RestoreOptions configure RestoreDisk.
@@ -18,46 +22,103 @@ type RestoreOptions struct {
 	// Workers fetch, decompress, verify and write in parallel; 0 means
 	// twice GOMAXPROCS (restores wait on I/O as much as on the CPU).
 	Workers int
-	// Progress, if set, is called with the disk bytes done and the total.
+	// Progress, if set, is called with the disk bytes done and the total,
+	// one call at a time.
 	Progress func(done, total int64)
+	// Incremental restores onto an existing target, writing only the
+	// blocks that differ from the restore point: each target block is read
+	// and hashed, and written only when it differs. Rolling a disk back to
+	// yesterday then costs the changed blocks, not the disk. An interrupted
+	// incremental restore leaves a mix; run it again to finish.
+	Incremental bool
+	// From, with Incremental, names the restore point the target holds now:
+	// the block maps say which blocks differ, and the target is not read at
+	// all. The caller vouches that the target holds From.
+	From string
 }
 
 // RestoreStats says what a restore did.
 type RestoreStats struct {
-	Size         int64 `json:"size"`
-	WrittenBytes int64 `json:"written_bytes"` // data written to the target
-	ZeroBytes    int64 `json:"zero_bytes"`    // zero blocks left as holes (files) or written as zeros (devices)
+	Size          int64 `json:"size"`
+	WrittenBytes  int64 `json:"written_bytes"`  // data written to the target
+	ZeroBytes     int64 `json:"zero_bytes"`     // zero blocks: holes in files, zeros on devices
+	BlocksRead    int64 `json:"blocks_read"`    // target blocks read to compare (incremental)
+	BlocksWritten int64 `json:"blocks_written"` // blocks written (data or zeros, or holes punched)
+	BlocksSkipped int64 `json:"blocks_skipped"` // blocks left as they were
 }
 
 // RestoreDisk writes disk of restore point id (or Latest) to path,
-// bit-exact. A regular file is written under a temporary name beside path
-// and renamed into place when complete, so a failed restore never leaves a
-// half-written file at path; zero blocks become holes. A block device must
-// be at least the disk's size; it is written in place, zeros included.
-// Every chunk is checked against its hash: a damaged one fails the restore
-// with an error wrapping ErrCorrupt that names it.
+// bit-exact. A new regular file is written under a temporary name beside
+// path and renamed into place when complete, so a failed restore never
+// leaves a half-written file at path; zero blocks become holes. A block
+// device must be at least the disk's size and is written in place, zeros
+// included. With opts.Incremental, the existing target is updated in place
+// (see RestoreOptions). Every chunk is checked against its hash: a damaged
+// one fails the restore with an error wrapping ErrCorrupt that names it.
 func (c *Collection) RestoreDisk(ctx context.Context, id, disk, path string, opts RestoreOptions) (RestoreStats, error) {
-	rp, err := c.Get(ctx, id)
+	to, err := c.diskOf(ctx, id, disk)
 	if err != nil {
 		return RestoreStats{}, err
 	}
-	dm, ok := rp.Disk(disk)
-	if !ok {
-		return RestoreStats{}, fmt.Errorf("restore point %s/%s has no disk %q: %w", c.name, rp.ID, disk, ErrNotFound)
+	plan := restorePlan{disk: to.disk}
+	if opts.From != "" {
+		if !opts.Incremental {
+			return RestoreStats{}, fmt.Errorf("restore: From needs Incremental")
+		}
+		from, err := c.diskOf(ctx, opts.From, disk)
+		if err != nil {
+			return RestoreStats{}, fmt.Errorf("restore from: %w", err)
+		}
+		if from.disk.Size != to.disk.Size {
+			return RestoreStats{}, fmt.Errorf("restore %s from %s: the disk was %d bytes and is %d: restore incrementally without From", to.point, from.point, from.disk.Size, to.disk.Size)
+		}
+		if plan.only, err = c.repo.chain.DiffTrees(ctx, from.disk, to.disk); err != nil {
+			return RestoreStats{}, err
+		}
+		plan.fromKnown = true
 	}
-	target, err := openTarget(path, dm.Size)
+	var t *target
+	if opts.Incremental {
+		t, err = openExistingTarget(path, to.disk.Size, plan.fromKnown)
+	} else {
+		t, err = openTarget(path, to.disk.Size)
+	}
 	if err != nil {
 		return RestoreStats{}, err
 	}
-	stats, err := c.restoreTo(ctx, dm, target, opts)
+	plan.compare = opts.Incremental && !plan.fromKnown
+	plan.holdsData = opts.Incremental || t.blockDevice
+	stats, err := c.restoreTo(ctx, plan, t, opts)
 	if err == nil {
-		err = target.commit()
+		err = t.commit()
 	}
 	if err != nil {
-		target.abort()
-		return stats, fmt.Errorf("restore %s/%s disk %q to %s: %w", c.name, rp.ID, disk, path, err)
+		t.abort()
+		return stats, fmt.Errorf("restore %s/%s disk %q to %s: %w", c.name, to.point, disk, path, err)
 	}
 	return stats, nil
+}
+
+// restorePlan says which blocks to write and how.
+type restorePlan struct {
+	disk chain.DiskManifest
+	// only, when fromKnown, lists the blocks that differ from the target.
+	only      []chain.BlockRange
+	fromKnown bool
+	// compare: read each target block and write only if it differs.
+	compare bool
+	// holdsData: the target may hold non-zero data where the disk has
+	// zeros, so zero blocks must be written (or punched), not skipped.
+	holdsData bool
+}
+
+// wants reports whether any of the n blocks from first are to be written.
+func (p *restorePlan) wants(first int64, n int) bool {
+	if !p.fromKnown {
+		return true
+	}
+	i := sort.Search(len(p.only), func(i int) bool { return p.only[i].First+p.only[i].Count > first })
+	return i < len(p.only) && p.only[i].First < first+int64(n)
 }
 
 // target is where a restore writes.
@@ -65,28 +126,18 @@ type target struct {
 	path        string
 	file        *os.File
 	blockDevice bool
-	tempPath    string // for files: written here, renamed to path at commit
+	tempPath    string // for new files: written here, renamed to path at commit
+}
+
+func isBlockDevice(fi os.FileInfo) bool {
+	return fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0
 }
 
 func openTarget(path string, size int64) (*target, error) {
 	fi, err := os.Stat(path)
 	switch {
-	case err == nil && fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0:
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
-		if err != nil {
-			return nil, fmt.Errorf("restore target %s: %w", path, err)
-		}
-		t := &target{path: path, file: f, blockDevice: true}
-		devSize, err := f.Seek(0, 2)
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("restore target %s: size: %w", path, err)
-		}
-		if devSize < size {
-			f.Close()
-			return nil, fmt.Errorf("restore target %s: device of %d bytes is smaller than the disk's %d", path, devSize, size)
-		}
-		return t, nil
+	case err == nil && isBlockDevice(fi):
+		return openDevice(path, size)
 	case err == nil && !fi.Mode().IsRegular():
 		return nil, fmt.Errorf("restore target %s: not a regular file or block device", path)
 	case err != nil && !errors.Is(err, os.ErrNotExist):
@@ -102,6 +153,66 @@ func openTarget(path string, size int64) (*target, error) {
 		return nil, fmt.Errorf("restore target %s: %w", path, err)
 	}
 	return &target{path: path, file: f, tempPath: f.Name()}, nil
+}
+
+// openExistingTarget opens a target to update in place. A regular file is
+// resized to the disk's size, unless the caller vouches that it holds a
+// restore point of the same size.
+func openExistingTarget(path string, size int64, sizeKnown bool) (*target, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("incremental restore needs an existing target: %w", err)
+	}
+	if isBlockDevice(fi) {
+		return openDevice(path, size)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("restore target %s: not a regular file or block device", path)
+	}
+	if sizeKnown && fi.Size() != size {
+		return nil, fmt.Errorf("restore target %s is %d bytes, but the restore point it is said to hold has %d", path, fi.Size(), size)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("restore target %s: %w", path, err)
+	}
+	if fi.Size() != size {
+		if err := f.Truncate(size); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("restore target %s: %w", path, err)
+		}
+	}
+	return &target{path: path, file: f}, nil
+}
+
+func openDevice(path string, size int64) (*target, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("restore target %s: %w", path, err)
+	}
+	devSize, err := f.Seek(0, 2)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("restore target %s: size: %w", path, err)
+	}
+	if devSize < size {
+		f.Close()
+		return nil, fmt.Errorf("restore target %s: device of %d bytes is smaller than the disk's %d", path, devSize, size)
+	}
+	return &target{path: path, file: f, blockDevice: true}, nil
+}
+
+// writeZeros makes [off, off+n) zero: a hole in a file, zeros on a device.
+func (t *target) writeZeros(off int64, n int, zero []byte) error {
+	if !t.blockDevice {
+		err := unix.Fallocate(int(t.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, int64(n))
+		if err == nil {
+			return nil
+		}
+		// No hole punching here: write the zeros.
+	}
+	_, err := t.file.WriteAt(zero[:n], off)
+	return err
 }
 
 func (t *target) commit() error {
@@ -135,9 +246,9 @@ func (t *target) abort() {
 
 // restoreTo walks the block map leaf by leaf and has workers fetch,
 // verify and write each leaf's blocks, out of order.
-func (c *Collection) restoreTo(ctx context.Context, dm chain.DiskManifest, t *target, opts RestoreOptions) (RestoreStats, error) {
-	stats := RestoreStats{Size: dm.Size}
-	tree := c.repo.chain.OpenTree(dm)
+func (c *Collection) restoreTo(ctx context.Context, plan restorePlan, t *target, opts RestoreOptions) (RestoreStats, error) {
+	stats := RestoreStats{Size: plan.disk.Size}
+	tree := c.repo.chain.OpenTree(plan.disk)
 	g := tree.Geometry()
 	workers := opts.Workers
 	if workers <= 0 {
@@ -148,11 +259,20 @@ func (c *Collection) restoreTo(ctx context.Context, dm chain.DiskManifest, t *ta
 		ids   []chain.ID
 	}
 	leaves := make(chan leaf, workers)
-	var written, zeros, done atomic.Int64
+	var written, zeros, read, wrote, skipped, done atomic.Int64
+	progress := serialize(opts.Progress)
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.Go(func() error {
 		defer close(leaves)
 		for j := int64(0); j < g.Leaves(); j++ {
+			first := j * int64(g.Fanout)
+			if !plan.wants(first, g.LeafBlocks(j)) {
+				skipped.Add(int64(g.LeafBlocks(j)))
+				if progress != nil {
+					progress(done.Add(g.LeafBytes(j)), plan.disk.Size)
+				}
+				continue
+			}
 			ids, err := tree.Leaf(ectx, j, nil)
 			if err != nil {
 				return err
@@ -165,27 +285,40 @@ func (c *Collection) restoreTo(ctx context.Context, dm chain.DiskManifest, t *ta
 		}
 		return nil
 	})
-	var zeroBlock []byte
-	if t.blockDevice {
-		zeroBlock = make([]byte, dm.BlockSize)
-	}
+	zeroBlock := make([]byte, plan.disk.BlockSize)
 	for range workers {
 		eg.Go(func() error {
-			var buf []byte
+			var buf, current []byte
+			if plan.compare {
+				current = make([]byte, plan.disk.BlockSize)
+			}
 			for l := range leaves {
 				first := l.index * int64(g.Fanout)
-				var leafBytes int64
 				for i, id := range l.ids {
 					block := first + int64(i)
-					off := block * int64(dm.BlockSize)
+					off := block * int64(plan.disk.BlockSize)
 					n := g.BlockLength(block)
-					leafBytes += int64(n)
+					if !plan.wants(block, 1) {
+						skipped.Add(1)
+						continue
+					}
+					if plan.compare {
+						if _, err := t.file.ReadAt(current[:n], off); err != nil {
+							return fmt.Errorf("read target at %d: %w", off, err)
+						}
+						read.Add(1)
+						if blockdiff.BlockID(current[:n]) == id {
+							skipped.Add(1)
+							continue
+						}
+					}
 					if id.IsZero() {
 						zeros.Add(int64(n))
-						if t.blockDevice {
-							if _, err := t.file.WriteAt(zeroBlock[:n], off); err != nil {
-								return err
+						if plan.holdsData {
+							if err := t.writeZeros(off, n, zeroBlock); err != nil {
+								return fmt.Errorf("write zeros at %d: %w", off, err)
 							}
+							wrote.Add(1)
 						}
 						continue
 					}
@@ -201,10 +334,10 @@ func (c *Collection) restoreTo(ctx context.Context, dm chain.DiskManifest, t *ta
 						return err
 					}
 					written.Add(int64(n))
+					wrote.Add(1)
 				}
-				total := done.Add(leafBytes)
-				if opts.Progress != nil {
-					opts.Progress(total, dm.Size)
+				if progress != nil {
+					progress(done.Add(g.LeafBytes(l.index)), plan.disk.Size)
 				}
 			}
 			return nil
@@ -212,5 +345,20 @@ func (c *Collection) restoreTo(ctx context.Context, dm chain.DiskManifest, t *ta
 	}
 	err := eg.Wait()
 	stats.WrittenBytes, stats.ZeroBytes = written.Load(), zeros.Load()
+	stats.BlocksRead, stats.BlocksWritten, stats.BlocksSkipped = read.Load(), wrote.Load(), skipped.Load()
 	return stats, err
+}
+
+// serialize wraps a progress callback so that concurrent workers call it
+// one at a time.
+func serialize(f func(done, total int64)) func(done, total int64) {
+	if f == nil {
+		return nil
+	}
+	var mu sync.Mutex
+	return func(done, total int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		f(done, total)
+	}
 }

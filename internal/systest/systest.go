@@ -40,12 +40,16 @@ func Require(t testing.TB, commands ...string) {
 	t.Skip(msg)
 }
 
-// Run runs a command and fails the test if it fails.
+// Run runs a command, fails the test if it fails, and returns its standard
+// output (warnings on standard error are not mixed in).
 func Run(t testing.TB, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
+	var stderr bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		t.Fatalf("%s %s: %v\n%s%s", name, strings.Join(args, " "), err, out, stderr.Bytes())
 	}
 	return string(bytes.TrimSpace(out))
 }

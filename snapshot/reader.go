@@ -1,0 +1,175 @@
+package snapshot
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/diskpoint/diskpoint/chain"
+)
+
+// DiskReader reads a disk restore point at any offset: the base of instant
+// access (the NBD export), file-level restore, and anything that wants a
+// disk without restoring it. It checks every chunk's hash, keeps a bounded
+// cache of recent blocks and block-map leaves, and is safe for concurrent use.
+type DiskReader struct {
+	repo *chain.Repository
+	tree *chain.TreeReader
+	g    chain.Geometry
+
+	mu     sync.Mutex
+	blocks *lru[chain.ID, []byte]
+	leaves *lru[int64, []chain.ID]
+}
+
+var _ io.ReaderAt = (*DiskReader)(nil)
+
+// ReaderOptions configure OpenDisk.
+type ReaderOptions struct {
+	// CacheBytes bounds the cache of decompressed blocks; 0 means 64 MiB.
+	CacheBytes int64
+}
+
+// OpenDisk opens disk of restore point id (or Latest) for reading.
+func (c *Collection) OpenDisk(ctx context.Context, id, disk string, opts ReaderOptions) (*DiskReader, error) {
+	d, err := c.diskOf(ctx, id, disk)
+	if err != nil {
+		return nil, err
+	}
+	cacheBytes := opts.CacheBytes
+	if cacheBytes <= 0 {
+		cacheBytes = 64 << 20
+	}
+	tree := c.repo.chain.OpenTree(d.disk)
+	return &DiskReader{
+		repo:   c.repo.chain,
+		tree:   tree,
+		g:      tree.Geometry(),
+		blocks: newLRU[chain.ID, []byte](int(max(cacheBytes/int64(d.disk.BlockSize), 1))),
+		leaves: newLRU[int64, []chain.ID](256),
+	}, nil
+}
+
+// Size is the disk's size in bytes.
+func (r *DiskReader) Size() int64 { return r.g.Size }
+
+// ReadAt reads len(p) bytes at off, as io.ReaderAt says: fewer only at the
+// end of the disk, with io.EOF. A damaged chunk gives an error wrapping
+// ErrCorrupt that names it.
+func (r *DiskReader) ReadAt(p []byte, off int64) (int, error) {
+	return r.ReadAtContext(context.Background(), p, off)
+}
+
+// ReadAtContext is ReadAt with a context.
+func (r *DiskReader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read at %d: negative offset", off)
+	}
+	if off >= r.g.Size {
+		return 0, io.EOF
+	}
+	want := len(p)
+	p = p[:min(int64(len(p)), r.g.Size-off)]
+	bs := int64(r.g.BlockSize)
+	n := 0
+	for n < len(p) {
+		pos := off + int64(n)
+		block := pos / bs
+		data, err := r.block(ctx, block)
+		if err != nil {
+			return n, err
+		}
+		within := int(pos - block*bs)
+		if data == nil { // a zero block
+			end := min(len(p), n+r.g.BlockLength(block)-within)
+			clear(p[n:end])
+			n = end
+			continue
+		}
+		n += copy(p[n:], data[within:])
+	}
+	if n < want {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// block returns block i's bytes, or nil for a zero block.
+func (r *DiskReader) block(ctx context.Context, i int64) ([]byte, error) {
+	leaf := i / int64(r.g.Fanout)
+	r.mu.Lock()
+	ids, ok := r.leaves.get(leaf)
+	r.mu.Unlock()
+	if !ok {
+		var err error
+		if ids, err = r.tree.Leaf(ctx, leaf, nil); err != nil {
+			return nil, err
+		}
+		r.mu.Lock()
+		r.leaves.put(leaf, ids)
+		r.mu.Unlock()
+	}
+	id := ids[i%int64(r.g.Fanout)]
+	if id.IsZero() {
+		return nil, nil
+	}
+	r.mu.Lock()
+	data, ok := r.blocks.get(id)
+	r.mu.Unlock()
+	if ok {
+		return data, nil
+	}
+	data, err := r.repo.ReadBlob(ctx, chain.DataBlob, id, nil)
+	if err != nil {
+		return nil, fmt.Errorf("block %d: %w", i, err)
+	}
+	if len(data) != r.g.BlockLength(i) {
+		return nil, &chain.CorruptError{Object: "data blob " + id.String(), Reason: fmt.Sprintf("%d bytes where block %d has %d", len(data), i, r.g.BlockLength(i))}
+	}
+	r.mu.Lock()
+	r.blocks.put(id, data)
+	r.mu.Unlock()
+	return data, nil
+}
+
+// lru is a least-recently-used cache of at most max entries. Not safe for
+// concurrent use; DiskReader guards it.
+type lru[K comparable, V any] struct {
+	max   int
+	order *list.List // front: most recent; values are *lruEntry
+	items map[K]*list.Element
+}
+
+type lruEntry[K comparable, V any] struct {
+	key K
+	val V
+}
+
+func newLRU[K comparable, V any](max int) *lru[K, V] {
+	return &lru[K, V]{max: max, order: list.New(), items: map[K]*list.Element{}}
+}
+
+func (c *lru[K, V]) get(k K) (V, bool) {
+	if e, ok := c.items[k]; ok {
+		c.order.MoveToFront(e)
+		return e.Value.(*lruEntry[K, V]).val, true
+	}
+	var zero V
+	return zero, false
+}
+
+func (c *lru[K, V]) put(k K, v V) {
+	if e, ok := c.items[k]; ok {
+		e.Value.(*lruEntry[K, V]).val = v
+		c.order.MoveToFront(e)
+		return
+	}
+	c.items[k] = c.order.PushFront(&lruEntry[K, V]{k, v})
+	if c.order.Len() > c.max {
+		oldest := c.order.Back()
+		c.order.Remove(oldest)
+		delete(c.items, oldest.Value.(*lruEntry[K, V]).key)
+	}
+}
