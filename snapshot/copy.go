@@ -1,0 +1,94 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/diskpoint/diskpoint/chain"
+)
+
+// CopyOptions configure Copy.
+type CopyOptions struct {
+	// RateLimit, if set, limits copies into the target collection; a refused
+	// copy returns a *ThrottledError.
+	RateLimit *RateLimit
+	// LockWait: wait this long for the target collection's lock.
+	LockWait time.Duration
+	// FlushEvery makes what was moved durable after this many bytes, so that
+	// an interrupted copy resumes there; 0 means 64 MiB.
+	FlushEvery int64
+	// Progress, if set, is called as blobs move.
+	Progress func(chain.CopyStats)
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Copy puts restore point id of this collection into collection to, which
+// may be in another repository (the analogue of copying restore points
+// across regions). Only the chunks and block-map nodes the target lacks
+// move, each checked against its hash as it is read. An interrupted copy
+// keeps what it flushed; running it again moves only the rest. The copy
+// keeps the restore point's ID and record; it becomes visible in the
+// target when everything it needs is durable there.
+func (c *Collection) Copy(ctx context.Context, id string, to *Collection, opts CopyOptions) (*RestorePoint, chain.CopyStats, error) {
+	var stats chain.CopyStats
+	rp, err := c.Get(ctx, id)
+	if err != nil {
+		return nil, stats, err
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	dst := to.repo.chain
+	unlock, err := dst.LockCollection(ctx, to.name, "copy", opts.LockWait)
+	if err != nil {
+		return nil, stats, fmt.Errorf("copy to %q: %w", to.name, err)
+	}
+	defer unlock()
+	if _, err := dst.LoadManifest(ctx, to.name, rp.ID); err == nil {
+		return nil, stats, fmt.Errorf("copy %s to %q: %w", rp.ID, to.name, ErrExists)
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, stats, err
+	}
+	st, err := loadState(ctx, dst, to.name)
+	if err != nil {
+		return nil, stats, err
+	}
+	if opts.RateLimit != nil {
+		wait, recent := opts.RateLimit.retryAfter(st.Copies, now())
+		if wait > 0 {
+			return nil, stats, &ThrottledError{Collection: to.name, What: "copies", Limit: *opts.RateLimit, RetryAfter: wait}
+		}
+		st.Copies = recent
+	}
+
+	w, err := dst.NewWriter(ctx, "copy into "+to.name)
+	if err != nil {
+		return nil, stats, fmt.Errorf("copy to %q: %w", to.name, err)
+	}
+	defer w.Close()
+	copier := &chain.Copier{From: c.repo.chain, To: w, FlushEvery: opts.FlushEvery, Progress: opts.Progress}
+	if err := copier.CopyBlob(ctx, chain.DataBlob, rp.Config); err != nil {
+		return nil, copier.Stats(), err
+	}
+	for _, d := range rp.Disks {
+		if err := copier.CopyDisk(ctx, d); err != nil {
+			return nil, copier.Stats(), fmt.Errorf("copy %s disk %q to %q: %w", rp.ID, d.Name, to.name, err)
+		}
+	}
+	copied := rp.Manifest
+	copied.Collection = to.name
+	if err := w.SaveManifest(ctx, &copied); err != nil {
+		return nil, copier.Stats(), fmt.Errorf("copy to %q: %w", to.name, err)
+	}
+	if opts.RateLimit != nil {
+		st.Copies = append(st.Copies, now().UTC())
+		if err := st.save(ctx, dst, to.name); err != nil {
+			return nil, copier.Stats(), fmt.Errorf("copy to %q: restore point %s is copied, but: %w", to.name, rp.ID, err)
+		}
+	}
+	return &RestorePoint{copied}, copier.Stats(), nil
+}

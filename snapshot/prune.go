@@ -1,0 +1,101 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// RetentionPolicy says which restore points to keep; Prune deletes the
+// rest. Every rule keeps points on its own; a point kept by any is kept.
+type RetentionPolicy struct {
+	Last    int // the newest Last restore points
+	Hourly  int // the newest point in each of the last Hourly hours that have one
+	Daily   int // likewise per day (UTC)
+	Weekly  int // per ISO week
+	Monthly int // per month
+}
+
+// PruneResult lists what a prune kept, with the rules that kept it, and
+// what it deleted (or, in a dry run, would delete). Both are newest first.
+type PruneResult struct {
+	DryRun  bool          `json:"dry_run"`
+	Kept    []PrunedPoint `json:"kept"`
+	Deleted []PrunedPoint `json:"deleted"`
+}
+
+// PrunedPoint is one restore point in a PruneResult.
+type PrunedPoint struct {
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+	Reasons []string  `json:"reasons,omitempty"`
+}
+
+// Prune deletes the restore points the policy does not keep and reports
+// them; with dryRun it only reports. Run GC afterwards to reclaim the space.
+func (c *Collection) Prune(ctx context.Context, policy RetentionPolicy, dryRun bool) (PruneResult, error) {
+	result := PruneResult{DryRun: dryRun, Kept: []PrunedPoint{}, Deleted: []PrunedPoint{}}
+	if policy == (RetentionPolicy{}) {
+		return result, errors.New("prune: the policy keeps nothing; give at least one rule")
+	}
+	if policy.Last < 0 || policy.Hourly < 0 || policy.Daily < 0 || policy.Weekly < 0 || policy.Monthly < 0 {
+		return result, fmt.Errorf("prune: negative counts in %+v", policy)
+	}
+	unlock, err := c.repo.chain.LockCollection(ctx, c.name, "prune", 0)
+	if err != nil {
+		return result, fmt.Errorf("prune %q: %w", c.name, err)
+	}
+	defer unlock()
+	points, err := c.List(ctx)
+	if err != nil {
+		return result, err
+	}
+	reasons := keepReasons(points, policy)
+	for i := len(points) - 1; i >= 0; i-- {
+		rp := points[i]
+		p := PrunedPoint{ID: rp.ID, Created: rp.Created, Reasons: reasons[rp.ID]}
+		if len(p.Reasons) > 0 {
+			result.Kept = append(result.Kept, p)
+			continue
+		}
+		if !dryRun {
+			if err := c.Delete(ctx, rp.ID); err != nil {
+				return result, err
+			}
+		}
+		result.Deleted = append(result.Deleted, p)
+	}
+	return result, nil
+}
+
+// keepReasons applies the policy to points (oldest first) and returns, for
+// each kept point, the rules that keep it.
+func keepReasons(points []*RestorePoint, policy RetentionPolicy) map[string][]string {
+	reasons := map[string][]string{}
+	rules := []struct {
+		name  string
+		count int
+		key   func(time.Time) string
+	}{
+		{"last", policy.Last, func(time.Time) string { return "" }}, // every point is its own bucket
+		{"hourly", policy.Hourly, func(t time.Time) string { return t.Format("2006-01-02T15") }},
+		{"daily", policy.Daily, func(t time.Time) string { return t.Format("2006-01-02") }},
+		{"weekly", policy.Weekly, func(t time.Time) string { y, w := t.ISOWeek(); return fmt.Sprintf("%d-W%02d", y, w) }},
+		{"monthly", policy.Monthly, func(t time.Time) string { return t.Format("2006-01") }},
+	}
+	for _, rule := range rules {
+		kept, last := 0, "\x00"
+		for i := len(points) - 1; i >= 0 && kept < rule.count; i-- {
+			rp := points[i]
+			key := rule.key(rp.Created.UTC())
+			if rule.name != "last" && key == last {
+				continue // an older point of a bucket already kept
+			}
+			last = key
+			kept++
+			reasons[rp.ID] = append(reasons[rp.ID], rule.name)
+		}
+	}
+	return reasons
+}
