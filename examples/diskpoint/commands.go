@@ -271,15 +271,20 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 	point := fs.String("point", "", "restore point `ID`, or latest")
 	disk := fs.String("disk", "", "`name` of the disk to restore")
 	to := fs.String("to", "", "target `path`: a file (replaced when complete) or a block device")
+	incremental := fs.Bool("incremental", false, "update the existing target in place, writing only the blocks that differ")
+	from := fs.String("from", "", "with -incremental: the restore point `ID` the target holds now (then the target is not read)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point, "disk": disk, "to": to}); err != nil {
 		return err
+	}
+	if *from != "" && !*incremental {
+		return usageError{"-from needs -incremental"}
 	}
 	_, c, err := openCollection(ctx, *repoDir, *collection)
 	if err != nil {
 		return err
 	}
 	progress := newProgress(e, false, "restore "+*disk)
-	opts := snapshot.RestoreOptions{}
+	opts := snapshot.RestoreOptions{Incremental: *incremental, From: *from}
 	if progress != nil {
 		opts.Progress = progress.update
 	}
@@ -293,6 +298,9 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 	fmt.Fprintf(e.stdout, "restored disk %s to %s: %s (%s data, %s zeros) in %s, %s/s\n", *disk, *to,
 		humanize.IBytes(uint64(stats.Size)), humanize.IBytes(uint64(stats.WrittenBytes)), humanize.IBytes(uint64(stats.ZeroBytes)),
 		elapsed.Round(time.Millisecond), humanize.IBytes(uint64(float64(stats.Size)/max(elapsed.Seconds(), 1e-9))))
+	if *incremental {
+		fmt.Fprintf(e.stdout, "  blocks read %d, written %d, skipped %d\n", stats.BlocksRead, stats.BlocksWritten, stats.BlocksSkipped)
+	}
 	return nil
 }
 

@@ -8,11 +8,15 @@
 //	                  [-hook-config FILE] [-max-freeze DURATION] [-on-failure fallback|fail|skip] [-rate-limit azure|N/DURATION] DISK=PATH...
 //	diskpoint list    -repo DIR -collection NAME [-json]
 //	diskpoint show    -repo DIR -collection NAME -point ID|latest [-json]
-//	diskpoint restore -repo DIR -collection NAME -point ID|latest -disk DISK -to PATH
+//	diskpoint restore -repo DIR -collection NAME -point ID|latest -disk DISK -to PATH [-incremental [-from ID]]
 //	diskpoint verify  -repo DIR [-json]
 //	diskpoint delete  -repo DIR -collection NAME -point ID
 //	diskpoint gc      -repo DIR [-dry-run] [-json]
 //	diskpoint hooks-log -repo DIR -collection NAME [-json]
+//	diskpoint diff    -repo DIR -collection NAME -from ID -to ID -disk DISK [-json]
+//	diskpoint copy    -repo DIR -collection NAME -point ID -to-repo DIR -to-collection NAME [-json]
+//	diskpoint prune   -repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-dry-run] [-json]
+//	diskpoint serve-nbd -repo DIR -collection NAME -point ID -disk DISK -listen ADDR
 //
 // It exits 0 on success and 1 with a one-line error on stderr otherwise (2
 // for a command line it cannot parse).
@@ -48,6 +52,10 @@ var commands = map[string]command{
 	"delete":    {"delete a restore point", runDelete},
 	"gc":        {"reclaim space no restore point needs", runGC},
 	"hooks-log": {"show a collection's hook runs", runHooksLog},
+	"diff":      {"list the byte ranges that differ between two restore points", runDiff},
+	"copy":      {"copy a restore point to another collection or repository", runCopy},
+	"prune":     {"delete restore points a retention policy does not keep", runPrune},
+	"serve-nbd": {"serve a disk of a restore point read-only over NBD", runServeNBD},
 }
 
 // env is what commands write to, so tests can run them in-process.

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/diskpoint/diskpoint/chain"
+	"github.com/diskpoint/diskpoint/nbd"
+	"github.com/diskpoint/diskpoint/snapshot"
+	"github.com/dustin/go-humanize"
+)
+
+func runDiff(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+	repoDir := fs.String("repo", "", "repository `directory`")
+	collection := fs.String("collection", "", "collection `name`")
+	from := fs.String("from", "", "restore point `ID` (or latest)")
+	to := fs.String("to", "", "restore point `ID` (or latest)")
+	disk := fs.String("disk", "", "disk `name`")
+	asJSON := fs.Bool("json", false, "print the ranges as JSON")
+	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "from": from, "to": to, "disk": disk}); err != nil {
+		return err
+	}
+	_, c, err := openCollection(ctx, *repoDir, *collection)
+	if err != nil {
+		return err
+	}
+	ranges, err := c.Diff(ctx, *from, *to, *disk)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		type jsonRange struct {
+			Offset int64 `json:"offset"`
+			Length int64 `json:"length"`
+		}
+		out := make([]jsonRange, len(ranges))
+		for i, r := range ranges {
+			out[i] = jsonRange{r.Offset, r.Length}
+		}
+		return printJSON(e, out)
+	}
+	var total int64
+	for _, r := range ranges {
+		fmt.Fprintf(e.stdout, "%d %d\n", r.Offset, r.Length) // a RANGES_FILE, as create -changed reads
+		total += r.Length
+	}
+	fmt.Fprintf(e.stderr, "%d ranges, %s differ\n", len(ranges), humanize.IBytes(uint64(total)))
+	return nil
+}
+
+func runCopy(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+	repoDir := fs.String("repo", "", "source repository `directory`")
+	collection := fs.String("collection", "", "source collection `name`")
+	point := fs.String("point", "", "restore point `ID` (or latest)")
+	toRepo := fs.String("to-repo", "", "target repository `directory` (may be the source)")
+	toCollection := fs.String("to-collection", "", "target collection `name`")
+	rateLimit := fs.String("rate-limit", "", "limit copies into the target collection: azure or N/DURATION")
+	asJSON := fs.Bool("json", false, "print the copy's figures as JSON")
+	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point, "to-repo": toRepo, "to-collection": toCollection}); err != nil {
+		return err
+	}
+	_, src, err := openCollection(ctx, *repoDir, *collection)
+	if err != nil {
+		return err
+	}
+	_, dst, err := openCollection(ctx, *toRepo, *toCollection)
+	if err != nil {
+		return err
+	}
+	opts := snapshot.CopyOptions{}
+	if *rateLimit != "" {
+		limit, err := parseRateLimit(*rateLimit)
+		if err != nil {
+			return usageError{"-rate-limit: " + err.Error()}
+		}
+		opts.RateLimit = &limit
+	}
+	rp, err := src.Get(ctx, *point)
+	if err != nil {
+		return err
+	}
+	progress := newProgress(e, *asJSON, "copy "+rp.ID)
+	if progress != nil {
+		var total int64
+		for _, d := range rp.Disks {
+			total += d.Size
+		}
+		opts.Progress = func(s chain.CopyStats) { progress.update(s.Bytes, total) }
+	}
+	copied, stats, err := src.Copy(ctx, rp.ID, dst, opts)
+	progress.done()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(e, struct {
+			ID         string `json:"id"`
+			Collection string `json:"collection"`
+			chain.CopyStats
+		}{copied.ID, copied.Collection, stats})
+	}
+	fmt.Fprintf(e.stdout, "copied restore point %s to %s in %s: moved %d blobs (%s, %s stored); %d were there already\n",
+		copied.ID, *toCollection, *toRepo, stats.Blobs, humanize.IBytes(uint64(stats.Bytes)), humanize.IBytes(uint64(stats.Stored)), stats.BlobsPresent)
+	return nil
+}
+
+func runPrune(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+	repoDir := fs.String("repo", "", "repository `directory`")
+	collection := fs.String("collection", "", "collection `name`")
+	var p snapshot.RetentionPolicy
+	fs.IntVar(&p.Last, "keep-last", 0, "keep the newest `N` restore points")
+	fs.IntVar(&p.Hourly, "keep-hourly", 0, "keep the newest point of each of the last `N` hours")
+	fs.IntVar(&p.Daily, "keep-daily", 0, "keep one point per day for the last `N` days with points")
+	fs.IntVar(&p.Weekly, "keep-weekly", 0, "keep one point per ISO week for the last `N` weeks")
+	fs.IntVar(&p.Monthly, "keep-monthly", 0, "keep one point per month for the last `N` months")
+	dryRun := fs.Bool("dry-run", false, "say what would be deleted, delete nothing")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection}); err != nil {
+		return err
+	}
+	if p == (snapshot.RetentionPolicy{}) {
+		return usageError{"give at least one -keep-* rule"}
+	}
+	_, c, err := openCollection(ctx, *repoDir, *collection)
+	if err != nil {
+		return err
+	}
+	result, err := c.Prune(ctx, p, *dryRun)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(e, result)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 2, 8, 2, ' ', 0)
+	verb := "deleted"
+	if *dryRun {
+		verb = "would delete"
+	}
+	for _, k := range result.Kept {
+		fmt.Fprintf(tw, "keep\t%s\t%s\t%s\n", k.ID, k.Created.Local().Format("2006-01-02 15:04"), strings.Join(k.Reasons, ","))
+	}
+	for _, d := range result.Deleted {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", verb, d.ID, d.Created.Local().Format("2006-01-02 15:04"))
+	}
+	tw.Flush()
+	fmt.Fprintf(e.stdout, "kept %d, %s %d restore points", len(result.Kept), verb, len(result.Deleted))
+	if !*dryRun && len(result.Deleted) > 0 {
+		fmt.Fprint(e.stdout, " (run gc to reclaim their space)")
+	}
+	fmt.Fprintln(e.stdout)
+	return nil
+}
+
+func runServeNBD(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+	repoDir := fs.String("repo", "", "repository `directory`")
+	collection := fs.String("collection", "", "collection `name`")
+	point := fs.String("point", "", "restore point `ID` (or latest)")
+	disk := fs.String("disk", "", "disk `name` to export")
+	listen := fs.String("listen", "", "`address`: HOST:PORT, or unix:PATH for a Unix socket")
+	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point, "disk": disk, "listen": listen}); err != nil {
+		return err
+	}
+	_, c, err := openCollection(ctx, *repoDir, *collection)
+	if err != nil {
+		return err
+	}
+	l, url, err := listenNBD(*listen, *disk)
+	if err != nil {
+		return err
+	}
+	return serveDisk(ctx, e, c, *point, *disk, l, url)
+}
+
+// listenNBD listens on addr and returns the URL an NBD client reads disk at.
+func listenNBD(addr, disk string) (net.Listener, string, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		l, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, "", err
+		}
+		return l, fmt.Sprintf("nbd+unix:///%s?socket=%s", disk, path), nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", err
+	}
+	return l, fmt.Sprintf("nbd://%s/%s", l.Addr(), disk), nil
+}
+
+// serveDisk exports one disk restore point read-only until ctx is done.
+func serveDisk(ctx context.Context, e *env, c *snapshot.Collection, point, disk string, l net.Listener, url string) error {
+	rp, err := c.Get(ctx, point)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	r, err := c.OpenDisk(ctx, rp.ID, disk, snapshot.ReaderOptions{})
+	if err != nil {
+		l.Close()
+		return err
+	}
+	srv := &nbd.Server{
+		Exports: map[string]*nbd.Export{disk: {Name: disk, Description: c.Name() + "/" + rp.ID + "/" + disk, Size: r.Size(), Disk: r}},
+		Log:     slog.New(slog.NewTextHandler(e.stderr, nil)),
+	}
+	fmt.Fprintf(e.stdout, "serving disk %s of restore point %s (%s), read-only, at %s\n", disk, rp.ID, humanize.IBytes(uint64(r.Size())), url)
+	return srv.Serve(ctx, l)
+}
