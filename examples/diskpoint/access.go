@@ -60,6 +60,7 @@ func runCopy(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	toRepo := fs.String("to-repo", "", "target repository `directory` (may be the source)")
 	toCollection := fs.String("to-collection", "", "target collection `name`")
 	rateLimit := fs.String("rate-limit", "", "limit copies into the target collection: azure or N/DURATION")
+	checkpoint := fs.String("checkpoint", "64MiB", "make what was moved durable every `SIZE`, so an interrupted copy resumes there")
 	asJSON := fs.Bool("json", false, "print the copy's figures as JSON")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point, "to-repo": toRepo, "to-collection": toCollection}); err != nil {
 		return err
@@ -72,7 +73,11 @@ func runCopy(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	if err != nil {
 		return err
 	}
-	opts := snapshot.CopyOptions{}
+	every, err := parseSize(*checkpoint)
+	if err != nil {
+		return usageError{"-checkpoint: " + err.Error()}
+	}
+	opts := snapshot.CopyOptions{FlushEvery: int64(every)}
 	if *rateLimit != "" {
 		limit, err := parseRateLimit(*rateLimit)
 		if err != nil {

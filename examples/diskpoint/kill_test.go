@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/diskpoint/diskpoint/internal/demodisk"
+)
+
+// TestMain lets the test binary act as the CLI in a child process, so tests
+// can kill a real diskpoint process with SIGKILL.
+func TestMain(m *testing.M) {
+	if os.Getenv("DISKPOINT_TEST_CLI") == "1" {
+		os.Exit(run(context.Background(), &env{stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// cliProcess starts the CLI as a child process.
+func cliProcess(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "DISKPOINT_TEST_CLI=1")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}
+
+// A copy killed with SIGKILL right after its first checkpoint keeps what it
+// checkpointed; the rerun moves only the rest and the copy restores exactly.
+func TestCopyKilledHalfwayFinishesOnRerun(t *testing.T) {
+	dir := t.TempDir()
+	src, dst, img := filepath.Join(dir, "src"), filepath.Join(dir, "dst"), filepath.Join(dir, "d.img")
+	demodisk.Create(img, 48<<20, 9, demodisk.Mix{Random: 1}) // incompressible: the copy takes a while
+	mustCLI(t, "init", "-repo", src)
+	mustCLI(t, "init", "-repo", dst)
+	var rp struct{ ID string }
+	json.Unmarshal([]byte(mustCLI(t, "create", "-repo", src, "-collection", "vm", "-json", "d="+img)), &rp)
+	args := []string{"copy", "-repo", src, "-collection", "vm", "-point", rp.ID, "-to-repo", dst, "-to-collection", "dr", "-checkpoint", "4MiB", "-json"}
+
+	child := cliProcess(t, args...)
+	exited := make(chan error, 1)
+	go func() { exited <- child.Wait() }()
+	// Watch the target for the first durable checkpoint (an index file), then kill.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		// An index file (not a .tmp- file still being written) is a checkpoint.
+		if names, _ := filepath.Glob(filepath.Join(dst, "index", "[0-9a-f]*")); len(names) > 0 {
+			child.Process.Signal(syscall.SIGKILL)
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Skipf("the copy finished (%v) before it could be killed", err)
+		case <-time.After(2 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint in 60s")
+		}
+	}
+	if err := <-exited; err == nil {
+		t.Skip("the copy finished before the kill landed")
+	}
+
+	var resumed struct {
+		Blobs int64 `json:"blobs_copied"`
+	}
+	if err := json.Unmarshal([]byte(mustCLI(t, args...)), &resumed); err != nil {
+		t.Fatal(err)
+	}
+	full := int64(48<<20) / (64 << 10) // chunks of the disk, before block-map nodes
+	if resumed.Blobs >= full {
+		t.Errorf("the rerun moved %d blobs, the whole disk has %d chunks: it did not resume", resumed.Blobs, full)
+	}
+	out := filepath.Join(dir, "restored.img")
+	mustCLI(t, "restore", "-repo", dst, "-collection", "dr", "-point", rp.ID, "-disk", "d", "-to", out)
+	if !bytes.Equal(readAll(t, out), readAll(t, img)) {
+		t.Fatal("the resumed copy restores something else")
+	}
+	mustCLI(t, "verify", "-repo", dst)
+	t.Logf("killed after the first checkpoint; the rerun moved %d of %d chunks", resumed.Blobs, full)
+}
