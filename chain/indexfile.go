@@ -60,6 +60,9 @@ func decodeIndexFile(data []byte) ([]IndexedPack, error) {
 			if d.err != nil {
 				break
 			}
+			if head[1]&^flagCompressed != 0 {
+				return nil, fmt.Errorf("index: pack %s: unknown blob flags %#x", p.ID.Short(), head[1])
+			}
 			e := PackEntry{Type: BlobType(head[0]), Compressed: head[1]&flagCompressed != 0}
 			e.Offset = d.uint32()
 			e.Length = d.uint32()

@@ -87,6 +87,9 @@ func decodePackHeader(header []byte, dataSize int64) ([]PackEntry, error) {
 	entries := make([]PackEntry, 0, len(header)/packEntrySize)
 	var offset int64
 	for p := header; len(p) > 0; p = p[packEntrySize:] {
+		if p[1]&^flagCompressed != 0 {
+			return nil, fmt.Errorf("pack entry %d: unknown flags %#x", len(entries), p[1])
+		}
 		e := PackEntry{
 			Type:       BlobType(p[0]),
 			Compressed: p[1]&flagCompressed != 0,
