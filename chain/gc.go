@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -59,14 +60,11 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 			return report, fmt.Errorf("gc: %w", err)
 		}
 	}
-	indexed, indexNames, err := readAllIndexFiles(ctx, r.store)
+	state, err := loadIndexState(ctx, r.store)
 	if err != nil {
 		return report, fmt.Errorf("gc: %w", err)
 	}
-	idx := newIndex()
-	for _, name := range indexNames {
-		idx.add(name, indexed[name])
-	}
+	idx := state.idx
 	// Mark and repack read through the index just loaded.
 	r.idxMu.Lock()
 	r.idx = idx
@@ -77,18 +75,13 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		return report, fmt.Errorf("gc: mark: %w (nothing was removed)", err)
 	}
 	report.RestorePoints, report.LiveBlobs = points, len(used)
-
-	stored, err := listPacks(ctx, r.store)
-	if err != nil {
-		return report, fmt.Errorf("gc: %w", err)
-	}
-	// Sort every indexed pack into keep, repack or delete.
-	packEntries := map[ID][]PackEntry{}
-	for _, name := range indexNames {
-		for _, p := range indexed[name] {
-			packEntries[p.ID] = p.Entries
+	missing := 0
+	for id := range used {
+		if !idx.has(id) {
+			missing++
 		}
 	}
+
 	// A blob is live in a pack when a restore point uses it and the index
 	// serves it from that pack; other copies (two creates that stored the
 	// same new blob at once) are dead weight.
@@ -99,11 +92,17 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	var keep []IndexedPack
 	var drop []ID
 	var repack []IndexedPack
-	for packID, size := range stored {
+	for packID, size := range state.stored {
 		report.BytesBefore += size
-		entries, ok := packEntries[packID]
+		entries, ok := state.entries[packID]
 		if !ok {
-			report.UnindexedPacks++ // a create that failed before its index
+			// No index lists it and its header is unreadable. If live blobs
+			// are missing it may hold them: keep it for a repair.
+			if missing > 0 {
+				report.BytesAfter += size
+				continue
+			}
+			report.UnindexedPacks++
 			drop = append(drop, packID)
 			continue
 		}
@@ -117,6 +116,9 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 			}
 		}
 		switch {
+		case live == 0 && slices.Contains(state.recovered, packID):
+			drop = append(drop, packID) // no index lists it: a failed create's
+			report.UnindexedPacks++
 		case live == 0:
 			drop = append(drop, packID)
 			report.PacksDeleted++
@@ -132,8 +134,8 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	}
 	// A pack the index names but the store lacks is damage for Verify to
 	// report, not garbage: keep its entries if they are live.
-	for packID, entries := range packEntries {
-		if _, ok := stored[packID]; ok {
+	for packID, entries := range state.entries {
+		if _, ok := state.stored[packID]; ok {
 			continue
 		}
 		for _, e := range entries {
@@ -143,6 +145,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 			}
 		}
 	}
+	indexNames := state.files
 	if opts.DryRun {
 		for _, p := range repack {
 			for _, e := range p.Entries {
@@ -153,6 +156,14 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		}
 		report.IndexFiles = len(indexNames)
 		return report, nil
+	}
+	// Garbage that no index lists goes first, to free space on a full disk.
+	for _, id := range drop {
+		if _, indexed := state.entries[id]; !indexed || slices.Contains(state.recovered, id) {
+			if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
+				return report, fmt.Errorf("gc: %w", err)
+			}
+		}
 	}
 
 	// Copy the live blobs of packs worth repacking into new packs. A pack
@@ -183,7 +194,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		if damaged {
 			keep = append(keep, p)
 			report.PacksRepacked--
-			report.BytesAfter += stored[p.ID]
+			report.BytesAfter += state.stored[p.ID]
 			continue
 		}
 		for i, e := range live {
@@ -325,21 +336,4 @@ func listPacks(ctx context.Context, store Store) (map[ID]int64, error) {
 		return nil, fmt.Errorf("list packs: %w", err)
 	}
 	return packs, nil
-}
-
-// readAllIndexFiles reads every index object.
-func readAllIndexFiles(ctx context.Context, store Store) (map[string][]IndexedPack, []string, error) {
-	names, err := listNames(ctx, store, indexPrefix)
-	if err != nil {
-		return nil, nil, fmt.Errorf("list index: %w", err)
-	}
-	files := map[string][]IndexedPack{}
-	for _, name := range names {
-		packs, err := readIndexFile(ctx, store, name)
-		if err != nil {
-			return nil, nil, err
-		}
-		files[name] = packs
-	}
-	return files, names, nil
 }

@@ -2,7 +2,9 @@ package chain
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 )
@@ -50,11 +52,14 @@ func (x *index) has(id ID) bool {
 	return ok
 }
 
-// add records packs from the index object name.
+// add records packs from the index object name ("" for packs recovered
+// from their own headers).
 func (x *index) add(name string, packs []IndexedPack) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.files[name] = true
+	if name != "" {
+		x.files[name] = true
+	}
 	for _, p := range packs {
 		num, ok := x.packNum[p.ID]
 		if !ok {
@@ -71,17 +76,71 @@ func (x *index) add(name string, packs []IndexedPack) {
 	}
 }
 
-// loadIndex reads every index object into a fresh index.
+// indexState is everything known about where blobs are: the index files
+// (sound or not), each pack's entries, and the packs in the store.
+type indexState struct {
+	idx        *index
+	files      []string           // every index object, sound or damaged
+	damaged    map[string]error   // index objects that could not be read
+	entries    map[ID][]PackEntry // per pack, from index files or its own header
+	stored     map[ID]int64       // packs in the store, with their sizes
+	recovered  []ID               // packs no sound index lists, read from their headers
+	unreadable map[ID]error       // packs no index lists whose header is damaged too
+}
+
+// loadIndexState reads every index file, tolerating damaged ones, and
+// recovers the entries of packs that no sound index file lists from the
+// packs' own headers: a lost or damaged index file loses nothing.
+func loadIndexState(ctx context.Context, store Store) (*indexState, error) {
+	names, err := listNames(ctx, store, indexPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list index: %w", err)
+	}
+	st := &indexState{idx: newIndex(), files: names, damaged: map[string]error{}, entries: map[ID][]PackEntry{}, unreadable: map[ID]error{}}
+	for _, name := range names {
+		packs, err := readIndexFile(ctx, store, name)
+		if err != nil {
+			if !errors.As(err, new(*CorruptError)) {
+				return nil, err
+			}
+			st.damaged[name] = err
+			slog.Warn("damaged index file; its packs are read from their own headers", "object", name, "error", err)
+			continue
+		}
+		st.idx.add(name, packs)
+		for _, p := range packs {
+			st.entries[p.ID] = p.Entries
+		}
+	}
+	if st.stored, err = listPacks(ctx, store); err != nil {
+		return nil, err
+	}
+	for id, size := range st.stored {
+		if _, ok := st.entries[id]; ok {
+			continue
+		}
+		entries, err := readPackHeader(ctx, store, id, size)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			st.unreadable[id] = err
+			continue
+		}
+		st.entries[id] = entries
+		st.recovered = append(st.recovered, id)
+		st.idx.add("", []IndexedPack{{ID: id, Entries: entries}})
+	}
+	return st, nil
+}
+
+// loadIndex reads the repository's index.
 func loadIndex(ctx context.Context, store Store) (*index, error) {
-	files, names, err := readAllIndexFiles(ctx, store)
+	st, err := loadIndexState(ctx, store)
 	if err != nil {
 		return nil, err
 	}
-	x := newIndex()
-	for _, name := range names {
-		x.add(name, files[name])
-	}
-	return x, nil
+	return st.idx, nil
 }
 
 // refresh brings x up to date with the store: new index files are added; if
@@ -106,6 +165,10 @@ func (x *index) refresh(ctx context.Context, store Store) (*index, error) {
 	}
 	for _, name := range added {
 		packs, err := readIndexFile(ctx, store, name)
+		if errors.As(err, new(*CorruptError)) {
+			slog.Warn("damaged index file skipped", "object", name, "error", err)
+			continue // verify reports it; GC rewrites the index
+		}
 		if err != nil {
 			return nil, err
 		}

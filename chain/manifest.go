@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 	"time"
@@ -187,7 +188,9 @@ func (r *Repository) LoadManifest(ctx context.Context, collection, id string) (*
 	return m, nil
 }
 
-// ListManifests returns the restore points of collection, oldest first.
+// ListManifests returns the restore points of collection, oldest first. A
+// damaged manifest is left out (and logged): the others stay usable, and
+// Verify names it.
 func (r *Repository) ListManifests(ctx context.Context, collection string) ([]*Manifest, error) {
 	if err := CheckName("collection", collection); err != nil {
 		return nil, err
@@ -201,6 +204,10 @@ func (r *Repository) ListManifests(ctx context.Context, collection string) ([]*M
 		m, err := r.LoadManifest(ctx, collection, strings.TrimPrefix(name, manifestPrefix+collection+"/"))
 		if errors.Is(err, ErrNotFound) {
 			continue // deleted while we listed
+		}
+		if errors.As(err, new(*CorruptError)) || errors.Is(err, ErrInvalidName) {
+			slog.Warn("damaged restore point left out", "object", name, "error", err)
+			continue
 		}
 		if err != nil {
 			return nil, err

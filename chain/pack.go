@@ -1,6 +1,7 @@
 package chain
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 )
@@ -43,7 +44,7 @@ type PackEntry struct {
 const (
 	packMagic       = "dpk1"
 	packEntrySize   = 1 + 1 + 4 + 4 + IDSize
-	packTrailerSize = 4 + len(packMagic)
+	packTrailerSize = 4 + 4 // header length, magic
 	flagCompressed  = 1
 	maxBlobSize     = 64 << 20 // larger than any block, tree node or config blob we write
 )
@@ -131,4 +132,30 @@ func (e PackEntry) check() error {
 func packName(id ID) string {
 	s := id.String()
 	return "packs/" + s[:2] + "/" + s
+}
+
+// readPackHeader reads a stored pack's own header.
+func readPackHeader(ctx context.Context, store Store, id ID, size int64) ([]PackEntry, error) {
+	name := packName(id)
+	if size < packTrailerSize {
+		return nil, corrupt(name, "%d bytes is too short for a pack", size)
+	}
+	trailer := make([]byte, packTrailerSize)
+	if err := store.ReadAt(ctx, name, trailer, size-packTrailerSize); err != nil {
+		return nil, err
+	}
+	n, err := packHeaderLength(trailer, size)
+	if err != nil {
+		return nil, corrupt(name, "%v", err)
+	}
+	header := make([]byte, n)
+	dataSize := size - packTrailerSize - int64(n)
+	if err := store.ReadAt(ctx, name, header, dataSize); err != nil {
+		return nil, err
+	}
+	entries, err := decodePackHeader(header, dataSize)
+	if err != nil {
+		return nil, corrupt(name, "%v", err)
+	}
+	return entries, nil
 }

@@ -117,25 +117,33 @@ func (r *Repository) LocateBlob(id ID) (BlobLocation, bool) {
 func (r *Repository) ReadBlob(ctx context.Context, t BlobType, id ID, dst []byte) ([]byte, error) {
 	loc, pack, ok := r.index().lookup(id)
 	if !ok {
-		return nil, fmt.Errorf("%s blob %s: %w", t, id, ErrNotFound)
+		// Blobs are read because a block map or manifest references them:
+		// one that is nowhere is damage, not a wrong name.
+		return nil, corrupt(fmt.Sprintf("%s blob %s", t, id), "missing: no index or pack has it")
 	}
 	object := fmt.Sprintf("%s blob %s in pack %s", t, id, pack)
 	if loc.typ != t {
 		return nil, corrupt(object, "index says it is a %s blob", loc.typ)
 	}
-	buf := getBuffer(int(loc.length))
+	return r.readBlobAt(ctx, pack, PackEntry{ID: id, Type: t, Compressed: loc.compressed, Offset: loc.offset, Length: loc.length, RawLength: loc.rawLength}, dst)
+}
+
+// readBlobAt reads the blob that entry e places in pack, checking its hash.
+func (r *Repository) readBlobAt(ctx context.Context, pack ID, e PackEntry, dst []byte) ([]byte, error) {
+	object := fmt.Sprintf("%s blob %s in pack %s", e.Type, e.ID, pack)
+	buf := getBuffer(int(e.Length))
 	defer putBuffer(buf)
-	if err := r.store.ReadAt(ctx, packName(pack), buf, int64(loc.offset)); err != nil {
-		if errors.Is(err, ErrNotFound) || ctx.Err() != nil {
+	if err := r.store.ReadAt(ctx, packName(pack), buf, int64(e.Offset)); err != nil {
+		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%s: %w", object, err)
 		}
 		return nil, &CorruptError{Object: object, Reason: err.Error()}
 	}
-	raw, err := decompressBlob(dst, buf, loc.compressed, int(loc.rawLength))
+	raw, err := decompressBlob(dst, buf, e.Compressed, int(e.RawLength))
 	if err != nil {
 		return nil, corrupt(object, "%v", err)
 	}
-	if Hash(raw) != id {
+	if Hash(raw) != e.ID {
 		return nil, corrupt(object, "content does not match its ID")
 	}
 	return raw, nil

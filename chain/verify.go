@@ -29,6 +29,9 @@ type Damage struct {
 	Object        string   `json:"object"`
 	Reason        string   `json:"reason"`
 	RestorePoints []string `json:"restore_points"` // "collection/id"
+	// DataBlobs are the chunks this damage makes unreadable: what a repair
+	// from a disk that still holds them would re-store.
+	DataBlobs []ID `json:"data_blobs,omitempty"`
 }
 
 // OK reports whether nothing is damaged.
@@ -90,33 +93,36 @@ func (v *verifier) found(object, reason string) {
 	}
 }
 
-func (v *verifier) badBlob(id ID, object, reason string) {
+func (v *verifier) badBlob(id ID, t BlobType, object, reason string) {
 	v.found(object, reason)
 	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, seen := v.badBlobs[id]; seen {
+		return
+	}
 	v.badBlobs[id] = object
-	v.mu.Unlock()
+	if t == DataBlob {
+		v.damage[object].DataBlobs = append(v.damage[object].DataBlobs, id)
+	}
 }
 
-// checkIndex loads every index file that is sound, reporting the others.
+// checkIndex loads the index as Open does, reporting damaged index files
+// and packs that no index lists (recovered from their own headers: garbage
+// of a failed create, or the packs of a lost index file).
 func (v *verifier) checkIndex(ctx context.Context, report *VerifyReport) (*index, error) {
-	names, err := listNames(ctx, v.repo.store, indexPrefix)
+	state, err := loadIndexState(ctx, v.repo.store)
 	if err != nil {
-		return nil, fmt.Errorf("verify: list index: %w", err)
+		return nil, fmt.Errorf("verify: %w", err)
 	}
-	idx := newIndex()
-	for _, name := range names {
-		report.IndexFiles++
-		packs, err := readIndexFile(ctx, v.repo.store, name)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			v.found(name, err.Error())
-			continue
-		}
-		idx.add(name, packs)
+	report.IndexFiles = len(state.files)
+	report.UnindexedPacks = len(state.recovered)
+	for name, err := range state.damaged {
+		v.found(name, err.Error())
 	}
-	return idx, nil
+	for id, err := range state.unreadable {
+		v.found("pack "+id.String(), "no index lists it and its header is damaged: "+err.Error())
+	}
+	return state.idx, nil
 }
 
 // checkPacks reads every pack and checks every blob the index places in it.
@@ -134,14 +140,12 @@ func (v *verifier) checkPacks(ctx context.Context, idx *index, opts VerifyOption
 	for id, size := range stored {
 		if _, ok := byPack[id]; ok {
 			total += size
-		} else {
-			report.UnindexedPacks++
 		}
 	}
 	for id, entries := range byPack {
 		if _, ok := stored[id]; !ok {
 			for _, e := range entries {
-				v.badBlob(e.ID, "pack "+id.String(), "missing: the index lists it but the store does not have it")
+				v.badBlob(e.ID, e.Type, "pack "+id.String(), "missing: the index lists it but the store does not have it")
 			}
 		}
 	}
@@ -181,7 +185,7 @@ func (v *verifier) checkPack(ctx context.Context, id ID, size int64, entries []P
 			return ctx.Err()
 		}
 		for _, e := range entries {
-			v.badBlob(e.ID, "pack "+id.String(), "unreadable: "+err.Error())
+			v.badBlob(e.ID, e.Type, "pack "+id.String(), "unreadable: "+err.Error())
 		}
 		return nil
 	}
@@ -196,17 +200,17 @@ func (v *verifier) checkPack(ctx context.Context, id ID, size int64, entries []P
 		object := fmt.Sprintf("%s blob %s in pack %s", e.Type, e.ID, id)
 		end := int64(e.Offset) + int64(e.Length)
 		if end > int64(len(data)) {
-			v.badBlob(e.ID, object, "past the end of the pack")
+			v.badBlob(e.ID, e.Type, object, "past the end of the pack")
 			continue
 		}
 		raw, err := decompressBlob(buf, data[e.Offset:end], e.Compressed, int(e.RawLength))
 		if err != nil {
-			v.badBlob(e.ID, object, err.Error())
+			v.badBlob(e.ID, e.Type, object, err.Error())
 			continue
 		}
 		buf = raw
 		if Hash(raw) != e.ID {
-			v.badBlob(e.ID, object, "content does not match its ID")
+			v.badBlob(e.ID, e.Type, object, "content does not match its ID")
 		}
 	}
 	return nil
@@ -297,7 +301,7 @@ func (v *verifier) blobDamage(idx *index, t BlobType, id ID) []string {
 	loc, ok := idx.blobs[id]
 	if !ok || loc.typ != t {
 		object := fmt.Sprintf("%s blob %s", t, id)
-		v.badBlob(id, object, "missing: no index lists it")
+		v.badBlob(id, t, object, "missing: no index or pack has it")
 		return []string{object}
 	}
 	return nil

@@ -307,8 +307,18 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory`")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	var repairFrom listFlag
+	fs.Var(&repairFrom, "repair-from", "`DISK=PATH`: re-store damaged chunks that this disk still holds (checked by hash; repeatable)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
+	}
+	var repairPaths []string
+	for _, arg := range repairFrom {
+		_, path, ok := strings.Cut(arg, "=")
+		if !ok || path == "" {
+			return usageError{fmt.Sprintf("-repair-from %q: want DISK=PATH", arg)}
+		}
+		repairPaths = append(repairPaths, path)
 	}
 	repo, err := snapshot.Open(ctx, *repoDir)
 	if err != nil {
@@ -323,6 +333,16 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	progress.done()
 	if err != nil {
 		return err
+	}
+	if len(repairPaths) > 0 && !report.OK() {
+		fixed, err := repo.RepairFromDisks(ctx, report, repairPaths)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stderr, "repair: %d damaged chunks, %d found on the disks, %d re-stored; verifying again\n", fixed.Wanted, fixed.Found, fixed.Repaired)
+		if report, err = repo.Verify(ctx, chain.VerifyOptions{}); err != nil {
+			return err
+		}
 	}
 	if *asJSON {
 		if report.Damage == nil {

@@ -1,0 +1,127 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// RepairBlobs stores good copies of damaged or missing blobs (data found
+// again, say on a disk that still holds the same bytes) and rewrites the
+// index so that it serves the new copies. The other blobs of a pack that
+// held a repaired blob are moved out too, when they read back sound, and the
+// damaged pack is removed. Each copy is checked against its ID first; it
+// returns how many blobs it re-stored. It holds the exclusive lock.
+func (r *Repository) RepairBlobs(ctx context.Context, t BlobType, blobs map[ID][]byte) (int, error) {
+	lock, err := r.lock(ctx, true, "repair")
+	if err != nil {
+		return 0, fmt.Errorf("repair: %w", err)
+	}
+	defer lock.unlock()
+	w := &Writer{repo: r, pending: map[ID]struct{}{}, repacking: true}
+	defer w.Close()
+	repaired := map[ID]bool{}
+	for id, data := range blobs {
+		if Hash(data) != id {
+			return 0, fmt.Errorf("repair: data offered for blob %s does not match its ID", id.Short())
+		}
+		if _, err := w.PutBlob(ctx, t, id, data); err != nil {
+			return 0, fmt.Errorf("repair: %w", err)
+		}
+		repaired[id] = true
+	}
+	state, err := loadIndexState(ctx, r.store)
+	if err != nil {
+		return 0, fmt.Errorf("repair: %w", err)
+	}
+	// Evacuate the packs that held a repaired blob, if all else in them is sound.
+	var evacuated []ID
+	for pack, entries := range state.entries {
+		if countRepaired(entries, repaired) == 0 {
+			continue
+		}
+		var rest []PackEntry
+		var data [][]byte
+		sound := true
+		for _, e := range entries {
+			if repaired[e.ID] {
+				continue
+			}
+			b, err := r.readBlobAt(ctx, pack, e, nil)
+			if err != nil {
+				sound = false // more damage here: keep the pack for another repair
+				break
+			}
+			rest, data = append(rest, e), append(data, b)
+		}
+		if !sound {
+			continue
+		}
+		for i, e := range rest {
+			if _, err := w.PutBlob(ctx, e.Type, e.ID, data[i]); err != nil {
+				return 0, fmt.Errorf("repair: %w", err)
+			}
+		}
+		evacuated = append(evacuated, pack)
+	}
+	if err := w.flushPacks(ctx); err != nil {
+		return 0, fmt.Errorf("repair: %w", err)
+	}
+	// The new index: every pack as it was, less the repaired blobs' old
+	// entries, plus the new packs.
+	var keep []IndexedPack
+	newPacks := map[ID]bool{}
+	for _, p := range w.written {
+		newPacks[p.ID] = true
+	}
+	for id, entries := range state.entries {
+		if newPacks[id] || slices.Contains(evacuated, id) {
+			continue
+		}
+		var kept []PackEntry
+		for _, e := range entries {
+			if !repaired[e.ID] {
+				kept = append(kept, e)
+			}
+		}
+		if len(kept) > 0 {
+			keep = append(keep, IndexedPack{ID: id, Entries: kept})
+		}
+	}
+	keep = append(keep, w.written...)
+	name, err := writeIndexFile(ctx, r.store, keep)
+	if err != nil {
+		return 0, fmt.Errorf("repair: %w", err)
+	}
+	for _, old := range state.files {
+		if old != name {
+			if err := r.store.Delete(ctx, old); err != nil {
+				return 0, fmt.Errorf("repair: %w", err)
+			}
+		}
+	}
+	fresh := newIndex()
+	fresh.add(name, keep)
+	r.idxMu.Lock()
+	r.idx = fresh
+	r.idxMu.Unlock()
+	for _, id := range evacuated {
+		if !newPacks[id] {
+			if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
+				return len(repaired), fmt.Errorf("repair: %w", err)
+			}
+		}
+	}
+	return len(repaired), nil
+}
+
+func countRepaired(entries []PackEntry, repaired map[ID]bool) int {
+	n := 0
+	for _, e := range entries {
+		if repaired[e.ID] {
+			n++
+		}
+	}
+	return n
+}
