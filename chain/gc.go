@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // GCOptions tunes garbage collection.
@@ -16,6 +17,9 @@ type GCOptions struct {
 	// its size has its live blobs copied to new packs and is removed. 0 means
 	// the default, 0.05; 1 never repacks (only wholly unused packs go).
 	RepackUnused float64
+	// LockWait: wait this long for other processes' creates to finish; 0
+	// fails at once with ErrLocked.
+	LockWait time.Duration
 }
 
 // GCReport says what a garbage collection removed (or, in a dry run, would).
@@ -47,7 +51,11 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	if opts.RepackUnused == 0 {
 		opts.RepackUnused = 0.05
 	}
-	lock, err := r.lock(ctx, true, "gc")
+	var lock *repoLock
+	err := retryLocked(ctx, opts.LockWait, func() (err error) {
+		lock, err = r.lock(ctx, true, "gc")
+		return err
+	})
 	if err != nil {
 		return report, fmt.Errorf("gc: %w", err)
 	}

@@ -108,21 +108,31 @@ func (r *Repository) LockCollection(ctx context.Context, collection, operation s
 	if err := CheckName("collection", collection); err != nil {
 		return nil, err
 	}
+	var l *repoLock
+	err := retryLocked(ctx, wait, func() (err error) {
+		l, err = r.tryLockCollection(ctx, collection, operation)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return l.unlock, nil
+}
+
+// retryLocked calls try until it does not fail with ErrLocked or wait has
+// passed. Another process's lock can only be watched by polling its object.
+func retryLocked(ctx context.Context, wait time.Duration, try func() error) error {
 	deadline := time.Now().Add(wait)
 	backoff := 20 * time.Millisecond
 	for {
-		l, err := r.tryLockCollection(ctx, collection, operation)
-		if err == nil {
-			return l.unlock, nil
-		}
+		err := try()
 		if !errors.Is(err, ErrLocked) || time.Now().Add(backoff).After(deadline) {
-			return nil, err
+			return err
 		}
-		// Another process's lock can only be watched by polling its object.
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 		backoff = min(2*backoff, time.Second)
 	}

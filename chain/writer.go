@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // Writer adds blobs to the repository: one per create. It holds the
@@ -33,8 +34,20 @@ type openPack struct {
 }
 
 // NewWriter starts a writer for operation (named in the lock, for people).
+// While another process collects garbage it fails with ErrLocked; see
+// NewWriterWait.
 func (r *Repository) NewWriter(ctx context.Context, operation string) (*Writer, error) {
-	lock, err := r.lock(ctx, false, operation)
+	return r.NewWriterWait(ctx, operation, 0)
+}
+
+// NewWriterWait is NewWriter that waits up to wait for another process's GC
+// to finish.
+func (r *Repository) NewWriterWait(ctx context.Context, operation string, wait time.Duration) (*Writer, error) {
+	var lock *repoLock
+	err := retryLocked(ctx, wait, func() (err error) {
+		lock, err = r.lock(ctx, false, operation)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

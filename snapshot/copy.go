@@ -65,7 +65,7 @@ func (c *Collection) Copy(ctx context.Context, id string, to *Collection, opts C
 		st.Copies = recent
 	}
 
-	w, err := dst.NewWriter(ctx, "copy into "+to.name)
+	w, err := dst.NewWriterWait(ctx, "copy into "+to.name, opts.LockWait)
 	if err != nil {
 		return nil, stats, fmt.Errorf("copy to %q: %w", to.name, err)
 	}

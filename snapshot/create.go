@@ -67,8 +67,8 @@ type CreateOptions struct {
 	// RateLimit, if set, limits creates per collection and requested mode;
 	// a refused create returns a *ThrottledError.
 	RateLimit *RateLimit
-	// LockWait: when another create of the collection is running, wait up to
-	// this long for it; 0 returns ErrLocked at once.
+	// LockWait: when another create of the collection, or another process's
+	// GC, is running, wait up to this long for it; 0 returns ErrLocked at once.
 	LockWait time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -162,7 +162,7 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (*RestorePo
 		d.parent = parentOf(previous, d.src.Name)
 	}
 
-	w, err := c.repo.chain.NewWriter(ctx, "create "+c.name)
+	w, err := c.repo.chain.NewWriterWait(ctx, "create "+c.name, opts.LockWait)
 	if err != nil {
 		return nil, fmt.Errorf("create in %q: %w", c.name, err)
 	}

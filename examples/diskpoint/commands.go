@@ -397,6 +397,7 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory`")
 	dryRun := fs.Bool("dry-run", false, "report what would be removed, remove nothing")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	lockWait := fs.Duration("lock-wait", 0, "wait this long for running creates to finish (default: fail at once)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
@@ -404,7 +405,7 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	if err != nil {
 		return err
 	}
-	report, err := repo.GC(ctx, chain.GCOptions{DryRun: *dryRun})
+	report, err := repo.GC(ctx, chain.GCOptions{DryRun: *dryRun, LockWait: *lockWait})
 	if err != nil {
 		return err
 	}

@@ -23,17 +23,31 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// cliProcess starts the CLI as a child process.
-func cliProcess(t *testing.T, args ...string) *exec.Cmd {
+// childRun is the CLI running in a child process.
+type childRun struct {
+	cmd            *exec.Cmd
+	stdout, stderr bytes.Buffer
+}
+
+// startChild starts the CLI as a child process.
+func startChild(t *testing.T, args ...string) *childRun {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "DISKPOINT_TEST_CLI=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	c := &childRun{cmd: exec.Command(os.Args[0], args...)}
+	c.cmd.Env = append(os.Environ(), "DISKPOINT_TEST_CLI=1")
+	c.cmd.Stdout, c.cmd.Stderr = &c.stdout, &c.stderr
+	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	return cmd
+	return c
+}
+
+// wait waits for the child, fails the test if it failed, and returns its stdout.
+func (c *childRun) wait(t *testing.T) []byte {
+	t.Helper()
+	if err := c.cmd.Wait(); err != nil {
+		t.Fatalf("diskpoint %v: %v\n%s", c.cmd.Args[1:], err, c.stderr.Bytes())
+	}
+	return c.stdout.Bytes()
 }
 
 // A copy killed with SIGKILL right after its first checkpoint keeps what it
@@ -48,7 +62,7 @@ func TestCopyKilledHalfwayFinishesOnRerun(t *testing.T) {
 	json.Unmarshal([]byte(mustCLI(t, "create", "-repo", src, "-collection", "vm", "-json", "d="+img)), &rp)
 	args := []string{"copy", "-repo", src, "-collection", "vm", "-point", rp.ID, "-to-repo", dst, "-to-collection", "dr", "-checkpoint", "4MiB", "-json"}
 
-	child := cliProcess(t, args...)
+	child := startChild(t, args...).cmd
 	exited := make(chan error, 1)
 	go func() { exited <- child.Wait() }()
 	// Watch the target for the first durable checkpoint (an index file), then kill.
