@@ -36,6 +36,10 @@ type Config struct {
 	PackSize   int       `json:"pack_size"`
 	ChunkHash  string    `json:"chunk_hash"`
 	Compressor string    `json:"compression"`
+	// Encryption is "aes-256-gcm" for an encrypted repository, else empty;
+	// KeyCheck then recognises the key (see crypt.go).
+	Encryption string `json:"encryption,omitempty"`
+	KeyCheck   string `json:"key_check,omitempty"`
 }
 
 const configName = "config"
@@ -88,8 +92,10 @@ func decodeConfig(data []byte) (Config, error) {
 	if c.TreeFanout < 2 || c.TreeFanout > 1<<16 || c.PackSize < 1<<20 || c.PackSize > 1<<30 {
 		return c, corrupt(configName, "tree fanout %d or pack size %d out of range", c.TreeFanout, c.PackSize)
 	}
-	if c.ChunkHash != "blake3-256" || c.Compressor != "zstd" {
-		return c, fmt.Errorf("repository uses chunk hash %q and compression %q: %w", c.ChunkHash, c.Compressor, ErrUnsupportedVersion)
+	plain := c.ChunkHash == "blake3-256" && c.Encryption == "" && c.KeyCheck == ""
+	sealed := c.ChunkHash == "blake3-256-keyed" && c.Encryption == "aes-256-gcm" && c.KeyCheck != ""
+	if !plain && !sealed || c.Compressor != "zstd" {
+		return c, fmt.Errorf("repository uses chunk hash %q, encryption %q and compression %q: %w", c.ChunkHash, c.Encryption, c.Compressor, ErrUnsupportedVersion)
 	}
 	return c, nil
 }

@@ -40,12 +40,18 @@ func (c *Copier) CopyDisk(ctx context.Context, d DiskManifest) error {
 	if c.From.config.BlockSize != d.BlockSize || c.From.config.TreeFanout != c.To.repo.config.TreeFanout || c.To.repo.config.BlockSize != d.BlockSize {
 		return fmt.Errorf("copy disk %q: the target repository's block size or tree fanout differs from the source's", d.Name)
 	}
+	if !c.From.sameIDs(c.To.repo) {
+		return fmt.Errorf("copy disk %q: the repositories name chunks differently (one is encrypted, or they have different keys)", d.Name)
+	}
 	t := c.From.OpenTree(d)
 	return c.copyNode(ctx, t, d.Root, t.g.Height(), 0)
 }
 
 // CopyBlob copies one data blob (a VM configuration, say).
 func (c *Copier) CopyBlob(ctx context.Context, t BlobType, id ID) error {
+	if !c.From.sameIDs(c.To.repo) {
+		return fmt.Errorf("copy: the repositories name chunks differently (one is encrypted, or they have different keys)")
+	}
 	if id.IsZero() || c.To.Has(id) {
 		return nil
 	}

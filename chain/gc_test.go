@@ -103,7 +103,7 @@ func TestGCAfterDeleteKeepsOthersAndReclaims(t *testing.T) {
 		}
 	}
 	// A fresh open sees the same: the index on disk is right, not just memory.
-	reopened, err := chain.Open(ctx, repo.Store())
+	reopened, err := chain.Open(ctx, repo.Store(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestVerifyFindsCorruptionAndNamesRestorePoints(t *testing.T) {
 	store := chain.NewMemStore()
 	cfg, _ := chain.NewConfig(0)
 	cfg.TreeFanout = 4
-	repo, err := chain.Init(ctx, store, cfg)
+	repo, err := chain.Init(ctx, store, cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

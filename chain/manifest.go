@@ -144,7 +144,7 @@ func (r *Repository) saveManifest(ctx context.Context, m *Manifest) error {
 	if err != nil {
 		return err
 	}
-	if err := r.store.Put(ctx, name, data); err != nil {
+	if err := r.store.Put(ctx, name, r.sealObject(name, data)); err != nil {
 		return fmt.Errorf("save restore point %s/%s: %w", m.Collection, m.ID, err)
 	}
 	return nil
@@ -177,6 +177,9 @@ func (r *Repository) LoadManifest(ctx context.Context, collection, id string) (*
 	}
 	if err != nil {
 		return nil, fmt.Errorf("restore point %s/%s: %w", collection, id, err)
+	}
+	if data, err = r.openObject(name, data); err != nil {
+		return nil, err
 	}
 	m, err := decodeManifest(name, data)
 	if err != nil {

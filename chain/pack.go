@@ -120,7 +120,7 @@ func (e PackEntry) check() error {
 		return fmt.Errorf("blob %s: unknown type %d", e.ID.Short(), e.Type)
 	case e.RawLength > maxBlobSize || e.Length > maxBlobSize:
 		return fmt.Errorf("blob %s: length %d/%d over the limit", e.ID.Short(), e.Length, e.RawLength)
-	case !e.Compressed && e.Length != e.RawLength:
+	case !e.Compressed && e.Length != e.RawLength && e.Length != e.RawLength+sealOverhead:
 		return fmt.Errorf("blob %s: uncompressed but stored %d of %d bytes", e.ID.Short(), e.Length, e.RawLength)
 	case e.ID.IsZero():
 		return fmt.Errorf("blob with the reserved zero ID")

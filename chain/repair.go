@@ -23,7 +23,7 @@ func (r *Repository) RepairBlobs(ctx context.Context, t BlobType, blobs map[ID][
 	defer w.Close()
 	repaired := map[ID]bool{}
 	for id, data := range blobs {
-		if Hash(data) != id {
+		if r.HashBlob(data) != id {
 			return 0, fmt.Errorf("repair: data offered for blob %s does not match its ID", id.Short())
 		}
 		if _, err := w.PutBlob(ctx, t, id, data); err != nil {

@@ -21,11 +21,22 @@ type Repository struct {
 
 	idxMu sync.Mutex
 	idx   *index
+
+	keys *keys // nil for a repository that is not encrypted
 }
 
 // Init writes a new repository's config into store. It refuses a store that
-// already holds a repository.
-func Init(ctx context.Context, store Store, cfg Config) (*Repository, error) {
+// already holds a repository. With a key (KeySize bytes), the repository is
+// encrypted (see crypt.go); nil makes a plain one.
+func Init(ctx context.Context, store Store, cfg Config, key []byte) (*Repository, error) {
+	var k *keys
+	if key != nil {
+		var err error
+		if k, err = deriveKeys(key); err != nil {
+			return nil, fmt.Errorf("init repository: %w", err)
+		}
+		cfg.ChunkHash, cfg.Encryption, cfg.KeyCheck = "blake3-256-keyed", "aes-256-gcm", k.checkValue()
+	}
 	if _, err := store.Stat(ctx, configName); err == nil {
 		return nil, fmt.Errorf("init repository: %w", ErrExists)
 	} else if !errors.Is(err, ErrNotFound) {
@@ -44,11 +55,13 @@ func Init(ctx context.Context, store Store, cfg Config) (*Repository, error) {
 	if err := store.Put(ctx, configName, data); err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
 	}
-	return &Repository{store: store, config: cfg, idx: newIndex()}, nil
+	return &Repository{store: store, config: cfg, idx: newIndex(), keys: k}, nil
 }
 
-// Open reads the repository in store: its config and its index.
-func Open(ctx context.Context, store Store) (*Repository, error) {
+// Open reads the repository in store: its config and its index. An
+// encrypted repository needs its key (ErrKeyRequired without, ErrWrongKey
+// with another); a plain one refuses a key.
+func Open(ctx context.Context, store Store, key []byte) (*Repository, error) {
 	data, err := store.Get(ctx, configName)
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("open repository: no config (not a diskpoint repository?): %w", ErrNotFound)
@@ -60,11 +73,25 @@ func Open(ctx context.Context, store Store) (*Repository, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open repository: %w", err)
 	}
+	var k *keys
+	switch {
+	case cfg.Encryption != "" && key == nil:
+		return nil, fmt.Errorf("open repository: %w", ErrKeyRequired)
+	case cfg.Encryption == "" && key != nil:
+		return nil, fmt.Errorf("open repository: it is not encrypted, but a key was given")
+	case key != nil:
+		if k, err = deriveKeys(key); err != nil {
+			return nil, fmt.Errorf("open repository: %w", err)
+		}
+		if !k.matches(cfg.KeyCheck) {
+			return nil, fmt.Errorf("open repository: %w", ErrWrongKey)
+		}
+	}
 	idx, err := loadIndex(ctx, store)
 	if err != nil {
 		return nil, fmt.Errorf("open repository: %w", err)
 	}
-	return &Repository{store: store, config: cfg, idx: idx}, nil
+	return &Repository{store: store, config: cfg, idx: idx, keys: k}, nil
 }
 
 // Config returns the repository's settings.
@@ -139,12 +166,29 @@ func (r *Repository) readBlobAt(ctx context.Context, pack ID, e PackEntry, dst [
 		}
 		return nil, &CorruptError{Object: object, Reason: err.Error()}
 	}
-	raw, err := decompressBlob(dst, buf, e.Compressed, int(e.RawLength))
+	raw, err := r.decodeStored(dst, buf, e)
 	if err != nil {
 		return nil, corrupt(object, "%v", err)
 	}
-	if Hash(raw) != e.ID {
-		return nil, corrupt(object, "content does not match its ID")
+	return raw, nil
+}
+
+// decodeStored turns a blob's stored bytes back into its plaintext: opens
+// the seal (encrypted repositories), decompresses, and checks the ID.
+func (r *Repository) decodeStored(dst, stored []byte, e PackEntry) ([]byte, error) {
+	if r.keys != nil {
+		opened, err := r.keys.open(nil, stored, e.ID[:])
+		if err != nil {
+			return nil, err
+		}
+		stored = opened
+	}
+	raw, err := decompressBlob(dst, stored, e.Compressed, int(e.RawLength))
+	if err != nil {
+		return nil, err
+	}
+	if r.HashBlob(raw) != e.ID {
+		return nil, errors.New("content does not match its ID")
 	}
 	return raw, nil
 }

@@ -31,7 +31,7 @@ func (r *Repository) LoadCollectionState(ctx context.Context, collection string)
 	if err != nil {
 		return nil, fmt.Errorf("collection %q state: %w", collection, err)
 	}
-	return data, nil
+	return r.openObject(statePrefix+collection, data)
 }
 
 // SaveCollectionState replaces the collection's state object. Callers hold
@@ -40,7 +40,7 @@ func (r *Repository) SaveCollectionState(ctx context.Context, collection string,
 	if err := CheckName("collection", collection); err != nil {
 		return err
 	}
-	if err := r.store.Put(ctx, statePrefix+collection, data); err != nil {
+	if err := r.store.Put(ctx, statePrefix+collection, r.sealObject(statePrefix+collection, data)); err != nil {
 		return fmt.Errorf("collection %q state: %w", collection, err)
 	}
 	return nil
@@ -54,7 +54,8 @@ func (r *Repository) SaveHookLog(ctx context.Context, collection, name string, d
 	if err := CheckName("hook log", name); err != nil {
 		return err
 	}
-	if err := r.store.Put(ctx, logPrefix+collection+"/"+name+".jsonl", data); err != nil {
+	object := logPrefix + collection + "/" + name + ".jsonl"
+	if err := r.store.Put(ctx, object, r.sealObject(object, data)); err != nil {
 		return fmt.Errorf("collection %q hook log: %w", collection, err)
 	}
 	return nil
@@ -79,6 +80,9 @@ func (r *Repository) HookLogs(ctx context.Context, collection string) ([]byte, e
 		data, err := r.store.Get(ctx, name)
 		if err != nil {
 			return nil, fmt.Errorf("collection %q hook log: %w", collection, err)
+		}
+		if data, err = r.openObject(name, data); err != nil {
+			return nil, err
 		}
 		out = append(out, data...)
 	}

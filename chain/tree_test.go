@@ -18,7 +18,7 @@ func newRepo(t *testing.T) *chain.Repository {
 	}
 	cfg.TreeFanout = 4 // small, so that small disks make tall trees
 	cfg.PackSize = 1 << 20
-	repo, err := chain.Init(context.Background(), chain.NewMemStore(), cfg)
+	repo, err := chain.Init(context.Background(), chain.NewMemStore(), cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,7 +70,7 @@ func (b *TreeBuilder) node(ctx context.Context, level int, ids []ID) (ID, error)
 		return ZeroID, nil
 	}
 	b.encoding = encodeTreeNode(b.encoding[:0], level, ids)
-	id := Hash(b.encoding)
+	id := b.w.repo.HashBlob(b.encoding)
 	n, err := b.w.PutBlob(ctx, TreeBlob, id, b.encoding)
 	if err != nil {
 		return ZeroID, fmt.Errorf("block map node: %w", err)

@@ -84,7 +84,7 @@ func TestDiffTreesIsCheap(t *testing.T) {
 	ctx := context.Background()
 	store := &countingStore{Store: chain.NewMemStore()}
 	cfg, _ := chain.NewConfig(0)
-	repo, err := chain.Init(ctx, store, cfg)
+	repo, err := chain.Init(ctx, store, cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -203,15 +203,12 @@ func (v *verifier) checkPack(ctx context.Context, id ID, size int64, entries []P
 			v.badBlob(e.ID, e.Type, object, "past the end of the pack")
 			continue
 		}
-		raw, err := decompressBlob(buf, data[e.Offset:end], e.Compressed, int(e.RawLength))
+		raw, err := v.repo.decodeStored(buf, data[e.Offset:end], e)
 		if err != nil {
 			v.badBlob(e.ID, e.Type, object, err.Error())
 			continue
 		}
 		buf = raw
-		if Hash(raw) != e.ID {
-			v.badBlob(e.ID, e.Type, object, "content does not match its ID")
-		}
 	}
 	return nil
 }
@@ -264,7 +261,10 @@ func (v *verifier) checkRestorePoints(ctx context.Context, idx *index, report *V
 			v.damage[name].RestorePoints = []string{point}
 			continue
 		}
-		m, err := decodeManifest(name, data)
+		var m *Manifest
+		if data, err = v.repo.openObject(name, data); err == nil {
+			m, err = decodeManifest(name, data)
+		}
 		if err == nil && manifestName(m.Collection, m.ID) != name {
 			err = corrupt(name, "it says it is %s/%s", m.Collection, m.ID)
 		}

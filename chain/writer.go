@@ -102,10 +102,15 @@ func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (i
 	w.pending[id] = struct{}{}
 	w.mu.Unlock()
 
-	// Compress outside the lock: this is where the CPU goes.
+	// Compress (and seal) outside the lock: this is where the CPU goes.
 	scratch := getBuffer(len(data) + len(data)/8 + 64)
 	stored, compressed := compressBlob(scratch[:0], data)
 	defer putBuffer(stored)
+	if w.repo.keys != nil {
+		sealed := w.repo.keys.seal(getBuffer(len(stored) + 64)[:0], stored, id[:])
+		defer putBuffer(sealed)
+		stored = sealed
+	}
 
 	w.mu.Lock()
 	if err := w.usable(); err != nil {

@@ -204,7 +204,7 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (*RestorePo
 
 	// Read what was captured, after the thaw.
 	if len(opts.VMConfig) > 0 {
-		m.Config, m.ConfigSize = chain.Hash(opts.VMConfig), int64(len(opts.VMConfig))
+		m.Config, m.ConfigSize = c.repo.chain.HashBlob(opts.VMConfig), int64(len(opts.VMConfig))
 		if _, err := w.PutBlob(ctx, chain.DataBlob, m.Config, opts.VMConfig); err != nil {
 			return nil, fmt.Errorf("create in %q: VM config: %w", c.name, err)
 		}
@@ -322,6 +322,7 @@ func (c *Collection) captureDisk(ctx context.Context, w *chain.Writer, src DiskS
 		BlockSize:     cfg.BlockSize,
 		SegmentBlocks: cfg.TreeFanout,
 		Workers:       opts.Workers,
+		Hash:          c.repo.chain.HashBlob,
 	}
 	if parent != nil && parent.disk.BlockSize == cfg.BlockSize {
 		dm.Parent = parent.point

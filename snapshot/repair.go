@@ -41,7 +41,7 @@ func (r *Repository) RepairFromDisks(ctx context.Context, report chain.VerifyRep
 			return out, fmt.Errorf("repair: %w", err)
 		}
 		_, err = blockdiff.Scan(ctx, disk, blockdiff.Options{
-			BlockSize: cfg.BlockSize, SegmentBlocks: cfg.TreeFanout,
+			BlockSize: cfg.BlockSize, SegmentBlocks: cfg.TreeFanout, Hash: r.chain.HashBlob,
 			Store: func(_ context.Context, b blockdiff.Block) error {
 				mu.Lock()
 				defer mu.Unlock()

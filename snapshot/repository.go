@@ -29,7 +29,19 @@ type InitOptions struct {
 	// BlockSize is the size of the blocks disks are cut into: a power of two
 	// from 16 KiB to 16 MiB; 0 means chain.DefaultBlockSize.
 	BlockSize int
+	// Key, if set (chain.KeySize bytes, see chain.NewKey), makes the
+	// repository encrypted: chunks, block maps, manifests, state and logs
+	// sealed with AES-256-GCM, chunks named by keyed BLAKE3. Keep it safe:
+	// without it nothing can be restored.
+	Key []byte
 }
+
+// ErrWrongKey and ErrKeyRequired: opening an encrypted repository with
+// another key, or none.
+var (
+	ErrWrongKey    = chain.ErrWrongKey
+	ErrKeyRequired = chain.ErrKeyRequired
+)
 
 // Init creates a repository in directory dir (created if missing; it must
 // not already hold a repository).
@@ -51,7 +63,7 @@ func InitStore(ctx context.Context, store chain.Store, opts InitOptions) (*Repos
 	if err != nil {
 		return nil, err
 	}
-	cr, err := chain.Init(ctx, store, cfg)
+	cr, err := chain.Init(ctx, store, cfg, opts.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -60,6 +72,12 @@ func InitStore(ctx context.Context, store chain.Store, opts InitOptions) (*Repos
 
 // Open opens the repository in directory dir.
 func Open(ctx context.Context, dir string) (*Repository, error) {
+	return OpenWithKey(ctx, dir, nil)
+}
+
+// OpenWithKey opens the repository in directory dir with its key (nil for
+// a repository that is not encrypted).
+func OpenWithKey(ctx context.Context, dir string, key []byte) (*Repository, error) {
 	fi, err := os.Stat(dir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -74,16 +92,16 @@ func Open(ctx context.Context, dir string) (*Repository, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := OpenStore(ctx, store)
+	r, err := OpenStore(ctx, store, key)
 	if err != nil {
 		return nil, fmt.Errorf("repository %s: %w", dir, err)
 	}
 	return r, nil
 }
 
-// OpenStore opens the repository in any chain.Store.
-func OpenStore(ctx context.Context, store chain.Store) (*Repository, error) {
-	cr, err := chain.Open(ctx, store)
+// OpenStore opens the repository in any chain.Store, with its key or nil.
+func OpenStore(ctx context.Context, store chain.Store, key []byte) (*Repository, error) {
+	cr, err := chain.Open(ctx, store, key)
 	if err != nil {
 		return nil, err
 	}

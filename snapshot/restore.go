@@ -307,7 +307,7 @@ func (c *Collection) restoreTo(ctx context.Context, plan restorePlan, t *target,
 							return fmt.Errorf("read target at %d: %w", off, err)
 						}
 						read.Add(1)
-						if blockdiff.BlockID(current[:n]) == id {
+						if blockdiff.BlockID(current[:n], c.repo.chain.HashBlob) == id {
 							skipped.Add(1)
 							continue
 						}

@@ -20,8 +20,19 @@ import (
 func runInit(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory` to create")
 	blockSize := fs.String("block-size", "", "block `size`, a power of two from 16KiB to 16MiB (default 64KiB)")
+	encrypt := fs.Bool("encrypt", false, "encrypt the repository with the key in DISKPOINT_KEY or DISKPOINT_KEY_FILE (diskpoint keygen makes one)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
+	}
+	var key []byte
+	if *encrypt {
+		var err error
+		if key, err = keyFromEnv(); err != nil {
+			return err
+		}
+		if key == nil {
+			return usageError{"-encrypt needs a key in " + keyEnv + " or " + keyFileEnv + " (diskpoint keygen makes one)"}
+		}
 	}
 	bs := 0
 	if *blockSize != "" {
@@ -30,11 +41,15 @@ func runInit(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 			return usageError{"-block-size: " + err.Error()}
 		}
 	}
-	repo, err := snapshot.Init(ctx, *repoDir, snapshot.InitOptions{BlockSize: bs})
+	repo, err := snapshot.Init(ctx, *repoDir, snapshot.InitOptions{BlockSize: bs, Key: key})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "initialized repository %s (block size %s)\n", *repoDir, humanize.IBytes(uint64(repo.Config().BlockSize)))
+	what := "not encrypted"
+	if key != nil {
+		what = "encrypted with AES-256-GCM: keep the key safe, nothing restores without it"
+	}
+	fmt.Fprintf(e.stdout, "initialized repository %s (block size %s, %s)\n", *repoDir, humanize.IBytes(uint64(repo.Config().BlockSize)), what)
 	return nil
 }
 
@@ -62,7 +77,7 @@ func parseSize(s string) (int, error) {
 }
 
 func openCollection(ctx context.Context, repoDir, name string) (*snapshot.Repository, *snapshot.Collection, error) {
-	repo, err := snapshot.Open(ctx, repoDir)
+	repo, err := openRepo(ctx, repoDir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -320,7 +335,7 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		}
 		repairPaths = append(repairPaths, path)
 	}
-	repo, err := snapshot.Open(ctx, *repoDir)
+	repo, err := openRepo(ctx, *repoDir)
 	if err != nil {
 		return err
 	}
@@ -401,7 +416,7 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
-	repo, err := snapshot.Open(ctx, *repoDir)
+	repo, err := openRepo(ctx, *repoDir)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,8 @@
 // list, restore and delete restore points of VM disks, and keep the
 // repository healthy (verify, gc).
 //
-//	diskpoint init    -repo DIR [-block-size SIZE]
+//	diskpoint init    -repo DIR [-block-size SIZE] [-encrypt]
+//	diskpoint keygen
 //	diskpoint create  -repo DIR -collection NAME [-exclude DISK]... [-changed DISK=RANGES_FILE]... [-config FILE] [-json]
 //	                  [-consistency crash|filesystem|application] [-freeze MOUNTPOINT]... [-pre SCRIPT] [-post SCRIPT]
 //	                  [-hook-config FILE] [-max-freeze DURATION] [-on-failure fallback|fail|skip] [-rate-limit azure|N/DURATION] DISK=PATH...
@@ -17,6 +18,9 @@
 //	diskpoint copy    -repo DIR -collection NAME -point ID -to-repo DIR -to-collection NAME [-json]
 //	diskpoint prune   -repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-dry-run] [-json]
 //	diskpoint serve-nbd -repo DIR -collection NAME -point ID -disk DISK -listen ADDR
+//
+// An encrypted repository's key comes from DISKPOINT_KEY (64 hex digits) or
+// the file DISKPOINT_KEY_FILE names; never from the command line.
 //
 // It exits 0 on success and 1 with a one-line error on stderr otherwise (2
 // for a command line it cannot parse).
@@ -56,6 +60,7 @@ var commands = map[string]command{
 	"copy":      {"copy a restore point to another collection or repository", runCopy},
 	"prune":     {"delete restore points a retention policy does not keep", runPrune},
 	"serve-nbd": {"serve a disk of a restore point read-only over NBD", runServeNBD},
+	"keygen":    {"print a new random key for an encrypted repository", runKeygen},
 }
 
 // env is what commands write to, so tests can run them in-process.
