@@ -310,6 +310,7 @@ func (r *Repository) mark(ctx context.Context) (map[ID]bool, int, error) {
 
 // flushPacks writes the open packs without writing an index file.
 func (w *Writer) flushPacks(ctx context.Context) error {
+	w.writes.Wait()
 	for t, p := range w.open {
 		if p != nil {
 			w.open[t] = nil

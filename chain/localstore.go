@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -20,7 +21,16 @@ import (
 // one. Files are created 0600 and directories 0700.
 type LocalStore struct {
 	root string
+
+	// Open files of recently read objects: a restore reads thousands of
+	// blobs from the same few packs, and opening the pack for each costs
+	// more than the read.
+	fdMu sync.Mutex
+	fds  map[string]*os.File
+	fdq  []string // oldest first
 }
+
+const maxOpenFiles = 32
 
 var _ Store = (*LocalStore)(nil)
 
@@ -96,6 +106,7 @@ func (s *LocalStore) Put(ctx context.Context, name string, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	s.forget(path)
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("put %s: %w", name, err)
 	}
@@ -143,13 +154,12 @@ func (s *LocalStore) ReadAt(ctx context.Context, name string, p []byte, off int6
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return notFoundOr(name, err)
-	}
-	defer f.Close()
 	if off < 0 {
 		return fmt.Errorf("read %s at %d: negative offset", name, off)
+	}
+	f, err := s.openCached(path)
+	if err != nil {
+		return notFoundOr(name, err)
 	}
 	if _, err := f.ReadAt(p, off); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -231,6 +241,7 @@ func (s *LocalStore) Delete(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	s.forget(path)
 	if err := os.Remove(path); err != nil {
 		return notFoundOr(name, err)
 	}
@@ -238,6 +249,50 @@ func (s *LocalStore) Delete(ctx context.Context, name string) error {
 		return fmt.Errorf("delete %s: %w", name, err)
 	}
 	return nil
+}
+
+// openCached returns an open file for path, from the cache if it is there.
+// Objects are never changed in place (Put renames a new file over the old,
+// and packs are named by content), so a cached descriptor reads what the
+// name held when it was opened; Put and Delete drop it.
+func (s *LocalStore) openCached(path string) (*os.File, error) {
+	s.fdMu.Lock()
+	defer s.fdMu.Unlock()
+	if f, ok := s.fds[path]; ok {
+		return f, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if s.fds == nil {
+		s.fds = map[string]*os.File{}
+	}
+	if len(s.fdq) >= maxOpenFiles {
+		oldest := s.fdq[0]
+		s.fdq = s.fdq[1:]
+		// Readers may still hold it: let the finalizer close it.
+		delete(s.fds, oldest)
+	}
+	s.fds[path] = f
+	s.fdq = append(s.fdq, path)
+	return f, nil
+}
+
+// forget drops path from the descriptor cache.
+func (s *LocalStore) forget(path string) {
+	s.fdMu.Lock()
+	defer s.fdMu.Unlock()
+	if _, ok := s.fds[path]; !ok {
+		return
+	}
+	delete(s.fds, path)
+	for i, p := range s.fdq {
+		if p == path {
+			s.fdq = append(s.fdq[:i], s.fdq[i+1:]...)
+			break
+		}
+	}
 }
 
 // RemoveTemp deletes temporary files that interrupted Puts left behind and

@@ -24,6 +24,11 @@ type Writer struct {
 	written []IndexedPack   // packs stored but not yet in an index file
 	err     error           // first failure to write a pack
 	closed  bool
+	// Full packs are written in the background, at most maxPackWrites at a
+	// time, so that the workers filling packs keep hashing and compressing
+	// while the disk writes and fsyncs.
+	writes    sync.WaitGroup
+	writeSlot chan struct{}
 	// repacking: GC copies blobs the index already has into new packs.
 	repacking bool
 }
@@ -134,11 +139,37 @@ func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (i
 	w.mu.Unlock()
 
 	if full != nil {
-		if err := w.writePack(ctx, full); err != nil {
-			return 0, err
-		}
+		w.writeInBackground(ctx, full)
 	}
 	return len(stored), nil
+}
+
+const maxPackWrites = 2
+
+// writeInBackground writes a full pack from another goroutine; the caller
+// waits only when maxPackWrites writes are already under way. Flush waits
+// for all of them, and a failure surfaces there (and in later PutBlobs).
+func (w *Writer) writeInBackground(ctx context.Context, p *openPack) {
+	w.mu.Lock()
+	if w.writeSlot == nil {
+		w.writeSlot = make(chan struct{}, maxPackWrites)
+	}
+	slots := w.writeSlot
+	w.mu.Unlock()
+	slots <- struct{}{}
+	// The caller's context may be a scan's, cancelled as soon as the scan
+	// ends: the pack must still be written. A write is short; Close waits.
+	ctx = context.WithoutCancel(ctx)
+	w.writes.Go(func() {
+		defer func() { <-slots }()
+		w.writePack(ctx, p) // records its error in w.err
+	})
+}
+
+func (w *Writer) failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
 }
 
 func (w *Writer) usable() error {
@@ -184,6 +215,10 @@ func (w *Writer) Flush(ctx context.Context) error {
 		}
 	}
 	w.mu.Unlock()
+	w.writes.Wait()
+	if err := w.failed(); err != nil {
+		return err
+	}
 	for _, p := range open {
 		if err := w.writePack(ctx, p); err != nil {
 			return err
@@ -227,6 +262,9 @@ func (w *Writer) Close() {
 		return
 	}
 	w.closed = true
+	w.mu.Unlock()
+	w.writes.Wait() // no pack write outlives its writer
+	w.mu.Lock()
 	for t, p := range w.open {
 		if p != nil {
 			putPackBuffer(p.data)

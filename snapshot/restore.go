@@ -35,6 +35,11 @@ type RestoreOptions struct {
 	// the block maps say which blocks differ, and the target is not read at
 	// all. The caller vouches that the target holds From.
 	From string
+	// Sync makes the restored disk durable (fsync) before RestoreDisk
+	// returns. Without it the data reaches the disk as the kernel writes it
+	// back, as after cp, restic or borg; with it, a restore is bounded by the
+	// disk's write speed.
+	Sync bool
 }
 
 // RestoreStats says what a restore did.
@@ -50,7 +55,8 @@ type RestoreStats struct {
 // RestoreDisk writes disk of restore point id (or Latest) to path,
 // bit-exact. A new regular file is written under a temporary name beside
 // path and renamed into place when complete, so a failed restore never
-// leaves a half-written file at path; zero blocks become holes. A block
+// leaves a half-written file at path; zero blocks become holes. See
+// RestoreOptions.Sync for durability. A block
 // device must be at least the disk's size and is written in place, zeros
 // included. With opts.Incremental, the existing target is updated in place
 // (see RestoreOptions). Every chunk is checked against its hash: a damaged
@@ -90,7 +96,7 @@ func (c *Collection) RestoreDisk(ctx context.Context, id, disk, path string, opt
 	plan.holdsData = opts.Incremental || t.blockDevice
 	stats, err := c.restoreTo(ctx, plan, t, opts)
 	if err == nil {
-		err = t.commit()
+		err = t.commit(opts.Sync)
 	}
 	if err != nil {
 		t.abort()
@@ -215,9 +221,13 @@ func (t *target) writeZeros(off int64, n int, zero []byte) error {
 	return err
 }
 
-func (t *target) commit() error {
-	if err := t.file.Sync(); err != nil {
-		return err
+// commit finishes the target: a new file is renamed into place (after an
+// fsync of file and directory when durable).
+func (t *target) commit(durable bool) error {
+	if durable {
+		if err := t.file.Sync(); err != nil {
+			return err
+		}
 	}
 	if err := t.file.Close(); err != nil {
 		return err
@@ -229,6 +239,9 @@ func (t *target) commit() error {
 		return err
 	}
 	t.tempPath = ""
+	if !durable {
+		return nil
+	}
 	d, err := os.Open(filepath.Dir(t.path))
 	if err != nil {
 		return err
@@ -288,12 +301,14 @@ func (c *Collection) restoreTo(ctx context.Context, plan restorePlan, t *target,
 	zeroBlock := make([]byte, plan.disk.BlockSize)
 	for range workers {
 		eg.Go(func() error {
-			var buf, current []byte
+			var current []byte
 			if plan.compare {
 				current = make([]byte, plan.disk.BlockSize)
 			}
 			for l := range leaves {
 				first := l.index * int64(g.Fanout)
+				// Decide per block; fetch the ones to write in one batch.
+				fetch := make([]chain.ID, len(l.ids))
 				for i, id := range l.ids {
 					block := first + int64(i)
 					off := block * int64(plan.disk.BlockSize)
@@ -322,19 +337,22 @@ func (c *Collection) restoreTo(ctx context.Context, plan restorePlan, t *target,
 						}
 						continue
 					}
-					data, err := c.repo.chain.ReadBlob(ectx, chain.DataBlob, id, buf)
-					if err != nil {
-						return fmt.Errorf("block %d: %w", block, err)
+					fetch[i] = id
+				}
+				err := c.repo.chain.ReadBlobs(ectx, chain.DataBlob, fetch, func(i int, data []byte) error {
+					block := first + int64(i)
+					if n := g.BlockLength(block); len(data) != n {
+						return &chain.CorruptError{Object: "data blob " + fetch[i].String(), Reason: fmt.Sprintf("%d bytes where block %d has %d", len(data), block, n)}
 					}
-					buf = data
-					if len(data) != n {
-						return &chain.CorruptError{Object: "data blob " + id.String(), Reason: fmt.Sprintf("%d bytes where block %d has %d", len(data), block, n)}
-					}
-					if _, err := t.file.WriteAt(data, off); err != nil {
+					if _, err := t.file.WriteAt(data, block*int64(plan.disk.BlockSize)); err != nil {
 						return err
 					}
-					written.Add(int64(n))
+					written.Add(int64(len(data)))
 					wrote.Add(1)
+					return nil
+				})
+				if err != nil {
+					return fmt.Errorf("leaf %d: %w", l.index, err)
 				}
 				if progress != nil {
 					progress(done.Add(g.LeafBytes(l.index)), plan.disk.Size)

@@ -288,6 +288,7 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 	to := fs.String("to", "", "target `path`: a file (replaced when complete) or a block device")
 	incremental := fs.Bool("incremental", false, "update the existing target in place, writing only the blocks that differ")
 	from := fs.String("from", "", "with -incremental: the restore point `ID` the target holds now (then the target is not read)")
+	sync := fs.Bool("sync", false, "make the restored disk durable (fsync) before returning")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point, "disk": disk, "to": to}); err != nil {
 		return err
 	}
@@ -299,7 +300,7 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 		return err
 	}
 	progress := newProgress(e, false, "restore "+*disk)
-	opts := snapshot.RestoreOptions{Incremental: *incremental, From: *from}
+	opts := snapshot.RestoreOptions{Incremental: *incremental, From: *from, Sync: *sync}
 	if progress != nil {
 		opts.Progress = progress.update
 	}

@@ -1,0 +1,95 @@
+package chain
+
+import (
+	"context"
+	"fmt"
+	"sort"
+)
+
+// Reads of blobs that sit close together in one pack are merged into one
+// read of the span that holds them: a restore walks a block map in the
+// order a create wrote it, so a leaf's chunks are mostly neighbours.
+const (
+	maxReadGap  = 256 << 10 // bytes of other blobs worth reading through
+	maxReadSpan = 16 << 20
+)
+
+// ReadBlobs reads the blobs ids of type t, checking each against its ID,
+// and calls fn with each one's index in ids and its plaintext (valid only
+// during the call), in pack order rather than ids order. Zero IDs are
+// skipped. It stops at the first error.
+func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, fn func(i int, data []byte) error) error {
+	type want struct {
+		i    int
+		pack ID
+		e    PackEntry
+	}
+	idx := r.index()
+	wants := make([]want, 0, len(ids))
+	for i, id := range ids {
+		if id.IsZero() {
+			continue
+		}
+		loc, pack, ok := idx.lookup(id)
+		if !ok || loc.typ != t {
+			if _, err := r.ReadBlob(ctx, t, id, nil); err != nil { // the precise error
+				return err
+			}
+			return fmt.Errorf("%s blob %s: index changed while reading", t, id)
+		}
+		wants = append(wants, want{i, pack, PackEntry{ID: id, Type: t, Compressed: loc.compressed, Offset: loc.offset, Length: loc.length, RawLength: loc.rawLength}})
+	}
+	sort.Slice(wants, func(a, b int) bool {
+		if wants[a].pack != wants[b].pack {
+			return string(wants[a].pack[:]) < string(wants[b].pack[:])
+		}
+		return wants[a].e.Offset < wants[b].e.Offset
+	})
+	var span, plain []byte
+	for start := 0; start < len(wants); {
+		// Extend the span while the next blob is in the same pack, close by.
+		first := wants[start]
+		end := start + 1
+		spanEnd := int64(first.e.Offset) + int64(first.e.Length)
+		for end < len(wants) && wants[end].pack == first.pack {
+			next := wants[end].e
+			if int64(next.Offset)-spanEnd > maxReadGap || int64(next.Offset)+int64(next.Length)-int64(first.e.Offset) > maxReadSpan {
+				break
+			}
+			spanEnd = max(spanEnd, int64(next.Offset)+int64(next.Length))
+			end++
+		}
+		n := spanEnd - int64(first.e.Offset)
+		if int64(cap(span)) < n {
+			span = make([]byte, n)
+		}
+		span = span[:n]
+		if err := r.store.ReadAt(ctx, packName(first.pack), span, int64(first.e.Offset)); err != nil {
+			// Read one by one instead, so the error names the blob.
+			for _, w := range wants[start:end] {
+				data, err := r.readBlobAt(ctx, w.pack, w.e, plain)
+				if err != nil {
+					return err
+				}
+				if err := fn(w.i, data); err != nil {
+					return err
+				}
+			}
+			start = end
+			continue
+		}
+		for _, w := range wants[start:end] {
+			off := int64(w.e.Offset) - int64(first.e.Offset)
+			data, err := r.decodeStored(plain, span[off:off+int64(w.e.Length)], w.e)
+			if err != nil {
+				return corrupt(fmt.Sprintf("%s blob %s in pack %s", t, w.e.ID, w.pack), "%v", err)
+			}
+			plain = data
+			if err := fn(w.i, data); err != nil {
+				return err
+			}
+		}
+		start = end
+	}
+	return nil
+}
