@@ -336,4 +336,3 @@ func (b *bench) table(size, written int64) string {
 	row("6. peak RSS under 256 MiB", humanize.IBytes(uint64(rss)*1024), rss < 256<<10)
 	return t.String()
 }
-
