@@ -8,8 +8,9 @@
 // The peers come from Debian: apt-get install restic borgbackup casync b3sum
 // zstd. A peer that is not installed is left out. The image is the mixed
 // image (30% holes, 30% text, 25% random, 15% repeated runs; seed 1), and the
-// change rewrites 1% of it in scattered 4-64 KiB writes (seed 2). The page
-// cache is warmed before each step. Timings on a shared machine are noisy:
+// change rewrites 1% of it in scattered 4-64 KiB writes (seed 2). Before
+// each step, dirty pages are written back and the image is read into the
+// page cache. Timings on a shared machine are noisy:
 // compare ratios within one run, not absolute times across runs.
 package main
 
@@ -192,8 +193,13 @@ func (b *bench) output(name string, args ...string) string {
 	return string(out)
 }
 
-// warm reads the image so that every step starts with it in the page cache.
-func (b *bench) warm() { exec.Command("sh", "-c", "cat "+b.image+" > /dev/null").Run() }
+// warm starts every step alike: nothing left for the kernel to write back
+// from the step before (a backlog of dirty pages throttles whoever writes
+// next), and the image in the page cache.
+func (b *bench) warm() {
+	exec.Command("sync").Run()
+	exec.Command("sh", "-c", "cat "+b.image+" > /dev/null").Run()
+}
 
 func (b *bench) step(tool, step string, stored int64, name string, args ...string) {
 	b.stepIn("", tool, step, name, args...)
