@@ -13,6 +13,7 @@ import (
 
 	"github.com/diskpoint/diskpoint/blockdiff"
 	"github.com/diskpoint/diskpoint/chain"
+	"github.com/diskpoint/diskpoint/internal/systest"
 )
 
 const bs = 16 << 10 // the smallest block size keeps test images small
@@ -110,14 +111,11 @@ func expectedIDs(t *testing.T, path string) []chain.ID {
 // makeImage writes a sparse image: holes, zeros written out, and data.
 func makeImage(t *testing.T, path string, size int64, seed uint64) {
 	t.Helper()
-	f, err := os.Create(path)
+	f, err := os.OpenFile(systest.Sparse(t, path, size), os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
 	rng := rand.New(rand.NewPCG(seed, seed))
 	for off := int64(0); off < size; off += 3 * bs {
 		switch rng.IntN(3) {

@@ -196,16 +196,7 @@ func (s *LocalStore) List(ctx context.Context, prefix string, fn func(ObjectInfo
 	if i := strings.LastIndex(prefix, "/"); i >= 0 {
 		start = filepath.Join(s.root, filepath.FromSlash(prefix[:i]))
 	}
-	err := filepath.WalkDir(start, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
+	err := walkFiles(ctx, start, func(path string, d fs.DirEntry) error {
 		if d.IsDir() || !d.Type().IsRegular() || strings.HasPrefix(d.Name(), tempPrefix) {
 			return nil
 		}
@@ -301,16 +292,7 @@ func (s *LocalStore) forget(path string) {
 // is left alone.
 func (s *LocalStore) RemoveTemp(ctx context.Context) (int, error) {
 	removed := 0
-	err := filepath.WalkDir(s.root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
+	err := walkFiles(ctx, s.root, func(path string, d fs.DirEntry) error {
 		if !d.IsDir() && strings.HasPrefix(d.Name(), tempPrefix) && tempOrphaned(d) {
 			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
@@ -343,4 +325,21 @@ func tempOrphaned(d fs.DirEntry) bool {
 	}
 	info, err := d.Info()
 	return err == nil && time.Since(info.ModTime()) > tempOrphanAge
+}
+
+// walkFiles walks the tree under dir, stopping when ctx is done; entries
+// removed while it walks are skipped.
+func walkFiles(ctx context.Context, dir string, fn func(path string, d fs.DirEntry) error) error {
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fn(path, d)
+	})
 }
