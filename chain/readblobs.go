@@ -15,10 +15,12 @@ const (
 )
 
 // ReadBlobs reads the blobs ids of type t, checking each against its ID,
-// and calls fn with each one's index in ids and its plaintext (valid only
-// during the call), in pack order rather than ids order. Zero IDs are
-// skipped. It stops at the first error.
-func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, fn func(i int, data []byte) error) error {
+// and calls fn with each one's index in ids and its plaintext, in pack
+// order rather than ids order. Zero IDs are skipped. It stops at the first
+// error. If into is set, blob i is decoded straight into into(i)'s memory
+// (its capacity must hold the blob), saving a copy; otherwise the
+// plaintext is valid only during the call.
+func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into func(i int) []byte, fn func(i int, data []byte) error) error {
 	type want struct {
 		i    int
 		pack ID
@@ -67,7 +69,11 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, fn fun
 		if err := r.store.ReadAt(ctx, packName(first.pack), span, int64(first.e.Offset)); err != nil {
 			// Read one by one instead, so the error names the blob.
 			for _, w := range wants[start:end] {
-				data, err := r.readBlobAt(ctx, w.pack, w.e, plain)
+				dst := plain
+				if into != nil {
+					dst = into(w.i)
+				}
+				data, err := r.readBlobAt(ctx, w.pack, w.e, dst)
 				if err != nil {
 					return err
 				}
@@ -80,11 +86,17 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, fn fun
 		}
 		for _, w := range wants[start:end] {
 			off := int64(w.e.Offset) - int64(first.e.Offset)
-			data, err := r.decodeStored(plain, span[off:off+int64(w.e.Length)], w.e)
+			dst := plain
+			if into != nil {
+				dst = into(w.i)
+			}
+			data, err := r.decodeStored(dst, span[off:off+int64(w.e.Length)], w.e)
 			if err != nil {
 				return corrupt(fmt.Sprintf("%s blob %s in pack %s", t, w.e.ID, w.pack), "%v", err)
 			}
-			plain = data
+			if into == nil {
+				plain = data
+			}
 			if err := fn(w.i, data); err != nil {
 				return err
 			}
