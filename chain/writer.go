@@ -195,6 +195,42 @@ func (w *Writer) writePack(ctx context.Context, p *openPack) error {
 		return err
 	}
 	w.written = append(w.written, IndexedPack{ID: id, Entries: p.entries})
+	if w.repacking || len(w.written) < indexCheckpointPacks {
+		return nil // GC and repair write one index for everything themselves
+	}
+	batch := w.written
+	w.written = nil
+	w.mu.Unlock()
+	err = w.writeIndex(ctx, batch)
+	w.mu.Lock()
+	return err
+}
+
+// indexCheckpointPacks: every this many packs (1 GiB), a writer writes an
+// index file for them, so that what it must remember per blob does not
+// grow with the disk. GC cannot run while the writer holds its lock, and if
+// the create fails, these blobs are garbage like any other.
+const indexCheckpointPacks = 64
+
+// writeIndex writes an index file for packs already stored, adds them to
+// the repository's index, and forgets their blobs (the index has them).
+func (w *Writer) writeIndex(ctx context.Context, packs []IndexedPack) error {
+	name, err := writeIndexFile(ctx, w.repo.store, packs)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		w.written = append(packs, w.written...)
+		if w.err == nil {
+			w.err = err
+		}
+		return err
+	}
+	w.repo.index().add(name, packs)
+	for _, p := range packs {
+		for _, e := range p.Entries {
+			delete(w.pending, e.ID)
+		}
+	}
 	return nil
 }
 
@@ -231,15 +267,7 @@ func (w *Writer) Flush(ctx context.Context) error {
 	if len(written) == 0 {
 		return nil
 	}
-	name, err := writeIndexFile(ctx, w.repo.store, written)
-	if err != nil {
-		w.mu.Lock()
-		w.written = append(written, w.written...)
-		w.mu.Unlock()
-		return err
-	}
-	w.repo.index().add(name, written)
-	return nil
+	return w.writeIndex(ctx, written)
 }
 
 // SaveManifest flushes and then commits m: the restore point becomes
@@ -277,18 +305,28 @@ func (w *Writer) Close() {
 	}
 }
 
-// packBuffers pools the buffers packs are assembled in, apart from the
-// smaller blob buffers so that a small read never pins a pack-sized one.
-var packBuffers sync.Pool
+// packBuffers keeps the buffers packs are assembled in, apart from the
+// smaller blob buffers so that a small read never pins a pack-sized one. A
+// fixed free list rather than a sync.Pool: a pool drops its buffers at each
+// GC and the next pack allocates afresh, so memory that the kernel has not
+// been given back yet adds up; this way a process holds at most the packs
+// open and in flight, plus this many spare.
+var packBuffers = make(chan []byte, 2*maxPackWrites)
 
 func getPackBuffer(packSize int) []byte {
-	if b, ok := packBuffers.Get().(*[]byte); ok {
-		return (*b)[:0]
+	select {
+	case b := <-packBuffers:
+		if cap(b) >= packSize {
+			return b[:0]
+		}
+	default:
 	}
 	return make([]byte, 0, packSize+packSize/8)
 }
 
 func putPackBuffer(b []byte) {
-	b = b[:0]
-	packBuffers.Put(&b)
+	select {
+	case packBuffers <- b[:0]:
+	default: // enough spares: let this one go
+	}
 }
