@@ -5,55 +5,24 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
-	"os"
 
 	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
 
-// The key of an encrypted repository comes from the environment, never from
-// the command line (where ps and shell histories would show it):
-// DISKPOINT_KEY holds the 64 hex digits, or DISKPOINT_KEY_FILE names a file
-// that does.
+// The key of an encrypted repository comes from the environment (see
+// snapshot.KeyEnv and snapshot.KeyFileEnv), never from the command line.
 const (
-	keyEnv     = "DISKPOINT_KEY"
-	keyFileEnv = "DISKPOINT_KEY_FILE"
+	keyEnv     = snapshot.KeyEnv
+	keyFileEnv = snapshot.KeyFileEnv
 )
 
 // keyFromEnv returns the key the environment gives, or nil if none.
-func keyFromEnv() ([]byte, error) {
-	if s := os.Getenv(keyEnv); s != "" {
-		key, err := chain.ParseKey(s)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", keyEnv, err)
-		}
-		return key, nil
-	}
-	if path := os.Getenv(keyFileEnv); path != "" {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", keyFileEnv, err)
-		}
-		key, err := chain.ParseKey(string(data))
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", keyFileEnv, path, err)
-		}
-		return key, nil
-	}
-	return nil, nil
-}
+func keyFromEnv() ([]byte, error) { return snapshot.KeyFromEnvironment() }
 
 // openRepo opens a repository with the environment's key, if any.
 func openRepo(ctx context.Context, dir string) (*snapshot.Repository, error) {
-	key, err := keyFromEnv()
-	if err != nil {
-		return nil, err
-	}
-	repo, err := snapshot.OpenWithKey(ctx, dir, key)
-	if err != nil && key == nil {
-		return nil, fmt.Errorf("%w (set %s or %s)", err, keyEnv, keyFileEnv)
-	}
-	return repo, err
+	return snapshot.OpenFromEnvironment(ctx, dir)
 }
 
 func runKeygen(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {

@@ -38,7 +38,7 @@ func main() {
 }
 
 func run(ctx context.Context, repoDir, collection, point, disk, listen string) error {
-	repo, err := snapshot.Open(ctx, repoDir)
+	repo, err := snapshot.OpenFromEnvironment(ctx, repoDir) // DISKPOINT_KEY(_FILE) for an encrypted repository
 	if err != nil {
 		return err
 	}
