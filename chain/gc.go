@@ -227,28 +227,9 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	// Commit: the new index first, then remove the old indexes, then packs.
 	// A crash before the new index is durable leaves the old state; a crash
 	// after it leaves duplicates and garbage that the next GC removes.
-	var newName string
-	if len(keep) > 0 {
-		if newName, err = writeIndexFile(ctx, r.store, keep); err != nil {
-			return report, fmt.Errorf("gc: %w", err)
-		}
+	if report.IndexFiles, err = r.replaceIndex(ctx, keep, indexNames); err != nil {
+		return report, fmt.Errorf("gc: %w", err)
 	}
-	for _, name := range indexNames {
-		if name == newName {
-			continue
-		}
-		if err := r.store.Delete(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
-			return report, fmt.Errorf("gc: %w", err)
-		}
-		report.IndexFiles++
-	}
-	fresh := newIndex()
-	if newName != "" {
-		fresh.add(newName, keep)
-	}
-	r.idxMu.Lock()
-	r.idx = fresh
-	r.idxMu.Unlock()
 	kept := map[ID]bool{}
 	for _, p := range keep {
 		kept[p.ID] = true

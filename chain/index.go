@@ -210,3 +210,36 @@ func listNames(ctx context.Context, store Store, prefix string) ([]string, error
 	})
 	return names, err
 }
+
+// replaceIndex makes packs the whole index: it writes one index file for
+// them, deletes the old index files, and serves the new index. It returns
+// how many old files it deleted. The new file is durable before any old one
+// goes, so a crash leaves either the old index or both (duplicates, which
+// the next GC folds). Callers hold the exclusive lock.
+func (r *Repository) replaceIndex(ctx context.Context, packs []IndexedPack, old []string) (int, error) {
+	var name string
+	if len(packs) > 0 {
+		var err error
+		if name, err = writeIndexFile(ctx, r.store, packs); err != nil {
+			return 0, err
+		}
+	}
+	deleted := 0
+	for _, o := range old {
+		if o == name {
+			continue
+		}
+		if err := r.store.Delete(ctx, o); err != nil && !errors.Is(err, ErrNotFound) {
+			return deleted, err
+		}
+		deleted++
+	}
+	fresh := newIndex()
+	if name != "" {
+		fresh.add(name, packs)
+	}
+	r.idxMu.Lock()
+	r.idx = fresh
+	r.idxMu.Unlock()
+	return deleted, nil
+}

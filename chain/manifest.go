@@ -170,13 +170,19 @@ func (r *Repository) LoadManifest(ctx context.Context, collection, id string) (*
 	if err := CheckName("restore point", id); err != nil {
 		return nil, err
 	}
-	name := manifestName(collection, id)
-	data, err := r.store.Get(ctx, name)
+	m, err := r.readManifest(ctx, manifestName(collection, id))
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("restore point %q in collection %q: %w", id, collection, ErrNotFound)
 	}
+	return m, err
+}
+
+// readManifest reads, opens and decodes the manifest object name, and
+// checks that it says it is what its name says.
+func (r *Repository) readManifest(ctx context.Context, name string) (*Manifest, error) {
+	data, err := r.store.Get(ctx, name)
 	if err != nil {
-		return nil, fmt.Errorf("restore point %s/%s: %w", collection, id, err)
+		return nil, fmt.Errorf("restore point %s: %w", strings.TrimPrefix(name, manifestPrefix), err)
 	}
 	if data, err = r.openObject(name, data); err != nil {
 		return nil, err
@@ -185,7 +191,7 @@ func (r *Repository) LoadManifest(ctx context.Context, collection, id string) (*
 	if err != nil {
 		return nil, err
 	}
-	if m.Collection != collection || m.ID != id {
+	if manifestName(m.Collection, m.ID) != name {
 		return nil, corrupt(name, "it says it is %s/%s", m.Collection, m.ID)
 	}
 	return m, nil

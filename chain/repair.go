@@ -90,22 +90,9 @@ func (r *Repository) RepairBlobs(ctx context.Context, t BlobType, blobs map[ID][
 		}
 	}
 	keep = append(keep, w.written...)
-	name, err := writeIndexFile(ctx, r.store, keep)
-	if err != nil {
+	if _, err := r.replaceIndex(ctx, keep, state.files); err != nil {
 		return 0, fmt.Errorf("repair: %w", err)
 	}
-	for _, old := range state.files {
-		if old != name {
-			if err := r.store.Delete(ctx, old); err != nil {
-				return 0, fmt.Errorf("repair: %w", err)
-			}
-		}
-	}
-	fresh := newIndex()
-	fresh.add(name, keep)
-	r.idxMu.Lock()
-	r.idx = fresh
-	r.idxMu.Unlock()
 	for _, id := range evacuated {
 		if !newPacks[id] {
 			if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {

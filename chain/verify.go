@@ -252,23 +252,11 @@ func (v *verifier) checkRestorePoints(ctx context.Context, idx *index, report *V
 	for _, name := range names {
 		report.RestorePoints++
 		point := strings.TrimPrefix(name, manifestPrefix)
-		data, err := v.repo.store.Get(ctx, name)
+		m, err := v.repo.readManifest(ctx, name)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			v.found(name, err.Error())
-			v.damage[name].RestorePoints = []string{point}
-			continue
-		}
-		var m *Manifest
-		if data, err = v.repo.openObject(name, data); err == nil {
-			m, err = decodeManifest(name, data)
-		}
-		if err == nil && manifestName(m.Collection, m.ID) != name {
-			err = corrupt(name, "it says it is %s/%s", m.Collection, m.ID)
-		}
-		if err != nil {
 			v.found(name, err.Error())
 			v.damage[name].RestorePoints = []string{point}
 			continue

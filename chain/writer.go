@@ -179,31 +179,32 @@ func (w *Writer) usable() error {
 	return w.err
 }
 
-// writePack stores one pack and remembers it for the next index file.
+// writePack stores one pack and remembers it for the next index file;
+// every indexCheckpointPacks packs it writes that index file at once.
 func (w *Writer) writePack(ctx context.Context, p *openPack) error {
 	data := appendPackHeader(p.data, p.entries)
 	id := Hash(data)
 	err := w.repo.store.Put(ctx, packName(id), data)
 	putPackBuffer(data)
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if err != nil {
 		err = fmt.Errorf("write pack %s: %w", id.Short(), err)
 		if w.err == nil {
 			w.err = err
 		}
+		w.mu.Unlock()
 		return err
 	}
 	w.written = append(w.written, IndexedPack{ID: id, Entries: p.entries})
-	if w.repacking || len(w.written) < indexCheckpointPacks {
-		return nil // GC and repair write one index for everything themselves
+	var batch []IndexedPack
+	if !w.repacking && len(w.written) >= indexCheckpointPacks { // GC and repair write one index themselves
+		batch, w.written = w.written, nil
 	}
-	batch := w.written
-	w.written = nil
 	w.mu.Unlock()
-	err = w.writeIndex(ctx, batch)
-	w.mu.Lock()
-	return err
+	if batch == nil {
+		return nil
+	}
+	return w.writeIndex(ctx, batch)
 }
 
 // indexCheckpointPacks: every this many packs (1 GiB), a writer writes an

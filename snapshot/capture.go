@@ -23,7 +23,7 @@ const (
 type diskCapture struct {
 	src    DiskSource
 	live   *blockdiff.Disk // the disk itself, opened before anything else
-	parent *parentDisk
+	parent *pointDisk
 	copy   string // a point-in-time copy to read instead (clone or snapshot)
 	method string
 	done   bool

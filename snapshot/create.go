@@ -289,16 +289,17 @@ func (c *Collection) selectDisks(opts CreateOptions) ([]DiskSource, []string, er
 }
 
 // parentOf finds the newest restore point that holds disk name.
-func parentOf(points []*RestorePoint, name string) *parentDisk {
+func parentOf(points []*RestorePoint, name string) *pointDisk {
 	for i := len(points) - 1; i >= 0; i-- {
 		if d, ok := points[i].Disk(name); ok {
-			return &parentDisk{point: points[i].ID, disk: d}
+			return &pointDisk{point: points[i].ID, disk: d}
 		}
 	}
 	return nil
 }
 
-type parentDisk struct {
+// pointDisk is one disk of one restore point.
+type pointDisk struct {
 	point string
 	disk  chain.DiskManifest
 }
@@ -313,7 +314,7 @@ func (p treeParent) SegmentIDs(ctx context.Context, j int64, dst []chain.ID) ([]
 }
 
 // captureDisk scans one disk and writes its block map.
-func (c *Collection) captureDisk(ctx context.Context, w *chain.Writer, src DiskSource, disk *blockdiff.Disk, parent *parentDisk, opts CreateOptions) (chain.DiskManifest, error) {
+func (c *Collection) captureDisk(ctx context.Context, w *chain.Writer, src DiskSource, disk *blockdiff.Disk, parent *pointDisk, opts CreateOptions) (chain.DiskManifest, error) {
 	cfg := c.repo.chain.Config()
 	dm := chain.DiskManifest{Name: src.Name, Size: disk.Size, BlockSize: cfg.BlockSize}
 	tree := chain.NewTreeBuilder(w, chain.Geometry{Size: disk.Size, BlockSize: cfg.BlockSize, Fanout: cfg.TreeFanout})

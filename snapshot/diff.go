@@ -35,7 +35,7 @@ func (c *Collection) Diff(ctx context.Context, from, to, disk string) ([]blockdi
 }
 
 // diskOf finds disk in restore point id (or Latest).
-func (c *Collection) diskOf(ctx context.Context, id, disk string) (*parentDisk, error) {
+func (c *Collection) diskOf(ctx context.Context, id, disk string) (*pointDisk, error) {
 	rp, err := c.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -44,5 +44,5 @@ func (c *Collection) diskOf(ctx context.Context, id, disk string) (*parentDisk, 
 	if !ok {
 		return nil, fmt.Errorf("restore point %s/%s has no disk %q: %w", c.name, rp.ID, disk, ErrNotFound)
 	}
-	return &parentDisk{point: rp.ID, disk: d}, nil
+	return &pointDisk{point: rp.ID, disk: d}, nil
 }

@@ -27,11 +27,11 @@ func runInit(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	var key []byte
 	if *encrypt {
 		var err error
-		if key, err = keyFromEnv(); err != nil {
+		if key, err = snapshot.KeyFromEnvironment(); err != nil {
 			return err
 		}
 		if key == nil {
-			return usageError{"-encrypt needs a key in " + keyEnv + " or " + keyFileEnv + " (diskpoint keygen makes one)"}
+			return usageError{"-encrypt needs a key in " + snapshot.KeyEnv + " or " + snapshot.KeyFileEnv + " (diskpoint keygen makes one)"}
 		}
 	}
 	bs := 0
@@ -77,7 +77,7 @@ func parseSize(s string) (int, error) {
 }
 
 func openCollection(ctx context.Context, repoDir, name string) (*snapshot.Repository, *snapshot.Collection, error) {
-	repo, err := openRepo(ctx, repoDir)
+	repo, err := snapshot.OpenFromEnvironment(ctx, repoDir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -336,7 +336,7 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		}
 		repairPaths = append(repairPaths, path)
 	}
-	repo, err := openRepo(ctx, *repoDir)
+	repo, err := snapshot.OpenFromEnvironment(ctx, *repoDir)
 	if err != nil {
 		return err
 	}
@@ -417,7 +417,7 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
-	repo, err := openRepo(ctx, *repoDir)
+	repo, err := snapshot.OpenFromEnvironment(ctx, *repoDir)
 	if err != nil {
 		return err
 	}
