@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -20,6 +21,7 @@ type Disk struct {
 	// before the last restore point.
 	Direct bool
 	file   *os.File
+	noMap  atomic.Bool // the file system refused mmap: read with pread
 }
 
 // OpenDisk opens the disk at path for reading. It refuses what cannot be a

@@ -42,7 +42,8 @@ type Options struct {
 	ChangedOnly bool
 	Changed     []Range
 	// Store is called, from several goroutines at once, for every block that
-	// changed and is not all zeros. Block.Data is valid only during the call.
+	// changed and is not all zeros. Block.Data is valid only during the call
+	// and is read-only: it may be the disk's own pages, mapped.
 	Store func(ctx context.Context, b Block) error
 	// Segment is called for every segment, in order, from one goroutine.
 	Segment func(ctx context.Context, s Segment) error
@@ -217,13 +218,33 @@ type worker struct {
 	touched []bool
 }
 
-func (s *scanner) segment(ctx context.Context, j int64, buf []byte, w *worker) (segmentResult, error) {
+func (s *scanner) segment(ctx context.Context, j int64, buf []byte, w *worker) (res segmentResult, err error) {
 	bs := int64(s.opts.BlockSize)
 	first := j * int64(s.opts.SegmentBlocks)
 	n := int(min(int64(s.opts.SegmentBlocks), s.blocks-first))
 	start := first * bs
 	length := min(int64(n)*bs, s.disk.Size-start)
-	res := segmentResult{seg: Segment{Index: j}, stats: Stats{Scanned: length}}
+	res = segmentResult{seg: Segment{Index: j}, stats: Stats{Scanned: length}}
+	var mapped *segmentMap // mapped at the first read; see read
+	defer guardFaults(s.disk, &mapped, &err)()
+	// read returns the n bytes at off: from the mapping where the disk can
+	// be mapped, else read into buf.
+	read := func(off, n int64) ([]byte, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if mapped == nil {
+			m, err := s.disk.mapSegment(start, length)
+			if err != nil {
+				return nil, err
+			}
+			if m == nil {
+				return buf[:n], s.readFull(ctx, buf[:n], off)
+			}
+			mapped = m
+		}
+		return mapped.run(s.disk, off, n)
+	}
 
 	var parent []chain.ID
 	var parentSize int64
@@ -288,12 +309,13 @@ func (s *scanner) segment(ctx context.Context, j int64, buf []byte, w *worker) (
 		}
 		off := start + int64(i)*bs
 		runLen := min(int64(end-i)*bs, s.disk.Size-off)
-		if err := s.readFull(ctx, buf[:runLen], off); err != nil {
+		run, err := read(off, runLen)
+		if err != nil {
 			return res, err
 		}
 		res.stats.Read += runLen
 		for k := i; k < end; k++ {
-			data := buf[int64(k-i)*bs : min(int64(k-i+1)*bs, runLen)]
+			data := run[int64(k-i)*bs : min(int64(k-i+1)*bs, runLen)]
 			id := chain.ZeroID
 			if IsZero(data) {
 				res.stats.Zero += int64(len(data))

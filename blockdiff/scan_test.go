@@ -304,3 +304,39 @@ func TestOpenDiskRefusesNonDisks(t *testing.T) {
 		t.Errorf("missing disk error does not wrap fs.ErrNotExist: %v", err)
 	}
 }
+
+// A disk image truncated while it is scanned (mapped or read) gives an
+// error that says so; nothing crashes.
+func TestScanDiskTruncatedWhileRead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "disk.img")
+	data := make([]byte, 256*bs)
+	rng := rand.New(rand.NewPCG(7, 7))
+	for i := range data {
+		data[i] = byte(rng.IntN(256))
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	d, err := blockdiff.OpenDisk(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var once sync.Once
+	_, err = blockdiff.Scan(ctx, d, blockdiff.Options{
+		BlockSize: bs, SegmentBlocks: 64, Workers: 2,
+		Store: func(context.Context, blockdiff.Block) error {
+			once.Do(func() {
+				if err := os.Truncate(path, 0); err != nil {
+					t.Error(err)
+				}
+			})
+			return nil
+		},
+		Segment: func(context.Context, blockdiff.Segment) error { return nil },
+	})
+	if err == nil || !strings.Contains(err.Error(), "shrink") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("scan of a disk truncated under it: %v, want an error naming it and saying it shrank", err)
+	}
+}

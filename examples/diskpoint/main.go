@@ -19,6 +19,8 @@
 //	diskpoint prune   -repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-dry-run] [-json]
 //	diskpoint serve-nbd -repo DIR -collection NAME -point ID -disk DISK -listen ADDR
 //
+// DISKPOINT_CPUPROFILE=FILE writes a CPU profile of the command to FILE.
+//
 // An encrypted repository's key comes from DISKPOINT_KEY (64 hex digits) or
 // the file DISKPOINT_KEY_FILE names; never from the command line.
 //
@@ -34,6 +36,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"syscall"
@@ -79,7 +82,27 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	e := &env{stdout: os.Stdout, stderr: os.Stderr, terminal: isTerminal(os.Stdout)}
-	os.Exit(run(ctx, e, os.Args[1:]))
+	stopProfile := startProfile(os.Getenv("DISKPOINT_CPUPROFILE"))
+	status := run(ctx, e, os.Args[1:])
+	stopProfile()
+	os.Exit(status)
+}
+
+// startProfile writes a CPU profile of the whole command to path, if set:
+// how the benchmarks' figures are explained (go tool pprof FILE).
+func startProfile(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "diskpoint: DISKPOINT_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 // run executes one command line and returns the exit status.
