@@ -18,8 +18,9 @@ const (
 // and calls fn with each one's index in ids and its plaintext, in pack
 // order rather than ids order. Zero IDs are skipped. It stops at the first
 // error. If into is set, blob i is decoded straight into into(i)'s memory
-// (its capacity must hold the blob), saving a copy; otherwise the
-// plaintext is valid only during the call.
+// (its capacity must hold the blob; DecodeSlack bytes more make decoding
+// faster, and may be written to), saving a copy; otherwise the plaintext
+// is valid only during the call.
 func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into func(i int) []byte, fn func(i int, data []byte) error) error {
 	type want struct {
 		i    int

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -221,6 +222,47 @@ func (t *target) writeZeros(off int64, n int, zero []byte) error {
 	return err
 }
 
+// writeBlocks writes consecutive blocks, held apart in memory, at off with
+// as few pwritev calls as it takes.
+func (t *target) writeBlocks(off int64, blocks [][]byte) error {
+	rc, err := t.file.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for len(blocks) > 0 {
+		var n int
+		var werr error
+		if err := rc.Write(func(fd uintptr) bool {
+			n, werr = unix.Pwritev(int(fd), blocks[:min(len(blocks), maxIOVecs)], off)
+			return werr != unix.EAGAIN
+		}); err != nil {
+			return err
+		}
+		if werr == unix.EINTR {
+			continue
+		}
+		if werr != nil {
+			return fmt.Errorf("write %s at %d: %w", t.path, off, werr)
+		}
+		if n == 0 {
+			return fmt.Errorf("write %s at %d: %w", t.path, off, io.ErrShortWrite)
+		}
+		off += int64(n)
+		for n > 0 { // skip what was written, which may end mid-block
+			if n < len(blocks[0]) {
+				blocks[0] = blocks[0][n:]
+				break
+			}
+			n -= len(blocks[0])
+			blocks = blocks[1:]
+		}
+	}
+	return nil
+}
+
+// maxIOVecs is Linux's IOV_MAX: the most buffers one pwritev takes.
+const maxIOVecs = 1024
+
 // commit finishes the target: a new file is renamed into place (after an
 // fsync of file and directory when durable).
 func (t *target) commit(durable bool) error {
@@ -305,7 +347,11 @@ func (c *Collection) restoreTo(ctx context.Context, plan restorePlan, t *target,
 	for range workers {
 		eg.Go(func() error {
 			var current []byte
-			leafBuf := make([]byte, min(g.LeafSpan(), maxGather))
+			// A slot per block, with room for the decoder's slack.
+			stride := int64(plan.disk.BlockSize) + chain.DecodeSlack
+			slots := min(int64(g.Fanout), maxGather/int64(plan.disk.BlockSize))
+			leafBuf := make([]byte, slots*stride)
+			var iovs [][]byte
 			if plan.compare {
 				current = make([]byte, plan.disk.BlockSize)
 			}
@@ -347,13 +393,14 @@ func (c *Collection) restoreTo(ctx context.Context, plan restorePlan, t *target,
 				// consecutive blocks with one call: far fewer, larger writes
 				// (and inode-lock round trips) than a write per block.
 				leafOff := first * int64(plan.disk.BlockSize)
-				gather := int64(len(leafBuf)) >= g.LeafBytes(l.index)
+				gather := int64(len(l.ids)) <= slots
+				slot := func(i int) []byte {
+					at := int64(i) * stride
+					return leafBuf[at : at+int64(g.BlockLength(first+int64(i)))]
+				}
 				var into func(i int) []byte
-				if gather { // decode each block straight into its place
-					into = func(i int) []byte {
-						at := int64(i) * int64(plan.disk.BlockSize)
-						return leafBuf[at:at:min(at+int64(plan.disk.BlockSize), int64(len(leafBuf)))]
-					}
+				if gather { // decode each block straight into its slot
+					into = func(i int) []byte { return slot(i)[:0:stride] }
 				}
 				err := c.repo.chain.ReadBlobs(ectx, chain.DataBlob, fetch, into, func(i int, data []byte) error {
 					block := first + int64(i)
@@ -381,9 +428,11 @@ func (c *Collection) restoreTo(ctx context.Context, plan restorePlan, t *target,
 					for j < len(fetch) && !fetch[j].IsZero() {
 						j++
 					}
-					from := int64(i) * int64(plan.disk.BlockSize)
-					to := min(int64(j)*int64(plan.disk.BlockSize), g.LeafBytes(l.index))
-					if _, err := t.file.WriteAt(leafBuf[from:to], leafOff+from); err != nil {
+					iovs = iovs[:0]
+					for k := i; k < j; k++ {
+						iovs = append(iovs, slot(k))
+					}
+					if err := t.writeBlocks(leafOff+int64(i)*int64(plan.disk.BlockSize), iovs); err != nil {
 						return err
 					}
 					i = j
