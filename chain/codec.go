@@ -48,8 +48,9 @@ const (
 	sampleKeep     = 0.97 // a sample that shrinks less than 3% marks the block incompressible
 )
 
-// compressBlob appends the stored form of raw to dst and reports whether it
-// is compressed: zstd when that is smaller, raw bytes otherwise.
+// compressBlob returns the stored form of raw and whether it is compressed:
+// zstd, written into dst's memory, when that is smaller; otherwise raw
+// itself, so that an incompressible block is copied only once, into its pack.
 func compressBlob(dst, raw []byte) ([]byte, bool) {
 	if len(raw) >= sampleMinBlock {
 		mid := len(raw)/2 - sampleSize/2
@@ -58,15 +59,14 @@ func compressBlob(dst, raw []byte) ([]byte, bool) {
 		incompressible := float64(len(out)) > sampleKeep*sampleSize
 		putBuffer(out)
 		if incompressible {
-			return append(dst, raw...), false
+			return raw, false
 		}
 	}
-	start := len(dst)
-	out := encoder.EncodeAll(raw, dst)
-	if len(out)-start < len(raw) {
+	out := encoder.EncodeAll(raw, dst[:0])
+	if len(out) < len(raw) {
 		return out, true
 	}
-	return append(out[:start], raw...), false
+	return raw, false
 }
 
 // DecodeSlack is how many bytes past a blob's end the decoder may scribble

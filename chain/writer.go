@@ -109,8 +109,8 @@ func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (i
 
 	// Compress (and seal) outside the lock: this is where the CPU goes.
 	scratch := getBuffer(len(data) + len(data)/8 + 64)
-	stored, compressed := compressBlob(scratch[:0], data)
-	defer putBuffer(stored)
+	defer putBuffer(scratch)
+	stored, compressed := compressBlob(scratch, data)
 	if w.repo.keys != nil {
 		sealed := w.repo.keys.seal(getBuffer(len(stored) + 64)[:0], stored, id[:])
 		defer putBuffer(sealed)
