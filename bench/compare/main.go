@@ -3,19 +3,30 @@
 // floors, and prints one table of wall time, peak RSS and stored bytes per
 // step, with the ratios the performance targets are stated in.
 //
-//	go run ./bench/compare -size 2GiB -out bench/RESULTS.md
+//	go run ./bench/compare -size 2GiB -runs 3 -out bench/RESULTS.md
 //
 // The peers come from Debian: apt-get install restic borgbackup casync b3sum
 // zstd. A peer that is not installed is left out. The image is the mixed
 // image (30% holes, 30% text, 25% random, 15% repeated runs; seed 1), and the
 // change rewrites 1% of it in scattered 4-64 KiB writes (seed 2). Before
 // each step, dirty pages are written back and the image is read into the
-// page cache. Timings on a shared machine are noisy:
-// compare ratios within one run, not absolute times across runs.
+// page cache. Every step runs -runs times (each run with new repositories)
+// and the table shows the median, with the fastest and slowest run beside
+// it: timings on a shared machine are noisy, so compare ratios within one
+// comparison, not absolute times across them.
+//
+// Then, for target 6, diskpoint alone takes and restores a first restore
+// point of a second image of -rss-size, to compare peak memory by disk size.
+//
+// With -out FILE, the tables replace what lies between the lines
+// "<!-- compare:begin -->" and "<!-- compare:end -->" in FILE, so the
+// prose around them stays.
 package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io/fs"
@@ -23,6 +34,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -31,11 +43,13 @@ import (
 	"github.com/dustin/go-humanize"
 )
 
+// result is one run of one step.
 type result struct {
 	tool, step string
 	wall       time.Duration
 	rssKB      int64
-	stored     int64 // bytes; -1 when not applicable
+	stored     int64  // bytes; -1 when not applicable
+	stdout     []byte // diskpoint's -json output, for the metadata figures
 }
 
 type bench struct {
@@ -47,12 +61,17 @@ type bench struct {
 
 func main() {
 	sizeFlag := flag.String("size", "2GiB", "image size")
-	out := flag.String("out", "", "also write the table to this file")
+	runs := flag.Int("runs", 3, "run every step this many times; the table shows medians")
+	rssSize := flag.String("rss-size", "8GiB", "for target 6, also back up and restore an image this large with diskpoint alone (empty: skip)")
+	out := flag.String("out", "", "also write the tables into this file, between its compare:begin and compare:end lines")
 	work := flag.String("work", "", "working directory (default: a new one under /var/tmp, removed after)")
 	flag.Parse()
 	size, err := humanize.ParseBytes(*sizeFlag)
 	if err != nil {
 		fail(err)
+	}
+	if *runs < 1 {
+		fail(errors.New("-runs must be at least 1"))
 	}
 	b := &bench{work: *work, log: os.Stderr}
 	if b.work == "" {
@@ -68,22 +87,6 @@ func main() {
 	}
 	cli := filepath.Join(b.work, "diskpoint")
 	b.must("go", "build", "-o", cli, "./examples/diskpoint")
-
-	// Floors.
-	b.step("cat", "read", -1, "sh", "-c", "cat "+b.image+" > /dev/null")
-	if have("b3sum") {
-		b.step("b3sum", "hash (2 threads)", -1, "b3sum", "--num-threads", "2", b.image)
-		b.step("b3sum", "hash (1 thread)", -1, "b3sum", "--num-threads", "1", b.image)
-	}
-	if have("zstd") {
-		zst := filepath.Join(b.work, "disk.zst")
-		b.step("zstd -1 -T2", "compress", 0, "zstd", "-q", "-1", "-T2", "-f", b.image, "-o", zst)
-		b.last().stored = fileSize(zst)
-		os.Remove(zst)
-	}
-	cpOut := filepath.Join(b.work, "cp.img")
-	b.step("cp --sparse=always", "copy", -1, "cp", "--sparse=always", b.image, cpOut)
-	os.Remove(cpOut)
 
 	// The image before and after the change, saved so every tool sees the same.
 	before := filepath.Join(b.work, "before.img")
@@ -101,8 +104,51 @@ func main() {
 		fmt.Fprintf(&rangesText, "%d %d\n", r.Offset, r.Length)
 	}
 	rangesFile := filepath.Join(b.work, "changed.ranges")
-	os.WriteFile(rangesFile, rangesText.Bytes(), 0o600)
+	if err := os.WriteFile(rangesFile, rangesText.Bytes(), 0o600); err != nil {
+		fail(err)
+	}
+
+	for run := 1; run <= *runs; run++ {
+		fmt.Fprintf(b.log, "--- run %d of %d\n", run, *runs)
+		b.run(cli, before, after, rangesFile)
+	}
+	var big *sizeRSS
+	if *rssSize != "" {
+		n, err := humanize.ParseBytes(*rssSize)
+		if err != nil {
+			fail(err)
+		}
+		big = b.peakBySize(cli, int64(n))
+	}
+	table := b.table(int64(size), written, *runs, big)
+	fmt.Print(table)
+	if *out != "" {
+		if err := replaceBetweenMarkers(*out, table); err != nil {
+			fail(err)
+		}
+	}
+}
+
+// run takes every step once, with new repositories.
+func (b *bench) run(cli, before, after, rangesFile string) {
 	use := func(version string) { b.must("cp", "--sparse=always", version, b.image) }
+	use(after) // the floors read the image as the incrementals see it
+
+	// Floors.
+	b.step("cat", "read", -1, "sh", "-c", "cat "+b.image+" > /dev/null")
+	if have("b3sum") {
+		b.step("b3sum", "hash (2 threads)", -1, "b3sum", "--num-threads", "2", b.image)
+		b.step("b3sum", "hash (1 thread)", -1, "b3sum", "--num-threads", "1", b.image)
+	}
+	if have("zstd") {
+		zst := filepath.Join(b.work, "disk.zst")
+		b.step("zstd -1 -T2", "compress", 0, "zstd", "-q", "-1", "-T2", "-f", b.image, "-o", zst)
+		b.last().stored = fileSize(zst)
+		os.Remove(zst)
+	}
+	cpOut := filepath.Join(b.work, "cp.img")
+	b.step("cp --sparse=always", "copy", -1, "cp", "--sparse=always", b.image, cpOut)
+	os.Remove(cpOut)
 
 	// diskpoint.
 	repo := filepath.Join(b.work, "dp-repo")
@@ -115,10 +161,12 @@ func main() {
 	ids := idsOf(latest)
 	b.must(cli, "delete", "-repo", repo, "-collection", "vm", "-point", ids[len(ids)-1])
 	b.must(cli, "gc", "-repo", repo)
-	b.tool("diskpoint", "after 1% change, changed-range list", repo, cli, "create", "-repo", repo, "-collection", "vm", "-changed", "d="+rangesFile, "d="+b.image)
+	b.tool("diskpoint", "after 1% change, changed-range list", repo, cli, "create", "-repo", repo, "-collection", "vm", "-json", "-changed", "d="+rangesFile, "d="+b.image)
 	restored := filepath.Join(b.work, "restored.img")
-	b.step("diskpoint", "restore", -1, cli, "restore", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "d", "-to", restored)
+	b.stepIn("", repo, "diskpoint", "restore", cli, "restore", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "d", "-to", restored)
 	b.check(restored, after)
+	os.Remove(restored)
+	os.RemoveAll(repo)
 
 	if have("restic") {
 		r := filepath.Join(b.work, "restic-repo")
@@ -129,7 +177,7 @@ func main() {
 		use(after)
 		b.tool("restic", "after 1% change", r, "restic", "-q", "--repo", r, "backup", b.image)
 		target := filepath.Join(b.work, "restic-restore")
-		b.step("restic", "restore", -1, "restic", "-q", "--repo", r, "restore", "latest", "--target", target)
+		b.stepIn("", r, "restic", "restore", "restic", "-q", "--repo", r, "restore", "latest", "--target", target)
 		b.check(filepath.Join(target, b.image), after)
 		os.RemoveAll(target)
 		os.RemoveAll(r)
@@ -144,7 +192,7 @@ func main() {
 		b.tool("borg", "after 1% change", r, "borg", "create", r+"::b", b.image)
 		target := filepath.Join(b.work, "borg-restore")
 		os.MkdirAll(target, 0o700)
-		b.stepIn(target, "borg", "restore (--sparse)", "borg", "extract", "--sparse", r+"::b")
+		b.stepIn(target, r, "borg", "restore (--sparse)", "borg", "extract", "--sparse", r+"::b")
 		b.check(filepath.Join(target, b.image), after)
 		os.RemoveAll(target)
 		os.RemoveAll(r)
@@ -156,18 +204,46 @@ func main() {
 		use(after)
 		b.tool("casync", "after 1% change", store, "casync", "make", "--store="+store, filepath.Join(b.work, "b.caibx"), b.image)
 		out := filepath.Join(b.work, "casync.img")
-		b.step("casync", "restore", -1, "casync", "extract", "--store="+store, filepath.Join(b.work, "b.caibx"), out)
+		b.stepIn("", store, "casync", "restore", "casync", "extract", "--store="+store, filepath.Join(b.work, "b.caibx"), out)
 		b.check(out, after)
 		os.Remove(out)
 		os.RemoveAll(store)
 	}
-	table := b.table(int64(size), written)
-	fmt.Print(table)
-	if *out != "" {
-		if err := os.WriteFile(*out, []byte(table), 0o644); err != nil {
-			fail(err)
-		}
+}
+
+// sizeRSS is diskpoint's peak memory on the larger image.
+type sizeRSS struct {
+	size                 int64
+	createKB, restoreKB  int64
+	createWall, restWall time.Duration
+}
+
+// peakBySize backs up and restores an image of size with diskpoint alone.
+func (b *bench) peakBySize(cli string, size int64) *sizeRSS {
+	dir := filepath.Join(b.work, "big")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		fail(err)
 	}
+	defer os.RemoveAll(dir)
+	image := filepath.Join(dir, "disk.img")
+	fmt.Fprintf(b.log, "--- generating a %s mixed image for peak RSS by disk size\n", humanize.IBytes(uint64(size)))
+	if err := demodisk.Create(image, size, 1, demodisk.MixedImage); err != nil {
+		fail(err)
+	}
+	repo := filepath.Join(dir, "repo")
+	b.must(cli, "init", "-repo", repo)
+	saved := b.image
+	b.image = image // warm this image before its steps
+	defer func() { b.image = saved }()
+	label := humanize.IBytes(uint64(size))
+	b.stepIn("", repo, "diskpoint "+label, "first backup", cli, "create", "-repo", repo, "-collection", "vm", "d="+image)
+	create := *b.last()
+	restored := filepath.Join(dir, "restored.img")
+	b.stepIn("", repo, "diskpoint "+label, "restore", cli, "restore", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "d", "-to", restored)
+	restore := *b.last()
+	b.check(restored, image)
+	b.results = b.results[:len(b.results)-2] // reported on their own
+	return &sizeRSS{size: size, createKB: create.rssKB, restoreKB: restore.rssKB, createWall: create.wall, restWall: restore.wall}
 }
 
 func fail(err error) {
@@ -195,37 +271,46 @@ func (b *bench) output(name string, args ...string) string {
 
 // warm starts every step alike: nothing left for the kernel to write back
 // from the step before (a backlog of dirty pages throttles whoever writes
-// next), and the image in the page cache.
-func (b *bench) warm() {
+// next), and the image and the tool's repository in the page cache. The
+// repository matters because this kind of VM runs a DAMON reclaimer that
+// pages out whatever was not touched for 30 s: without it, a restore would
+// read a repository partly from disk, or not, depending on how long the
+// steps before it took.
+func (b *bench) warm(repo string) {
 	exec.Command("sync").Run()
 	exec.Command("sh", "-c", "cat "+b.image+" > /dev/null").Run()
+	if repo != "" {
+		exec.Command("sh", "-c", "find "+repo+" -type f -exec cat {} + > /dev/null").Run()
+	}
 }
 
 func (b *bench) step(tool, step string, stored int64, name string, args ...string) {
-	b.stepIn("", tool, step, name, args...)
+	b.stepIn("", "", tool, step, name, args...)
 	b.last().stored = stored
 }
 
-// stepIn runs one timed step in dir, recording its wall time and peak RSS.
-func (b *bench) stepIn(dir, tool, step, name string, args ...string) {
-	b.warm()
+// stepIn runs one timed step in dir, recording its wall time, peak RSS and
+// standard output.
+func (b *bench) stepIn(dir, repo, tool, step, name string, args ...string) {
+	b.warm(repo)
 	fmt.Fprintf(b.log, "%s: %s\n", tool, step)
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = nil, b.log
+	var stdout bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, b.log
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
 		fail(fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err))
 	}
 	wall := time.Since(start)
 	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
-	b.results = append(b.results, result{tool: tool, step: step, wall: wall, rssKB: rss, stored: -1})
+	b.results = append(b.results, result{tool: tool, step: step, wall: wall, rssKB: rss, stored: -1, stdout: stdout.Bytes()})
 }
 
 // tool runs a backup step and records how much the repository grew.
 func (b *bench) tool(tool, step, repo string, name string, args ...string) {
 	before := diskUsage(repo)
-	b.stepIn("", tool, step, name, args...)
+	b.stepIn("", repo, tool, step, name, args...)
 	b.last().stored = diskUsage(repo) - before
 }
 
@@ -268,35 +353,97 @@ func idsOf(listJSON string) []string {
 	return ids
 }
 
-// table renders the results and the ratios the targets are stated in.
-func (b *bench) table(size, written int64) string {
+// replaceBetweenMarkers writes text into path between its marker lines.
+func replaceBetweenMarkers(path, text string) error {
+	const begin, end = "<!-- compare:begin -->\n", "<!-- compare:end -->"
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	i, j := bytes.Index(old, []byte(begin)), bytes.Index(old, []byte(end))
+	if i < 0 || j < i {
+		return fmt.Errorf("%s has no %q ... %q lines to write between", path, strings.TrimSpace(begin), end)
+	}
+	updated := slices.Concat(old[:i+len(begin)], []byte("\n"+text+"\n"), old[j:])
+	return os.WriteFile(path, updated, 0o644)
+}
+
+// summary is the median of one step's runs.
+type summary struct {
+	tool, step         string
+	wall, fast, slow   time.Duration
+	rssKB, stored      int64 // peak RSS: the largest of the runs
+	metadata, newBytes int64 // diskpoint's own figures, from -json
+}
+
+func (b *bench) summarize() ([]summary, map[string]summary) {
+	var order []string
+	runs := map[string][]result{}
+	for _, r := range b.results {
+		k := r.tool + "|" + r.step
+		if _, ok := runs[k]; !ok {
+			order = append(order, k)
+		}
+		runs[k] = append(runs[k], r)
+	}
+	var list []summary
+	find := map[string]summary{}
+	for _, k := range order {
+		rs := runs[k]
+		walls := make([]time.Duration, len(rs))
+		stored := make([]int64, len(rs))
+		s := summary{tool: rs[0].tool, step: rs[0].step}
+		for i, r := range rs {
+			walls[i], stored[i] = r.wall, r.stored
+			s.rssKB = max(s.rssKB, r.rssKB)
+		}
+		slices.Sort(walls)
+		slices.Sort(stored)
+		s.wall, s.fast, s.slow = walls[len(walls)/2], walls[0], walls[len(walls)-1]
+		s.stored = stored[len(stored)/2]
+		var point struct {
+			Disks []struct {
+				Stored   int64 `json:"stored_bytes"`
+				Metadata int64 `json:"metadata_bytes"`
+			} `json:"disks"`
+		}
+		if json.Unmarshal(rs[len(rs)/2].stdout, &point) == nil && len(point.Disks) == 1 {
+			s.metadata, s.newBytes = point.Disks[0].Metadata, point.Disks[0].Stored
+		}
+		list = append(list, s)
+		find[k] = s
+	}
+	return list, find
+}
+
+// table renders the medians and the ratios the targets are stated in.
+func (b *bench) table(size, written int64, runs int, big *sizeRSS) string {
 	var t strings.Builder
 	host, _ := os.Hostname()
-	fmt.Fprintf(&t, "Measured %s on %s (%d CPUs, %s), image %s, change %s in scattered 4-64 KiB writes.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, runtime.NumCPU(), runtime.Version(), humanize.IBytes(uint64(size)), humanize.Bytes(uint64(written)))
-	fmt.Fprintf(&t, "| tool | step | wall time | peak RSS | stored |\n| --- | --- | --- | --- | --- |\n")
-	find := map[string]result{}
-	for _, r := range b.results {
-		find[r.tool+"|"+r.step] = r
+	fmt.Fprintf(&t, "Measured %s on %s (%d CPUs, %s), image %s, change %s in scattered 4-64 KiB writes; median of %d runs, fastest and slowest beside it.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, runtime.NumCPU(), runtime.Version(), humanize.IBytes(uint64(size)), humanize.Bytes(uint64(written)), runs)
+	fmt.Fprintf(&t, "| tool | step | wall time | fastest - slowest | peak RSS | stored |\n| --- | --- | --- | --- | --- | --- |\n")
+	list, find := b.summarize()
+	for _, s := range list {
 		stored := "-"
-		if r.stored >= 0 {
-			stored = humanize.Bytes(uint64(r.stored))
+		if s.stored >= 0 {
+			stored = humanize.Bytes(uint64(s.stored))
 		}
-		fmt.Fprintf(&t, "| %s | %s | %.2f s | %s | %s |\n", r.tool, r.step, r.wall.Seconds(), humanize.IBytes(uint64(r.rssKB)*1024), stored)
+		fmt.Fprintf(&t, "| %s | %s | %.2f s | %.2f - %.2f s | %s | %s |\n", s.tool, s.step, s.wall.Seconds(), s.fast.Seconds(), s.slow.Seconds(), humanize.IBytes(uint64(s.rssKB)*1024), stored)
 	}
 	wall := func(key string) float64 { return find[key].wall.Seconds() }
 	fastestPeer := func(step string) (string, float64) {
 		best, name := 0.0, ""
 		for _, peer := range []string{"restic", "borg", "casync"} {
 			for _, k := range []string{peer + "|" + step, peer + "|" + step + " (--sparse)"} {
-				if r, ok := find[k]; ok && (name == "" || r.wall.Seconds() < best) {
-					best, name = r.wall.Seconds(), peer
+				if s, ok := find[k]; ok && (name == "" || s.wall.Seconds() < best) {
+					best, name = s.wall.Seconds(), peer
 				}
 			}
 		}
 		return name, best
 	}
-	fmt.Fprintf(&t, "\n| target | measured | met |\n| --- | --- | --- |\n")
+	fmt.Fprintf(&t, "\n| target | measured (medians) | met |\n| --- | --- | --- |\n")
 	row := func(target, measured string, ok bool) {
 		mark := "no"
 		if ok {
@@ -334,11 +481,23 @@ func (b *bench) table(size, written int64) string {
 		row("5. ... within 1.5x of cp --sparse=always", fmt.Sprintf("%.2fx cp", rest/cp), rest <= 1.5*cp)
 	}
 	var rss int64
-	for _, r := range b.results {
-		if r.tool == "diskpoint" {
-			rss = max(rss, r.rssKB)
+	for _, s := range list {
+		if s.tool == "diskpoint" {
+			rss = max(rss, s.rssKB)
 		}
 	}
+	if big != nil {
+		label := humanize.IBytes(uint64(big.size))
+		c, r := find["diskpoint|first backup"].rssKB, find["diskpoint|restore"].rssKB
+		rss = max(rss, big.createKB, big.restoreKB)
+		within := func(a, b int64) bool { return float64(max(a, b)) <= 1.2*float64(min(a, b)) }
+		row(fmt.Sprintf("6. peak RSS the same within 20%% for %s and %s: first backup", humanize.IBytes(uint64(size)), label),
+			fmt.Sprintf("%s vs %s (%.2f s)", humanize.IBytes(uint64(c)*1024), humanize.IBytes(uint64(big.createKB)*1024), big.createWall.Seconds()), within(c, big.createKB))
+		row("6. ... restore", fmt.Sprintf("%s vs %s (%.2f s)", humanize.IBytes(uint64(r)*1024), humanize.IBytes(uint64(big.restoreKB)*1024), big.restWall.Seconds()), within(r, big.restoreKB))
+	}
 	row("6. peak RSS under 256 MiB", humanize.IBytes(uint64(rss)*1024), rss < 256<<10)
+	if s := find["diskpoint|after 1% change"]; s.newBytes > 0 {
+		row("7. block map added by the 1% change < 5% of what it stores", fmt.Sprintf("%.1f%% (%s of %s)", 100*float64(s.metadata)/float64(s.newBytes), humanize.Bytes(uint64(s.metadata)), humanize.Bytes(uint64(s.newBytes))), s.metadata*20 < s.newBytes)
+	}
 	return t.String()
 }
