@@ -22,7 +22,11 @@ type IndexedPack struct {
 }
 
 func encodeIndexFile(packs []IndexedPack) []byte {
-	buf := []byte(indexMagic)
+	size := len(indexMagic) + binary.MaxVarintLen64
+	for _, p := range packs { // sized up front: no garbage from growing it
+		size += IDSize + binary.MaxVarintLen64 + len(p.Entries)*(2+3*binary.MaxVarintLen32+IDSize)
+	}
+	buf := append(make([]byte, 0, size), indexMagic...)
 	buf = binary.AppendUvarint(buf, uint64(len(packs)))
 	for _, p := range packs {
 		buf = append(buf, p.ID[:]...)

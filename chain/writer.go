@@ -34,7 +34,8 @@ type Writer struct {
 }
 
 type openPack struct {
-	data    []byte
+	buf     *packBuffer
+	data    []byte // in buf's memory, unless a huge blob outgrew it
 	entries []PackEntry
 }
 
@@ -124,7 +125,8 @@ func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (i
 	}
 	p := w.open[t]
 	if p == nil {
-		p = &openPack{data: getPackBuffer(w.repo.config.PackSize)}
+		buf := getPackBuffer(w.repo.config.PackSize)
+		p = &openPack{buf: buf, data: buf.mem[:0]}
 		w.open[t] = p
 	}
 	p.entries = append(p.entries, PackEntry{
@@ -185,7 +187,7 @@ func (w *Writer) writePack(ctx context.Context, p *openPack) error {
 	data := appendPackHeader(p.data, p.entries)
 	id := Hash(data)
 	err := w.repo.store.Put(ctx, packName(id), data)
-	putPackBuffer(data)
+	p.buf.release()
 	w.mu.Lock()
 	if err != nil {
 		err = fmt.Errorf("write pack %s: %w", id.Short(), err)
@@ -296,38 +298,12 @@ func (w *Writer) Close() {
 	w.mu.Lock()
 	for t, p := range w.open {
 		if p != nil {
-			putPackBuffer(p.data)
+			p.buf.release()
 			w.open[t] = nil
 		}
 	}
 	w.mu.Unlock()
 	if w.lock != nil {
 		w.lock.unlock()
-	}
-}
-
-// packBuffers keeps the buffers packs are assembled in, apart from the
-// smaller blob buffers so that a small read never pins a pack-sized one. A
-// fixed free list rather than a sync.Pool: a pool drops its buffers at each
-// GC and the next pack allocates afresh, so memory that the kernel has not
-// been given back yet adds up; this way a process holds at most the packs
-// open and in flight, plus this many spare.
-var packBuffers = make(chan []byte, 2*maxPackWrites)
-
-func getPackBuffer(packSize int) []byte {
-	select {
-	case b := <-packBuffers:
-		if cap(b) >= packSize {
-			return b[:0]
-		}
-	default:
-	}
-	return make([]byte, 0, packSize+packSize/8)
-}
-
-func putPackBuffer(b []byte) {
-	select {
-	case packBuffers <- b[:0]:
-	default: // enough spares: let this one go
 	}
 }

@@ -19,7 +19,8 @@
 //	diskpoint prune   -repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-dry-run] [-json]
 //	diskpoint serve-nbd -repo DIR -collection NAME -point ID -disk DISK -listen ADDR
 //
-// DISKPOINT_CPUPROFILE=FILE writes a CPU profile of the command to FILE.
+// DISKPOINT_CPUPROFILE=FILE writes a CPU profile of the command to FILE, and
+// DISKPOINT_MEMPROFILE=FILE a heap profile at its end.
 //
 // An encrypted repository's key comes from DISKPOINT_KEY (64 hex digits) or
 // the file DISKPOINT_KEY_FILE names; never from the command line.
@@ -36,6 +37,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strings"
@@ -85,7 +87,25 @@ func main() {
 	stopProfile := startProfile(os.Getenv("DISKPOINT_CPUPROFILE"))
 	status := run(ctx, e, os.Args[1:])
 	stopProfile()
+	writeHeapProfile(os.Getenv("DISKPOINT_MEMPROFILE"))
 	os.Exit(status)
+}
+
+// writeHeapProfile writes what the heap holds at the command's end to path,
+// if set (go tool pprof -sample_index=inuse_space FILE).
+func writeHeapProfile(path string) {
+	if path == "" {
+		return
+	}
+	runtime.GC() // the profile shows the heap as of the last collection
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.WriteHeapProfile(f)
+		f.Close()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "diskpoint: DISKPOINT_MEMPROFILE: %v\n", err)
+	}
 }
 
 // startProfile writes a CPU profile of the whole command to path, if set:
