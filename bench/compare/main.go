@@ -62,6 +62,12 @@ type bench struct {
 }
 
 func main() {
+	if n := os.Getenv(touchEnv); n != "" {
+		var bytes int64
+		fmt.Sscan(n, &bytes)
+		touchAndFree(bytes)
+		return
+	}
 	sizeFlag := flag.String("size", "2GiB", "image size")
 	runs := flag.Int("runs", 3, "run every step this many times; the table shows medians")
 	rssSize := flag.String("rss-size", "8GiB", "for target 6, also back up and restore an image this large with diskpoint alone (empty: skip)")
@@ -293,8 +299,23 @@ func (b *bench) warm(repo string) {
 	if repo != "" {
 		exec.Command("sh", "-c", "find "+repo+" -type f -exec cat {} + > /dev/null").Run()
 	}
-	touchAndFree(2 * fileSize(b.image))
+	// In a process of its own: a child's peak RSS starts from its parent's
+	// high-water mark (os/exec forks with CLONE_VM), so touching memory here
+	// would count against every tool.
+	self, err := os.Executable()
+	if err != nil {
+		fail(err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", touchEnv, 2*fileSize(b.image)))
+	cmd.Stdout, cmd.Stderr = b.log, b.log
+	if err := cmd.Run(); err != nil {
+		fail(fmt.Errorf("touching memory: %w", err))
+	}
 }
+
+// touchEnv makes the program touch and free that many bytes, and exit.
+const touchEnv = "DISKPOINT_COMPARE_TOUCH"
 
 // touchAndFree writes to n bytes of new memory and frees them.
 func touchAndFree(n int64) {
