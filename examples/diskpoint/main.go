@@ -84,11 +84,17 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	e := &env{stdout: os.Stdout, stderr: os.Stderr, terminal: isTerminal(os.Stdout)}
+	os.Exit(runProfiled(ctx, e, os.Args[1:]))
+}
+
+// runProfiled is run, with the profiles DISKPOINT_CPUPROFILE and
+// DISKPOINT_MEMPROFILE ask for.
+func runProfiled(ctx context.Context, e *env, args []string) int {
 	stopProfile := startProfile(os.Getenv("DISKPOINT_CPUPROFILE"))
-	status := run(ctx, e, os.Args[1:])
+	status := run(ctx, e, args)
 	stopProfile()
 	writeHeapProfile(os.Getenv("DISKPOINT_MEMPROFILE"))
-	os.Exit(status)
+	return status
 }
 
 // writeHeapProfile writes what the heap holds at the command's end to path,

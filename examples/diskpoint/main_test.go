@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -197,4 +198,26 @@ func TestCLIErrors(t *testing.T) {
 	}
 	// None of that damaged the repository.
 	mustCLI(t, "verify", "-repo", repo)
+}
+
+// DISKPOINT_CPUPROFILE and DISKPOINT_MEMPROFILE write pprof profiles
+// (gzipped protocol buffers) of the command.
+func TestProfilesOnRequest(t *testing.T) {
+	dir := t.TempDir()
+	cpu, mem := filepath.Join(dir, "cpu.prof"), filepath.Join(dir, "mem.prof")
+	c := &childRun{cmd: exec.Command(os.Args[0], "init", "-repo", filepath.Join(dir, "repo"))}
+	c.cmd.Env = append(os.Environ(), "DISKPOINT_TEST_CLI=1", "DISKPOINT_CPUPROFILE="+cpu, "DISKPOINT_MEMPROFILE="+mem)
+	c.cmd.Stdout, c.cmd.Stderr = &c.stdout, &c.stderr
+	if err := c.cmd.Run(); err != nil {
+		t.Fatalf("init: %v\n%s", err, c.stderr.Bytes())
+	}
+	for _, path := range []string{cpu, mem} {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
+			t.Errorf("%s: %d bytes, not a gzipped profile", path, len(data))
+		}
+	}
 }
