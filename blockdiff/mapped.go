@@ -49,7 +49,7 @@ func (m *segmentMap) run(d *Disk, off int64, n int64) ([]byte, error) {
 	case err == nil, errors.Is(err, unix.EINVAL): // EINVAL: a kernel before 5.14; fault pages in as read
 		return p, nil
 	case errors.Is(err, unix.EFAULT):
-		return nil, fmt.Errorf("read %s at %d: disk ended early (did it shrink while being read?)", d.Path, off)
+		return nil, errEndedEarly(d, off)
 	default:
 		return nil, fmt.Errorf("read %s at %d: %w", d.Path, off, err)
 	}

@@ -91,6 +91,13 @@ func (s *Stats) add(o Stats) {
 // maxRead is the most one pread asks for.
 const maxRead = 4 << 20
 
+// maxRun is the most bytes of consecutive blocks read (or mapped in) at once.
+func (s *scanner) maxRun() int { return max(maxRead, s.opts.BlockSize) }
+
+func errEndedEarly(d *Disk, off int64) error {
+	return fmt.Errorf("read %s at %d: disk ended early (did it shrink while being read?)", d.Path, off)
+}
+
 // Scan reads disk, finds the changed blocks and reports every segment.
 func Scan(ctx context.Context, disk *Disk, opts Options) (Stats, error) {
 	s, err := newScanner(disk, opts)
@@ -178,10 +185,9 @@ func (s *scanner) run(ctx context.Context) (Stats, error) {
 	})
 	for range s.opts.Workers {
 		g.Go(func() error {
-			buf := alignedBuffer(max(maxRead, s.opts.BlockSize))
 			var w worker
 			for jb := range jobs {
-				res, err := s.segment(gctx, jb.index, buf, &w)
+				res, err := s.segment(gctx, jb.index, &w)
 				if err != nil {
 					return err
 				}
@@ -216,9 +222,10 @@ func (s *scanner) run(ctx context.Context) (Stats, error) {
 type worker struct {
 	extents []Range
 	touched []bool
+	buf     []byte // for disks read with pread; allocated at the first such read
 }
 
-func (s *scanner) segment(ctx context.Context, j int64, buf []byte, w *worker) (res segmentResult, err error) {
+func (s *scanner) segment(ctx context.Context, j int64, w *worker) (res segmentResult, err error) {
 	bs := int64(s.opts.BlockSize)
 	first := j * int64(s.opts.SegmentBlocks)
 	n := int(min(int64(s.opts.SegmentBlocks), s.blocks-first))
@@ -227,8 +234,8 @@ func (s *scanner) segment(ctx context.Context, j int64, buf []byte, w *worker) (
 	res = segmentResult{seg: Segment{Index: j}, stats: Stats{Scanned: length}}
 	var mapped *segmentMap // mapped at the first read; see read
 	defer guardFaults(s.disk, &mapped, &err)()
-	// read returns the n bytes at off: from the mapping where the disk can
-	// be mapped, else read into buf.
+	// read returns the n bytes at off (at most maxRun): from the mapping
+	// where the disk can be mapped, else read into the worker's buffer.
 	read := func(off, n int64) ([]byte, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -239,7 +246,10 @@ func (s *scanner) segment(ctx context.Context, j int64, buf []byte, w *worker) (
 				return nil, err
 			}
 			if m == nil {
-				return buf[:n], s.readFull(ctx, buf[:n], off)
+				if w.buf == nil {
+					w.buf = alignedBuffer(s.maxRun())
+				}
+				return w.buf[:n], s.readFull(ctx, w.buf[:n], off)
 			}
 			mapped = m
 		}
@@ -304,7 +314,7 @@ func (s *scanner) segment(ctx context.Context, j int64, buf []byte, w *worker) (
 		}
 		// Read a run of consecutive blocks that all need reading.
 		end := i + 1
-		for end < n && int64(end-i+1)*bs <= int64(len(buf)) && !untouched(end) && !inHole(end) {
+		for end < n && int64(end-i+1)*bs <= int64(s.maxRun()) && !untouched(end) && !inHole(end) {
 			end++
 		}
 		off := start + int64(i)*bs
@@ -348,7 +358,7 @@ func (s *scanner) readFull(ctx context.Context, p []byte, off int64) error {
 		return nil
 	}
 	if errors.Is(err, io.EOF) || err == nil {
-		return fmt.Errorf("read %s at %d: disk ended early (did it shrink while being read?)", s.disk.Path, off+int64(n))
+		return errEndedEarly(s.disk, off+int64(n))
 	}
 	return fmt.Errorf("read %s at %d: %w", s.disk.Path, off, err)
 }
