@@ -14,6 +14,12 @@ import (
 // being copied out by pread first (as b3sum does). Only files read through
 // the page cache are mapped; block devices are read with O_DIRECT.
 //
+// The mapping is shared with the guest: its bytes change as the disk is
+// written, even between two reads of one block. So mapped bytes are only
+// compared (hashed, to find a block equal to its parent's); a block to be
+// stored is first copied into memory of the scan's own, and that copy is
+// what is hashed and stored (see scanner.identify).
+//
 // A mapped file that shrinks while it is read faults (SIGBUS) instead of
 // returning a short read: the function that maps a segment defers
 // guardFaults.

@@ -42,8 +42,10 @@ type Options struct {
 	ChangedOnly bool
 	Changed     []Range
 	// Store is called, from several goroutines at once, for every block that
-	// changed and is not all zeros. Block.Data is valid only during the call
-	// and is read-only: it may be the disk's own pages, mapped.
+	// changed and is not all zeros. Block.Data is a private copy of the
+	// block's bytes, the very bytes Block.ID was hashed from; it does not
+	// change during the call, even while the disk is written, and is valid
+	// only during the call (the scan reuses it afterwards). It is read-only.
 	Store func(ctx context.Context, b Block) error
 	// Segment is called for every segment, in order, from one goroutine.
 	Segment func(ctx context.Context, s Segment) error
@@ -53,9 +55,9 @@ type Options struct {
 
 // Block is a changed, non-zero block on its way to the store.
 type Block struct {
-	Index int64 // block number
-	ID    chain.ID
-	Data  []byte
+	Index int64    // block number
+	ID    chain.ID // the hash of Data, exactly as passed
+	Data  []byte   // a private, stable copy; see Options.Store
 }
 
 // Segment is the outcome for SegmentBlocks consecutive blocks: their IDs
@@ -223,6 +225,17 @@ type worker struct {
 	extents []Range
 	touched []bool
 	buf     []byte // for disks read with pread; allocated at the first such read
+	// private holds a changed block of a mapped disk, copied out so that it
+	// is hashed and stored as one set of bytes the guest cannot change.
+	private []byte
+}
+
+// privateCopy copies a block of a mapped disk into the worker's own memory.
+func (w *worker) privateCopy(data []byte) []byte {
+	if len(w.private) < len(data) {
+		w.private = make([]byte, len(data))
+	}
+	return w.private[:copy(w.private, data)]
 }
 
 func (s *scanner) segment(ctx context.Context, j int64, w *worker) (res segmentResult, err error) {
@@ -236,24 +249,27 @@ func (s *scanner) segment(ctx context.Context, j int64, w *worker) (res segmentR
 	defer guardFaults(s.disk, &mapped, &err)()
 	// read returns the n bytes at off (at most maxRun): from the mapping
 	// where the disk can be mapped, else read into the worker's buffer.
-	read := func(off, n int64) ([]byte, error) {
+	// stable says the bytes are the worker's own (read with pread) and do
+	// not change; mapped bytes change whenever the disk is written.
+	read := func(off, n int64) (data []byte, stable bool, err error) {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if mapped == nil {
 			m, err := s.disk.mapSegment(start, length)
 			if err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			if m == nil {
 				if w.buf == nil {
 					w.buf = alignedBuffer(s.maxRun())
 				}
-				return w.buf[:n], s.readFull(ctx, w.buf[:n], off)
+				return w.buf[:n], true, s.readFull(ctx, w.buf[:n], off)
 			}
 			mapped = m
 		}
-		return mapped.run(s.disk, off, n)
+		data, err = mapped.run(s.disk, off, n)
+		return data, false, err
 	}
 
 	var parent []chain.ID
@@ -319,21 +335,20 @@ func (s *scanner) segment(ctx context.Context, j int64, w *worker) (res segmentR
 		}
 		off := start + int64(i)*bs
 		runLen := min(int64(end-i)*bs, s.disk.Size-off)
-		run, err := read(off, runLen)
+		run, stable, err := read(off, runLen)
 		if err != nil {
 			return res, err
 		}
 		res.stats.Read += runLen
 		for k := i; k < end; k++ {
 			data := run[int64(k-i)*bs : min(int64(k-i+1)*bs, runLen)]
-			id := chain.ZeroID
-			if IsZero(data) {
-				res.stats.Zero += int64(len(data))
-			} else {
-				id = s.opts.Hash(data)
-			}
+			prev, known := parentBlock(k)
+			id, data := s.identify(data, stable, prev, known, w)
 			ids[k] = id
-			if prev, _ := parentBlock(k); id != prev {
+			if id.IsZero() {
+				res.stats.Zero += int64(len(data))
+			}
+			if id != prev {
 				res.stats.ChangedBytes += int64(len(data))
 				if !id.IsZero() {
 					if err := s.opts.Store(ctx, Block{Index: first + int64(k), ID: id, Data: data}); err != nil {
@@ -347,6 +362,37 @@ func (s *scanner) segment(ctx context.Context, j int64, w *worker) (res segmentR
 	res.seg.IDs = ids
 	res.seg.ChangedBytes = res.stats.ChangedBytes
 	return res, nil
+}
+
+// identify names a block read from the disk and returns the bytes to store
+// if it changed: bytes that are exactly the ones its ID was hashed from, and
+// that stay so. A mapped disk's bytes change whenever the guest writes, so a
+// changed block is copied into the worker's memory, and the copy is hashed
+// and stored; hashing the mapping and storing it later would store other
+// bytes than the ID names, and dedup would hand them on to every block that
+// really holds what the ID names.
+//
+// The fast path stays: a block of a mapped disk that has a parent ID is
+// hashed where it lies, and when that equals the parent's it is unchanged
+// and nothing is copied or stored. That compare may see a torn block (the
+// guest writing while it is hashed), but the hashes can only be equal if
+// the bytes hashed were exactly the parent's content: content the block
+// really held, which a crash-consistent read may return like any other
+// state. A block read as zeros is stored as nothing, so needs no copy
+// either.
+func (s *scanner) identify(data []byte, stable bool, prev chain.ID, known bool, w *worker) (chain.ID, []byte) {
+	switch {
+	case stable: // the worker's own buffer: hash it as it is
+		return BlockID(data, s.opts.Hash), data
+	case known:
+		if id := BlockID(data, s.opts.Hash); id == prev || id.IsZero() {
+			return id, data
+		}
+	case IsZero(data):
+		return chain.ZeroID, data
+	}
+	data = w.privateCopy(data)
+	return BlockID(data, s.opts.Hash), data
 }
 
 func (s *scanner) readFull(ctx context.Context, p []byte, off int64) error {

@@ -83,6 +83,13 @@ func (w *Writer) Has(id ID) bool {
 // PutBlob stores data, whose ID the caller computed with Hash, unless the
 // repository or this writer already has it. It returns how many bytes it
 // added to a pack: 0 for a blob that was already there.
+//
+// data must be exactly the bytes id was hashed from, and must not change
+// until PutBlob returns: it is read more than once (compressed, sealed) and
+// not hashed again, and a blob stored under the ID of other bytes is handed
+// on by dedup to every later block that really holds what the ID names.
+// Pass a private copy, never memory another process may write (a disk
+// image mapped MAP_SHARED); data is not kept after PutBlob returns.
 func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (int, error) {
 	if id.IsZero() {
 		return 0, errors.New("put blob: the zero ID is reserved for all-zero blocks")
