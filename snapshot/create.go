@@ -177,7 +177,8 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (*RestorePo
 		Excluded:             excluded,
 	}
 	hookLog := &hookLog{}
-	defer func() { c.saveHookLog(ctx, m.ID, hookLog) }()
+	stored := false // a failed create's log counts against KeptFailedCreateLogs
+	defer func() { c.saveHookLog(ctx, m.ID, hookLog, stored) }()
 
 	// Quiesce, capture, thaw: the part that must be short.
 	effective, skipped := st.Fallback.Decide(requested)
@@ -218,6 +219,7 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (*RestorePo
 	if err := w.SaveManifest(ctx, &m); err != nil {
 		return nil, fmt.Errorf("create in %q: %w", c.name, err)
 	}
+	stored = true
 	if opts.RateLimit != nil {
 		st.Creates[requested] = append(st.Creates[requested], now().UTC())
 		if err := st.save(ctx, c.repo.chain, c.name); err != nil {
