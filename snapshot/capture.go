@@ -79,8 +79,9 @@ func (cp *capture) taker(readNow bool) func(context.Context) error {
 // interrupted, and a snapshotter may ignore its context. Then end does not
 // wait for it (the caller has a timeout to report); a goroutine frees
 // everything when take returns, clones made after the timeout included,
-// and passes what release returned to late. Otherwise end frees now and
-// returns release's error (wrapping ErrReleaseFailed).
+// passing what release returned to late before it closes the writer.
+// Otherwise end frees now and returns release's error (wrapping
+// ErrReleaseFailed).
 func (cp *capture) end(ctx context.Context, late func(error)) error {
 	ctx = context.WithoutCancel(ctx) // a cancelled create must still release
 	cp.mu.Lock()
@@ -93,22 +94,14 @@ func (cp *capture) end(ctx context.Context, late func(error)) error {
 		default:
 			go func() {
 				<-cp.taken
-				late(cp.free(ctx))
+				late(cp.release(ctx))
+				cp.close()
 			}()
 			return nil
 		}
 	}
-	return cp.free(ctx)
-}
-
-// free releases clones and snapshot and closes the disks and the writer;
-// the writer last, since its repository lock protects what take stored.
-func (cp *capture) free(ctx context.Context) error {
 	err := cp.release(ctx)
 	cp.close()
-	if cp.w != nil {
-		cp.w.Close()
-	}
 	return err
 }
 
@@ -227,11 +220,17 @@ func (cp *capture) release(ctx context.Context) error {
 	return fmt.Errorf("%w: %w", ErrReleaseFailed, errors.Join(errs...))
 }
 
+// close closes the disks and the writer; the writer last, since its
+// repository lock protects what take stored (and tells GC when a capture
+// that outlived its create is done).
 func (cp *capture) close() {
 	for _, d := range cp.disks {
 		if d.live != nil {
 			d.live.Close()
 			d.live = nil
 		}
+	}
+	if cp.w != nil {
+		cp.w.Close()
 	}
 }

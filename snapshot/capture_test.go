@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
+	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/consistency"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
@@ -170,4 +171,55 @@ func TestCaptureReleaseErrorIsReported(t *testing.T) {
 			t.Errorf("failCapture=%v: the hook log lacks the failed release: %+v", failCapture, runs)
 		}
 	}
+}
+
+// A snapshot made after the freeze timeout whose release fails: Create
+// has returned, so the failure goes to the hook log of that create.
+func TestLateReleaseErrorReachesHookLog(t *testing.T) {
+	ctx := context.Background()
+	repo, _ := newRepo(t)
+	vm, _ := repo.Collection("vm")
+	disk := makeDisk(t, t.TempDir(), "d.img", 1<<20, 1)
+	snap := newTestSnapshotter()
+	snap.proceed = make(chan struct{})
+	snap.releaseErr = errors.New("lvremove: logical volume in use")
+	created := make(chan error, 1)
+	go func() {
+		_, err := vm.Create(ctx, snapshot.CreateOptions{
+			Disks:       []snapshot.DiskSource{{Name: "d", Path: disk}},
+			MaxFreeze:   50 * time.Millisecond,
+			Snapshotter: snap,
+		})
+		created <- err
+	}()
+	var err error
+	select {
+	case err = <-created:
+	case <-time.After(waitLong):
+		close(snap.proceed)
+		t.Fatal("create waits for a capture that ignores its context")
+	}
+	close(snap.proceed) // the snapshot is made now, after the create returned
+	if !errors.Is(err, consistency.ErrFreezeTimeout) || errors.Is(err, snapshot.ErrReleaseFailed) {
+		t.Fatalf("create: %v, want ErrFreezeTimeout alone", err)
+	}
+	// The capture's writer holds the repository lock until the release has
+	// been logged: GC, which needs the lock exclusively, waits for that.
+	if _, err := repo.GC(ctx, chain.GCOptions{LockWait: waitLong}); err != nil {
+		t.Fatal(err)
+	}
+	if n := snap.releases.Load(); n != 1 {
+		t.Fatalf("released %d times, want once", n)
+	}
+	runs, err := hookRuns(ctx, vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range runs {
+		if r.Hook == "capture" && r.Phase == "release" && r.Outcome == "failed" &&
+			strings.Contains(r.Error, "logical volume in use") && strings.Contains(r.Error, "after the create had returned") {
+			return
+		}
+	}
+	t.Fatalf("the hook log lacks the late failed release: %+v", runs)
 }

@@ -262,6 +262,9 @@ func captureCounterDisks(t *testing.T, dir string, n int) ([]string, *snapshot.C
 	pause := &consistency.FuncHook{HookName: "hypervisor-pause", HookLevel: consistency.PauseLevel,
 		FreezeFunc: func(context.Context) error { vmRunning.Lock(); return nil },
 		ThawFunc:   func(context.Context) error { vmRunning.Unlock(); return nil }}
+	for writes.Load() == 0 { // a point taken before the first write holds 0 on both disks
+		runtime.Gosched()
+	}
 	var ids []string
 	for range n {
 		before := writes.Load()
