@@ -47,7 +47,7 @@ func fragmentedImage(t *testing.T, dir, name string, size int) string {
 
 // The freeze window ends while FICLONE runs: Create returns the timeout,
 // and the clone that FICLONE finishes afterwards is removed all the same.
-func TestReflinkCloneFinishedAfterTimeoutIsRemoved(t *testing.T) {
+func TestCaptureReflinkCloneFinishedAfterTimeoutIsRemoved(t *testing.T) {
 	systest.Require(t, "mkfs.xfs")
 	ctx := context.Background()
 	_, mnt := systest.FileSystem(t, t.TempDir(), "xfs", 512<<20)

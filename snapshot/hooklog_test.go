@@ -96,7 +96,7 @@ func TestDeleteAndPruneRemoveHookLogs(t *testing.T) {
 // Failed creates store no restore point but keep their hook logs, the
 // newest KeptFailedCreateLogs of them; the logs of restore points are not
 // counted and not trimmed.
-func TestFailedCreateLogsAreCapped(t *testing.T) {
+func TestHookLogsOfFailedCreatesAreCapped(t *testing.T) {
 	ctx := context.Background()
 	repo, dir := newRepo(t)
 	vm, _ := repo.Collection("vm")
