@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"sync"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
 	"github.com/diskpoint/diskpoint/chain"
@@ -30,13 +32,77 @@ type diskCapture struct {
 	result chain.DiskManifest
 }
 
-// capture takes the disks' point-in-time state and reads it.
+// ErrReleaseFailed: a clone or snapshot the capture made could not be
+// released (removed), so it still takes space on the host or the storage.
+var ErrReleaseFailed = errors.New("releasing the capture's clones or snapshot failed")
+
+// capture takes the disks' point-in-time state and reads it. It owns what
+// the capture may touch (the open disks, the clones or snapshot, the
+// writer) and frees them in end, once its take has returned, however long
+// after Create that is.
 type capture struct {
 	coll  *Collection
 	w     *chain.Writer
 	opts  CreateOptions
 	disks []*diskCapture
 	snap  blockdiff.Snapshot
+
+	mu      sync.Mutex
+	started bool          // take was entered
+	settled bool          // end was called: take may no longer start
+	taken   chan struct{} // closed when take has returned
+}
+
+func newCapture(c *Collection, opts CreateOptions) *capture {
+	return &capture{coll: c, opts: opts, taken: make(chan struct{})}
+}
+
+// taker returns the capture function for the coordinator: take, run at
+// most once. The coordinator runs it in a goroutine that may only get going
+// after Run has returned; if end came first, take does not start at all.
+func (cp *capture) taker(readNow bool) func(context.Context) error {
+	return func(ctx context.Context) error {
+		cp.mu.Lock()
+		if cp.started || cp.settled {
+			cp.mu.Unlock()
+			return errors.New("capture: create has ended")
+		}
+		cp.started = true
+		cp.mu.Unlock()
+		defer close(cp.taken)
+		return cp.take(ctx, readNow)
+	}
+}
+
+// end frees everything the capture holds, exactly once. A take that
+// overran the freeze window may still be running: FICLONE cannot be
+// interrupted, and a snapshotter may ignore its context. Then end does not
+// wait for it (the caller has a timeout to report); a goroutine frees
+// everything when take returns, clones made after the timeout included,
+// passing what release returned to late before it closes the writer.
+// Otherwise end frees now and returns release's error (wrapping
+// ErrReleaseFailed).
+func (cp *capture) end(ctx context.Context, late func(error)) error {
+	ctx = context.WithoutCancel(ctx) // a cancelled create must still release
+	cp.mu.Lock()
+	cp.settled = true
+	running := cp.started
+	cp.mu.Unlock()
+	if running {
+		select {
+		case <-cp.taken:
+		default:
+			go func() {
+				<-cp.taken
+				late(cp.release(ctx))
+				cp.close()
+			}()
+			return nil
+		}
+	}
+	err := cp.release(ctx)
+	cp.close()
+	return err
 }
 
 // take runs inside the freeze window: it must be quick. It clones the disks
@@ -126,28 +192,45 @@ func (cp *capture) scan(ctx context.Context, disks []*diskCapture) error {
 	return g.Wait()
 }
 
-// release removes clones and releases the snapshot.
+// release removes clones and releases the snapshot, each once: what was
+// released (or failed to be) is forgotten.
 func (cp *capture) release(ctx context.Context) error {
 	var errs []error
 	for _, d := range cp.disks {
 		if d.method == captureReflink && d.copy != "" {
 			if err := os.Remove(d.copy); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, err)
+				errs = append(errs, fmt.Errorf("disk %q: remove clone: %w", d.src.Name, err))
 			}
+			d.copy = ""
 		}
 	}
 	if cp.snap != nil {
-		if err := cp.snap.Release(context.WithoutCancel(ctx)); err != nil {
-			errs = append(errs, fmt.Errorf("release snapshot: %w", err))
+		names := make([]string, len(cp.disks))
+		for i, d := range cp.disks {
+			names[i] = d.src.Name
 		}
+		if err := cp.snap.Release(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("release snapshot of disks %s: %w", strings.Join(names, ", "), err))
+		}
+		cp.snap = nil
 	}
-	return errors.Join(errs...)
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrReleaseFailed, errors.Join(errs...))
 }
 
+// close closes the disks and the writer; the writer last, since its
+// repository lock protects what take stored (and tells GC when a capture
+// that outlived its create is done).
 func (cp *capture) close() {
 	for _, d := range cp.disks {
 		if d.live != nil {
 			d.live.Close()
+			d.live = nil
 		}
+	}
+	if cp.w != nil {
+		cp.w.Close()
 	}
 }

@@ -58,10 +58,16 @@ func (c *Collection) Get(ctx context.Context, id string) (*RestorePoint, error) 
 	return &RestorePoint{*m}, nil
 }
 
-// Delete deletes restore point id. Other restore points stay whole; the
-// space only this one used is freed by the next GC.
+// Delete deletes restore point id and its hook log. Other restore points
+// stay whole; the space only this one used is freed by the next GC.
 func (c *Collection) Delete(ctx context.Context, id string) error {
-	return c.repo.chain.DeleteManifest(ctx, c.name, id)
+	if err := c.repo.chain.DeleteManifest(ctx, c.name, id); err != nil {
+		return err
+	}
+	if err := c.repo.chain.DeleteHookLog(ctx, c.name, id); err != nil {
+		return fmt.Errorf("restore point %s/%s is deleted, but: %w", c.name, id, err)
+	}
+	return nil
 }
 
 // VMConfig returns the configuration blob stored with the restore point,

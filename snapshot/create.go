@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,7 +98,18 @@ const maxVMConfig = 16 << 20
 // Only one create runs per collection at a time (ErrLocked otherwise).
 // Disks that can be neither cloned nor snapshotted, with no hook holding
 // them still, are read as they are: the caller vouches that they are idle.
-func (c *Collection) Create(ctx context.Context, opts CreateOptions) (*RestorePoint, error) {
+//
+// Every reflink clone and snapshot the capture makes is released exactly
+// once. A release that fails leaves a clone or snapshot taking space, so it
+// is an error (wrapping ErrReleaseFailed) and a run in the hook log (hook
+// "capture", phase "release"): joined into the error of a create that
+// failed anyway, or, when the restore point was stored, returned WITH the
+// restore point by an error saying that it is stored but cleanup failed.
+// A capture that overran MaxFreeze and ignores its context (FICLONE cannot
+// be interrupted) does not hold Create up: Create returns the
+// ErrFreezeTimeout at once, and what the capture made is released when it
+// ends; a failure then can only be logged (hook log and slog).
+func (c *Collection) Create(ctx context.Context, opts CreateOptions) (rp *RestorePoint, err error) {
 	requested, err := consistency.ParseMode(string(opts.Consistency))
 	if err != nil {
 		return nil, fmt.Errorf("create in %q: %w", c.name, err)
@@ -125,8 +137,10 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (*RestorePo
 		}
 	}
 
-	cp := &capture{coll: c, opts: opts}
-	defer cp.close()
+	cp := newCapture(c, opts)
+	hookLog := &hookLog{}
+	pointID := ""
+	defer func() { err = c.endCreate(ctx, cp, hookLog, pointID, rp, err) }()
 	for _, src := range disks {
 		live, err := blockdiff.OpenDisk(ctx, src.Path)
 		if err != nil {
@@ -166,8 +180,7 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (*RestorePo
 	if err != nil {
 		return nil, fmt.Errorf("create in %q: %w", c.name, err)
 	}
-	defer w.Close()
-	cp.w = w
+	cp.w = w // closed by cp.end, after anything the capture may still write
 
 	m := chain.Manifest{
 		ID:                   newRestorePointID(now()),
@@ -176,8 +189,7 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (*RestorePo
 		RequestedConsistency: string(requested),
 		Excluded:             excluded,
 	}
-	hookLog := &hookLog{}
-	defer func() { c.saveHookLog(ctx, m.ID, hookLog) }()
+	pointID = m.ID // from now on the create has a hook log
 
 	// Quiesce, capture, thaw: the part that must be short.
 	effective, skipped := st.Fallback.Decide(requested)
@@ -186,8 +198,7 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (*RestorePo
 		OnFailure: opts.OnFailure, Log: hookLog.add,
 	}
 	readNow := holdsStill(opts.Hooks, effective)
-	out, err := coord.Run(ctx, effective, func(ctx context.Context) error { return cp.take(ctx, readNow) })
-	defer cp.release(ctx)
+	out, err := coord.Run(ctx, effective, cp.taker(readNow))
 	if effective != requested || out.ApplicationFailed {
 		st.Fallback.Record(out, opts.SkipAfterFailure, now())
 		if serr := st.save(ctx, c.repo.chain, c.name); serr != nil && err == nil {
@@ -225,6 +236,45 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (*RestorePo
 		}
 	}
 	return &RestorePoint{m}, nil
+}
+
+// endCreate ends the capture's life (cp.end) and saves the hook log of
+// restore point pointID, if the create got that far. A release error is
+// logged and joined to err, or, if the restore point was stored, becomes
+// the error that says it is stored but cleanup failed.
+func (c *Collection) endCreate(ctx context.Context, cp *capture, log *hookLog, pointID string, stored *RestorePoint, err error) error {
+	relErr := cp.end(ctx, func(relErr error) {
+		// Create has returned: only the hook log and slog hear of it now.
+		if relErr == nil {
+			return
+		}
+		slog.Error("releasing a capture that outlived its create", "collection", c.name, "restore_point", pointID, "error", relErr)
+		log.add(releaseRun(fmt.Errorf("after the create had returned: %w", relErr)))
+		if pointID != "" {
+			c.saveHookLog(ctx, pointID, log, false)
+		}
+	})
+	if relErr != nil {
+		log.add(releaseRun(relErr))
+	}
+	if pointID != "" {
+		c.saveHookLog(ctx, pointID, log, err == nil && stored != nil)
+	}
+	switch {
+	case relErr == nil:
+		return err
+	case err != nil:
+		return errors.Join(err, fmt.Errorf("create in %q: %w", c.name, relErr))
+	case stored != nil:
+		return fmt.Errorf("create in %q: restore point %s is stored, but %w", c.name, stored.ID, relErr)
+	default:
+		return fmt.Errorf("create in %q: %w", c.name, relErr)
+	}
+}
+
+// releaseRun is the hook-log entry of a failed release.
+func releaseRun(err error) consistency.Run {
+	return consistency.Run{Time: time.Now().UTC(), Hook: "capture", Phase: "release", Outcome: "failed", Error: err.Error()}
 }
 
 // holdsStill reports whether any hook the mode runs holds disks still, so

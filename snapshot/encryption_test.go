@@ -94,7 +94,7 @@ func TestEncryptedRepository(t *testing.T) {
 	if cfg, err := vm.VMConfig(ctx, mustGet(t, vm, rp.ID)); err != nil || string(cfg) != "vm-config-secret" {
 		t.Errorf("VM config: %q %v", cfg, err)
 	}
-	if runs, err := vm.HookLog(ctx); err != nil || len(runs) < 2 || !strings.Contains(runs[1].Output, "script-output-that-is-secret") {
+	if runs, err := hookRuns(ctx, vm); err != nil || len(runs) < 2 || !strings.Contains(runs[1].Output, "script-output-that-is-secret") {
 		t.Errorf("hook log of an encrypted repository: %+v %v", runs, err)
 	}
 	// Verify and GC work; a flipped byte in a sealed chunk is caught.

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
 	"log/slog"
 	"sync"
 
@@ -29,34 +32,56 @@ func (l *hookLog) add(run consistency.Run) {
 	l.lines = append(append(l.lines, line...), '\n')
 }
 
-// saveHookLog stores the runs of the create that had restore point ID id
-// (whether or not it succeeded). A log that cannot be saved is reported
-// with slog; it does not fail the create.
-func (c *Collection) saveHookLog(ctx context.Context, id string, l *hookLog) {
+// KeptFailedCreateLogs is how many hook logs of failed creates (creates
+// that stored no restore point) a collection keeps: saving one more deletes
+// the oldest beyond it. The log of a restore point is kept as long as the
+// point and deleted with it (Delete, Prune).
+const KeptFailedCreateLogs = 100
+
+// saveHookLog stores the runs of the create that had restore point ID id,
+// whether or not it stored the point; after a create that did not, it trims
+// the failed creates' logs to KeptFailedCreateLogs. A log that cannot be
+// saved or trimmed is reported with slog; it does not fail the create.
+func (c *Collection) saveHookLog(ctx context.Context, id string, l *hookLog, stored bool) {
+	ctx = context.WithoutCancel(ctx)
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	defer l.mu.Unlock() // held while saving: a later save has every earlier line
 	if len(l.lines) == 0 {
 		return
 	}
-	if err := c.repo.chain.SaveHookLog(context.WithoutCancel(ctx), c.name, id, l.lines); err != nil {
+	if err := c.repo.chain.SaveHookLog(ctx, c.name, id, l.lines); err != nil {
 		slog.Error("saving hook log", "collection", c.name, "restore_point", id, "error", err)
+	}
+	if stored {
+		return
+	}
+	if _, err := c.repo.chain.TrimHookLogs(ctx, c.name, KeptFailedCreateLogs); err != nil {
+		slog.Error("deleting old hook logs of failed creates", "collection", c.name, "error", err)
 	}
 }
 
-// HookLog returns the collection's hook runs, oldest first.
-func (c *Collection) HookLog(ctx context.Context) ([]consistency.Run, error) {
-	data, err := c.repo.chain.HookLogs(ctx, c.name)
-	if err != nil {
-		return nil, err
-	}
-	var runs []consistency.Run
-	dec := json.NewDecoder(bytes.NewReader(data))
-	for dec.More() {
-		var r consistency.Run
-		if err := dec.Decode(&r); err != nil {
-			return runs, err
+// HookLog returns the collection's hook runs, oldest first. It reads one
+// create's log at a time, so a long history is never all in memory; an error
+// is yielded last. The logs kept are those of the collection's restore
+// points and of its last KeptFailedCreateLogs failed creates.
+func (c *Collection) HookLog(ctx context.Context) iter.Seq2[consistency.Run, error] {
+	return func(yield func(consistency.Run, error) bool) {
+		errStop := errors.New("stopped by the caller")
+		err := c.repo.chain.HookLogs(ctx, c.name, func(id string, data []byte) error {
+			dec := json.NewDecoder(bytes.NewReader(data))
+			for dec.More() {
+				var r consistency.Run
+				if err := dec.Decode(&r); err != nil {
+					return fmt.Errorf("collection %q: hook log %s: %w", c.name, id, err)
+				}
+				if !yield(r, nil) {
+					return errStop
+				}
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			yield(consistency.Run{}, err)
 		}
-		runs = append(runs, r)
 	}
-	return runs, nil
 }

@@ -32,8 +32,9 @@ type PrunedPoint struct {
 	Reasons []string  `json:"reasons,omitempty"`
 }
 
-// Prune deletes the restore points the policy does not keep and reports
-// them; with dryRun it only reports. Run GC afterwards to reclaim the space.
+// Prune deletes the restore points the policy does not keep, with their
+// hook logs, and reports them; with dryRun it only reports. Run GC
+// afterwards to reclaim the space.
 func (c *Collection) Prune(ctx context.Context, policy RetentionPolicy, dryRun bool) (PruneResult, error) {
 	result := PruneResult{DryRun: dryRun, Kept: []PrunedPoint{}, Deleted: []PrunedPoint{}}
 	if policy == (RetentionPolicy{}) {

@@ -117,22 +117,29 @@ func runHooksLog(ctx context.Context, e *env, fs *flag.FlagSet, args []string) e
 	if err != nil {
 		return err
 	}
-	runs, err := c.HookLog(ctx)
-	if err != nil {
-		return err
-	}
+	// Runs are printed as they are read, one stored log at a time.
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
-		for _, r := range runs {
+		for r, err := range c.HookLog(ctx) {
+			if err != nil {
+				return err
+			}
 			if err := enc.Encode(r); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
+	// The table is aligned in chunks of hooksLogTableRows: a tabwriter holds
+	// what it has not flushed.
 	tw := tabwriter.NewWriter(e.stdout, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tHOOK\tPHASE\tOUTCOME\tMS\tCOMMAND\tEXIT\tDETAIL")
-	for _, r := range runs {
+	rows := 0
+	for r, err := range c.HookLog(ctx) {
+		if err != nil {
+			tw.Flush()
+			return err
+		}
 		exit := "-"
 		if r.ExitCode != nil {
 			exit = strconv.Itoa(*r.ExitCode)
@@ -146,6 +153,14 @@ func runHooksLog(ctx context.Context, e *env, fs *flag.FlagSet, args []string) e
 			detail = detail[:80] + "…"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Time.Local().Format(time.DateTime), r.Hook, r.Phase, r.Outcome, r.DurationMS, command, exit, detail)
+		if rows++; rows%hooksLogTableRows == 0 {
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		}
 	}
 	return tw.Flush()
 }
+
+// hooksLogTableRows is how many runs hooks-log aligns and prints at a time.
+const hooksLogTableRows = 200
