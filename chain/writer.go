@@ -182,7 +182,8 @@ func (w *Writer) usable() error {
 }
 
 // writePack stores one pack and remembers it for the next index file;
-// every indexCheckpointPacks packs it writes that index file at once.
+// every indexCheckpointPacks packs it writes that index file at once. It
+// releases p's buffer whether or not the pack could be stored.
 func (w *Writer) writePack(ctx context.Context, p *openPack) error {
 	data := appendPackHeader(p.data, p.entries)
 	id := Hash(data)
@@ -239,13 +240,16 @@ func (w *Writer) writeIndex(ctx context.Context, packs []IndexedPack) error {
 
 // Flush writes the open packs and an index file for every pack written
 // since the last Flush, and adds them to the repository's index. After it
-// returns, every blob put so far is durable and readable.
+// returns, every blob put so far is durable and readable. Whatever fails,
+// the buffers of the packs it took are released.
 func (w *Writer) Flush(ctx context.Context) error {
 	w.mu.Lock()
 	if err := w.usable(); err != nil {
 		w.mu.Unlock()
 		return err
 	}
+	// By BlobType, so the data pack is stored before the tree pack whose
+	// nodes may name its blobs.
 	var open []*openPack
 	for t, p := range w.open {
 		if p != nil {
@@ -255,13 +259,16 @@ func (w *Writer) Flush(ctx context.Context) error {
 	}
 	w.mu.Unlock()
 	w.writes.Wait()
-	if err := w.failed(); err != nil {
-		return err
-	}
+	err := w.failed()
 	for _, p := range open {
-		if err := w.writePack(ctx, p); err != nil {
-			return err
+		if err != nil {
+			p.buf.release() // not to be written: the writer has failed
+			continue
 		}
+		err = w.writePack(ctx, p) // releases p's buffer, whether or not it fails
+	}
+	if err != nil {
+		return err
 	}
 	w.mu.Lock()
 	written := w.written
