@@ -14,6 +14,14 @@ import (
 // references it. Blobs are bundled into packs; nothing a Writer adds is in
 // the index until Flush has made its packs and their index file durable.
 // A Writer is safe for concurrent use.
+//
+// Commit order: a tree node that is stored has its whole subtree stored.
+// A Writer stores a tree pack only once every pack holding a blob its nodes
+// can name is stored (writeTreePack; Flush stores the data pack before the
+// tree pack), and its index files list packs in the order they were stored.
+// So after a crash, a tree node that the index lists, or that Open recovers
+// from a pack's own header, has every node and chunk under it stored too:
+// Copier relies on this to skip the subtrees a target already holds.
 type Writer struct {
 	repo *Repository
 	lock *repoLock
@@ -22,7 +30,15 @@ type Writer struct {
 	pending map[ID]struct{} // blobs added by this writer, written or not
 	open    [3]*openPack    // per BlobType, so tree nodes pack together
 	written []IndexedPack   // packs stored but not yet in an index file
-	err     error           // first failure to write a pack
+	// claimed counts the PutBlobs between claiming a blob in pending and
+	// adding it to an open pack, since the last tree pack was stored: a
+	// tree node may already name a blob that another PutBlob is still
+	// compressing.
+	claimed *sync.WaitGroup
+	// storing: the background pack writes under way, each closing its
+	// channel when done.
+	storing map[*openPack]chan struct{}
+	err     error // first failure to write a pack
 	closed  bool
 	// Full packs are written in the background, at most maxPackWrites at a
 	// time, so that the workers filling packs keep hashing and compressing
@@ -106,6 +122,11 @@ func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (i
 		return 0, nil
 	}
 	w.pending[id] = struct{}{}
+	if w.claimed == nil {
+		w.claimed = new(sync.WaitGroup)
+	}
+	claimed := w.claimed
+	claimed.Add(1)
 	w.mu.Unlock()
 
 	// Compress (and seal) outside the lock: this is where the CPU goes.
@@ -119,6 +140,7 @@ func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (i
 	}
 
 	w.mu.Lock()
+	claimed.Done() // a writeTreePack waiting for it takes w.mu after the append
 	if err := w.usable(); err != nil {
 		w.mu.Unlock()
 		return 0, err
@@ -140,10 +162,49 @@ func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (i
 	}
 	w.mu.Unlock()
 
-	if full != nil {
+	switch {
+	case full == nil:
+	case t == TreeBlob:
+		w.writeTreePack(ctx, full)
+	default:
 		w.writeInBackground(ctx, full)
 	}
 	return len(stored), nil
+}
+
+// writeTreePack stores a full tree pack once every blob its nodes can name
+// is stored, so that a crash never leaves a stored tree node whose subtree
+// is not: it waits for the blobs claimed so far to be added to their packs,
+// then for the pack writes under way, and stores the open data pack. A tree
+// pack fills once per 500,000 blocks or so, so the data pack this cuts
+// short costs little. A failure is recorded in w.err, as for any pack.
+func (w *Writer) writeTreePack(ctx context.Context, tree *openPack) {
+	w.mu.Lock()
+	claimed := w.claimed
+	w.claimed = new(sync.WaitGroup)
+	w.mu.Unlock()
+	if claimed != nil {
+		claimed.Wait()
+	}
+	w.mu.Lock()
+	data := w.open[DataBlob]
+	w.open[DataBlob] = nil
+	var storing []chan struct{}
+	for _, done := range w.storing {
+		storing = append(storing, done)
+	}
+	w.mu.Unlock()
+	for _, done := range storing {
+		<-done
+	}
+	if data != nil {
+		w.writePack(context.WithoutCancel(ctx), data) // records its error in w.err
+	}
+	if w.failed() != nil {
+		tree.buf.release() // its nodes' children may be missing: not to be stored
+		return
+	}
+	w.writeInBackground(ctx, tree)
 }
 
 const maxPackWrites = 2
@@ -159,11 +220,24 @@ func (w *Writer) writeInBackground(ctx context.Context, p *openPack) {
 	slots := w.writeSlot
 	w.mu.Unlock()
 	slots <- struct{}{}
+	done := make(chan struct{})
+	w.mu.Lock()
+	if w.storing == nil {
+		w.storing = map[*openPack]chan struct{}{}
+	}
+	w.storing[p] = done
+	w.mu.Unlock()
 	// The caller's context may be a scan's, cancelled as soon as the scan
 	// ends: the pack must still be written. A write is short; Close waits.
 	ctx = context.WithoutCancel(ctx)
 	w.writes.Go(func() {
-		defer func() { <-slots }()
+		defer func() {
+			w.mu.Lock()
+			delete(w.storing, p)
+			w.mu.Unlock()
+			close(done)
+			<-slots
+		}()
 		w.writePack(ctx, p) // records its error in w.err
 	})
 }
@@ -213,8 +287,11 @@ func (w *Writer) writePack(ctx context.Context, p *openPack) error {
 // indexCheckpointPacks: every this many packs (1 GiB), a writer writes an
 // index file for them, so that what it must remember per blob does not
 // grow with the disk. GC cannot run while the writer holds its lock, and if
-// the create fails, these blobs are garbage like any other.
-const indexCheckpointPacks = 64
+// the create fails, these blobs are garbage like any other. A checkpoint
+// lists every pack stored so far, so a tree pack it lists comes with the
+// packs of the blobs under its nodes (see Writer's commit order). A
+// variable so that tests can checkpoint after every pack.
+var indexCheckpointPacks = 64
 
 // writeIndex writes an index file for packs already stored, adds them to
 // the repository's index, and forgets their blobs (the index has them).
@@ -249,7 +326,7 @@ func (w *Writer) Flush(ctx context.Context) error {
 		return err
 	}
 	// By BlobType, so the data pack is stored before the tree pack whose
-	// nodes may name its blobs.
+	// nodes may name its blobs (Writer's commit order).
 	var open []*openPack
 	for t, p := range w.open {
 		if p != nil {
