@@ -35,8 +35,10 @@ type Writer struct {
 	// tree node may already name a blob that another PutBlob is still
 	// compressing.
 	claimed *sync.WaitGroup
-	// storing: the background pack writes under way, each closing its
-	// channel when done.
+	// storing: the full packs taken out of open and not yet stored (or
+	// failed), each closing its channel when done. A pack is in it from the
+	// moment it is taken, so that writeTreePack cannot miss one whose
+	// PutBlob still waits for a write slot.
 	storing map[*openPack]chan struct{}
 	err     error // first failure to write a pack
 	closed  bool
@@ -159,6 +161,10 @@ func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (i
 	var full *openPack
 	if len(p.data) >= w.repo.config.PackSize {
 		full, w.open[t] = p, nil
+		if w.storing == nil {
+			w.storing = map[*openPack]chan struct{}{}
+		}
+		w.storing[full] = make(chan struct{})
 	}
 	w.mu.Unlock()
 
@@ -190,8 +196,10 @@ func (w *Writer) writeTreePack(ctx context.Context, tree *openPack) {
 	data := w.open[DataBlob]
 	w.open[DataBlob] = nil
 	var storing []chan struct{}
-	for _, done := range w.storing {
-		storing = append(storing, done)
+	for p, done := range w.storing {
+		if p != tree {
+			storing = append(storing, done)
+		}
 	}
 	w.mu.Unlock()
 	for _, done := range storing {
@@ -202,6 +210,7 @@ func (w *Writer) writeTreePack(ctx context.Context, tree *openPack) {
 	}
 	if w.failed() != nil {
 		tree.buf.release() // its nodes' children may be missing: not to be stored
+		w.stored(tree)
 		return
 	}
 	w.writeInBackground(ctx, tree)
@@ -220,26 +229,23 @@ func (w *Writer) writeInBackground(ctx context.Context, p *openPack) {
 	slots := w.writeSlot
 	w.mu.Unlock()
 	slots <- struct{}{}
-	done := make(chan struct{})
-	w.mu.Lock()
-	if w.storing == nil {
-		w.storing = map[*openPack]chan struct{}{}
-	}
-	w.storing[p] = done
-	w.mu.Unlock()
 	// The caller's context may be a scan's, cancelled as soon as the scan
 	// ends: the pack must still be written. A write is short; Close waits.
 	ctx = context.WithoutCancel(ctx)
 	w.writes.Go(func() {
-		defer func() {
-			w.mu.Lock()
-			delete(w.storing, p)
-			w.mu.Unlock()
-			close(done)
-			<-slots
-		}()
+		defer func() { <-slots }()
 		w.writePack(ctx, p) // records its error in w.err
+		w.stored(p)
 	})
+}
+
+// stored ends p's time in w.storing, stored or failed.
+func (w *Writer) stored(p *openPack) {
+	w.mu.Lock()
+	done := w.storing[p]
+	delete(w.storing, p)
+	w.mu.Unlock()
+	close(done)
 }
 
 func (w *Writer) failed() error {
