@@ -40,8 +40,10 @@ type Writer struct {
 	// moment it is taken, so that writeTreePack cannot miss one whose
 	// PutBlob still waits for a write slot.
 	storing map[*openPack]chan struct{}
-	err     error // first failure to write a pack
-	closed  bool
+	// indexing is held while an index file is written (indexWritten).
+	indexing sync.Mutex
+	err      error // first failure to write a pack
+	closed   bool
 	// Full packs are written in the background, at most maxPackWrites at a
 	// time, so that the workers filling packs keep hashing and compressing
 	// while the disk writes and fsyncs.
@@ -279,13 +281,29 @@ func (w *Writer) writePack(ctx context.Context, p *openPack) error {
 		return err
 	}
 	w.written = append(w.written, IndexedPack{ID: id, Entries: p.entries})
-	var batch []IndexedPack
-	if !w.repacking && len(w.written) >= indexCheckpointPacks { // GC and repair write one index themselves
-		batch, w.written = w.written, nil
+	checkpoint := !w.repacking && len(w.written) >= indexCheckpointPacks // GC and repair write one index themselves
+	w.mu.Unlock()
+	if !checkpoint {
+		return nil
+	}
+	return w.indexWritten(ctx)
+}
+
+// indexWritten writes an index file for the packs stored since the last
+// one. Index files are written one at a time, each listing every pack
+// stored before it began, and none after a failure: the index never lists
+// a pack without the packs stored before it.
+func (w *Writer) indexWritten(ctx context.Context) error {
+	w.indexing.Lock()
+	defer w.indexing.Unlock()
+	w.mu.Lock()
+	batch, err := w.written, w.err
+	if err == nil {
+		w.written = nil
 	}
 	w.mu.Unlock()
-	if batch == nil {
-		return nil
+	if err != nil || len(batch) == 0 {
+		return err
 	}
 	return w.writeIndex(ctx, batch)
 }
@@ -353,14 +371,7 @@ func (w *Writer) Flush(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.mu.Lock()
-	written := w.written
-	w.written = nil
-	w.mu.Unlock()
-	if len(written) == 0 {
-		return nil
-	}
-	return w.writeIndex(ctx, written)
+	return w.indexWritten(ctx)
 }
 
 // SaveManifest flushes and then commits m: the restore point becomes
