@@ -15,10 +15,15 @@ type CopyStats struct {
 
 // Copier moves the blobs of disk restore points from one repository into a
 // Writer of another (or the same), moving only what the target lacks and
-// checking every blob's hash as it reads it. It copies bottom-up, children
-// before their parents, so that a target holding a node holds everything
-// under it: an interrupted copy, flushed now and then, resumes by skipping
-// whole subtrees the target already has.
+// checking every blob's hash as it reads it. It skips every subtree whose
+// node the target already has: an interrupted copy, flushed now and then,
+// resumes without moving again what it moved.
+//
+// That is sound because a repository holding a tree node holds everything
+// under it, even after a crash: a Writer stores a tree pack only once the
+// packs of every blob its nodes name are stored, and lists packs in its
+// index files in the order it stored them (see Writer's commit order). A
+// copy is such a writer too, and puts children before their parents.
 type Copier struct {
 	From *Repository
 	To   *Writer

@@ -20,7 +20,9 @@ type blobLocation struct {
 	compressed bool
 }
 
-// index is the in-memory union of the repository's index files.
+// index is the in-memory union of the repository's index files. Writers
+// add to the repository's index while readers look blobs up in it, so every
+// access to its maps goes through a method that holds mu.
 type index struct {
 	mu      sync.RWMutex
 	files   map[string]bool // index objects loaded
@@ -50,6 +52,19 @@ func (x *index) has(id ID) bool {
 	defer x.mu.RUnlock()
 	_, ok := x.blobs[id]
 	return ok
+}
+
+// packEntries returns, per pack, the entries of the blobs the index serves
+// from that pack: a copy, so that the caller may read it while x changes.
+func (x *index) packEntries() map[ID][]PackEntry {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	byPack := make(map[ID][]PackEntry, len(x.packs))
+	for id, loc := range x.blobs {
+		p := x.packs[loc.pack]
+		byPack[p] = append(byPack[p], PackEntry{ID: id, Type: loc.typ, Compressed: loc.compressed, Offset: loc.offset, Length: loc.length, RawLength: loc.rawLength})
+	}
+	return byPack
 }
 
 // add records packs from the index object name ("" for packs recovered

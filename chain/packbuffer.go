@@ -1,6 +1,10 @@
 package chain
 
-import "golang.org/x/sys/unix"
+import (
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
 
 // A packBuffer is the memory a pack is assembled in before it is written.
 //
@@ -10,10 +14,18 @@ import "golang.org/x/sys/unix"
 // may grow to twice what is live before a collection, so a long create
 // would peak near 150 MiB where a short one stays near 80. Outside the
 // heap they are a fixed cost and the heap is only what changes.
+//
+// Every buffer getPackBuffer hands out must be released exactly once,
+// whatever fails: one never released leaks its mapping (the Go collector
+// does not see it), one released twice would be handed to two packs.
 type packBuffer struct {
 	mem    []byte
 	mapped bool // by mmap, so given back with munmap
+	held   bool // handed out and not yet released
 }
+
+// packBuffersInUse counts the buffers handed out and not yet released.
+var packBuffersInUse atomic.Int64
 
 // packBuffers is a fixed free list, not a sync.Pool: a pool drops its
 // buffers at each GC and the next pack maps afresh. A process keeps at most
@@ -24,9 +36,11 @@ var packBuffers = make(chan *packBuffer, 2*maxPackWrites)
 // and the header and the blob that take it past that size.
 func getPackBuffer(packSize int) *packBuffer {
 	size := packSize + packSize/8
+	packBuffersInUse.Add(1)
 	select {
 	case b := <-packBuffers:
 		if len(b.mem) >= size {
+			b.held = true
 			return b
 		}
 		b.free()
@@ -34,14 +48,19 @@ func getPackBuffer(packSize int) *packBuffer {
 	}
 	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil { // no mapping to be had: the heap will do
-		return &packBuffer{mem: make([]byte, size)}
+		return &packBuffer{mem: make([]byte, size), held: true}
 	}
-	return &packBuffer{mem: mem, mapped: true}
+	return &packBuffer{mem: mem, mapped: true, held: true}
 }
 
 // release hands b back for the next pack, or frees it if there are enough
 // spares. b must not be used after.
 func (b *packBuffer) release() {
+	if !b.held {
+		panic("chain: pack buffer released twice") // two packs would share its memory
+	}
+	b.held = false
+	packBuffersInUse.Add(-1)
 	select {
 	case packBuffers <- b:
 	default:

@@ -57,17 +57,28 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (VerifyRepo
 	defer lock.unlock()
 
 	v := &verifier{repo: r, damage: map[string]*Damage{}, badBlobs: map[ID]string{}}
-	idx, err := v.checkIndex(ctx, &report)
+	// The restore points first, then the index, so that both are one view: a
+	// manifest is committed only once the index files of its blobs are
+	// durable, and our shared lock keeps GC from removing any until we are
+	// done, so an index loaded after the manifests were read has every blob
+	// they need. (Loaded before, it lacks the blobs of points committed in
+	// between, which would show as missing.)
+	points, err := v.readRestorePoints(ctx, &report)
 	if err != nil {
 		return report, err
 	}
-	r.idxMu.Lock()
-	r.idx = idx
-	r.idxMu.Unlock()
-	if err := v.checkPacks(ctx, idx, opts, &report); err != nil {
+	state, err := loadIndexState(ctx, r.store)
+	if err != nil {
+		return report, fmt.Errorf("verify: %w", err)
+	}
+	v.checkIndex(state, &report)
+	// Verify reads through the index it loaded and never installs it as the
+	// repository's: writers in this process keep adding to theirs meanwhile.
+	idx := state.idx
+	if err := v.checkPacks(ctx, idx, state.stored, opts, &report); err != nil {
 		return report, err
 	}
-	if err := v.checkRestorePoints(ctx, idx, &report); err != nil {
+	if err := v.checkRestorePoints(ctx, r.readingThrough(idx), idx, points); err != nil {
 		return report, err
 	}
 	for _, d := range v.damage {
@@ -106,14 +117,10 @@ func (v *verifier) badBlob(id ID, t BlobType, object, reason string) {
 	}
 }
 
-// checkIndex loads the index as Open does, reporting damaged index files
+// checkIndex reports what loading the index found: damaged index files,
 // and packs that no index lists (recovered from their own headers: garbage
 // of a failed create, or the packs of a lost index file).
-func (v *verifier) checkIndex(ctx context.Context, report *VerifyReport) (*index, error) {
-	state, err := loadIndexState(ctx, v.repo.store)
-	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
-	}
+func (v *verifier) checkIndex(state *indexState, report *VerifyReport) {
 	report.IndexFiles = len(state.files)
 	report.UnindexedPacks = len(state.recovered)
 	for name, err := range state.damaged {
@@ -122,20 +129,18 @@ func (v *verifier) checkIndex(ctx context.Context, report *VerifyReport) (*index
 	for id, err := range state.unreadable {
 		v.found("pack "+id.String(), "no index lists it and its header is damaged: "+err.Error())
 	}
-	return state.idx, nil
 }
 
-// checkPacks reads every pack and checks every blob the index places in it.
-func (v *verifier) checkPacks(ctx context.Context, idx *index, opts VerifyOptions, report *VerifyReport) error {
-	stored, err := listPacks(ctx, v.repo.store)
-	if err != nil {
-		return fmt.Errorf("verify: %w", err)
-	}
-	byPack := map[ID][]PackEntry{}
-	for id, loc := range idx.blobs {
-		p := idx.packs[loc.pack]
-		byPack[p] = append(byPack[p], PackEntry{ID: id, Type: loc.typ, Compressed: loc.compressed, Offset: loc.offset, Length: loc.length, RawLength: loc.rawLength})
-	}
+// readingThrough returns a view of r that reads blobs through idx instead
+// of r's own index. It is for reading only: it holds no locks.
+func (r *Repository) readingThrough(idx *index) *Repository {
+	return &Repository{store: r.store, config: r.config, keys: r.keys, idx: idx}
+}
+
+// checkPacks reads every stored pack and checks every blob the index places
+// in it.
+func (v *verifier) checkPacks(ctx context.Context, idx *index, stored map[ID]int64, opts VerifyOptions, report *VerifyReport) error {
+	byPack := idx.packEntries()
 	var total int64
 	for id, size := range stored {
 		if _, ok := byPack[id]; ok {
@@ -172,7 +177,7 @@ func (v *verifier) checkPacks(ctx context.Context, idx *index, opts VerifyOption
 			return nil
 		})
 	}
-	err = g.Wait()
+	err := g.Wait()
 	report.BytesRead, report.Blobs = done.Load(), int(blobs.Load())
 	return err
 }
@@ -239,28 +244,52 @@ func checkPackHeader(data []byte, entries []PackEntry) error {
 	return nil
 }
 
-// checkRestorePoints walks every block map, marking each restore point that
-// needs a damaged or missing object. A subtree's verdict is remembered by
-// node ID, so maps that share nodes are checked once.
-func (v *verifier) checkRestorePoints(ctx context.Context, idx *index, report *VerifyReport) error {
+// restorePoint is a manifest as Verify read it, or the error reading it.
+type restorePoint struct {
+	name     string // the manifest's object name
+	manifest *Manifest
+	err      error
+}
+
+// readRestorePoints lists and reads every manifest. One deleted between the
+// listing and the reading is left out: it is no longer a restore point.
+func (v *verifier) readRestorePoints(ctx context.Context, report *VerifyReport) ([]restorePoint, error) {
 	names, err := listNames(ctx, v.repo.store, manifestPrefix)
 	if err != nil {
-		return fmt.Errorf("verify: list restore points: %w", err)
+		return nil, fmt.Errorf("verify: list restore points: %w", err)
 	}
 	sort.Strings(names)
-	memo := map[ID][]string{}
+	var points []restorePoint
 	for _, name := range names {
-		report.RestorePoints++
-		point := strings.TrimPrefix(name, manifestPrefix)
 		m, err := v.repo.readManifest(ctx, name)
 		if err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return nil, ctx.Err()
 			}
-			v.found(name, err.Error())
-			v.damage[name].RestorePoints = []string{point}
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+		}
+		points = append(points, restorePoint{name: name, manifest: m, err: err})
+	}
+	report.RestorePoints = len(points)
+	return points, nil
+}
+
+// checkRestorePoints walks every block map, marking each restore point that
+// needs a damaged or missing object. view reads tree nodes through idx. A
+// subtree's verdict is remembered by node ID, so maps that share nodes are
+// checked once.
+func (v *verifier) checkRestorePoints(ctx context.Context, view *Repository, idx *index, points []restorePoint) error {
+	memo := map[ID][]string{}
+	for _, p := range points {
+		point := strings.TrimPrefix(p.name, manifestPrefix)
+		if p.err != nil {
+			v.found(p.name, p.err.Error())
+			v.damage[p.name].RestorePoints = []string{point}
 			continue
 		}
+		m := p.manifest
 		var bad []string
 		if !m.Config.IsZero() {
 			bad = append(bad, v.blobDamage(idx, DataBlob, m.Config)...)
@@ -269,7 +298,7 @@ func (v *verifier) checkRestorePoints(ctx context.Context, idx *index, report *V
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			bad = append(bad, v.subtreeDamage(ctx, idx, v.repo.OpenTree(d), d.Root, d.Geometry(v.repo.config.TreeFanout).Height(), 0, memo)...)
+			bad = append(bad, v.subtreeDamage(ctx, idx, view.OpenTree(d), d.Root, d.Geometry(v.repo.config.TreeFanout).Height(), 0, memo)...)
 		}
 		for _, object := range bad {
 			d := v.damage[object]
@@ -286,7 +315,7 @@ func (v *verifier) blobDamage(idx *index, t BlobType, id ID) []string {
 	if object, ok := v.badBlobs[id]; ok {
 		return []string{object}
 	}
-	loc, ok := idx.blobs[id]
+	loc, _, ok := idx.lookup(id)
 	if !ok || loc.typ != t {
 		object := fmt.Sprintf("%s blob %s", t, id)
 		v.badBlob(id, t, object, "missing: no index or pack has it")

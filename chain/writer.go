@@ -14,6 +14,14 @@ import (
 // references it. Blobs are bundled into packs; nothing a Writer adds is in
 // the index until Flush has made its packs and their index file durable.
 // A Writer is safe for concurrent use.
+//
+// Commit order: a tree node that is stored has its whole subtree stored.
+// A Writer stores a tree pack only once every pack holding a blob its nodes
+// can name is stored (writeTreePack; Flush stores the data pack before the
+// tree pack), and its index files list packs in the order they were stored.
+// So after a crash, a tree node that the index lists, or that Open recovers
+// from a pack's own header, has every node and chunk under it stored too:
+// Copier relies on this to skip the subtrees a target already holds.
 type Writer struct {
 	repo *Repository
 	lock *repoLock
@@ -22,8 +30,20 @@ type Writer struct {
 	pending map[ID]struct{} // blobs added by this writer, written or not
 	open    [3]*openPack    // per BlobType, so tree nodes pack together
 	written []IndexedPack   // packs stored but not yet in an index file
-	err     error           // first failure to write a pack
-	closed  bool
+	// claimed counts the PutBlobs between claiming a blob in pending and
+	// adding it to an open pack, since the last tree pack was stored: a
+	// tree node may already name a blob that another PutBlob is still
+	// compressing.
+	claimed *sync.WaitGroup
+	// storing: the full packs taken out of open and not yet stored (or
+	// failed), each closing its channel when done. A pack is in it from the
+	// moment it is taken, so that writeTreePack cannot miss one whose
+	// PutBlob still waits for a write slot.
+	storing map[*openPack]chan struct{}
+	// indexing is held while an index file is written (indexWritten).
+	indexing sync.Mutex
+	err      error // first failure to write a pack
+	closed   bool
 	// Full packs are written in the background, at most maxPackWrites at a
 	// time, so that the workers filling packs keep hashing and compressing
 	// while the disk writes and fsyncs.
@@ -113,6 +133,11 @@ func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (i
 		return 0, nil
 	}
 	w.pending[id] = struct{}{}
+	if w.claimed == nil {
+		w.claimed = new(sync.WaitGroup)
+	}
+	claimed := w.claimed
+	claimed.Add(1)
 	w.mu.Unlock()
 
 	// Compress (and seal) outside the lock: this is where the CPU goes.
@@ -126,6 +151,7 @@ func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (i
 	}
 
 	w.mu.Lock()
+	claimed.Done() // a writeTreePack waiting for it takes w.mu after the append
 	if err := w.usable(); err != nil {
 		w.mu.Unlock()
 		return 0, err
@@ -144,13 +170,59 @@ func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (i
 	var full *openPack
 	if len(p.data) >= w.repo.config.PackSize {
 		full, w.open[t] = p, nil
+		if w.storing == nil {
+			w.storing = map[*openPack]chan struct{}{}
+		}
+		w.storing[full] = make(chan struct{})
 	}
 	w.mu.Unlock()
 
-	if full != nil {
+	switch {
+	case full == nil:
+	case t == TreeBlob:
+		w.writeTreePack(ctx, full)
+	default:
 		w.writeInBackground(ctx, full)
 	}
 	return len(stored), nil
+}
+
+// writeTreePack stores a full tree pack once every blob its nodes can name
+// is stored, so that a crash never leaves a stored tree node whose subtree
+// is not: it waits for the blobs claimed so far to be added to their packs,
+// then for the pack writes under way, and stores the open data pack. A tree
+// pack fills once per 500,000 blocks or so, so the data pack this cuts
+// short costs little. A failure is recorded in w.err, as for any pack.
+func (w *Writer) writeTreePack(ctx context.Context, tree *openPack) {
+	w.mu.Lock()
+	claimed := w.claimed
+	w.claimed = new(sync.WaitGroup)
+	w.mu.Unlock()
+	if claimed != nil {
+		claimed.Wait()
+	}
+	w.mu.Lock()
+	data := w.open[DataBlob]
+	w.open[DataBlob] = nil
+	var storing []chan struct{}
+	for p, done := range w.storing {
+		if p != tree {
+			storing = append(storing, done)
+		}
+	}
+	w.mu.Unlock()
+	for _, done := range storing {
+		<-done
+	}
+	if data != nil {
+		w.writePack(context.WithoutCancel(ctx), data) // records its error in w.err
+	}
+	if w.failed() != nil {
+		tree.buf.release() // its nodes' children may be missing: not to be stored
+		w.stored(tree)
+		return
+	}
+	w.writeInBackground(ctx, tree)
 }
 
 const maxPackWrites = 2
@@ -172,7 +244,17 @@ func (w *Writer) writeInBackground(ctx context.Context, p *openPack) {
 	w.writes.Go(func() {
 		defer func() { <-slots }()
 		w.writePack(ctx, p) // records its error in w.err
+		w.stored(p)
 	})
+}
+
+// stored ends p's time in w.storing, stored or failed.
+func (w *Writer) stored(p *openPack) {
+	w.mu.Lock()
+	done := w.storing[p]
+	delete(w.storing, p)
+	w.mu.Unlock()
+	close(done)
 }
 
 func (w *Writer) failed() error {
@@ -189,7 +271,8 @@ func (w *Writer) usable() error {
 }
 
 // writePack stores one pack and remembers it for the next index file;
-// every indexCheckpointPacks packs it writes that index file at once.
+// every indexCheckpointPacks packs it writes that index file at once. It
+// releases p's buffer whether or not the pack could be stored.
 func (w *Writer) writePack(ctx context.Context, p *openPack) error {
 	data := appendPackHeader(p.data, p.entries)
 	id := Hash(data)
@@ -205,13 +288,29 @@ func (w *Writer) writePack(ctx context.Context, p *openPack) error {
 		return err
 	}
 	w.written = append(w.written, IndexedPack{ID: id, Entries: p.entries})
-	var batch []IndexedPack
-	if !w.repacking && len(w.written) >= indexCheckpointPacks { // GC and repair write one index themselves
-		batch, w.written = w.written, nil
+	checkpoint := !w.repacking && len(w.written) >= indexCheckpointPacks // GC and repair write one index themselves
+	w.mu.Unlock()
+	if !checkpoint {
+		return nil
+	}
+	return w.indexWritten(ctx)
+}
+
+// indexWritten writes an index file for the packs stored since the last
+// one. Index files are written one at a time, each listing every pack
+// stored before it began, and none after a failure: the index never lists
+// a pack without the packs stored before it.
+func (w *Writer) indexWritten(ctx context.Context) error {
+	w.indexing.Lock()
+	defer w.indexing.Unlock()
+	w.mu.Lock()
+	batch, err := w.written, w.err
+	if err == nil {
+		w.written = nil
 	}
 	w.mu.Unlock()
-	if batch == nil {
-		return nil
+	if err != nil || len(batch) == 0 {
+		return err
 	}
 	return w.writeIndex(ctx, batch)
 }
@@ -219,8 +318,11 @@ func (w *Writer) writePack(ctx context.Context, p *openPack) error {
 // indexCheckpointPacks: every this many packs (1 GiB), a writer writes an
 // index file for them, so that what it must remember per blob does not
 // grow with the disk. GC cannot run while the writer holds its lock, and if
-// the create fails, these blobs are garbage like any other.
-const indexCheckpointPacks = 64
+// the create fails, these blobs are garbage like any other. A checkpoint
+// lists every pack stored so far, so a tree pack it lists comes with the
+// packs of the blobs under its nodes (see Writer's commit order). A
+// variable so that tests can checkpoint after every pack.
+var indexCheckpointPacks = 64
 
 // writeIndex writes an index file for packs already stored, adds them to
 // the repository's index, and forgets their blobs (the index has them).
@@ -246,13 +348,16 @@ func (w *Writer) writeIndex(ctx context.Context, packs []IndexedPack) error {
 
 // Flush writes the open packs and an index file for every pack written
 // since the last Flush, and adds them to the repository's index. After it
-// returns, every blob put so far is durable and readable.
+// returns, every blob put so far is durable and readable. Whatever fails,
+// the buffers of the packs it took are released.
 func (w *Writer) Flush(ctx context.Context) error {
 	w.mu.Lock()
 	if err := w.usable(); err != nil {
 		w.mu.Unlock()
 		return err
 	}
+	// By BlobType, so the data pack is stored before the tree pack whose
+	// nodes may name its blobs (Writer's commit order).
 	var open []*openPack
 	for t, p := range w.open {
 		if p != nil {
@@ -262,22 +367,18 @@ func (w *Writer) Flush(ctx context.Context) error {
 	}
 	w.mu.Unlock()
 	w.writes.Wait()
-	if err := w.failed(); err != nil {
+	err := w.failed()
+	for _, p := range open {
+		if err != nil {
+			p.buf.release() // not to be written: the writer has failed
+			continue
+		}
+		err = w.writePack(ctx, p) // releases p's buffer, whether or not it fails
+	}
+	if err != nil {
 		return err
 	}
-	for _, p := range open {
-		if err := w.writePack(ctx, p); err != nil {
-			return err
-		}
-	}
-	w.mu.Lock()
-	written := w.written
-	w.written = nil
-	w.mu.Unlock()
-	if len(written) == 0 {
-		return nil
-	}
-	return w.writeIndex(ctx, written)
+	return w.indexWritten(ctx)
 }
 
 // SaveManifest flushes and then commits m: the restore point becomes
