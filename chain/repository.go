@@ -37,11 +37,6 @@ func Init(ctx context.Context, store Store, cfg Config, key []byte) (*Repository
 		}
 		cfg.ChunkHash, cfg.Encryption, cfg.KeyCheck = "blake3-256-keyed", "aes-256-gcm", k.checkValue()
 	}
-	if _, err := store.Stat(ctx, configName); err == nil {
-		return nil, fmt.Errorf("init repository: %w", ErrExists)
-	} else if !errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("init repository: %w", err)
-	}
 	if cfg.Version != FormatVersion {
 		return nil, fmt.Errorf("init repository: config version %d: %w", cfg.Version, ErrUnsupportedVersion)
 	}
@@ -52,7 +47,9 @@ func Init(ctx context.Context, store Store, cfg Config, key []byte) (*Repository
 	if _, err := decodeConfig(data); err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
 	}
-	if err := store.Put(ctx, configName, data); err != nil {
+	// Created only: of two processes that init one store at once, one wins
+	// and the other fails, instead of both going on with different keys.
+	if err := store.PutIfAbsent(ctx, configName, data); err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
 	}
 	return &Repository{store: store, config: cfg, idx: newIndex(), keys: k}, nil
