@@ -39,6 +39,28 @@ func TestFaultStoreConformance(t *testing.T) {
 	})
 }
 
+// A RetryStore keeps the contract over a store that fails a quarter of its
+// calls transiently, some of them after doing the work: the retries hide
+// every one of those failures, and the ambiguous PutIfAbsent is settled.
+func TestRetryStoreConformance(t *testing.T) {
+	var stores []*storetest.FaultStore
+	storetest.Run(t, func(t *testing.T) chain.Store {
+		faulty := storetest.NewFaultStore(chain.NewMemStore(), uint64(len(stores)))
+		faulty.Inject(storetest.Fault{Chance: 0.1, Err: errFlaky, After: true})
+		faulty.Inject(storetest.Fault{Chance: 0.15, Err: errFlaky})
+		stores = append(stores, faulty)
+		return chain.NewRetryStore(faulty, chain.RetryOptions{MaxAttempts: 50, BaseDelay: time.Microsecond, MaxDelay: 10 * time.Microsecond})
+	})
+	hits := 0
+	for _, s := range stores {
+		hits += s.Hits()
+	}
+	if hits < 50 {
+		t.Errorf("only %d faults were injected", hits)
+	}
+	t.Logf("%d transient faults hidden by retries", hits)
+}
+
 // errFlaky is a transient failure, as a remote store would report a 503.
 var errFlaky = fmt.Errorf("503 service unavailable: %w", chain.ErrTransient)
 
