@@ -206,3 +206,25 @@ func TestConfigAndManifestsAreCreatedOnce(t *testing.T) {
 		return writers[i].SaveManifest(ctx, manifests[i])
 	})
 }
+
+// A lock object is created with PutIfAbsent, never with Put, which could
+// replace another holder's lock.
+func TestLocksAreCreatedNotReplaced(t *testing.T) {
+	ctx := context.Background()
+	store := storetest.NewFaultStore(chain.NewMemStore(), 1)
+	cfg, _ := chain.NewConfig(0)
+	repo, err := chain.Init(ctx, store, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Inject(storetest.Fault{Op: storetest.OpPut, Prefix: "locks/", Err: errors.New("a lock must not be written with Put")})
+	before := store.Calls(storetest.OpPutIfAbsent)
+	w, err := repo.NewWriter(ctx, "test")
+	if err != nil {
+		t.Fatalf("NewWriter: %v", err)
+	}
+	w.Close()
+	if n := store.Calls(storetest.OpPutIfAbsent) - before; n != 1 {
+		t.Errorf("%d PutIfAbsent calls, want 1 (the lock)", n)
+	}
+}
