@@ -10,14 +10,24 @@ import (
 var (
 	// ErrNotFound: the named object, blob, collection or restore point does not exist.
 	ErrNotFound = errors.New("not found")
-	// ErrCorrupt: stored bytes do not match their hash or cannot be decoded.
+	// ErrCorrupt: bytes were read and they are wrong: they do not match their
+	// hash, fail authentication or cannot be decoded, or an index disagrees
+	// with what it describes. A store or I/O failure is never ErrCorrupt.
 	ErrCorrupt = errors.New("corrupt")
 	// ErrLocked: another operation holds a conflicting lock.
 	ErrLocked = errors.New("locked")
 	// ErrExists: the object or repository already exists.
 	ErrExists = errors.New("already exists")
-	// ErrInvalidName: a collection, disk or restore point name is not acceptable.
+	// ErrInvalidName: a collection, disk, restore point or object name is not
+	// acceptable, or an object name collides with another's path (see [Store]).
 	ErrInvalidName = errors.New("invalid name")
+	// ErrTransient: a failure that may go away if retried: a timeout, a
+	// connection reset, a throttled or unavailable server. A [Store] wraps
+	// it around such failures (never around ErrNotFound, ErrExists,
+	// ErrInvalidName or ErrCorrupt), and [RetryStore] retries only them. It
+	// does not mean the operation had no effect: a Put that failed
+	// transiently may have stored its object.
+	ErrTransient = errors.New("transient failure")
 	// ErrUnsupportedVersion: the repository was written by an unknown format version.
 	ErrUnsupportedVersion = errors.New("unsupported repository format version")
 )

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // LocalStore is a [Store] in a local directory: one file per object, written
@@ -72,6 +74,22 @@ func (s *LocalStore) path(name string) (string, error) {
 
 // Put stores data under name atomically and durably.
 func (s *LocalStore) Put(ctx context.Context, name string, data []byte) error {
+	return s.put(ctx, name, data, false)
+}
+
+// PutIfAbsent stores data under name atomically and durably if no object
+// of that name exists. The new file is linked into place with
+// renameat2(RENAME_NOREPLACE), or link(2) where the file system lacks it:
+// both fail when the name exists, in this process or any other.
+func (s *LocalStore) PutIfAbsent(ctx context.Context, name string, data []byte) error {
+	return s.put(ctx, name, data, true)
+}
+
+func (s *LocalStore) put(ctx context.Context, name string, data []byte, create bool) error {
+	op := "put"
+	if create {
+		op = "put-if-absent"
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -81,40 +99,89 @@ func (s *LocalStore) Put(ctx context.Context, name string, data []byte) error {
 	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("put %s: %w", name, err)
+		if errors.Is(err, syscall.ENOTDIR) {
+			return fmt.Errorf("%s %s: a leading part of the name is an object: %w", op, name, ErrInvalidName)
+		}
+		return fmt.Errorf("%s %s: %w", op, name, err)
 	}
 	tmp, err := os.CreateTemp(dir, tempPattern)
 	if err != nil {
-		return fmt.Errorf("put %s: %w", name, err)
+		return fmt.Errorf("%s %s: %w", op, name, err)
 	}
-	committed := false
+	renamed := false
 	defer func() {
-		if !committed {
+		// After a link, or a failure, the temporary name goes.
+		if !renamed {
 			tmp.Close()
 			os.Remove(tmp.Name())
 		}
 	}()
 	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("put %s: %w", name, err)
+		return fmt.Errorf("%s %s: %w", op, name, err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("put %s: sync: %w", name, err)
+		return fmt.Errorf("%s %s: sync: %w", op, name, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("put %s: %w", name, err)
+		return fmt.Errorf("%s %s: %w", op, name, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	s.forget(path)
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("put %s: %w", name, err)
+	for attempt := 0; ; attempt++ {
+		if create {
+			renamed, err = linkNew(tmp.Name(), path)
+		} else {
+			err = os.Rename(tmp.Name(), path)
+			renamed = err == nil
+		}
+		if err == nil {
+			break
+		}
+		// The name may be a directory: objects live under it, or did (a
+		// directory stays when its last object is deleted). An empty one is
+		// removed and the link tried again, once.
+		isDir := errors.Is(err, syscall.EISDIR)
+		if errors.Is(err, fs.ErrExist) {
+			fi, serr := os.Lstat(path)
+			isDir = serr == nil && fi.IsDir()
+			if !isDir {
+				return fmt.Errorf("%s %s: %w", op, name, ErrExists)
+			}
+		}
+		if !isDir {
+			return fmt.Errorf("%s %s: %w", op, name, err)
+		}
+		if attempt > 0 || syscall.Rmdir(path) != nil {
+			return fmt.Errorf("%s %s: objects exist under %s/: %w", op, name, name, ErrInvalidName)
+		}
 	}
-	committed = true
+	// A cached descriptor of what another process stored under this name
+	// before (and deleted since) must not be read for the new object.
+	s.forget(path)
 	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("put %s: %w", name, err)
+		return fmt.Errorf("%s %s: %w", op, name, err)
 	}
 	return nil
+}
+
+// linkNew gives the file at from the name to, failing with an error that
+// wraps fs.ErrExist if to exists. It reports whether from was renamed; after
+// a link(2) (the fallback for file systems without RENAME_NOREPLACE) from
+// keeps its name as well, and the caller removes it.
+func linkNew(from, to string) (renamed bool, err error) {
+	err = unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) {
+		err = unix.Link(from, to)
+	}
+	if err != nil {
+		return false, &os.LinkError{Op: "link", Old: from, New: to, Err: err}
+	}
+	return false, nil
 }
 
 func syncDir(dir string) error {
@@ -165,12 +232,15 @@ func (s *LocalStore) ReadAt(ctx context.Context, name string, p []byte, off int6
 		if errors.Is(err, io.EOF) {
 			return fmt.Errorf("read %s: %d bytes at %d: past the end: %w", name, len(p), off, io.ErrUnexpectedEOF)
 		}
-		return fmt.Errorf("read %s: %w", name, err)
+		// Open it afresh next time: after EIO, or for a directory (no such
+		// object), the descriptor is not worth keeping.
+		s.forget(path)
+		return notFoundOr(name, err)
 	}
 	return nil
 }
 
-// Stat returns the object's size.
+// Stat returns the object's size and its file's modification time.
 func (s *LocalStore) Stat(ctx context.Context, name string) (ObjectInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return ObjectInfo{}, err
@@ -186,7 +256,7 @@ func (s *LocalStore) Stat(ctx context.Context, name string) (ObjectInfo, error) 
 	if !fi.Mode().IsRegular() {
 		return ObjectInfo{}, fmt.Errorf("stat %s: not an object: %w", name, ErrNotFound)
 	}
-	return ObjectInfo{Name: name, Size: fi.Size()}, nil
+	return ObjectInfo{Name: name, Size: fi.Size(), ModTime: fi.ModTime()}, nil
 }
 
 // List walks the objects whose names start with prefix.
@@ -215,7 +285,7 @@ func (s *LocalStore) List(ctx context.Context, prefix string, fn func(ObjectInfo
 			}
 			return err
 		}
-		return fn(ObjectInfo{Name: name, Size: info.Size()})
+		return fn(ObjectInfo{Name: name, Size: info.Size(), ModTime: info.ModTime()})
 	})
 	if err != nil {
 		return fmt.Errorf("list %q in %s: %w", prefix, s.root, err)
@@ -223,7 +293,8 @@ func (s *LocalStore) List(ctx context.Context, prefix string, fn func(ObjectInfo
 	return nil
 }
 
-// Delete removes the object and fsyncs its directory.
+// Delete removes the object and fsyncs its directory. A missing object
+// is not an error.
 func (s *LocalStore) Delete(ctx context.Context, name string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -233,13 +304,31 @@ func (s *LocalStore) Delete(ctx context.Context, name string) error {
 		return err
 	}
 	s.forget(path)
-	if err := os.Remove(path); err != nil {
-		return notFoundOr(name, err)
+	// unlink(2), not os.Remove: a directory is no object, and is left alone.
+	if err := syscall.Unlink(path); err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EISDIR) {
+			return nil
+		}
+		return fmt.Errorf("delete %s: %w", name, err)
 	}
 	if err := syncDir(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("delete %s: %w", name, err)
 	}
 	return nil
+}
+
+// Close closes the files the store keeps open.
+func (s *LocalStore) Close() error {
+	s.fdMu.Lock()
+	defer s.fdMu.Unlock()
+	var first error
+	for _, f := range s.fds {
+		if err := f.Close(); err != nil && first == nil {
+			first = fmt.Errorf("close local store %s: %w", s.root, err)
+		}
+	}
+	s.fds, s.fdq = nil, nil
+	return first
 }
 
 // openCached returns an open file for path, from the cache if it is there.
@@ -307,8 +396,11 @@ func (s *LocalStore) RemoveTemp(ctx context.Context) (int, error) {
 	return removed, nil
 }
 
+// notFoundOr wraps err with the object's name, as ErrNotFound if the file
+// is not there: missing, a directory (objects live under it), or under a
+// file (ENOTDIR).
 func notFoundOr(name string, err error) error {
-	if errors.Is(err, fs.ErrNotExist) {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EISDIR) {
 		return fmt.Errorf("object %s: %w", name, ErrNotFound)
 	}
 	return fmt.Errorf("object %s: %w", name, err)

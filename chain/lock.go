@@ -178,7 +178,7 @@ func (l *repoLock) acquire(ctx context.Context) error {
 	l.name = lockPrefix + hex.EncodeToString(suffix[:])
 	host, _ := os.Hostname()
 	l.info.Host, l.info.PID, l.info.Created = host, os.Getpid(), time.Now().UTC()
-	if err := l.write(ctx); err != nil {
+	if err := l.create(ctx); err != nil {
 		return err
 	}
 	names, err := listNames(ctx, l.repo.store, lockPrefix)
@@ -216,6 +216,22 @@ func (l *repoLock) write(ctx context.Context) error {
 		return err
 	}
 	if err := l.repo.store.Put(ctx, l.name, data); err != nil {
+		return fmt.Errorf("write lock: %w", err)
+	}
+	return nil
+}
+
+// create writes the lock object for the first time, with PutIfAbsent: a
+// lock never replaces another holder's, whatever the odds of its random
+// name.
+func (l *repoLock) create(ctx context.Context) error {
+	info := l.info
+	info.Refreshed = info.Created
+	data, err := json.Marshal(info)
+	if err != nil {
+		return err
+	}
+	if err := l.repo.store.PutIfAbsent(ctx, l.name, data); err != nil {
 		return fmt.Errorf("write lock: %w", err)
 	}
 	return nil

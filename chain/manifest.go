@@ -83,9 +83,11 @@ func manifestName(collection, id string) string {
 	return manifestPrefix + collection + "/" + id
 }
 
-// CheckName enforces the rule for collection, disk and restore point names:
-// 1 to 255 bytes of ASCII letters, digits, '.', '_' and '-', not starting
-// with '.' (so never "." or ".."). Path separators, control characters and
+// CheckName is the one rule for names: collection, disk, restore point and
+// hook log names, and each element of an object name ([CheckObjectName]):
+// 1 to 255 bytes of ASCII letters (either case), digits, '.', '_' and '-',
+// not starting with '.' (so never "." or ".."). Case matters: "VM1" and
+// "vm1" are two collections. Path separators, control characters and
 // anything else are refused, so a name can never escape its place in the
 // repository or confuse a terminal.
 func CheckName(kind, name string) error {
@@ -137,14 +139,13 @@ func (r *Repository) saveManifest(ctx context.Context, m *Manifest) error {
 		return fmt.Errorf("save restore point: %w", err)
 	}
 	name := manifestName(m.Collection, m.ID)
-	if _, err := r.store.Stat(ctx, name); err == nil {
-		return fmt.Errorf("save restore point %s/%s: %w", m.Collection, m.ID, ErrExists)
-	}
 	data, err := jsonIndent(m)
 	if err != nil {
 		return err
 	}
-	if err := r.store.Put(ctx, name, r.sealObject(name, data)); err != nil {
+	// Created only: a restore point, once committed, is never replaced, not
+	// even by a writer in another process that chose the same ID.
+	if err := r.store.PutIfAbsent(ctx, name, r.sealObject(name, data)); err != nil {
 		return fmt.Errorf("save restore point %s/%s: %w", m.Collection, m.ID, err)
 	}
 	return nil
@@ -257,7 +258,9 @@ func (r *Repository) DeleteManifest(ctx context.Context, collection, id string) 
 	if _, err := r.LoadManifest(ctx, collection, id); err != nil && !errors.As(err, new(*CorruptError)) {
 		return fmt.Errorf("delete: %w", err)
 	}
-	if err := r.store.Delete(ctx, manifestName(collection, id)); err != nil {
+	// A store may report a missing object as deleted or as not found; a
+	// restore point deleted meanwhile by someone else is gone either way.
+	if err := r.store.Delete(ctx, manifestName(collection, id)); err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("delete restore point %s/%s: %w", collection, id, err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package chain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 )
@@ -68,7 +69,14 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 		}
 		span = span[:n]
 		if err := r.store.ReadAt(ctx, packName(first.pack), span, int64(first.e.Offset)); err != nil {
-			// Read one by one instead, so the error names the blob.
+			object := fmt.Sprintf("%s blob %s in pack %s", t, first.e.ID, first.pack)
+			if err := readError(object, err); !errors.As(err, new(*CorruptError)) {
+				// The store failed (the pack missing, EIO, a timeout): no
+				// blob's bytes were read, so none is damaged.
+				return err
+			}
+			// The pack is short: read one by one instead, so that the
+			// blobs it still holds are read and the error names the blob.
 			for _, w := range wants[start:end] {
 				dst := plain
 				if into != nil {

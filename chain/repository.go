@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 )
 
@@ -37,11 +38,6 @@ func Init(ctx context.Context, store Store, cfg Config, key []byte) (*Repository
 		}
 		cfg.ChunkHash, cfg.Encryption, cfg.KeyCheck = "blake3-256-keyed", "aes-256-gcm", k.checkValue()
 	}
-	if _, err := store.Stat(ctx, configName); err == nil {
-		return nil, fmt.Errorf("init repository: %w", ErrExists)
-	} else if !errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("init repository: %w", err)
-	}
 	if cfg.Version != FormatVersion {
 		return nil, fmt.Errorf("init repository: config version %d: %w", cfg.Version, ErrUnsupportedVersion)
 	}
@@ -52,7 +48,9 @@ func Init(ctx context.Context, store Store, cfg Config, key []byte) (*Repository
 	if _, err := decodeConfig(data); err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
 	}
-	if err := store.Put(ctx, configName, data); err != nil {
+	// Created only: of two processes that init one store at once, one wins
+	// and the other fails, instead of both going on with different keys.
+	if err := store.PutIfAbsent(ctx, configName, data); err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
 	}
 	return &Repository{store: store, config: cfg, idx: newIndex(), keys: k}, nil
@@ -156,21 +154,32 @@ func (r *Repository) ReadBlob(ctx context.Context, t BlobType, id ID, dst []byte
 }
 
 // readBlobAt reads the blob that entry e places in pack, checking its hash.
+// A store failure (the pack missing, EIO, a timeout) is returned as it is,
+// wrapped with the blob and pack it was reading: only bytes that were read
+// and are wrong, or a pack shorter than the index says, are ErrCorrupt.
 func (r *Repository) readBlobAt(ctx context.Context, pack ID, e PackEntry, dst []byte) ([]byte, error) {
 	object := fmt.Sprintf("%s blob %s in pack %s", e.Type, e.ID, pack)
 	buf := getBuffer(int(e.Length))
 	defer putBuffer(buf)
 	if err := r.store.ReadAt(ctx, packName(pack), buf, int64(e.Offset)); err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%s: %w", object, err)
-		}
-		return nil, &CorruptError{Object: object, Reason: err.Error()}
+		return nil, readError(object, err)
 	}
 	raw, err := r.decodeStored(dst, buf, e)
 	if err != nil {
 		return nil, corrupt(object, "%v", err)
 	}
 	return raw, nil
+}
+
+// readError classifies a failed ReadAt of a pack. The pack ends before the
+// bytes the index places in it: damage (the store says the object is
+// shorter, and not that the read broke off). Anything else is the store's
+// failure, not the data's.
+func readError(object string, err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, ErrTransient) {
+		return corrupt(object, "the pack is shorter than the index says: %v", err)
+	}
+	return fmt.Errorf("read %s: %w", object, err)
 }
 
 // decodeStored turns a blob's stored bytes back into its plaintext: opens

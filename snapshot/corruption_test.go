@@ -117,43 +117,48 @@ func TestCorruptionIsFoundAndContained(t *testing.T) {
 		name   string
 		damage func(t *testing.T, f *corruptionFixture) string // returns text the report must name
 		hits   []string                                        // restore points that must fail
+		// restoreErr is what a failed restore's error wraps: ErrCorrupt
+		// when bytes were read and are wrong, ErrNotFound when the store
+		// lacks a pack (an I/O failure, which a reader whose index is out
+		// of date can retry; verify still reports it as damage).
+		restoreErr error
 	}{
 		{"a chunk in a pack", func(t *testing.T, f *corruptionFixture) string {
 			path, loc := f.blobFile(t, f.uniqueA)
 			flipAt(t, path, loc.Offset+loc.Length/2)
 			return f.uniqueA.String()
-		}, []string{"A"}},
+		}, []string{"A"}, chain.ErrCorrupt},
 		{"a block-map node", func(t *testing.T, f *corruptionFixture) string {
 			root := f.points["B"].Disks[0].Root
 			path, loc := f.blobFile(t, root)
 			flipAt(t, path, loc.Offset+loc.Length-1)
 			return root.String()
-		}, []string{"B"}},
+		}, []string{"B"}, chain.ErrCorrupt},
 		{"a truncated pack", func(t *testing.T, f *corruptionFixture) string {
 			path, _ := f.blobFile(t, f.uniqueA)
 			os.Truncate(path, 100)
 			return filepath.Base(path)
-		}, []string{"A"}},
+		}, []string{"A"}, chain.ErrCorrupt},
 		{"a deleted pack", func(t *testing.T, f *corruptionFixture) string {
 			path, _ := f.blobFile(t, f.uniqueA)
 			os.Remove(path)
 			return filepath.Base(path)
-		}, []string{"A"}},
+		}, []string{"A"}, chain.ErrNotFound},
 		{"a damaged manifest", func(t *testing.T, f *corruptionFixture) string {
 			path := filepath.Join(f.dir, "manifests", "vm", f.points["B"].ID)
 			flipAt(t, path, 10)
 			return "manifests/vm/" + f.points["B"].ID
-		}, []string{"B"}},
+		}, []string{"B"}, chain.ErrCorrupt},
 		{"a damaged index file", func(t *testing.T, f *corruptionFixture) string {
 			names, _ := filepath.Glob(filepath.Join(f.dir, "index", "*"))
 			flipAt(t, names[0], 5)
 			return "index/" + filepath.Base(names[0])
-		}, nil},
+		}, nil, nil},
 		{"a deleted index file", func(t *testing.T, f *corruptionFixture) string {
 			names, _ := filepath.Glob(filepath.Join(f.dir, "index", "*"))
 			os.Remove(names[0])
 			return ""
-		}, nil},
+		}, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newCorruptionFixture(t)
@@ -193,8 +198,11 @@ func TestCorruptionIsFoundAndContained(t *testing.T) {
 				out := filepath.Join(t.TempDir(), name+".img")
 				_, err := f.collection(name).RestoreDisk(ctx, rp.ID, "d", out, snapshot.RestoreOptions{})
 				if affected[name] {
-					if !errors.Is(err, chain.ErrCorrupt) || (named != "" && !strings.Contains(err.Error(), named) && !strings.Contains(err.Error(), "blob")) {
-						t.Errorf("restore of affected point %s: %v, want ErrCorrupt naming the damage", name, err)
+					if !errors.Is(err, tc.restoreErr) || (named != "" && !strings.Contains(err.Error(), named) && !strings.Contains(err.Error(), "blob")) {
+						t.Errorf("restore of affected point %s: %v, want %v naming the damage", name, err, tc.restoreErr)
+					}
+					if tc.restoreErr != chain.ErrCorrupt && (errors.Is(err, chain.ErrCorrupt) || !strings.Contains(err.Error(), named)) {
+						t.Errorf("restore of affected point %s: %v: want the missing pack %s named, and not ErrCorrupt (no bytes were read)", name, err, named)
 					}
 					if _, serr := os.Stat(out); !os.IsNotExist(serr) {
 						t.Errorf("a failed restore of %s left a file", name)

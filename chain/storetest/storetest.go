@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/diskpoint/diskpoint/chain"
 )
@@ -103,8 +105,22 @@ func Run(t *testing.T, newStore func(t *testing.T) chain.Store) {
 		if _, err := s.Stat(ctx, "nope"); !errors.Is(err, chain.ErrNotFound) {
 			t.Errorf("Stat missing: %v, want ErrNotFound", err)
 		}
-		if err := s.Delete(ctx, "nope"); !errors.Is(err, chain.ErrNotFound) {
-			t.Errorf("Delete missing: %v, want ErrNotFound", err)
+		if err := s.Delete(ctx, "nope"); err != nil && !errors.Is(err, chain.ErrNotFound) {
+			t.Errorf("Delete missing: %v, want nil or ErrNotFound", err)
+		}
+	})
+
+	t.Run("DeleteTwice", func(t *testing.T) {
+		s := newStore(t)
+		mustPut(t, s, "d/1", []byte("x"))
+		mustPut(t, s, "d/2", []byte("y"))
+		for i := range 2 {
+			if err := s.Delete(ctx, "d/1"); err != nil && !errors.Is(err, chain.ErrNotFound) {
+				t.Errorf("Delete #%d: %v, want nil or ErrNotFound", i+1, err)
+			}
+		}
+		if got := list(t, s, ""); fmt.Sprint(got) != "[d/2]" {
+			t.Errorf("List after deleting d/1 twice = %v, want [d/2]", got)
 		}
 	})
 
@@ -154,10 +170,191 @@ func Run(t *testing.T, newStore func(t *testing.T) chain.Store) {
 
 	t.Run("InvalidNames", func(t *testing.T) {
 		s := newStore(t)
-		for _, name := range []string{"", "/abs", "a//b", "../up", "a/../b", "a/./b", "UPPER", "sp ace", "nul\x00", "a/"} {
+		for _, name := range []string{"", "/abs", "a//b", "../up", "a/../b", "a/./b", ".hidden", "a/.tmp-x", "sp ace", "nul\x00", "a/", `back\slash`, "ünï", strings.Repeat("x", 256)} {
 			if err := s.Put(ctx, name, []byte("x")); !errors.Is(err, chain.ErrInvalidName) {
 				t.Errorf("Put(%q) = %v, want ErrInvalidName", name, err)
 			}
+			if err := s.PutIfAbsent(ctx, name, []byte("x")); !errors.Is(err, chain.ErrInvalidName) {
+				t.Errorf("PutIfAbsent(%q) = %v, want ErrInvalidName", name, err)
+			}
+		}
+		if names := list(t, s, ""); len(names) != 0 {
+			t.Errorf("refused names left objects: %v", names)
+		}
+	})
+
+	t.Run("CaseMatters", func(t *testing.T) {
+		s := newStore(t)
+		mustPut(t, s, "state/VM1", []byte("upper"))
+		mustPut(t, s, "state/vm1", []byte("lower"))
+		for name, want := range map[string]string{"state/VM1": "upper", "state/vm1": "lower"} {
+			if got, err := s.Get(ctx, name); err != nil || string(got) != want {
+				t.Errorf("Get(%q) = %q, %v; want %q", name, got, err, want)
+			}
+		}
+		if got := list(t, s, "state/"); fmt.Sprint(got) != "[state/VM1 state/vm1]" {
+			t.Errorf("List = %v, want both", got)
+		}
+	})
+
+	t.Run("ModTime", func(t *testing.T) {
+		s := newStore(t)
+		before := time.Now()
+		mustPut(t, s, "m/a", []byte("x"))
+		info, err := s.Stat(ctx, "m/a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The store's clock, which for a local store is this host's: it
+		// may differ from time.Now by clock skew, never by much.
+		if d := info.ModTime.Sub(before); d < -time.Minute || d > time.Minute {
+			t.Errorf("Stat ModTime %v is %v away from now (%v)", info.ModTime, d, before)
+		}
+		var listed chain.ObjectInfo
+		if err := s.List(ctx, "m/", func(i chain.ObjectInfo) error { listed = i; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if listed.Name != "m/a" || !listed.ModTime.Equal(info.ModTime) {
+			t.Errorf("List says %+v, Stat says %+v", listed, info)
+		}
+		mustPut(t, s, "m/a", []byte("replaced"))
+		again, err := s.Stat(ctx, "m/a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.ModTime.Before(info.ModTime) {
+			t.Errorf("ModTime went back on replace: %v, then %v", info.ModTime, again.ModTime)
+		}
+	})
+
+	t.Run("PutIfAbsent", func(t *testing.T) {
+		s := newStore(t)
+		if err := s.PutIfAbsent(ctx, "locks/l1", []byte("first")); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutIfAbsent(ctx, "locks/l1", []byte("second")); !errors.Is(err, chain.ErrExists) {
+			t.Errorf("PutIfAbsent over an object: %v, want ErrExists", err)
+		}
+		if got, err := s.Get(ctx, "locks/l1"); err != nil || string(got) != "first" {
+			t.Errorf("after a refused PutIfAbsent: %q, %v; want the first content", got, err)
+		}
+		if info, err := s.Stat(ctx, "locks/l1"); err != nil || info.Size != 5 {
+			t.Errorf("Stat: %+v, %v", info, err)
+		}
+		if err := s.Delete(ctx, "locks/l1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutIfAbsent(ctx, "locks/l1", []byte("third")); err != nil {
+			t.Errorf("PutIfAbsent after Delete: %v", err)
+		}
+		if got, _ := s.Get(ctx, "locks/l1"); string(got) != "third" {
+			t.Errorf("after Delete and PutIfAbsent: %q", got)
+		}
+		if got := list(t, s, ""); fmt.Sprint(got) != "[locks/l1]" {
+			t.Errorf("List = %v: PutIfAbsent left something behind", got)
+		}
+	})
+
+	t.Run("PutIfAbsentRace", func(t *testing.T) {
+		s := newStore(t)
+		const n = 16
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				errs[i] = s.PutIfAbsent(ctx, "manifests/vm/p1", bytes.Repeat([]byte{byte(i)}, 1000+i))
+			})
+		}
+		close(start)
+		wg.Wait()
+		winner := -1
+		for i, err := range errs {
+			switch {
+			case err == nil && winner >= 0:
+				t.Errorf("PutIfAbsent succeeded for both %d and %d", winner, i)
+			case err == nil:
+				winner = i
+			case !errors.Is(err, chain.ErrExists):
+				t.Errorf("PutIfAbsent %d: %v, want ErrExists", i, err)
+			}
+		}
+		if winner < 0 {
+			t.Fatal("no PutIfAbsent succeeded")
+		}
+		got, err := s.Get(ctx, "manifests/vm/p1")
+		if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{byte(winner)}, 1000+winner)) {
+			t.Errorf("the object holds %d bytes (%v), not the winner's (%d)", len(got), err, winner)
+		}
+		if names := list(t, s, ""); len(names) != 1 {
+			t.Errorf("List after the race = %v, want one object", names)
+		}
+	})
+
+	t.Run("PrefixNames", func(t *testing.T) {
+		s := newStore(t)
+		mustPut(t, s, "a", []byte("file"))
+		mustPut(t, s, "x/y/z", []byte("deep"))
+		for _, name := range []string{"a/b", "a/b/c", "x", "x/y"} {
+			if err := s.Put(ctx, name, []byte("clash")); !errors.Is(err, chain.ErrInvalidName) {
+				t.Errorf("Put(%q) beside a and x/y/z: %v, want ErrInvalidName", name, err)
+			}
+			if err := s.PutIfAbsent(ctx, name, []byte("clash")); !errors.Is(err, chain.ErrInvalidName) {
+				t.Errorf("PutIfAbsent(%q) beside a and x/y/z: %v, want ErrInvalidName", name, err)
+			}
+			if _, err := s.Get(ctx, name); !errors.Is(err, chain.ErrNotFound) {
+				t.Errorf("Get(%q), a name that is no object: %v, want ErrNotFound", name, err)
+			}
+			if _, err := s.Stat(ctx, name); !errors.Is(err, chain.ErrNotFound) {
+				t.Errorf("Stat(%q), a name that is no object: %v, want ErrNotFound", name, err)
+			}
+			if err := s.ReadAt(ctx, name, make([]byte, 1), 0); !errors.Is(err, chain.ErrNotFound) {
+				t.Errorf("ReadAt(%q), a name that is no object: %v, want ErrNotFound", name, err)
+			}
+			if err := s.Delete(ctx, name); err != nil && !errors.Is(err, chain.ErrNotFound) {
+				t.Errorf("Delete(%q), a name that is no object: %v", name, err)
+			}
+		}
+		if got := list(t, s, ""); fmt.Sprint(got) != "[a x/y/z]" {
+			t.Errorf("List = %v, want [a x/y/z]: a refused or no-op call changed the store", got)
+		}
+		if got, _ := s.Get(ctx, "a"); string(got) != "file" {
+			t.Errorf("a = %q after refused puts under it", got)
+		}
+		// Names that only share a prefix that is not a path are unrelated.
+		mustPut(t, s, "ab", []byte("sibling"))
+		mustPut(t, s, "x/yy", []byte("sibling"))
+		// Once the objects under a name are gone, the name is free.
+		if err := s.Delete(ctx, "x/y/z"); err != nil {
+			t.Fatal(err)
+		}
+		mustPut(t, s, "x/y", []byte("now a file"))
+		if err := s.Delete(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutIfAbsent(ctx, "a/b", []byte("now a directory")); err != nil {
+			t.Errorf("PutIfAbsent(a/b) after deleting a: %v", err)
+		}
+		if got := list(t, s, ""); fmt.Sprint(got) != "[a/b ab x/y x/yy]" {
+			t.Errorf("List = %v, want [a/b ab x/y x/yy]", got)
+		}
+	})
+
+	t.Run("Close", func(t *testing.T) {
+		s := newStore(t)
+		mustPut(t, s, "c", []byte("x"))
+		if _, err := s.Get(ctx, "c"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ReadAt(ctx, "c", make([]byte, 1), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
 		}
 	})
 
@@ -173,6 +370,12 @@ func Run(t *testing.T, newStore func(t *testing.T) chain.Store) {
 		}
 		if _, err := s.Get(cctx, "c"); !errors.Is(err, context.Canceled) {
 			t.Errorf("Get with cancelled context: %v", err)
+		}
+		if err := s.PutIfAbsent(cctx, "c", []byte("x")); !errors.Is(err, context.Canceled) {
+			t.Errorf("PutIfAbsent with cancelled context: %v", err)
+		}
+		if _, err := s.Stat(ctx, "c"); !errors.Is(err, chain.ErrNotFound) {
+			t.Errorf("a cancelled PutIfAbsent left an object: %v", err)
 		}
 	})
 
