@@ -46,20 +46,24 @@ func (r GCReport) BytesReclaimed() int64 { return r.BytesBefore - r.BytesAfter }
 // deduplicated against cannot vanish before that create's manifest is
 // committed. A GC interrupted at any point leaves the repository intact:
 // new packs and the new index are durable before anything old is deleted.
-func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
-	report := GCReport{DryRun: opts.DryRun}
+func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, err error) {
+	report = GCReport{DryRun: opts.DryRun}
 	if opts.RepackUnused == 0 {
 		opts.RepackUnused = 0.05
 	}
-	var lock *repoLock
-	err := retryLocked(ctx, opts.LockWait, func() (err error) {
-		lock, err = r.lock(ctx, true, "gc")
-		return err
-	})
+	lock, err := r.lockWait(ctx, true, "gc", opts.LockWait)
 	if err != nil {
 		return report, fmt.Errorf("gc: %w", err)
 	}
 	defer lock.unlock()
+	// Everything below runs under the lock's context: it ends, with
+	// ErrLockLost, if the lock cannot be kept; the error then says so.
+	ctx = lock.ctx
+	defer func() {
+		if lost := lock.lost(); err != nil && lost != nil && !errors.Is(err, ErrLockLost) {
+			err = fmt.Errorf("gc: %w, so it stopped: %w", lost, err)
+		}
+	}()
 
 	if remover, ok := r.store.(interface {
 		RemoveTemp(context.Context) (int, error)
@@ -166,6 +170,9 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		return report, nil
 	}
 	// Garbage that no index lists goes first, to free space on a full disk.
+	if err := lock.lost(); err != nil {
+		return report, fmt.Errorf("gc: %w (nothing was removed)", err)
+	}
 	for _, id := range drop {
 		if _, indexed := state.entries[id]; !indexed || slices.Contains(state.recovered, id) {
 			if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
@@ -227,7 +234,13 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	// Commit: the new index first, then remove the old indexes, then packs.
 	// A crash before the new index is durable leaves the old state; a crash
 	// after it leaves duplicates and garbage that the next GC removes.
+	if err := lock.lost(); err != nil {
+		return report, fmt.Errorf("gc: %w", err)
+	}
 	if report.IndexFiles, err = r.replaceIndex(ctx, keep, indexNames); err != nil {
+		return report, fmt.Errorf("gc: %w", err)
+	}
+	if err := lock.lost(); err != nil {
 		return report, fmt.Errorf("gc: %w", err)
 	}
 	kept := map[ID]bool{}

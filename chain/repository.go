@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // Repository is an open repository: its config, its index, and the store.
@@ -14,7 +16,10 @@ type Repository struct {
 	store  Store
 	config Config
 
-	mu sync.RWMutex // shared by writers and verify, exclusive for GC
+	// The in-process side of the repository lock (see lockLocal): shared
+	// by writers and verify, exclusive for GC and repair.
+	localOnce sync.Once
+	local     *semaphore.Weighted
 
 	busyMu sync.Mutex
 	busy   map[string]string // collection -> operation holding its lock here
@@ -99,6 +104,11 @@ func (r *Repository) Config() Config { return r.config }
 
 // Store returns the store the repository lives in.
 func (r *Repository) Store() Store { return r.store }
+
+func (r *Repository) localLock() *semaphore.Weighted {
+	r.localOnce.Do(func() { r.local = semaphore.NewWeighted(localLockWeight) })
+	return r.local
+}
 
 func (r *Repository) index() *index {
 	r.idxMu.Lock()

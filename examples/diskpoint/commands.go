@@ -437,3 +437,22 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 		report.PacksDeleted, report.PacksRepacked, report.BlobsRemoved, report.RestorePoints, report.LiveBlobs)
 	return nil
 }
+
+func runUnlock(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+	repoDir := fs.String("repo", "", "repository `directory`")
+	all := fs.Bool("all", false, "remove every lock, live or not: only when no diskpoint runs anywhere")
+	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
+		return err
+	}
+	repo, err := snapshot.OpenFromEnvironment(ctx, *repoDir)
+	if err != nil {
+		return err
+	}
+	removed, err := repo.Unlock(ctx, *all)
+	kind := "stale "
+	if *all {
+		kind = ""
+	}
+	fmt.Fprintf(e.stdout, "removed %d %slocks\n", removed, kind)
+	return err
+}
