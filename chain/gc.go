@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 )
@@ -17,9 +19,14 @@ type GCOptions struct {
 	// its size has its live blobs copied to new packs and is removed. 0 means
 	// the default, 0.05; 1 never repacks (only wholly unused packs go).
 	RepackUnused float64
-	// LockWait: wait this long for other processes' creates to finish; 0
-	// fails at once with ErrLocked.
+	// LockWait: wait this long for creates, here or in other processes, to
+	// finish; 0 fails at once with ErrLocked.
 	LockWait time.Duration
+	// IgnoreDamaged treats restore points whose manifest is damaged as
+	// deleted, so the chunks only they need are swept. Without it GC refuses
+	// to run while any manifest is damaged: 'verify -repair-from' may still
+	// heal such a point, and only while its chunks are there.
+	IgnoreDamaged bool
 }
 
 // GCReport says what a garbage collection removed (or, in a dry run, would).
@@ -36,6 +43,8 @@ type GCReport struct {
 	IndexFiles     int   `json:"index_files_replaced"`
 	TempFiles      int   `json:"temp_files_removed"`
 	UnindexedPacks int   `json:"unindexed_packs_removed"`
+	// DamagedManifests are the manifests IgnoreDamaged treated as deleted.
+	DamagedManifests []string `json:"damaged_manifests_ignored,omitempty"`
 }
 
 // BytesReclaimed is the pack space the collection freed.
@@ -82,10 +91,11 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 	r.idx = idx
 	r.idxMu.Unlock()
 
-	used, points, err := r.mark(ctx)
+	used, points, damaged, err := r.mark(ctx, opts.IgnoreDamaged)
 	if err != nil {
 		return report, fmt.Errorf("gc: mark: %w (nothing was removed)", err)
 	}
+	report.DamagedManifests = damaged
 	report.RestorePoints, report.LiveBlobs = points, len(used)
 	missing := 0
 	for id := range used {
@@ -261,45 +271,55 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 }
 
 // mark returns every blob reachable from a manifest, and how many
-// manifests there are. Any unreadable manifest or tree node is an error: a
-// sweep after an incomplete mark could delete live data.
-func (r *Repository) mark(ctx context.Context) (map[ID]bool, int, error) {
-	used := map[ID]bool{}
+// manifests there are. It reads every manifest object itself (ListManifests
+// leaves damaged ones out): a damaged manifest is an error naming it, since
+// the chunks only it needs would otherwise be swept and a point that
+// 'verify -repair-from' could heal lost for good; with ignoreDamaged it is
+// treated as deleted and returned in damaged. Any unreadable tree node is an
+// error too: a sweep after an incomplete mark could delete live data.
+func (r *Repository) mark(ctx context.Context, ignoreDamaged bool) (used map[ID]bool, points int, damaged []string, err error) {
+	used = map[ID]bool{}
 	seen := map[ID]bool{}
-	collections, err := r.ListCollections(ctx)
+	names, err := listNames(ctx, r.store, manifestPrefix)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, fmt.Errorf("list restore points: %w", err)
 	}
-	points := 0
-	for _, c := range collections {
-		manifests, err := r.ListManifests(ctx, c)
-		if err != nil {
-			return nil, 0, err
+	sort.Strings(names)
+	for _, name := range names {
+		m, err := r.readManifest(ctx, name)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted while we listed
 		}
-		for _, m := range manifests {
-			points++
-			if !m.Config.IsZero() {
-				used[m.Config] = true
-			}
-			for _, d := range m.Disks {
-				err := r.OpenTree(d).WalkNodes(ctx, seen, func(id ID, level int, ids []ID) error {
-					used[id] = true
-					if level == 0 {
-						for _, b := range ids {
-							if !b.IsZero() {
-								used[b] = true
-							}
+		if err != nil && ignoreDamaged && errors.Is(err, ErrCorrupt) {
+			slog.Warn("gc: damaged restore point treated as deleted", "object", name, "error", err)
+			damaged = append(damaged, name)
+			continue
+		}
+		if err != nil {
+			return nil, 0, nil, fmt.Errorf("manifest %s cannot be read, so what it needs is unknown (gc -ignore-damaged treats it as deleted): %w", name, err)
+		}
+		points++
+		if !m.Config.IsZero() {
+			used[m.Config] = true
+		}
+		for _, d := range m.Disks {
+			err := r.OpenTree(d).WalkNodes(ctx, seen, func(id ID, level int, ids []ID) error {
+				used[id] = true
+				if level == 0 {
+					for _, b := range ids {
+						if !b.IsZero() {
+							used[b] = true
 						}
 					}
-					return nil
-				})
-				if err != nil {
-					return nil, 0, fmt.Errorf("restore point %s/%s disk %s: %w", c, m.ID, d.Name, err)
 				}
+				return nil
+			})
+			if err != nil {
+				return nil, 0, nil, fmt.Errorf("restore point %s/%s disk %s: %w", m.Collection, m.ID, d.Name, err)
 			}
 		}
 	}
-	return used, points, nil
+	return used, points, damaged, nil
 }
 
 // flushPacks writes the open packs without writing an index file.

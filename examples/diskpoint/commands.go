@@ -414,6 +414,7 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	dryRun := fs.Bool("dry-run", false, "report what would be removed, remove nothing")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	lockWait := fs.Duration("lock-wait", 0, "wait this long for running creates to finish (default: fail at once)")
+	ignoreDamaged := fs.Bool("ignore-damaged", false, "treat restore points whose manifest is damaged as deleted (their chunks are swept; verify -repair-from can no longer heal them)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
@@ -421,9 +422,12 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	if err != nil {
 		return err
 	}
-	report, err := repo.GC(ctx, chain.GCOptions{DryRun: *dryRun, LockWait: *lockWait})
+	report, err := repo.GC(ctx, chain.GCOptions{DryRun: *dryRun, LockWait: *lockWait, IgnoreDamaged: *ignoreDamaged})
 	if err != nil {
 		return err
+	}
+	for _, name := range report.DamagedManifests {
+		fmt.Fprintf(e.stderr, "diskpoint gc: damaged %s treated as deleted\n", name)
 	}
 	if *asJSON {
 		return printJSON(e, report)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/diskpoint/diskpoint/chain"
+	"github.com/diskpoint/diskpoint/internal/demodisk"
 )
 
 // unlock removes the locks of operations that died and leaves live ones;
@@ -45,4 +46,35 @@ func TestCLIUnlock(t *testing.T) {
 		t.Errorf("unlock -all said %q", out)
 	}
 	mustCLI(t, "gc", "-repo", repo)
+}
+
+// gc refuses while a manifest is damaged, naming it; -ignore-damaged
+// treats the point as deleted and sweeps.
+func TestCLIGCIgnoreDamaged(t *testing.T) {
+	dir := t.TempDir()
+	repo := filepath.Join(dir, "repo")
+	img := filepath.Join(dir, "d.img")
+	if err := demodisk.Create(img, 1<<20, 5, demodisk.MixedImage); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, "init", "-repo", repo)
+	var rp struct{ ID string }
+	if err := json.Unmarshal([]byte(mustCLI(t, "create", "-repo", repo, "-collection", "vm", "-json", "d="+img)), &rp); err != nil {
+		t.Fatal(err)
+	}
+	manifest := filepath.Join(repo, "manifests", "vm", rp.ID)
+	if err := os.WriteFile(manifest, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := cli(t, "gc", "-repo", repo); code != 1 || !strings.Contains(errOut, "manifests/vm/"+rp.ID) {
+		t.Fatalf("gc beside a damaged manifest: exit %d, %s", code, errOut)
+	}
+	out := mustCLI(t, "gc", "-repo", repo, "-ignore-damaged", "-json")
+	var report struct {
+		BlobsRemoved int      `json:"blobs_removed"`
+		Damaged      []string `json:"damaged_manifests_ignored"`
+	}
+	if err := json.Unmarshal([]byte(out), &report); err != nil || report.BlobsRemoved == 0 || len(report.Damaged) != 1 {
+		t.Fatalf("gc -ignore-damaged printed %s (%v)", out, err)
+	}
 }
