@@ -45,6 +45,12 @@ type GCReport struct {
 	UnindexedPacks int   `json:"unindexed_packs_removed"`
 	// DamagedManifests are the manifests IgnoreDamaged treated as deleted.
 	DamagedManifests []string `json:"damaged_manifests_ignored,omitempty"`
+	// PacksDeferred: packs dropped but left in place, and recorded under
+	// garbage/, because live readers may still read them.
+	PacksDeferred int `json:"packs_deferred"`
+	// GarbagePacksDeleted: packs an earlier GC deferred, deleted now that
+	// no live reader can read them.
+	GarbagePacksDeleted int `json:"garbage_packs_deleted"`
 }
 
 // BytesReclaimed is the pack space the collection freed.
@@ -53,8 +59,10 @@ func (r GCReport) BytesReclaimed() int64 { return r.BytesBefore - r.BytesAfter }
 // GC removes every blob that no restore point references (mark and sweep).
 // It holds the exclusive lock, so no create runs meanwhile: a blob a create
 // deduplicated against cannot vanish before that create's manifest is
-// committed. A GC interrupted at any point leaves the repository intact:
-// new packs and the new index are durable before anything old is deleted.
+// committed. Readers are not blocked: GC marks what their locks name, and
+// defers deleting packs they may still read (see ReaderLock). A GC
+// interrupted at any point leaves the repository intact: new packs and the
+// new index are durable before anything old is deleted.
 func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, err error) {
 	report = GCReport{DryRun: opts.DryRun}
 	if opts.RepackUnused == 0 {
@@ -84,6 +92,20 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 	state, err := loadIndexState(ctx, r.store)
 	if err != nil {
 		return report, fmt.Errorf("gc: %w", err)
+	}
+	garbage, err := loadGarbage(ctx, r.store)
+	if err != nil {
+		return report, fmt.Errorf("gc: %w (nothing was removed)", err)
+	}
+	deferred := map[ID]bool{} // packs earlier GCs left in place for readers
+	for _, g := range garbage {
+		for _, id := range g.Packs {
+			deferred[id] = true
+		}
+	}
+	recovered := map[ID]bool{}
+	for _, id := range state.recovered {
+		recovered[id] = true
 	}
 	idx := state.idx
 	// Mark and repack read through the index just loaded.
@@ -116,6 +138,10 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 	var repack []IndexedPack
 	for packID, size := range state.stored {
 		report.BytesBefore += size
+		if _, indexed := state.entries[packID]; deferred[packID] && (!indexed || recovered[packID]) {
+			report.BytesAfter += size // until the garbage record is reaped
+			continue
+		}
 		entries, ok := state.entries[packID]
 		if !ok {
 			// No index lists it and its header is unreadable. If live blobs
@@ -179,12 +205,17 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 		report.IndexFiles = len(indexNames)
 		return report, nil
 	}
-	// Garbage that no index lists goes first, to free space on a full disk.
+	// Garbage that no index lists goes first, to free space on a full disk,
+	// unless a reader may read it through an index that recovered it.
 	if err := lock.lost(); err != nil {
 		return report, fmt.Errorf("gc: %w (nothing was removed)", err)
 	}
+	readers, err := liveReaders(ctx, r.store)
+	if err != nil {
+		return report, fmt.Errorf("gc: %w (nothing was removed)", err)
+	}
 	for _, id := range drop {
-		if _, indexed := state.entries[id]; !indexed || slices.Contains(state.recovered, id) {
+		if _, indexed := state.entries[id]; len(readers) == 0 && (!indexed || recovered[id]) {
 			if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
 				return report, fmt.Errorf("gc: %w", err)
 			}
@@ -257,17 +288,71 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 	for _, p := range keep {
 		kept[p.ID] = true
 	}
+	var dropped []ID
 	for _, id := range drop {
-		if kept[id] {
-			// Packs are named by content: a repack that reproduced a pack
-			// byte for byte wrote it under the same name. It stays.
-			continue
-		}
-		if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
-			return report, fmt.Errorf("gc: %w", err)
+		// Packs are named by content: a repack that reproduced a pack byte
+		// for byte wrote it under the same name. It stays.
+		if !kept[id] {
+			dropped = append(dropped, id)
 		}
 	}
+	if err := r.sweep(ctx, &report, state, dropped, garbage, kept); err != nil {
+		return report, fmt.Errorf("gc: %w", err)
+	}
 	return report, nil
+}
+
+// sweep deletes the packs GC dropped and those earlier GCs deferred, once
+// no live reader may read them. It runs after the new index is durable and
+// the old index files are gone, so a reader whose lock appears after it
+// lists the locks loads an index without the dropped packs. Packs a live
+// reader may still read through an older index stay, recorded in a
+// garbage record for a later GC.
+func (r *Repository) sweep(ctx context.Context, report *GCReport, state *indexState, dropped []ID, garbage map[string]garbageRecord, kept map[ID]bool) error {
+	readers, err := liveReaders(ctx, r.store)
+	if err != nil {
+		return err
+	}
+	if len(readers) > 0 && len(dropped) > 0 {
+		if _, err := writeGarbage(ctx, r.store, dropped); err != nil {
+			return err
+		}
+		report.PacksDeferred = len(dropped)
+		for _, id := range dropped {
+			report.BytesAfter += state.stored[id]
+		}
+		dropped = nil
+	}
+	for _, id := range dropped {
+		if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+	}
+	names := make([]string, 0, len(garbage))
+	for name := range garbage {
+		names = append(names, name)
+	}
+	sort.Strings(names) // oldest first
+	for _, name := range names {
+		g := garbage[name]
+		if !g.reapable(readers) {
+			continue
+		}
+		for _, id := range g.Packs {
+			if kept[id] {
+				continue // indexed again: a repack reproduced it
+			}
+			if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			report.GarbagePacksDeleted++
+			report.BytesAfter -= state.stored[id]
+		}
+		if err := r.store.Delete(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+	}
+	return nil
 }
 
 // mark returns every blob reachable from a manifest, and how many
@@ -316,6 +401,20 @@ func (r *Repository) mark(ctx context.Context, ignoreDamaged bool) (used map[ID]
 			})
 			if err != nil {
 				return nil, 0, nil, fmt.Errorf("restore point %s/%s disk %s: %w", m.Collection, m.ID, d.Name, err)
+			}
+		}
+	}
+	// Then the roots of live readers, after the manifests: a reader whose
+	// lock is not visible yet re-reads its manifest after writing the lock,
+	// and so was opening a manifest that this mark has read.
+	readers, err := liveReaders(ctx, r.store)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	for _, reader := range readers {
+		for _, root := range reader.Roots {
+			if err := r.markRoot(ctx, root, used, seen); err != nil {
+				return nil, 0, nil, fmt.Errorf("root %s of %s: %w", root, reader, err)
 			}
 		}
 	}

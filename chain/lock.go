@@ -52,11 +52,20 @@ type LockInfo struct {
 	PID       int       `json:"pid"`
 	Created   time.Time `json:"created"`
 	Refreshed time.Time `json:"refreshed"`
+	// Reader locks (a restore, an NBD export, a diff, the source of a copy)
+	// conflict with nothing. GC marks their Roots, the blobs they read
+	// from, and keeps the packs they may read through an index they loaded
+	// at IndexLoaded (see readerlock.go).
+	Reader      bool      `json:"reader,omitempty"`
+	Roots       []ID      `json:"roots,omitempty"`
+	IndexLoaded time.Time `json:"index_loaded,omitzero"`
 }
 
 func (l LockInfo) String() string {
 	kind := "shared"
 	switch {
+	case l.Reader:
+		kind = "reader"
 	case l.Collection != "":
 		kind = "collection " + l.Collection
 	case l.Exclusive:
@@ -81,6 +90,9 @@ func (l LockInfo) stale(now time.Time) bool {
 
 // conflicts says whether two locks exclude each other.
 func (l LockInfo) conflicts(o LockInfo) bool {
+	if l.Reader || o.Reader {
+		return false
+	}
 	if l.Collection != "" || o.Collection != "" {
 		return l.Collection == o.Collection
 	}
@@ -257,6 +269,9 @@ func (l *repoLock) acquire(ctx context.Context) error {
 	if err := l.write(ctx); err != nil {
 		return err
 	}
+	if l.info.Reader {
+		return nil // it conflicts with nothing
+	}
 	// Look for conflicts, wait for a lock written at the same moment as ours
 	// to become visible, and look again.
 	err := l.checkOthers(ctx)
@@ -347,7 +362,9 @@ func (l *repoLock) refresh() {
 		l.mu.Lock()
 		deadline := l.lastGood.Add(l.staleAfter / 2)
 		l.mu.Unlock()
-		err := l.refreshOnce(deadline)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := l.refreshOnce(ctx)
+		cancel()
 		if err == nil {
 			timer.Reset(l.refreshEach)
 			continue
@@ -360,12 +377,14 @@ func (l *repoLock) refresh() {
 	}
 }
 
-// refreshOnce rewrites the lock object, giving up at deadline. A lock
-// object someone removed ('unlock -all', or a process that took it for
-// stale) is lost at once: the lock no longer protects anything.
-func (l *repoLock) refreshOnce(deadline time.Time) error {
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
+// refreshOnce rewrites the lock object; a reader's lock first refreshes
+// the reader's index. A lock object someone removed ('unlock -all', or a
+// process that took it for stale) is lost at once: the lock no longer
+// protects anything.
+func (l *repoLock) refreshOnce(ctx context.Context) error {
+	if l.info.Reader {
+		l.refreshReaderIndex(ctx)
+	}
 	if _, err := l.repo.store.Stat(ctx, l.name); errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("lock object removed by someone else: %w", ErrLockLost)
 	} else if err != nil {
@@ -387,13 +406,24 @@ func (l *repoLock) lost() error {
 
 // unlock releases the lock. It is safe to call more than once.
 func (l *repoLock) unlock() {
+	_ = l.release()
+}
+
+// release is unlock that says whether the lock object could be removed
+// (if not, it goes stale).
+func (l *repoLock) release() error {
+	var err error
 	l.once.Do(func() {
 		close(l.stop)
 		l.done.Wait()
 		l.cancel(context.Canceled)
-		_ = l.repo.store.Delete(context.Background(), l.name)
+		err = l.repo.store.Delete(context.Background(), l.name)
+		if errors.Is(err, ErrNotFound) {
+			err = nil
+		}
 		l.unlockLocal()
 	})
+	return err
 }
 
 func readLock(ctx context.Context, store Store, name string) (LockInfo, error) {

@@ -11,3 +11,11 @@ func SetLockTiming(refreshEach, staleAfter, settle time.Duration) (restore func(
 	lockRefreshEach, LockStaleAfter, LockSettle = refreshEach, staleAfter, settle
 	return func() { lockRefreshEach, LockStaleAfter, LockSettle = oldRefresh, oldStale, oldSettle }
 }
+
+// SetGarbageClockSkew sets the clock-skew margin of garbage records for a
+// test; the returned function restores it.
+func SetGarbageClockSkew(d time.Duration) (restore func()) {
+	old := garbageClockSkew
+	garbageClockSkew = d
+	return func() { garbageClockSkew = old }
+}

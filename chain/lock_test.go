@@ -317,3 +317,26 @@ func TestUnlock(t *testing.T) {
 		t.Fatalf("locks after unlock all: %v", names)
 	}
 }
+
+// A reader whose lock cannot be refreshed is told to stop: GCs may no
+// longer keep what it reads.
+func TestReaderLockLost(t *testing.T) {
+	defer chain.SetLockTiming(20*time.Millisecond, time.Second, time.Millisecond)()
+	ctx := context.Background()
+	store := &lockPutsFail{Store: chain.NewMemStore()}
+	repo := newRepoOn(t, store)
+	lock, err := repo.OpenReader(ctx, "export", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	store.armed.Store(true)
+	select {
+	case <-lock.Context().Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the reader's context was not cancelled although its lock cannot be refreshed")
+	}
+	if err := lock.Err(); !errors.Is(err, chain.ErrLockLost) {
+		t.Fatalf("reader lock: %v, want ErrLockLost", err)
+	}
+}

@@ -35,10 +35,15 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 		}
 		loc, pack, ok := idx.lookup(id)
 		if !ok || loc.typ != t {
-			if _, err := r.ReadBlob(ctx, t, id, nil); err != nil { // the precise error
+			// ReadBlob reloads an index that does not list the blob, or
+			// gives the precise error.
+			if _, err := r.ReadBlob(ctx, t, id, nil); err != nil {
 				return err
 			}
-			return fmt.Errorf("%s blob %s: index changed while reading", t, id)
+			idx = r.index()
+			if loc, pack, ok = idx.lookup(id); !ok || loc.typ != t {
+				return fmt.Errorf("%s blob %s: index changed while reading", t, id)
+			}
 		}
 		wants = append(wants, want{i, pack, PackEntry{ID: id, Type: t, Compressed: loc.compressed, Offset: loc.offset, Length: loc.length, RawLength: loc.rawLength}})
 	}
@@ -68,13 +73,14 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 		}
 		span = span[:n]
 		if err := r.store.ReadAt(ctx, packName(first.pack), span, int64(first.e.Offset)); err != nil {
-			// Read one by one instead, so the error names the blob.
+			// Read one by one instead, so the error names the blob (and a
+			// pack a GC elsewhere moved is looked for again).
 			for _, w := range wants[start:end] {
 				dst := plain
 				if into != nil {
 					dst = into(w.i)
 				}
-				data, err := r.readBlobAt(ctx, w.pack, w.e, dst)
+				data, err := r.ReadBlob(ctx, t, w.e.ID, dst)
 				if err != nil {
 					return err
 				}

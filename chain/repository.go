@@ -26,6 +26,8 @@ type Repository struct {
 
 	idxMu sync.Mutex
 	idx   *index
+	// reloadMu: one reload at a time when reads find the index out of date.
+	reloadMu sync.Mutex
 
 	keys *keys // nil for a repository that is not encrypted
 }
@@ -151,12 +153,64 @@ func (r *Repository) LocateBlob(id ID) (BlobLocation, bool) {
 // ReadBlob returns the plaintext of the blob id of type t, reusing dst's
 // memory. It checks the plaintext against id: a mismatch, or a blob that
 // cannot be decoded, is a *CorruptError naming the blob and its pack.
+//
+// A blob that is not where this process's index says (its pack is gone, or
+// the index does not list it) may have been moved by a GC elsewhere since
+// the index was loaded: the index is reloaded and the read tried once more,
+// so a moved blob is never reported as damage.
 func (r *Repository) ReadBlob(ctx context.Context, t BlobType, id ID, dst []byte) ([]byte, error) {
-	loc, pack, ok := r.index().lookup(id)
-	if !ok {
+	idx := r.index()
+	data, err := r.readBlobIn(ctx, idx, t, id, dst)
+	if err != nil && mayHaveMoved(err) && ctx.Err() == nil {
+		if rerr := r.reloadIndex(ctx, idx); rerr != nil {
+			return nil, fmt.Errorf("%s blob %s: %w, and reloading the index to look again failed: %w", t, id, err, rerr)
+		}
+		data, err = r.readBlobIn(ctx, r.index(), t, id, dst)
+	}
+	switch {
+	case errors.Is(err, errNotIndexed):
 		// Blobs are read because a block map or manifest references them:
 		// one that is nowhere is damage, not a wrong name.
 		return nil, corrupt(fmt.Sprintf("%s blob %s", t, id), "missing: no index or pack has it")
+	case errors.Is(err, ErrNotFound):
+		// Even a fresh index names a pack the store lacks: damage.
+		return nil, &CorruptError{Object: fmt.Sprintf("%s blob %s", t, id), Reason: err.Error()}
+	}
+	return data, err
+}
+
+// errNotIndexed: the index does not list the blob.
+var errNotIndexed = errors.New("not in the index")
+
+// mayHaveMoved reports whether a read failed in a way a GC elsewhere,
+// moving or removing packs, could explain.
+func mayHaveMoved(err error) bool {
+	return errors.Is(err, errNotIndexed) || errors.Is(err, ErrNotFound)
+}
+
+// reloadIndex loads the whole index again, unless another reader has done
+// so since stale was current.
+func (r *Repository) reloadIndex(ctx context.Context, stale *index) error {
+	r.reloadMu.Lock()
+	defer r.reloadMu.Unlock()
+	if r.index() != stale {
+		return nil
+	}
+	idx, err := loadIndex(ctx, r.store)
+	if err != nil {
+		return err
+	}
+	r.idxMu.Lock()
+	r.idx = idx
+	r.idxMu.Unlock()
+	return nil
+}
+
+// readBlobIn reads the blob where idx says it is.
+func (r *Repository) readBlobIn(ctx context.Context, idx *index, t BlobType, id ID, dst []byte) ([]byte, error) {
+	loc, pack, ok := idx.lookup(id)
+	if !ok {
+		return nil, errNotIndexed
 	}
 	object := fmt.Sprintf("%s blob %s in pack %s", t, id, pack)
 	if loc.typ != t {
@@ -171,7 +225,7 @@ func (r *Repository) readBlobAt(ctx context.Context, pack ID, e PackEntry, dst [
 	buf := getBuffer(int(e.Length))
 	defer putBuffer(buf)
 	if err := r.store.ReadAt(ctx, packName(pack), buf, int64(e.Offset)); err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, ErrNotFound) { // a pack gone may have been moved: ReadBlob looks again
 			return nil, fmt.Errorf("%s: %w", object, err)
 		}
 		return nil, &CorruptError{Object: object, Reason: err.Error()}
