@@ -24,8 +24,8 @@ type GCOptions struct {
 	LockWait time.Duration
 	// IgnoreDamaged treats restore points whose manifest is damaged as
 	// deleted, so the chunks only they need are swept. Without it GC refuses
-	// to run while any manifest is damaged: 'verify -repair-from' may still
-	// heal such a point, and only while its chunks are there.
+	// to run while any manifest is damaged: the point can still be saved
+	// (its manifest put back from a copy) only while its chunks are there.
 	IgnoreDamaged bool
 }
 
@@ -358,9 +358,8 @@ func (r *Repository) sweep(ctx context.Context, report *GCReport, state *indexSt
 // mark returns every blob reachable from a manifest, and how many
 // manifests there are. It reads every manifest object itself (ListManifests
 // leaves damaged ones out): a damaged manifest is an error naming it, since
-// the chunks only it needs would otherwise be swept and a point that
-// 'verify -repair-from' could heal lost for good; with ignoreDamaged it is
-// treated as deleted and returned in damaged. Any unreadable tree node is an
+// the chunks only it needs would otherwise be swept and the point lost for
+// good; with ignoreDamaged it is treated as deleted and returned in damaged. Any unreadable tree node is an
 // error too: a sweep after an incomplete mark could delete live data.
 func (r *Repository) mark(ctx context.Context, ignoreDamaged bool) (used map[ID]bool, points int, damaged []string, err error) {
 	used = map[ID]bool{}
@@ -380,8 +379,11 @@ func (r *Repository) mark(ctx context.Context, ignoreDamaged bool) (used map[ID]
 			damaged = append(damaged, name)
 			continue
 		}
+		if errors.Is(err, ErrCorrupt) {
+			return nil, 0, nil, fmt.Errorf("manifest %s is damaged, so what it needs is unknown (if it cannot be put back from a copy, gc -ignore-damaged treats it as deleted): %w", name, err)
+		}
 		if err != nil {
-			return nil, 0, nil, fmt.Errorf("manifest %s cannot be read, so what it needs is unknown (gc -ignore-damaged treats it as deleted): %w", name, err)
+			return nil, 0, nil, fmt.Errorf("manifest %s cannot be read, so what it needs is unknown: %w", name, err)
 		}
 		points++
 		if !m.Config.IsZero() {

@@ -414,7 +414,7 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	dryRun := fs.Bool("dry-run", false, "report what would be removed, remove nothing")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	lockWait := fs.Duration("lock-wait", 0, "wait this long for running creates to finish (default: fail at once)")
-	ignoreDamaged := fs.Bool("ignore-damaged", false, "treat restore points whose manifest is damaged as deleted (their chunks are swept; verify -repair-from can no longer heal them)")
+	ignoreDamaged := fs.Bool("ignore-damaged", false, "treat restore points whose manifest is damaged as deleted (their chunks are swept for good)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
