@@ -138,11 +138,15 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 	var repack []IndexedPack
 	for packID, size := range state.stored {
 		report.BytesBefore += size
-		if _, indexed := state.entries[packID]; deferred[packID] && (!indexed || recovered[packID]) {
-			report.BytesAfter += size // until the garbage record is reaped
+		entries, ok := state.entries[packID]
+		if deferred[packID] && (!ok || recovered[packID]) && !slices.ContainsFunc(entries, func(e PackEntry) bool { return liveIn(packID, e) }) {
+			// Left in place for readers by an earlier GC; sweep deletes it
+			// when they are done. One that serves a live blob no index file
+			// lists (a create deduplicated against its recovered entries)
+			// is needed again, and is sorted like any other pack below.
+			report.BytesAfter += size
 			continue
 		}
-		entries, ok := state.entries[packID]
 		if !ok {
 			// No index lists it and its header is unreadable. If live blobs
 			// are missing it may hold them: keep it for a repair.
@@ -296,7 +300,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 			dropped = append(dropped, id)
 		}
 	}
-	if err := r.sweep(ctx, &report, state, dropped, garbage, kept); err != nil {
+	if err := r.sweep(ctx, &report, state, dropped, garbage, kept, missing > 0); err != nil {
 		return report, fmt.Errorf("gc: %w", err)
 	}
 	return report, nil
@@ -307,12 +311,15 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 // the old index files are gone, so a reader whose lock appears after it
 // lists the locks loads an index without the dropped packs. Packs a live
 // reader may still read through an older index stay, recorded in a
-// garbage record for a later GC.
-func (r *Repository) sweep(ctx context.Context, report *GCReport, state *indexState, dropped []ID, garbage map[string]garbageRecord, kept map[ID]bool) error {
+// garbage record for a later GC. A recorded pack is not deleted if it is
+// indexed again (kept), dropped anew, or, while live blobs are missing
+// (keepUnreadable), if its header cannot be read: it may hold them.
+func (r *Repository) sweep(ctx context.Context, report *GCReport, state *indexState, dropped []ID, garbage map[string]garbageRecord, kept map[ID]bool, keepUnreadable bool) error {
 	readers, err := liveReaders(ctx, r.store)
 	if err != nil {
 		return err
 	}
+	deferredNow := map[ID]bool{} // packs this sweep deferred or deleted
 	if len(readers) > 0 && len(dropped) > 0 {
 		if _, err := writeGarbage(ctx, r.store, dropped); err != nil {
 			return err
@@ -320,6 +327,7 @@ func (r *Repository) sweep(ctx context.Context, report *GCReport, state *indexSt
 		report.PacksDeferred = len(dropped)
 		for _, id := range dropped {
 			report.BytesAfter += state.stored[id]
+			deferredNow[id] = true
 		}
 		dropped = nil
 	}
@@ -327,6 +335,7 @@ func (r *Repository) sweep(ctx context.Context, report *GCReport, state *indexSt
 		if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
+		deferredNow[id] = true // dealt with: not counted again below
 	}
 	names := make([]string, 0, len(garbage))
 	for name := range garbage {
@@ -339,8 +348,8 @@ func (r *Repository) sweep(ctx context.Context, report *GCReport, state *indexSt
 			continue
 		}
 		for _, id := range g.Packs {
-			if kept[id] {
-				continue // indexed again: a repack reproduced it
+			if kept[id] || deferredNow[id] || keepUnreadable && state.unreadable[id] != nil {
+				continue
 			}
 			if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
 				return err

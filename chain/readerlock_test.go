@@ -186,3 +186,54 @@ func TestGCDefersDeletingWhatReadersMayRead(t *testing.T) {
 		t.Fatalf("verify: %+v, %v", vr, err)
 	}
 }
+
+// A pack left in place for a reader is unindexed, so a process that loads
+// the index recovers its entries from its header, and a create there may
+// deduplicate against them. GC then keeps what that create needs: it never
+// deletes a deferred pack that serves a live blob.
+func TestGCKeepsADeferredPackACreateDeduplicatedAgainst(t *testing.T) {
+	ctx := context.Background()
+	store := chain.NewMemStore()
+	repo := newRepoOn(t, store)
+	rng := rand.New(rand.NewPCG(23, 23))
+	alone, data := randomBlocks(rng, 50, 0)
+	read, readData := randomBlocks(rng, 50, 0)
+	for k, v := range readData {
+		data[k] = v
+	}
+	commit(t, repo, "p1", alone, data) // in packs of its own
+	p2 := commit(t, repo, "p2", read, data)
+	lock, err := repo.OpenReader(ctx, "export", roots(p2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.DeleteManifest(ctx, "vm", "p1"); err != nil {
+		t.Fatal(err)
+	}
+	if report, err := repo.GC(ctx, chain.GCOptions{RepackUnused: 1}); err != nil || report.PacksDeferred == 0 {
+		t.Fatalf("GC beside a reader: %+v, %v; want p1's packs deferred", report, err)
+	}
+	// Another process loads the index, recovering the deferred packs, and
+	// stores p1's disk again: every blob is there already.
+	other, err := chain.Open(ctx, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := commit(t, other, "p3", alone, data)
+	if err := lock.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.GC(ctx, chain.GCOptions{RepackUnused: 1}); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := chain.Open(ctx, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := readAll(t, fresh, again); err != nil {
+		t.Fatalf("restore point that deduplicated against a deferred pack, after GC: %v", err)
+	}
+	if vr, err := fresh.Verify(ctx, chain.VerifyOptions{}); err != nil || !vr.OK() {
+		t.Fatalf("verify: %+v, %v", vr, err)
+	}
+}
