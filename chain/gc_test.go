@@ -388,3 +388,47 @@ func TestGCRefusesWhileAManifestIsDamaged(t *testing.T) {
 		t.Fatalf("restore point kept after GC: %v", err)
 	}
 }
+
+// A process that recovered a pack no index lists (a failed create's, or
+// one left for readers) from its header must not deduplicate against it
+// once a GC elsewhere deleted it, even if no index file changed.
+func TestWriterDoesNotDeduplicateAgainstAPackGCDeleted(t *testing.T) {
+	ctx := context.Background()
+	store := chain.NewMemStore()
+	repo := newRepoOn(t, store)
+	rng := rand.New(rand.NewPCG(13, 13))
+	ids := make([]chain.ID, 20)
+	data := map[chain.ID][]byte{}
+	for i := range ids {
+		b := make([]byte, 64<<10)
+		for k := range b {
+			b[k] = byte(rng.Uint32())
+		}
+		ids[i] = chain.Hash(b)
+		data[ids[i]] = b
+	}
+	w, err := repo.NewWriter(ctx, "create")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if _, err := w.PutBlob(ctx, chain.DataBlob, id, data[id]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close() // a full pack was written, and no index file: the create failed
+	other, err := chain.Open(ctx, store, nil) // recovers the pack from its header
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !other.HasBlob(ids[0]) {
+		t.Fatal("the failed create's pack was not recovered: nothing to test")
+	}
+	if report, err := repo.GC(ctx, chain.GCOptions{}); err != nil || report.UnindexedPacks == 0 {
+		t.Fatalf("GC: %+v, %v; want the failed create's pack removed", report, err)
+	}
+	m := commit(t, other, "p1", ids, data)
+	if err := readAll(t, repo, m); err != nil {
+		t.Fatalf("a create deduplicated against a pack GC had deleted: %v", err)
+	}
+}
