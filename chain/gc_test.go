@@ -416,7 +416,8 @@ func TestWriterDoesNotDeduplicateAgainstAPackGCDeleted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	w.Close() // a full pack was written, and no index file: the create failed
+	// A full pack was written, and no index file: the create failed.
+	w.Close()
 	other, err := chain.Open(ctx, store, nil) // recovers the pack from its header
 	if err != nil {
 		t.Fatal(err)

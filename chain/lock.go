@@ -107,7 +107,8 @@ type repoLock struct {
 	name        string
 	ctx         context.Context
 	cancel      context.CancelCauseFunc
-	stop        chan struct{}
+	stop        context.Context // done when the lock is released
+	stopRefresh context.CancelFunc
 	done        sync.WaitGroup
 	once        sync.Once
 	unlockLocal func()
@@ -248,12 +249,13 @@ func (r *Repository) tryLockCollection(ctx context.Context, collection, operatio
 // takeLock writes the lock object, checks for conflicting holders, and
 // starts refreshing it. The lock's context is derived from ctx.
 func (r *Repository) takeLock(ctx context.Context, info LockInfo) (*repoLock, error) {
-	l := &repoLock{repo: r, info: info, stop: make(chan struct{}), unlockLocal: func() {},
+	l := &repoLock{repo: r, info: info, unlockLocal: func() {},
 		refreshEach: lockRefreshEach, staleAfter: LockStaleAfter}
 	if err := l.acquire(ctx); err != nil {
 		return nil, err
 	}
 	l.ctx, l.cancel = context.WithCancelCause(ctx)
+	l.stop, l.stopRefresh = context.WithCancel(context.Background())
 	l.done.Go(l.refresh)
 	return l, nil
 }
@@ -355,19 +357,23 @@ func (l *repoLock) refresh() {
 	defer timer.Stop()
 	for {
 		select {
-		case <-l.stop:
+		case <-l.stop.Done():
 			return
 		case <-timer.C:
 		}
 		l.mu.Lock()
 		deadline := l.lastGood.Add(l.staleAfter / 2)
 		l.mu.Unlock()
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		// A refresh stuck in the store ends at the deadline, or at release.
+		ctx, cancel := context.WithDeadline(l.stop, deadline)
 		err := l.refreshOnce(ctx)
 		cancel()
 		if err == nil {
 			timer.Reset(l.refreshEach)
 			continue
+		}
+		if l.stop.Err() != nil {
+			return // released meanwhile
 		}
 		if errors.Is(err, ErrLockLost) || !time.Now().Before(deadline) {
 			l.cancel(fmt.Errorf("%w: %s (%s) could not be kept: %w", ErrLockLost, l.name, l.info.Operation, err))
@@ -414,7 +420,7 @@ func (l *repoLock) unlock() {
 func (l *repoLock) release() error {
 	var err error
 	l.once.Do(func() {
-		close(l.stop)
+		l.stopRefresh()
 		l.done.Wait()
 		l.cancel(context.Canceled)
 		err = l.repo.store.Delete(context.Background(), l.name)
