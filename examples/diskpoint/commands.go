@@ -439,6 +439,9 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	fmt.Fprintf(e.stdout, "%s %s (%s -> %s): %d packs deleted, %d repacked, %d blobs removed; %d restore points keep %d blobs\n",
 		verb, humanize.IBytes(uint64(max(report.BytesReclaimed(), 0))), humanize.IBytes(uint64(report.BytesBefore)), humanize.IBytes(uint64(report.BytesAfter)),
 		report.PacksDeleted, report.PacksRepacked, report.BlobsRemoved, report.RestorePoints, report.LiveBlobs)
+	if report.PacksDeferred > 0 {
+		fmt.Fprintf(e.stdout, "%d packs left in place while readers (restores, exports) may read them; a later gc deletes them\n", report.PacksDeferred)
+	}
 	return nil
 }
 
