@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,5 +80,54 @@ func TestCLIGCIgnoreDamaged(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(out), &report); err != nil || report.BlobsRemoved == 0 || len(report.Damaged) != 1 {
 		t.Fatalf("gc -ignore-damaged printed %s (%v)", out, err)
+	}
+}
+
+// An NBD export of a restore point that is deleted and garbage-collected
+// meanwhile keeps serving it bit-exact; once the export stops, gc reclaims
+// the point's space.
+func TestCLIExportOfADeletedPoint(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("qemu-img is missing (.ci/run installs qemu-utils)")
+		}
+		t.Skip("needs qemu-img (apt-get install qemu-utils)")
+	}
+	repo, ids, images := twoPoints(t)
+	sock := filepath.Join(t.TempDir(), "nbd.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stdout, w := io.Pipe()
+	done := make(chan int, 1)
+	var errOut bytes.Buffer
+	go func() {
+		done <- run(ctx, &env{stdout: w, stderr: &errOut}, []string{"serve-nbd", "-repo", repo, "-collection", "vm", "-point", ids[0], "-disk", "d", "-listen", "unix:" + sock})
+		w.Close()
+	}()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("serve-nbd said nothing: %v %s", err, errOut.String())
+	}
+	go io.Copy(io.Discard, stdout)
+	url := strings.TrimSpace(line[strings.LastIndex(line, " ")+1:])
+
+	mustCLI(t, "delete", "-repo", repo, "-collection", "vm", "-point", ids[0])
+	mustCLI(t, "gc", "-repo", repo)
+	out := filepath.Join(t.TempDir(), "copy.img")
+	if b, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "raw", url, out).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert %s after the point was deleted and gc ran: %v\n%s", url, err, b)
+	}
+	if !bytes.Equal(readAll(t, out), images[0]) {
+		t.Fatal("the export served something other than its restore point after gc")
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("serve-nbd exit %d: %s", code, errOut.String())
+	}
+	var report struct {
+		BlobsRemoved int `json:"blobs_removed"`
+	}
+	if err := json.Unmarshal([]byte(mustCLI(t, "gc", "-repo", repo, "-json")), &report); err != nil || report.BlobsRemoved == 0 {
+		t.Fatalf("gc after the export stopped: %+v, %v; want the deleted point's blobs removed", report, err)
 	}
 }
