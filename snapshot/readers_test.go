@@ -3,8 +3,11 @@ package snapshot_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/diskpoint/diskpoint/chain"
@@ -149,5 +152,106 @@ func TestRestoreBesideDeleteAndGC(t *testing.T) {
 	restoreAndCompare(t, otherVM, ids[2], "d", images[2])
 	if vr, err := other.Verify(ctx, chain.VerifyOptions{}); err != nil || !vr.OK() || vr.UnindexedPacks != 0 {
 		t.Fatalf("verify: %+v, %v", vr, err)
+	}
+}
+
+// The source side of a copy holds a reader lock: another process deletes
+// the point being copied and collects garbage while the copy runs (after
+// its first blob), and the copy completes and restores bit-exact.
+func TestCopyBesideDeleteAndGCOfItsSource(t *testing.T) {
+	ctx := context.Background()
+	store := chain.NewMemStore() // no cached descriptors: see TestRestoreBesideDeleteAndGC
+	src, err := snapshot.InitStore(ctx, store, snapshot.InitOptions{BlockSize: testBlockSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, _ := src.Collection("vm")
+	ids, images := pointsOf(t, vm, 4<<20, 2)
+	other, err := snapshot.OpenStore(ctx, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherVM, _ := other.Collection("vm")
+	dst, _ := newRepo(t)
+	to, _ := dst.Collection("vm")
+	var gcErr error
+	gcRan := false
+	progress := func(chain.CopyStats) {
+		if gcRan {
+			return
+		}
+		gcRan = true
+		if gcErr = otherVM.Delete(ctx, ids[0]); gcErr == nil {
+			_, gcErr = other.GC(ctx, chain.GCOptions{RepackUnused: 0.01})
+		}
+	}
+	if _, _, err := vm.Copy(ctx, ids[0], to, snapshot.CopyOptions{Progress: progress}); err != nil {
+		t.Fatalf("copy beside delete and GC of its source: %v", err)
+	}
+	if !gcRan || gcErr != nil {
+		t.Fatalf("the GC beside the copy: ran %v, %v", gcRan, gcErr)
+	}
+	restoreAndCompare(t, to, ids[0], "d", images[0])
+}
+
+// onFirstPackRead is a store that runs hook when a pack is first read
+// through it: another process acting while a reader has just begun.
+type onFirstPackRead struct {
+	chain.Store
+	once sync.Once
+	hook func()
+}
+
+func (s *onFirstPackRead) ReadAt(ctx context.Context, name string, p []byte, off int64) error {
+	if strings.HasPrefix(name, "packs/") {
+		s.once.Do(s.hook)
+	}
+	return s.Store.ReadAt(ctx, name, p, off)
+}
+
+// A diff holds a reader lock: another process deletes both points and
+// collects garbage as the diff reads its first block-map node, and the diff
+// still reads every node it needs.
+func TestDiffBesideDeleteAndGC(t *testing.T) {
+	ctx := context.Background()
+	store := chain.NewMemStore()
+	repo, err := snapshot.InitStore(ctx, store, snapshot.InitOptions{BlockSize: testBlockSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, _ := repo.Collection("vm")
+	ids, _ := pointsOf(t, vm, 16<<20, 2)
+	want, err := vm.Diff(ctx, ids[0], ids[1], "d")
+	if err != nil || len(want) == 0 {
+		t.Fatalf("diff: %v, %v", want, err)
+	}
+	other, err := snapshot.OpenStore(ctx, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherVM, _ := other.Collection("vm")
+	var gcErr error
+	watched := &onFirstPackRead{Store: store, hook: func() {
+		for _, id := range ids {
+			if gcErr = otherVM.Delete(ctx, id); gcErr != nil {
+				return
+			}
+		}
+		_, gcErr = other.GC(ctx, chain.GCOptions{RepackUnused: 0.01})
+	}}
+	reader, err := snapshot.OpenStore(ctx, watched, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readerVM, _ := reader.Collection("vm")
+	got, err := readerVM.Diff(ctx, ids[0], ids[1], "d")
+	if gcErr != nil {
+		t.Fatalf("the GC beside the diff: %v", gcErr)
+	}
+	if err != nil {
+		t.Fatalf("diff beside delete and GC: %v", err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("diff beside delete and GC: %v, want %v", got, want)
 	}
 }
