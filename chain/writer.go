@@ -46,8 +46,8 @@ func (r *Repository) NewWriter(ctx context.Context, operation string) (*Writer, 
 	return r.NewWriterWait(ctx, operation, 0)
 }
 
-// NewWriterWait is NewWriter that waits up to wait for another process's GC
-// to finish.
+// NewWriterWait is NewWriter that waits up to wait for a GC, in this
+// process or another, to finish.
 func (r *Repository) NewWriterWait(ctx context.Context, operation string, wait time.Duration) (*Writer, error) {
 	lock, err := r.lockWait(ctx, false, operation, wait)
 	if err != nil {
@@ -63,7 +63,8 @@ func (r *Repository) NewWriterWait(ctx context.Context, operation string, wait t
 }
 
 // Context is done when the writer's lock is lost (its cause then wraps
-// ErrLockLost) or the writer is closed: work for the writer should stop.
+// ErrLockLost), when the writer is closed, or when the context NewWriter was
+// given ends: work for the writer should stop.
 func (w *Writer) Context() context.Context {
 	if w.lock == nil {
 		return context.Background()
