@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 )
@@ -17,9 +19,14 @@ type GCOptions struct {
 	// its size has its live blobs copied to new packs and is removed. 0 means
 	// the default, 0.05; 1 never repacks (only wholly unused packs go).
 	RepackUnused float64
-	// LockWait: wait this long for other processes' creates to finish; 0
-	// fails at once with ErrLocked.
+	// LockWait: wait this long for creates, here or in other processes, to
+	// finish; 0 fails at once with ErrLocked.
 	LockWait time.Duration
+	// IgnoreDamaged treats restore points whose manifest is damaged as
+	// deleted, so the chunks only they need are swept. Without it GC refuses
+	// to run while any manifest is damaged: the point can still be saved
+	// (its manifest put back from a copy) only while its chunks are there.
+	IgnoreDamaged bool
 }
 
 // GCReport says what a garbage collection removed (or, in a dry run, would).
@@ -36,6 +43,14 @@ type GCReport struct {
 	IndexFiles     int   `json:"index_files_replaced"`
 	TempFiles      int   `json:"temp_files_removed"`
 	UnindexedPacks int   `json:"unindexed_packs_removed"`
+	// DamagedManifests are the manifests IgnoreDamaged treated as deleted.
+	DamagedManifests []string `json:"damaged_manifests_ignored,omitempty"`
+	// PacksDeferred: packs dropped but left in place, and recorded under
+	// garbage/, because live readers may still read them.
+	PacksDeferred int `json:"packs_deferred"`
+	// GarbagePacksDeleted: packs an earlier GC deferred, deleted now that
+	// no live reader can read them.
+	GarbagePacksDeleted int `json:"garbage_packs_deleted"`
 }
 
 // BytesReclaimed is the pack space the collection freed.
@@ -44,22 +59,28 @@ func (r GCReport) BytesReclaimed() int64 { return r.BytesBefore - r.BytesAfter }
 // GC removes every blob that no restore point references (mark and sweep).
 // It holds the exclusive lock, so no create runs meanwhile: a blob a create
 // deduplicated against cannot vanish before that create's manifest is
-// committed. A GC interrupted at any point leaves the repository intact:
-// new packs and the new index are durable before anything old is deleted.
-func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
-	report := GCReport{DryRun: opts.DryRun}
+// committed. Readers are not blocked: GC marks what their locks name, and
+// defers deleting packs they may still read (see ReaderLock). A GC
+// interrupted at any point leaves the repository intact: new packs and the
+// new index are durable before anything old is deleted.
+func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, err error) {
+	report = GCReport{DryRun: opts.DryRun}
 	if opts.RepackUnused == 0 {
 		opts.RepackUnused = 0.05
 	}
-	var lock *repoLock
-	err := retryLocked(ctx, opts.LockWait, func() (err error) {
-		lock, err = r.lock(ctx, true, "gc")
-		return err
-	})
+	lock, err := r.lockWait(ctx, true, "gc", opts.LockWait)
 	if err != nil {
 		return report, fmt.Errorf("gc: %w", err)
 	}
 	defer lock.unlock()
+	// Everything below runs under the lock's context: it ends, with
+	// ErrLockLost, if the lock cannot be kept; the error then says so.
+	ctx = lock.ctx
+	defer func() {
+		if lost := lock.lost(); err != nil && lost != nil && !errors.Is(err, ErrLockLost) {
+			err = fmt.Errorf("gc: %w, so it stopped: %w", lost, err)
+		}
+	}()
 
 	if remover, ok := r.store.(interface {
 		RemoveTemp(context.Context) (int, error)
@@ -72,16 +93,31 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	if err != nil {
 		return report, fmt.Errorf("gc: %w", err)
 	}
+	garbage, err := loadGarbage(ctx, r.store)
+	if err != nil {
+		return report, fmt.Errorf("gc: %w (nothing was removed)", err)
+	}
+	deferred := map[ID]bool{} // packs earlier GCs left in place for readers
+	for _, g := range garbage {
+		for _, id := range g.Packs {
+			deferred[id] = true
+		}
+	}
+	recovered := map[ID]bool{}
+	for _, id := range state.recovered {
+		recovered[id] = true
+	}
 	idx := state.idx
 	// Mark and repack read through the index just loaded.
 	r.idxMu.Lock()
 	r.idx = idx
 	r.idxMu.Unlock()
 
-	used, points, err := r.mark(ctx)
+	used, points, damaged, err := r.mark(ctx, opts.IgnoreDamaged)
 	if err != nil {
 		return report, fmt.Errorf("gc: mark: %w (nothing was removed)", err)
 	}
+	report.DamagedManifests = damaged
 	report.RestorePoints, report.LiveBlobs = points, len(used)
 	missing := 0
 	for id := range used {
@@ -103,6 +139,14 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	for packID, size := range state.stored {
 		report.BytesBefore += size
 		entries, ok := state.entries[packID]
+		if deferred[packID] && (!ok || recovered[packID]) && !slices.ContainsFunc(entries, func(e PackEntry) bool { return liveIn(packID, e) }) {
+			// Left in place for readers by an earlier GC; sweep deletes it
+			// when they are done. One that serves a live blob no index file
+			// lists (a create deduplicated against its recovered entries)
+			// is needed again, and is sorted like any other pack below.
+			report.BytesAfter += size
+			continue
+		}
 		if !ok {
 			// No index lists it and its header is unreadable. If live blobs
 			// are missing it may hold them: keep it for a repair.
@@ -165,9 +209,17 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		report.IndexFiles = len(indexNames)
 		return report, nil
 	}
-	// Garbage that no index lists goes first, to free space on a full disk.
+	// Garbage that no index lists goes first, to free space on a full disk,
+	// unless a reader may read it through an index that recovered it.
+	if err := lock.lost(); err != nil {
+		return report, fmt.Errorf("gc: %w (nothing was removed)", err)
+	}
+	readers, err := liveReaders(ctx, r.store)
+	if err != nil {
+		return report, fmt.Errorf("gc: %w (nothing was removed)", err)
+	}
 	for _, id := range drop {
-		if _, indexed := state.entries[id]; !indexed || slices.Contains(state.recovered, id) {
+		if _, indexed := state.entries[id]; len(readers) == 0 && (!indexed || recovered[id]) {
 			if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
 				return report, fmt.Errorf("gc: %w", err)
 			}
@@ -227,66 +279,157 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	// Commit: the new index first, then remove the old indexes, then packs.
 	// A crash before the new index is durable leaves the old state; a crash
 	// after it leaves duplicates and garbage that the next GC removes.
+	if err := lock.lost(); err != nil {
+		return report, fmt.Errorf("gc: %w", err)
+	}
 	if report.IndexFiles, err = r.replaceIndex(ctx, keep, indexNames); err != nil {
+		return report, fmt.Errorf("gc: %w", err)
+	}
+	if err := lock.lost(); err != nil {
 		return report, fmt.Errorf("gc: %w", err)
 	}
 	kept := map[ID]bool{}
 	for _, p := range keep {
 		kept[p.ID] = true
 	}
+	var dropped []ID
 	for _, id := range drop {
-		if kept[id] {
-			// Packs are named by content: a repack that reproduced a pack
-			// byte for byte wrote it under the same name. It stays.
-			continue
+		// Packs are named by content: a repack that reproduced a pack byte
+		// for byte wrote it under the same name. It stays.
+		if !kept[id] {
+			dropped = append(dropped, id)
 		}
-		if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
-			return report, fmt.Errorf("gc: %w", err)
-		}
+	}
+	if err := r.sweep(ctx, &report, state, dropped, garbage, kept, missing > 0); err != nil {
+		return report, fmt.Errorf("gc: %w", err)
 	}
 	return report, nil
 }
 
-// mark returns every blob reachable from a manifest, and how many
-// manifests there are. Any unreadable manifest or tree node is an error: a
-// sweep after an incomplete mark could delete live data.
-func (r *Repository) mark(ctx context.Context) (map[ID]bool, int, error) {
-	used := map[ID]bool{}
-	seen := map[ID]bool{}
-	collections, err := r.ListCollections(ctx)
+// sweep deletes the packs GC dropped and those earlier GCs deferred, once
+// no live reader may read them. It runs after the new index is durable and
+// the old index files are gone, so a reader whose lock appears after it
+// lists the locks loads an index without the dropped packs. Packs a live
+// reader may still read through an older index stay, recorded in a
+// garbage record for a later GC. A recorded pack is not deleted if it is
+// indexed again (kept), dropped anew, or, while live blobs are missing
+// (keepUnreadable), if its header cannot be read: it may hold them.
+func (r *Repository) sweep(ctx context.Context, report *GCReport, state *indexState, dropped []ID, garbage map[string]garbageRecord, kept map[ID]bool, keepUnreadable bool) error {
+	readers, err := liveReaders(ctx, r.store)
 	if err != nil {
-		return nil, 0, err
+		return err
 	}
-	points := 0
-	for _, c := range collections {
-		manifests, err := r.ListManifests(ctx, c)
-		if err != nil {
-			return nil, 0, err
+	deferredNow := map[ID]bool{} // packs this sweep deferred or deleted
+	if len(readers) > 0 && len(dropped) > 0 {
+		if _, err := writeGarbage(ctx, r.store, dropped); err != nil {
+			return err
 		}
-		for _, m := range manifests {
-			points++
-			if !m.Config.IsZero() {
-				used[m.Config] = true
+		report.PacksDeferred = len(dropped)
+		for _, id := range dropped {
+			report.BytesAfter += state.stored[id]
+			deferredNow[id] = true
+		}
+		dropped = nil
+	}
+	for _, id := range dropped {
+		if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		deferredNow[id] = true // dealt with: not counted again below
+	}
+	names := make([]string, 0, len(garbage))
+	for name := range garbage {
+		names = append(names, name)
+	}
+	sort.Strings(names) // oldest first
+	for _, name := range names {
+		g := garbage[name]
+		if !g.reapable(readers) {
+			continue
+		}
+		for _, id := range g.Packs {
+			if kept[id] || deferredNow[id] || keepUnreadable && state.unreadable[id] != nil {
+				continue
 			}
-			for _, d := range m.Disks {
-				err := r.OpenTree(d).WalkNodes(ctx, seen, func(id ID, level int, ids []ID) error {
-					used[id] = true
-					if level == 0 {
-						for _, b := range ids {
-							if !b.IsZero() {
-								used[b] = true
-							}
+			if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			report.GarbagePacksDeleted++
+			report.BytesAfter -= state.stored[id]
+		}
+		if err := r.store.Delete(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+// mark returns every blob reachable from a manifest, and how many
+// manifests there are. It reads every manifest object itself (ListManifests
+// leaves damaged ones out): a damaged manifest is an error naming it, since
+// the chunks only it needs would otherwise be swept and the point lost for
+// good; with ignoreDamaged it is treated as deleted and returned in damaged. Any unreadable tree node is an
+// error too: a sweep after an incomplete mark could delete live data.
+func (r *Repository) mark(ctx context.Context, ignoreDamaged bool) (used map[ID]bool, points int, damaged []string, err error) {
+	used = map[ID]bool{}
+	seen := map[ID]bool{}
+	names, err := listNames(ctx, r.store, manifestPrefix)
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("list restore points: %w", err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		m, err := r.readManifest(ctx, name)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted while we listed
+		}
+		if err != nil && ignoreDamaged && errors.Is(err, ErrCorrupt) {
+			slog.Warn("gc: damaged restore point treated as deleted", "object", name, "error", err)
+			damaged = append(damaged, name)
+			continue
+		}
+		if errors.Is(err, ErrCorrupt) {
+			return nil, 0, nil, fmt.Errorf("manifest %s is damaged, so what it needs is unknown (if it cannot be put back from a copy, gc -ignore-damaged treats it as deleted): %w", name, err)
+		}
+		if err != nil {
+			return nil, 0, nil, fmt.Errorf("manifest %s cannot be read, so what it needs is unknown: %w", name, err)
+		}
+		points++
+		if !m.Config.IsZero() {
+			used[m.Config] = true
+		}
+		for _, d := range m.Disks {
+			err := r.OpenTree(d).WalkNodes(ctx, seen, func(id ID, level int, ids []ID) error {
+				used[id] = true
+				if level == 0 {
+					for _, b := range ids {
+						if !b.IsZero() {
+							used[b] = true
 						}
 					}
-					return nil
-				})
-				if err != nil {
-					return nil, 0, fmt.Errorf("restore point %s/%s disk %s: %w", c, m.ID, d.Name, err)
 				}
+				return nil
+			})
+			if err != nil {
+				return nil, 0, nil, fmt.Errorf("restore point %s/%s disk %s: %w", m.Collection, m.ID, d.Name, err)
 			}
 		}
 	}
-	return used, points, nil
+	// Then the roots of live readers, after the manifests: a reader whose
+	// lock is not visible yet re-reads its manifest after writing the lock,
+	// and so was opening a manifest that this mark has read.
+	readers, err := liveReaders(ctx, r.store)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	for _, reader := range readers {
+		for _, root := range reader.Roots {
+			if err := r.markRoot(ctx, root, used, seen); err != nil {
+				return nil, 0, nil, fmt.Errorf("root %s of %s: %w", root, reader, err)
+			}
+		}
+	}
+	return used, points, damaged, nil
 }
 
 // flushPacks writes the open packs without writing an index file.

@@ -343,3 +343,93 @@ func gcWithBlobsStoredTwice(t *testing.T, seed uint64) {
 		t.Fatalf("seed %d: verify: %+v, %v", seed, vr, err)
 	}
 }
+
+// GC refuses to sweep while a manifest is damaged: the chunks only it needs
+// are what 'verify -repair-from' would heal it with. IgnoreDamaged treats
+// it as deleted.
+func TestGCRefusesWhileAManifestIsDamaged(t *testing.T) {
+	ctx := context.Background()
+	repo := newRepo(t)
+	rng := rand.New(rand.NewPCG(11, 11))
+	own, data := randomBlocks(rng, 60, 0)
+	other, otherData := randomBlocks(rng, 60, 0)
+	for k, v := range otherData {
+		data[k] = v
+	}
+	commit(t, repo, "damaged", own, data)
+	kept := commit(t, repo, "kept", other, data)
+	if err := repo.Store().Put(ctx, "manifests/vm/damaged", []byte("\x00not a manifest")); err != nil {
+		t.Fatal(err)
+	}
+	before := storedBytes(t, repo.Store(), "")
+	_, err := repo.GC(ctx, chain.GCOptions{RepackUnused: 0.01})
+	if !errors.Is(err, chain.ErrCorrupt) || !strings.Contains(err.Error(), "manifests/vm/damaged") {
+		t.Fatalf("GC beside a damaged manifest: %v, want ErrCorrupt naming it", err)
+	}
+	if after := storedBytes(t, repo.Store(), ""); after != before {
+		t.Fatalf("GC that refused changed the store: %d -> %d bytes", before, after)
+	}
+	for _, id := range own {
+		if !repo.HasBlob(id) {
+			t.Fatalf("blob %s of the damaged point is gone", id.Short())
+		}
+	}
+	report, err := repo.GC(ctx, chain.GCOptions{RepackUnused: 0.01, IgnoreDamaged: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(report.DamagedManifests) != 1 || report.DamagedManifests[0] != "manifests/vm/damaged" || report.RestorePoints != 1 || report.BlobsRemoved == 0 {
+		t.Fatalf("GC ignoring damage: %+v", report)
+	}
+	if repo.HasBlob(own[0]) {
+		t.Errorf("blob %s only the damaged point needed was kept", own[0].Short())
+	}
+	if err := readAll(t, repo, kept); err != nil {
+		t.Fatalf("restore point kept after GC: %v", err)
+	}
+}
+
+// A process that recovered a pack no index lists (a failed create's, or
+// one left for readers) from its header must not deduplicate against it
+// once a GC elsewhere deleted it, even if no index file changed.
+func TestWriterDoesNotDeduplicateAgainstAPackGCDeleted(t *testing.T) {
+	ctx := context.Background()
+	store := chain.NewMemStore()
+	repo := newRepoOn(t, store)
+	rng := rand.New(rand.NewPCG(13, 13))
+	ids := make([]chain.ID, 20)
+	data := map[chain.ID][]byte{}
+	for i := range ids {
+		b := make([]byte, 64<<10)
+		for k := range b {
+			b[k] = byte(rng.Uint32())
+		}
+		ids[i] = chain.Hash(b)
+		data[ids[i]] = b
+	}
+	w, err := repo.NewWriter(ctx, "create")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if _, err := w.PutBlob(ctx, chain.DataBlob, id, data[id]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A full pack was written, and no index file: the create failed.
+	w.Close()
+	other, err := chain.Open(ctx, store, nil) // recovers the pack from its header
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !other.HasBlob(ids[0]) {
+		t.Fatal("the failed create's pack was not recovered: nothing to test")
+	}
+	if report, err := repo.GC(ctx, chain.GCOptions{}); err != nil || report.UnindexedPacks == 0 {
+		t.Fatalf("GC: %+v, %v; want the failed create's pack removed", report, err)
+	}
+	m := commit(t, other, "p1", ids, data)
+	if err := readAll(t, repo, m); err != nil {
+		t.Fatalf("a create deduplicated against a pack GC had deleted: %v", err)
+	}
+}

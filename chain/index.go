@@ -29,6 +29,12 @@ type index struct {
 	packs   []ID
 	packNum map[ID]uint32
 	blobs   map[ID]blobLocation
+
+	// recovered: packs no index file listed, read from their own headers
+	// (a failed create's, or left for readers by a GC): refresh checks
+	// that they still exist, since a GC may delete them without changing
+	// any index file.
+	recovered map[ID]bool
 }
 
 func newIndex() *index {
@@ -74,6 +80,13 @@ func (x *index) add(name string, packs []IndexedPack) {
 	defer x.mu.Unlock()
 	if name != "" {
 		x.files[name] = true
+	} else {
+		if x.recovered == nil {
+			x.recovered = map[ID]bool{}
+		}
+		for _, p := range packs {
+			x.recovered[p.ID] = true
+		}
 	}
 	for _, p := range packs {
 		num, ok := x.packNum[p.ID]
@@ -174,7 +187,21 @@ func (x *index) refresh(ctx context.Context, store Store) (*index, error) {
 		}
 	}
 	removed := len(names)-len(added) != len(x.files) // some file we loaded is gone
+	var recovered []ID
+	for id := range x.recovered {
+		recovered = append(recovered, id)
+	}
 	x.mu.RUnlock()
+	for _, id := range recovered {
+		if removed {
+			break
+		}
+		if _, err := store.Stat(ctx, packName(id)); errors.Is(err, ErrNotFound) {
+			removed = true // a writer must not deduplicate against its blobs
+		} else if err != nil {
+			return nil, err
+		}
+	}
 	if removed {
 		return loadIndex(ctx, store)
 	}

@@ -19,11 +19,24 @@ import (
 // under "locks/" naming its holder; the holder refreshes it while it works, so
 // a lock whose holder crashed goes stale and is ignored (and removed) once it
 // has not been refreshed for LockStaleAfter, or at once when its holder was a
-// process on this host that no longer exists.
+// process on this host that no longer exists. A holder that cannot refresh
+// its lock for LockStaleAfter/2 gives up (ErrLockLost) long before anyone
+// may take the lock for stale. chain/FORMAT.md's "Safety model" says why
+// this is enough.
 var (
-	LockStaleAfter  = 30 * time.Minute
+	// LockStaleAfter: a lock not refreshed for this long is stale.
+	LockStaleAfter = 30 * time.Minute
+	// LockSettle: after writing its lock and finding no conflicting one, a
+	// taker waits this long and looks again, so that two processes whose
+	// lock objects appeared at the same moment cannot both miss the other's.
+	LockSettle      = 100 * time.Millisecond
 	lockRefreshEach = 5 * time.Minute
 )
+
+// ErrLockLost: the operation's lock could not be refreshed for so long that
+// another process might soon take it for stale, so the operation was
+// stopped: its context is cancelled with this cause, and it commits nothing.
+var ErrLockLost = errors.New("repository lock lost")
 
 const lockPrefix = "locks/"
 
@@ -39,11 +52,20 @@ type LockInfo struct {
 	PID       int       `json:"pid"`
 	Created   time.Time `json:"created"`
 	Refreshed time.Time `json:"refreshed"`
+	// Reader locks (a restore, an NBD export, a diff, the source of a copy)
+	// conflict with nothing. GC marks their Roots, the blobs they read
+	// from, and keeps the packs they may read through an index they loaded
+	// at IndexLoaded (see readerlock.go).
+	Reader      bool      `json:"reader,omitempty"`
+	Roots       []ID      `json:"roots,omitempty"`
+	IndexLoaded time.Time `json:"index_loaded,omitzero"`
 }
 
 func (l LockInfo) String() string {
 	kind := "shared"
 	switch {
+	case l.Reader:
+		kind = "reader"
 	case l.Collection != "":
 		kind = "collection " + l.Collection
 	case l.Exclusive:
@@ -68,35 +90,95 @@ func (l LockInfo) stale(now time.Time) bool {
 
 // conflicts says whether two locks exclude each other.
 func (l LockInfo) conflicts(o LockInfo) bool {
+	if l.Reader || o.Reader {
+		return false
+	}
 	if l.Collection != "" || o.Collection != "" {
 		return l.Collection == o.Collection
 	}
 	return l.Exclusive || o.Exclusive
 }
 
-// repoLock is a held lock: its lock object, refreshed while held, and the
-// in-process exclusion released with it.
+// repoLock is a held lock: its lock object, refreshed while held, the
+// context of the operation it protects (cancelled with ErrLockLost when the
+// lock cannot be kept), and the in-process exclusion released with it.
 type repoLock struct {
 	repo        *Repository
-	info        LockInfo
 	name        string
-	stop        chan struct{}
+	ctx         context.Context
+	cancel      context.CancelCauseFunc
+	stop        context.Context // done when the lock is released
+	stopRefresh context.CancelFunc
 	done        sync.WaitGroup
 	once        sync.Once
 	unlockLocal func()
+	// The timing in force when the lock was taken (tests change the
+	// package's variables between locks, never during one).
+	refreshEach, staleAfter time.Duration
+
+	mu       sync.Mutex
+	info     LockInfo
+	lastGood time.Time // when the lock object was last written
 }
 
 // lock takes the repository's shared or exclusive lock for operation, or
 // returns an error wrapping ErrLocked that names the conflicting holder.
 func (r *Repository) lock(ctx context.Context, exclusive bool, operation string) (*repoLock, error) {
-	unlockLocal := r.mu.RUnlock
-	if exclusive {
-		r.mu.Lock()
-		unlockLocal = r.mu.Unlock
-	} else {
-		r.mu.RLock()
+	return r.lockWait(ctx, exclusive, operation, 0)
+}
+
+// lockWait is lock that waits up to wait for conflicting holders, in this
+// process and others, to finish. The operation must run under the returned
+// lock's context (l.ctx), which ends if the lock is lost.
+func (r *Repository) lockWait(ctx context.Context, exclusive bool, operation string, wait time.Duration) (*repoLock, error) {
+	deadline := time.Now().Add(wait)
+	unlockLocal, err := r.lockLocal(ctx, exclusive, operation, wait)
+	if err != nil {
+		return nil, err
 	}
-	return r.takeLock(ctx, LockInfo{Exclusive: exclusive, Operation: operation}, unlockLocal)
+	var l *repoLock
+	err = retryLocked(ctx, time.Until(deadline), func() (err error) {
+		l, err = r.takeLock(ctx, LockInfo{Exclusive: exclusive, Operation: operation})
+		return err
+	})
+	if err != nil {
+		unlockLocal()
+		return nil, err
+	}
+	l.unlockLocal = unlockLocal
+	return l, nil
+}
+
+// localLockWeight is the in-process lock's capacity: a shared holder takes
+// 1, an exclusive one all of it.
+const localLockWeight = 1 << 40
+
+// lockLocal takes the in-process side of the repository lock: the lock
+// objects of this process's own operations do not exclude each other (they
+// are all this host and PID), so this does. It waits up to wait, and
+// honours ctx; with wait 0 it fails at once with ErrLocked.
+func (r *Repository) lockLocal(ctx context.Context, exclusive bool, operation string, wait time.Duration) (func(), error) {
+	n := int64(1)
+	if exclusive {
+		n = localLockWeight
+	}
+	sem := r.localLock()
+	busy := fmt.Errorf("repository: %s must wait for another operation in this process (a GC, or the creates a GC waits for): %w", operation, ErrLocked)
+	if wait <= 0 {
+		if !sem.TryAcquire(n) {
+			return nil, busy
+		}
+	} else {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		if err := sem.Acquire(wctx, n); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, busy
+		}
+	}
+	return func() { sem.Release(n) }, nil
 }
 
 // LockCollection takes the collection's lock for operation, so that only
@@ -155,17 +237,25 @@ func (r *Repository) tryLockCollection(ctx context.Context, collection, operatio
 		delete(r.busy, collection)
 		r.busyMu.Unlock()
 	}
-	return r.takeLock(ctx, LockInfo{Collection: collection, Operation: operation}, release)
-}
-
-// takeLock writes the lock object and checks for conflicting holders; on
-// failure it calls unlockLocal.
-func (r *Repository) takeLock(ctx context.Context, info LockInfo, unlockLocal func()) (*repoLock, error) {
-	l := &repoLock{repo: r, info: info, stop: make(chan struct{}), unlockLocal: unlockLocal}
-	if err := l.acquire(ctx); err != nil {
-		unlockLocal()
+	l, err := r.takeLock(ctx, LockInfo{Collection: collection, Operation: operation})
+	if err != nil {
+		release()
 		return nil, err
 	}
+	l.unlockLocal = release
+	return l, nil
+}
+
+// takeLock writes the lock object, checks for conflicting holders, and
+// starts refreshing it. The lock's context is derived from ctx.
+func (r *Repository) takeLock(ctx context.Context, info LockInfo) (*repoLock, error) {
+	l := &repoLock{repo: r, info: info, unlockLocal: func() {},
+		refreshEach: lockRefreshEach, staleAfter: LockStaleAfter}
+	if err := l.acquire(ctx); err != nil {
+		return nil, err
+	}
+	l.ctx, l.cancel = context.WithCancelCause(ctx)
+	l.stop, l.stopRefresh = context.WithCancel(context.Background())
 	l.done.Go(l.refresh)
 	return l, nil
 }
@@ -181,9 +271,37 @@ func (l *repoLock) acquire(ctx context.Context) error {
 	if err := l.create(ctx); err != nil {
 		return err
 	}
-	names, err := listNames(ctx, l.repo.store, lockPrefix)
+	if l.info.Reader {
+		return nil // it conflicts with nothing
+	}
+	// Look for conflicts, wait for a lock written at the same moment as ours
+	// to become visible, and look again.
+	err := l.checkOthers(ctx)
+	if err == nil {
+		select {
+		case <-time.After(LockSettle):
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	if err == nil {
+		err = l.checkOthers(ctx)
+	}
 	if err != nil {
 		l.repo.store.Delete(context.WithoutCancel(ctx), l.name)
+		return err
+	}
+	return nil
+}
+
+// checkOthers returns an error wrapping ErrLocked if a live lock conflicts
+// with ours. Stale locks are removed. A lock that cannot be read, or does
+// not decode, is an error: whose it is cannot be told, and it may be a live
+// GC's, so it is neither ignored nor removed ('diskpoint unlock -all'
+// removes it once no diskpoint runs anywhere).
+func (l *repoLock) checkOthers(ctx context.Context) error {
+	names, err := listNames(ctx, l.repo.store, lockPrefix)
+	if err != nil {
 		return fmt.Errorf("list locks: %w", err)
 	}
 	now := time.Now()
@@ -195,28 +313,99 @@ func (l *repoLock) acquire(ctx context.Context) error {
 		if errors.Is(err, ErrNotFound) {
 			continue // released while we looked
 		}
-		if err != nil || other.stale(now) {
-			// An unreadable or stale lock belongs to nobody alive: clear it.
-			l.repo.store.Delete(ctx, name)
+		if err != nil {
+			return fmt.Errorf("lock %s cannot be read, so it may be held (if no diskpoint runs anywhere, 'diskpoint unlock -all' removes it): %w", name, err)
+		}
+		if other.stale(now) {
+			l.repo.store.Delete(ctx, name) // its holder is gone; a failure leaves it ignored
 			continue
 		}
 		if l.info.conflicts(other) {
-			l.repo.store.Delete(context.WithoutCancel(ctx), l.name)
 			return fmt.Errorf("repository: %s: %w", other, ErrLocked)
 		}
 	}
 	return nil
 }
 
+// write stores the lock object with the time of writing as its refresh time.
 func (l *repoLock) write(ctx context.Context) error {
+	l.mu.Lock()
 	info := l.info
-	info.Refreshed = time.Now().UTC()
+	l.mu.Unlock()
+	now := time.Now()
+	info.Refreshed = now.UTC()
 	data, err := json.Marshal(info)
 	if err != nil {
 		return err
 	}
 	if err := l.repo.store.Put(ctx, l.name, data); err != nil {
-		return fmt.Errorf("write lock: %w", err)
+		return fmt.Errorf("write lock %s: %w", l.name, err)
+	}
+	l.mu.Lock()
+	l.lastGood = now
+	l.mu.Unlock()
+	return nil
+}
+
+// refresh rewrites the lock object every refreshEach. A failed refresh is
+// retried sooner; once none has succeeded for staleAfter/2, the lock is
+// lost: the operation's context is cancelled with ErrLockLost, well before
+// another process could take the lock for stale and, say, sweep what this
+// create deduplicated against.
+func (l *repoLock) refresh() {
+	timer := time.NewTimer(l.refreshEach)
+	defer timer.Stop()
+	for {
+		select {
+		case <-l.stop.Done():
+			return
+		case <-timer.C:
+		}
+		l.mu.Lock()
+		deadline := l.lastGood.Add(l.staleAfter / 2)
+		l.mu.Unlock()
+		// A refresh stuck in the store ends at the deadline, or at release.
+		ctx, cancel := context.WithDeadline(l.stop, deadline)
+		err := l.refreshOnce(ctx)
+		cancel()
+		if err == nil {
+			timer.Reset(l.refreshEach)
+			continue
+		}
+		if l.stop.Err() != nil {
+			return // released meanwhile
+		}
+		if errors.Is(err, ErrLockLost) || !time.Now().Before(deadline) {
+			l.cancel(fmt.Errorf("%w: %s (%s) could not be kept: %w", ErrLockLost, l.name, l.info.Operation, err))
+			return
+		}
+		timer.Reset(max(min(l.refreshEach/5, time.Until(deadline)), time.Millisecond))
+	}
+}
+
+// refreshOnce rewrites the lock object; a reader's lock first refreshes
+// the reader's index. A lock object someone removed ('unlock -all', or a
+// process that took it for stale) is lost at once: the lock no longer
+// protects anything.
+func (l *repoLock) refreshOnce(ctx context.Context) error {
+	if l.info.Reader {
+		l.refreshReaderIndex(ctx)
+	}
+	if _, err := l.repo.store.Stat(ctx, l.name); errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("lock object removed by someone else: %w", ErrLockLost)
+	} else if err != nil {
+		return err
+	}
+	return l.write(ctx)
+}
+
+// lost returns an error wrapping ErrLockLost if the lock was lost, else nil.
+func (l *repoLock) lost() error {
+	if l == nil {
+		return nil // GC's and repair's internal writers hold no lock of their own
+	}
+	if cause := context.Cause(l.ctx); errors.Is(cause, ErrLockLost) {
+		return cause
 	}
 	return nil
 }
@@ -237,29 +426,26 @@ func (l *repoLock) create(ctx context.Context) error {
 	return nil
 }
 
-func (l *repoLock) refresh() {
-	ticker := time.NewTicker(lockRefreshEach)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-l.stop:
-			return
-		case <-ticker.C:
-			// A failed refresh is retried at the next tick; the lock only goes
-			// stale after several missed ones.
-			_ = l.write(context.Background())
-		}
-	}
-}
-
 // unlock releases the lock. It is safe to call more than once.
 func (l *repoLock) unlock() {
+	_ = l.release()
+}
+
+// release is unlock that says whether the lock object could be removed
+// (if not, it goes stale).
+func (l *repoLock) release() error {
+	var err error
 	l.once.Do(func() {
-		close(l.stop)
+		l.stopRefresh()
 		l.done.Wait()
-		_ = l.repo.store.Delete(context.Background(), l.name)
+		l.cancel(context.Canceled)
+		err = l.repo.store.Delete(context.Background(), l.name)
+		if errors.Is(err, ErrNotFound) {
+			err = nil
+		}
 		l.unlockLocal()
 	})
+	return err
 }
 
 func readLock(ctx context.Context, store Store, name string) (LockInfo, error) {
@@ -272,4 +458,46 @@ func readLock(ctx context.Context, store Store, name string) (LockInfo, error) {
 		return info, corrupt(name, "%v", err)
 	}
 	return info, nil
+}
+
+// Unlock removes stale locks: those not refreshed for LockStaleAfter, and
+// those of processes on this host that no longer exist. With all, it
+// removes every lock, live or not (like restic unlock --remove-all): only
+// for when no diskpoint process runs anywhere. A lock that cannot be read is
+// left in place and reported, unless all is set. It returns how many locks
+// it removed.
+func (r *Repository) Unlock(ctx context.Context, all bool) (int, error) {
+	names, err := listNames(ctx, r.store, lockPrefix)
+	if err != nil {
+		return 0, fmt.Errorf("unlock: list locks: %w", err)
+	}
+	removed := 0
+	var unreadable []error
+	now := time.Now()
+	for _, name := range names {
+		if !all {
+			info, err := readLock(ctx, r.store, name)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return removed, ctx.Err()
+				}
+				unreadable = append(unreadable, fmt.Errorf("lock %s cannot be read and was left in place (-all removes it): %w", name, err))
+				continue
+			}
+			if !info.stale(now) {
+				continue
+			}
+		}
+		if err := r.store.Delete(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+			return removed, fmt.Errorf("unlock: remove %s: %w", name, err)
+		}
+		removed++
+	}
+	if len(unreadable) > 0 {
+		return removed, fmt.Errorf("unlock: %w", errors.Join(unreadable...))
+	}
+	return removed, nil
 }

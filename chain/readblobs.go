@@ -36,10 +36,15 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 		}
 		loc, pack, ok := idx.lookup(id)
 		if !ok || loc.typ != t {
-			if _, err := r.ReadBlob(ctx, t, id, nil); err != nil { // the precise error
+			// ReadBlob reloads an index that does not list the blob, or
+			// gives the precise error.
+			if _, err := r.ReadBlob(ctx, t, id, nil); err != nil {
 				return err
 			}
-			return fmt.Errorf("%s blob %s: index changed while reading", t, id)
+			idx = r.index()
+			if loc, pack, ok = idx.lookup(id); !ok || loc.typ != t {
+				return fmt.Errorf("%s blob %s: index changed while reading", t, id)
+			}
 		}
 		wants = append(wants, want{i, pack, PackEntry{ID: id, Type: t, Compressed: loc.compressed, Offset: loc.offset, Length: loc.length, RawLength: loc.rawLength}})
 	}
@@ -70,19 +75,21 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 		span = span[:n]
 		if err := r.store.ReadAt(ctx, packName(first.pack), span, int64(first.e.Offset)); err != nil {
 			object := fmt.Sprintf("%s blob %s in pack %s", t, first.e.ID, first.pack)
-			if err := readError(object, err); !errors.As(err, new(*CorruptError)) {
-				// The store failed (the pack missing, EIO, a timeout): no
-				// blob's bytes were read, so none is damaged.
-				return err
+			rerr := readError(object, err)
+			if !errors.Is(rerr, ErrNotFound) && !errors.As(rerr, new(*CorruptError)) {
+				// The store failed (EIO, a timeout): no blob's bytes were
+				// read, so none is damaged.
+				return rerr
 			}
-			// The pack is short: read one by one instead, so that the
+			// The pack is gone (a GC elsewhere may have moved its blobs:
+			// ReadBlob looks again) or short: read one by one, so that the
 			// blobs it still holds are read and the error names the blob.
 			for _, w := range wants[start:end] {
 				dst := plain
 				if into != nil {
 					dst = into(w.i)
 				}
-				data, err := r.readBlobAt(ctx, w.pack, w.e, dst)
+				data, err := r.ReadBlob(ctx, t, w.e.ID, dst)
 				if err != nil {
 					return err
 				}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // Repository is an open repository: its config, its index, and the store.
@@ -15,13 +17,18 @@ type Repository struct {
 	store  Store
 	config Config
 
-	mu sync.RWMutex // shared by writers and verify, exclusive for GC
+	// The in-process side of the repository lock (see lockLocal): shared
+	// by writers and verify, exclusive for GC and repair.
+	localOnce sync.Once
+	local     *semaphore.Weighted
 
 	busyMu sync.Mutex
 	busy   map[string]string // collection -> operation holding its lock here
 
 	idxMu sync.Mutex
 	idx   *index
+	// reloadMu: one reload at a time when reads find the index out of date.
+	reloadMu sync.Mutex
 
 	keys *keys // nil for a repository that is not encrypted
 }
@@ -98,6 +105,11 @@ func (r *Repository) Config() Config { return r.config }
 // Store returns the store the repository lives in.
 func (r *Repository) Store() Store { return r.store }
 
+func (r *Repository) localLock() *semaphore.Weighted {
+	r.localOnce.Do(func() { r.local = semaphore.NewWeighted(localLockWeight) })
+	return r.local
+}
+
 func (r *Repository) index() *index {
 	r.idxMu.Lock()
 	defer r.idxMu.Unlock()
@@ -139,12 +151,66 @@ func (r *Repository) LocateBlob(id ID) (BlobLocation, bool) {
 // ReadBlob returns the plaintext of the blob id of type t, reusing dst's
 // memory. It checks the plaintext against id: a mismatch, or a blob that
 // cannot be decoded, is a *CorruptError naming the blob and its pack.
+//
+// A blob that is not where this process's index says (its pack is gone, or
+// the index does not list it) may have been moved by a GC elsewhere since
+// the index was loaded: the index is reloaded and the read tried once more,
+// so a moved blob is never reported as damage.
 func (r *Repository) ReadBlob(ctx context.Context, t BlobType, id ID, dst []byte) ([]byte, error) {
-	loc, pack, ok := r.index().lookup(id)
-	if !ok {
+	idx := r.index()
+	data, err := r.readBlobIn(ctx, idx, t, id, dst)
+	if err != nil && mayHaveMoved(err) && ctx.Err() == nil {
+		if rerr := r.reloadIndex(ctx, idx); rerr != nil {
+			return nil, fmt.Errorf("%s blob %s: %w, and reloading the index to look again failed: %w", t, id, err, rerr)
+		}
+		data, err = r.readBlobIn(ctx, r.index(), t, id, dst)
+	}
+	switch {
+	case errors.Is(err, errNotIndexed):
 		// Blobs are read because a block map or manifest references them:
 		// one that is nowhere is damage, not a wrong name.
 		return nil, corrupt(fmt.Sprintf("%s blob %s", t, id), "missing: no index or pack has it")
+	case errors.Is(err, ErrNotFound):
+		// Even a fresh index names a pack the store lacks. No bytes were
+		// read, so it is not ErrCorrupt: it stays ErrNotFound, naming the
+		// blob and the pack (verify reports it as damage).
+		return nil, fmt.Errorf("%s blob %s: %w", t, id, err)
+	}
+	return data, err
+}
+
+// errNotIndexed: the index does not list the blob.
+var errNotIndexed = errors.New("not in the index")
+
+// mayHaveMoved reports whether a read failed in a way a GC elsewhere,
+// moving or removing packs, could explain.
+func mayHaveMoved(err error) bool {
+	return errors.Is(err, errNotIndexed) || errors.Is(err, ErrNotFound)
+}
+
+// reloadIndex loads the whole index again, unless another reader has done
+// so since stale was current.
+func (r *Repository) reloadIndex(ctx context.Context, stale *index) error {
+	r.reloadMu.Lock()
+	defer r.reloadMu.Unlock()
+	if r.index() != stale {
+		return nil
+	}
+	idx, err := loadIndex(ctx, r.store)
+	if err != nil {
+		return err
+	}
+	r.idxMu.Lock()
+	r.idx = idx
+	r.idxMu.Unlock()
+	return nil
+}
+
+// readBlobIn reads the blob where idx says it is.
+func (r *Repository) readBlobIn(ctx context.Context, idx *index, t BlobType, id ID, dst []byte) ([]byte, error) {
+	loc, pack, ok := idx.lookup(id)
+	if !ok {
+		return nil, errNotIndexed
 	}
 	object := fmt.Sprintf("%s blob %s in pack %s", t, id, pack)
 	if loc.typ != t {

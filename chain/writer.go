@@ -66,14 +66,10 @@ func (r *Repository) NewWriter(ctx context.Context, operation string) (*Writer, 
 	return r.NewWriterWait(ctx, operation, 0)
 }
 
-// NewWriterWait is NewWriter that waits up to wait for another process's GC
-// to finish.
+// NewWriterWait is NewWriter that waits up to wait for a GC, in this
+// process or another, to finish.
 func (r *Repository) NewWriterWait(ctx context.Context, operation string, wait time.Duration) (*Writer, error) {
-	var lock *repoLock
-	err := retryLocked(ctx, wait, func() (err error) {
-		lock, err = r.lock(ctx, false, operation)
-		return err
-	})
+	lock, err := r.lockWait(ctx, false, operation, wait)
 	if err != nil {
 		return nil, err
 	}
@@ -84,6 +80,16 @@ func (r *Repository) NewWriterWait(ctx context.Context, operation string, wait t
 		return nil, err
 	}
 	return &Writer{repo: r, lock: lock, pending: map[ID]struct{}{}}, nil
+}
+
+// Context is done when the writer's lock is lost (its cause then wraps
+// ErrLockLost), when the writer is closed, or when the context NewWriter was
+// given ends: work for the writer should stop.
+func (w *Writer) Context() context.Context {
+	if w.lock == nil {
+		return context.Background()
+	}
+	return w.lock.ctx
 }
 
 // Repository returns the repository the writer adds to.
@@ -267,6 +273,9 @@ func (w *Writer) usable() error {
 	if w.closed {
 		return errors.New("writer is closed")
 	}
+	if w.err == nil && w.lock != nil {
+		return w.lock.lost()
+	}
 	return w.err
 }
 
@@ -387,6 +396,11 @@ func (w *Writer) Flush(ctx context.Context) error {
 func (w *Writer) SaveManifest(ctx context.Context, m *Manifest) error {
 	if err := w.Flush(ctx); err != nil {
 		return err
+	}
+	// A lock lost may be taken for stale elsewhere, and a GC there may
+	// sweep what this writer deduplicated against: commit nothing.
+	if err := w.lock.lost(); err != nil {
+		return fmt.Errorf("save restore point %s/%s: %w", m.Collection, m.ID, err)
 	}
 	return w.repo.saveManifest(ctx, m)
 }

@@ -152,6 +152,7 @@ func TestOpenDiskReadsAnywhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer r.Close()
 	want := images[2]
 	if r.Size() != int64(len(want)) {
 		t.Fatalf("Size %d, want %d", r.Size(), len(want))

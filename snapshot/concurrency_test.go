@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
@@ -43,7 +44,7 @@ func TestGCDuringCreates(t *testing.T) {
 					return
 				}
 				want := readFile(t, disk)
-				rp, err := c.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "d", Path: disk}}})
+				rp, err := c.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "d", Path: disk}}, LockWait: time.Minute}) // GC runs beside it
 				if err != nil {
 					errs <- fmt.Errorf("create %s/%d: %w", name, i, err)
 					return

@@ -34,10 +34,15 @@ type CopyOptions struct {
 // target when everything it needs is durable there.
 func (c *Collection) Copy(ctx context.Context, id string, to *Collection, opts CopyOptions) (*RestorePoint, chain.CopyStats, error) {
 	var stats chain.CopyStats
-	rp, err := c.Get(ctx, id)
+	// The source side holds a reader lock: GCs in any process keep what the
+	// copy reads. The whole copy runs under it.
+	points, lock, err := c.lockPoints(ctx, "copy to "+to.name, id)
 	if err != nil {
 		return nil, stats, err
 	}
+	defer lock.Close()
+	ctx = lock.Context()
+	rp := points[0]
 	now := opts.Now
 	if now == nil {
 		now = time.Now

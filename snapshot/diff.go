@@ -12,15 +12,23 @@ import (
 // ListChangedBlocks), at block granularity, in order. The two need not be
 // neighbours. It reads only the block-map nodes over what changed.
 func (c *Collection) Diff(ctx context.Context, from, to, disk string) ([]blockdiff.Range, error) {
-	a, err := c.diskOf(ctx, from, disk)
+	points, lock, err := c.lockPoints(ctx, "diff", from, to)
 	if err != nil {
 		return nil, err
 	}
-	b, err := c.diskOf(ctx, to, disk)
+	defer lock.Close()
+	a, err := diskIn(c, points[0], disk)
 	if err != nil {
 		return nil, err
 	}
-	blocks, err := c.repo.chain.DiffTrees(ctx, a.disk, b.disk)
+	b, err := diskIn(c, points[1], disk)
+	if err != nil {
+		return nil, err
+	}
+	blocks, err := c.repo.chain.DiffTrees(lock.Context(), a.disk, b.disk)
+	if lost := lock.Err(); err != nil && lost != nil {
+		err = lost // why the reads were cancelled
+	}
 	if err != nil {
 		return nil, fmt.Errorf("diff %s..%s disk %q: %w", a.point, b.point, disk, err)
 	}
@@ -32,17 +40,4 @@ func (c *Collection) Diff(ctx context.Context, from, to, disk string) ([]blockdi
 		ranges = append(ranges, blockdiff.Range{Offset: off, Length: min(r.Count*bs, size-off)})
 	}
 	return ranges, nil
-}
-
-// diskOf finds disk in restore point id (or Latest).
-func (c *Collection) diskOf(ctx context.Context, id, disk string) (*pointDisk, error) {
-	rp, err := c.Get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	d, ok := rp.Disk(disk)
-	if !ok {
-		return nil, fmt.Errorf("restore point %s/%s has no disk %q: %w", c.name, rp.ID, disk, ErrNotFound)
-	}
-	return &pointDisk{point: rp.ID, disk: d}, nil
 }

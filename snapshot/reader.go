@@ -3,9 +3,11 @@ package snapshot
 import (
 	"container/list"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/diskpoint/diskpoint/chain"
 )
@@ -14,10 +16,15 @@ import (
 // access (the NBD export), file-level restore, and anything that wants a
 // disk without restoring it. It checks every chunk's hash, keeps a bounded
 // cache of recent blocks and block-map leaves, and is safe for concurrent use.
+//
+// It holds a reader lock until Close: GCs in any process keep what it reads,
+// even if its restore point is deleted meanwhile. Close it when done.
 type DiskReader struct {
-	repo *chain.Repository
-	tree *chain.TreeReader
-	g    chain.Geometry
+	repo   *chain.Repository
+	tree   *chain.TreeReader
+	g      chain.Geometry
+	lock   *chain.ReaderLock
+	closed atomic.Bool
 
 	mu     sync.Mutex
 	blocks *lru[chain.ID, []byte]
@@ -32,10 +39,16 @@ type ReaderOptions struct {
 	CacheBytes int64
 }
 
-// OpenDisk opens disk of restore point id (or Latest) for reading.
+// OpenDisk opens disk of restore point id (or Latest) for reading. The
+// reader holds a reader lock until Close.
 func (c *Collection) OpenDisk(ctx context.Context, id, disk string, opts ReaderOptions) (*DiskReader, error) {
-	d, err := c.diskOf(ctx, id, disk)
+	points, lock, err := c.lockPoints(ctx, "read disk "+disk, id)
 	if err != nil {
+		return nil, err
+	}
+	d, err := diskIn(c, points[0], disk)
+	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	cacheBytes := opts.CacheBytes
@@ -47,13 +60,64 @@ func (c *Collection) OpenDisk(ctx context.Context, id, disk string, opts ReaderO
 		repo:   c.repo.chain,
 		tree:   tree,
 		g:      tree.Geometry(),
+		lock:   lock,
 		blocks: newLRU[chain.ID, []byte](int(max(cacheBytes/int64(d.disk.BlockSize), 1))),
 		leaves: newLRU[int64, []chain.ID](256),
 	}, nil
 }
 
+// lockPoints opens restore points ids (each an ID or Latest) for reading
+// by the open protocol of chain/FORMAT.md's safety model: read each
+// manifest, take one reader lock on everything they reference, read each
+// manifest again. A point deleted in between is ErrNotFound: a GC may have
+// swept it before the lock was visible. The caller closes the lock.
+func (c *Collection) lockPoints(ctx context.Context, operation string, ids ...string) ([]*RestorePoint, *chain.ReaderLock, error) {
+	points := make([]*RestorePoint, len(ids))
+	var roots []chain.ID
+	for i, id := range ids {
+		rp, err := c.Get(ctx, id)
+		if err != nil {
+			return nil, nil, err
+		}
+		points[i] = rp
+		roots = append(roots, rp.Config)
+		for _, d := range rp.Disks {
+			roots = append(roots, d.Root)
+		}
+	}
+	lock, err := c.repo.chain.OpenReader(ctx, operation+" in "+c.name, roots)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, rp := range points {
+		if _, err := c.repo.chain.LoadManifest(ctx, c.name, rp.ID); err != nil {
+			lock.Close()
+			if errors.Is(err, ErrNotFound) {
+				return nil, nil, fmt.Errorf("restore point %s/%s was deleted while being opened: %w", c.name, rp.ID, err)
+			}
+			return nil, nil, err
+		}
+	}
+	return points, lock, nil
+}
+
+// diskIn finds disk in restore point rp.
+func diskIn(c *Collection, rp *RestorePoint, disk string) (*pointDisk, error) {
+	d, ok := rp.Disk(disk)
+	if !ok {
+		return nil, fmt.Errorf("restore point %s/%s has no disk %q: %w", c.name, rp.ID, disk, ErrNotFound)
+	}
+	return &pointDisk{point: rp.ID, disk: d}, nil
+}
+
 // Size is the disk's size in bytes.
 func (r *DiskReader) Size() int64 { return r.g.Size }
+
+// Close releases the reader's lock; reads after Close fail.
+func (r *DiskReader) Close() error {
+	r.closed.Store(true)
+	return r.lock.Close()
+}
 
 // ReadAt reads len(p) bytes at off, as io.ReaderAt says: fewer only at the
 // end of the disk, with io.EOF. A damaged chunk gives an error wrapping
@@ -64,6 +128,13 @@ func (r *DiskReader) ReadAt(p []byte, off int64) (int, error) {
 
 // ReadAtContext is ReadAt with a context.
 func (r *DiskReader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if r.closed.Load() {
+		return 0, errors.New("read from a closed DiskReader")
+	}
+	if err := r.lock.Err(); err != nil {
+		// GCs may no longer keep what this reader reads.
+		return 0, fmt.Errorf("read at %d: %w", off, err)
+	}
 	if off < 0 {
 		return 0, fmt.Errorf("read at %d: negative offset", off)
 	}

@@ -63,16 +63,27 @@ type RestoreStats struct {
 // (see RestoreOptions). Every chunk is checked against its hash: a damaged
 // one fails the restore with an error wrapping ErrCorrupt that names it.
 func (c *Collection) RestoreDisk(ctx context.Context, id, disk, path string, opts RestoreOptions) (RestoreStats, error) {
-	to, err := c.diskOf(ctx, id, disk)
+	if opts.From != "" && !opts.Incremental {
+		return RestoreStats{}, fmt.Errorf("restore: From needs Incremental")
+	}
+	ids := []string{id}
+	if opts.From != "" {
+		ids = append(ids, opts.From)
+	}
+	// A reader lock keeps what the restore reads from GCs in any process.
+	points, lock, err := c.lockPoints(ctx, "restore disk "+disk, ids...)
+	if err != nil {
+		return RestoreStats{}, err
+	}
+	defer lock.Close()
+	ctx = lock.Context()
+	to, err := diskIn(c, points[0], disk)
 	if err != nil {
 		return RestoreStats{}, err
 	}
 	plan := restorePlan{disk: to.disk}
 	if opts.From != "" {
-		if !opts.Incremental {
-			return RestoreStats{}, fmt.Errorf("restore: From needs Incremental")
-		}
-		from, err := c.diskOf(ctx, opts.From, disk)
+		from, err := diskIn(c, points[1], disk)
 		if err != nil {
 			return RestoreStats{}, fmt.Errorf("restore from: %w", err)
 		}
@@ -101,6 +112,9 @@ func (c *Collection) RestoreDisk(ctx context.Context, id, disk, path string, opt
 	}
 	if err != nil {
 		t.abort()
+		if lost := lock.Err(); lost != nil {
+			err = lost // why the reads were cancelled
+		}
 		return stats, fmt.Errorf("restore %s/%s disk %q to %s: %w", c.name, to.point, disk, path, err)
 	}
 	return stats, nil

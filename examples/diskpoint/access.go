@@ -210,6 +210,7 @@ func serveDisk(ctx context.Context, e *env, c *snapshot.Collection, point, disk 
 		l.Close()
 		return err
 	}
+	defer r.Close() // releases its reader lock
 	srv := &nbd.Server{
 		Exports: map[string]*nbd.Export{disk: {Name: disk, Description: c.Name() + "/" + rp.ID + "/" + disk, Size: r.Size(), Disk: r}},
 		Log:     slog.New(slog.NewTextHandler(e.stderr, nil)),

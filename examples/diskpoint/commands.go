@@ -414,6 +414,7 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	dryRun := fs.Bool("dry-run", false, "report what would be removed, remove nothing")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	lockWait := fs.Duration("lock-wait", 0, "wait this long for running creates to finish (default: fail at once)")
+	ignoreDamaged := fs.Bool("ignore-damaged", false, "treat restore points whose manifest is damaged as deleted (their chunks are swept for good)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
@@ -421,9 +422,12 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	if err != nil {
 		return err
 	}
-	report, err := repo.GC(ctx, chain.GCOptions{DryRun: *dryRun, LockWait: *lockWait})
+	report, err := repo.GC(ctx, chain.GCOptions{DryRun: *dryRun, LockWait: *lockWait, IgnoreDamaged: *ignoreDamaged})
 	if err != nil {
 		return err
+	}
+	for _, name := range report.DamagedManifests {
+		fmt.Fprintf(e.stderr, "diskpoint gc: damaged %s treated as deleted\n", name)
 	}
 	if *asJSON {
 		return printJSON(e, report)
@@ -435,5 +439,27 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	fmt.Fprintf(e.stdout, "%s %s (%s -> %s): %d packs deleted, %d repacked, %d blobs removed; %d restore points keep %d blobs\n",
 		verb, humanize.IBytes(uint64(max(report.BytesReclaimed(), 0))), humanize.IBytes(uint64(report.BytesBefore)), humanize.IBytes(uint64(report.BytesAfter)),
 		report.PacksDeleted, report.PacksRepacked, report.BlobsRemoved, report.RestorePoints, report.LiveBlobs)
+	if report.PacksDeferred > 0 {
+		fmt.Fprintf(e.stdout, "%d packs left in place while readers (restores, exports) may read them; a later gc deletes them\n", report.PacksDeferred)
+	}
 	return nil
+}
+
+func runUnlock(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+	repoDir := fs.String("repo", "", "repository `directory`")
+	all := fs.Bool("all", false, "remove every lock, live or not: only when no diskpoint runs anywhere")
+	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
+		return err
+	}
+	repo, err := snapshot.OpenFromEnvironment(ctx, *repoDir)
+	if err != nil {
+		return err
+	}
+	removed, err := repo.Unlock(ctx, *all)
+	kind := "stale "
+	if *all {
+		kind = ""
+	}
+	fmt.Fprintf(e.stdout, "removed %d %slocks\n", removed, kind)
+	return err
 }

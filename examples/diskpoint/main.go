@@ -12,7 +12,8 @@
 //	diskpoint restore -repo DIR -collection NAME -point ID|latest -disk DISK -to PATH [-incremental [-from ID]]
 //	diskpoint verify  -repo DIR [-repair-from DISK=PATH]... [-json]
 //	diskpoint delete  -repo DIR -collection NAME -point ID
-//	diskpoint gc      -repo DIR [-dry-run] [-json]
+//	diskpoint gc      -repo DIR [-dry-run] [-ignore-damaged] [-lock-wait DURATION] [-json]
+//	diskpoint unlock  -repo DIR [-all]
 //	diskpoint hooks-log -repo DIR -collection NAME [-json]
 //	diskpoint diff    -repo DIR -collection NAME -from ID -to ID -disk DISK [-json]
 //	diskpoint copy    -repo DIR -collection NAME -point ID -to-repo DIR -to-collection NAME [-json]
@@ -60,6 +61,7 @@ var commands = map[string]command{
 	"verify":    {"check every byte of the repository", runVerify},
 	"delete":    {"delete a restore point", runDelete},
 	"gc":        {"reclaim space no restore point needs", runGC},
+	"unlock":    {"remove stale locks (-all: every lock)", runUnlock},
 	"hooks-log": {"show a collection's hook runs", runHooksLog},
 	"diff":      {"list the byte ranges that differ between two restore points", runDiff},
 	"copy":      {"copy a restore point to another collection or repository", runCopy},

@@ -50,6 +50,7 @@ func run(ctx context.Context, repoDir, collection, point, disk, listen string) e
 	if err != nil {
 		return err
 	}
+	defer r.Close() // releases its reader lock, so GC may reclaim what it kept for us
 	l, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err

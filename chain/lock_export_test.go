@@ -1,0 +1,21 @@
+package chain
+
+import "time"
+
+// SetLockTiming sets how often locks are refreshed, when they go stale and
+// how long a lock taker settles, for a test that cannot wait minutes; the
+// returned function restores the previous values. Locks taken before the
+// call keep the timing they were taken with.
+func SetLockTiming(refreshEach, staleAfter, settle time.Duration) (restore func()) {
+	oldRefresh, oldStale, oldSettle := lockRefreshEach, LockStaleAfter, LockSettle
+	lockRefreshEach, LockStaleAfter, LockSettle = refreshEach, staleAfter, settle
+	return func() { lockRefreshEach, LockStaleAfter, LockSettle = oldRefresh, oldStale, oldSettle }
+}
+
+// SetGarbageClockSkew sets the clock-skew margin of garbage records for a
+// test; the returned function restores it.
+func SetGarbageClockSkew(d time.Duration) (restore func()) {
+	old := garbageClockSkew
+	garbageClockSkew = d
+	return func() { garbageClockSkew = old }
+}
