@@ -87,13 +87,14 @@ type soak struct {
 	lockWait     map[string]bool // command -> it accepts -lock-wait
 	qemu         bool
 
-	mu       sync.Mutex
-	points   map[string]*soakPoint // repo|collection/id
-	seq      int
-	failures []string
-	done     map[string]int // op -> completed
-	refused  map[string]int // op -> refused by a lock, as the CLI documents for commands without -lock-wait
-	vanished map[string]int // op -> read a point deleted meanwhile and was told "not found"
+	mu        sync.Mutex
+	points    map[string]*soakPoint // repo|collection/id
+	seq       int
+	failures  []string
+	failedOps map[string]int // op -> failures
+	done      map[string]int // op -> completed
+	refused   map[string]int // op -> refused by a lock, as the CLI documents for commands without -lock-wait
+	vanished  map[string]int // op -> read a point deleted meanwhile and was told "not found"
 }
 
 // TestSoak runs three processes' worth of work against one repository for
@@ -123,7 +124,7 @@ func TestSoak(t *testing.T) {
 
 	s.finalChecks()
 	if len(s.failures) > 0 {
-		t.Errorf("%d operations failed during the soak:\n%s", len(s.failures), strings.Join(s.failures, "\n"))
+		t.Errorf("%d operations failed during the soak (%v):\n%s", len(s.failures), s.failedOps, strings.Join(s.failures, "\n"))
 	}
 }
 
@@ -138,7 +139,7 @@ func newSoak(t *testing.T) *soak {
 	dir := t.TempDir()
 	s := &soak{t: t, dir: dir, repo: filepath.Join(dir, "repo"), dr: filepath.Join(dir, "dr"), imagesDir: filepath.Join(dir, "images"),
 		disks: map[string]map[string]string{}, collectionMu: map[string]*sync.Mutex{}, lockWait: map[string]bool{},
-		points: map[string]*soakPoint{}, done: map[string]int{}, refused: map[string]int{}, vanished: map[string]int{}}
+		points: map[string]*soakPoint{}, failedOps: map[string]int{}, done: map[string]int{}, refused: map[string]int{}, vanished: map[string]int{}}
 	if err := os.Mkdir(s.imagesDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -278,6 +279,7 @@ func (s *soak) fail(w int, op, format string, args ...any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failures = append(s.failures, msg)
+	s.failedOps[op]++
 }
 
 func (s *soak) count(m map[string]int, op string) {
