@@ -50,6 +50,9 @@ type harness struct {
 	// enough to overlap them.
 	big  string
 	qemu bool // qemu-img is there to read NBD exports
+	// readers counts how the readers that raced a delete and GC, and were
+	// not killed, ended.
+	readers map[string]int
 }
 
 // TestKillAtAnyInstant kills the CLI with SIGKILL at random moments of
@@ -68,7 +71,7 @@ func TestKillAtAnyInstant(t *testing.T) {
 		t.Skip("the kill harness takes a while; run without -short")
 	}
 	h := &harness{t: t, dir: t.TempDir(), expected: map[string]map[string][]byte{},
-		rng: rand.New(rand.NewPCG(*killSeed, 7)), kills: map[string]int{}, finished: map[string]int{}, checked: map[string]bool{}}
+		rng: rand.New(rand.NewPCG(*killSeed, 7)), kills: map[string]int{}, finished: map[string]int{}, checked: map[string]bool{}, readers: map[string]int{}}
 	h.repo, h.dr = filepath.Join(h.dir, "repo"), filepath.Join(h.dir, "dr")
 	mustCLI(t, "init", "-repo", h.repo, "-block-size", "16KiB")
 	mustCLI(t, "init", "-repo", h.dr, "-block-size", "16KiB")
@@ -111,7 +114,8 @@ func TestKillAtAnyInstant(t *testing.T) {
 	}
 	h.checked = map[string]bool{}
 	h.check("at the end")
-	t.Logf("seed %d: %d kills survived (%v); %v finished before their kill", *killSeed, total, h.kills, h.finished)
+	t.Logf("seed %d: %d kills survived (%v); %v finished before their kill; readers racing delete and GC, unkilled: %v",
+		*killSeed, total, h.kills, h.finished, h.readers)
 }
 
 // run prepares op, runs it in a child process, and kills it after delay
@@ -256,6 +260,11 @@ func (h *harness) readerUnderGC(delay time.Duration) bool {
 	if !h.qemu || h.rng.IntN(2) == 0 {
 		out := filepath.Join(h.dir, "reader.img")
 		os.Remove(out)
+		tempFiles := filepath.Join(h.dir, ".reader.img.restoring-*")
+		leftovers, _ := filepath.Glob(tempFiles) // of a restore killed before
+		for _, name := range leftovers {
+			os.Remove(name)
+		}
 		reader := h.child("restore", "-repo", h.repo, "-collection", "big", "-point", id, "-disk", "d", "-to", out)
 		var stderr bytes.Buffer
 		reader.Stderr = &stderr
@@ -265,14 +274,16 @@ func (h *harness) readerUnderGC(delay time.Duration) bool {
 		timer := kill(reader)
 		exited := make(chan error, 1)
 		go func() { exited <- reader.Wait() }()
-		// Half the time the delete races the restore's start, which may then
-		// find the point gone; otherwise it waits until the restore has opened
-		// the point (its temp file is there), which must then restore whole.
+		// Half the time the delete races the restore's start; otherwise it
+		// waits until the restore has read the manifest (its temp file is
+		// there), so that the GC runs while it reads. Either way the restore
+		// may find the point gone ("deleted while opening", ErrNotFound: the
+		// reader lock may be taken after the temp file), or restores whole.
 		opened := h.rng.IntN(2) == 0
 		var err error
 		exitedEarly := false
 		for opened {
-			if names, _ := filepath.Glob(filepath.Join(h.dir, ".reader.img.restoring-*")); len(names) > 0 {
+			if names, _ := filepath.Glob(tempFiles); len(names) > 0 {
 				break
 			}
 			select {
@@ -291,12 +302,18 @@ func (h *harness) readerUnderGC(delay time.Duration) bool {
 		switch {
 		case killed.Load():
 			return true
-		case err != nil && !opened && pointGone(stderr.String(), id):
-			return false // deleted before the restore opened it: ErrNotFound is right
+		case err != nil && pointGone(stderr.String(), id):
+			h.readers["restore found its point deleted"]++
+			return false
 		case err != nil:
 			t.Fatalf("a restore of big/%s while another process deleted it and collected garbage: %v: %s", id, err, stderr.Bytes())
 		case !bytes.Equal(readAll(t, out), want):
 			t.Fatalf("a restore of big/%s while another process deleted it and collected garbage restored the wrong bytes", id)
+		}
+		if opened {
+			h.readers["restore read its point through delete and GC"]++
+		} else {
+			h.readers["restore raced delete and GC"]++
 		}
 		return false
 	}
@@ -346,6 +363,7 @@ func (h *harness) readerUnderGC(delay time.Duration) bool {
 	if !bytes.Equal(readAll(t, out), want) {
 		t.Fatalf("qemu-img read big/%s, exported, then deleted and garbage collected by other processes, wrong", id)
 	}
+	h.readers["NBD export read through delete and GC"]++
 	return false
 }
 
