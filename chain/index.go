@@ -119,7 +119,30 @@ type indexState struct {
 // loadIndexState reads every index file, tolerating damaged ones, and
 // recovers the entries of packs that no sound index file lists from the
 // packs' own headers: a lost or damaged index file loses nothing.
+//
+// A GC elsewhere writes its new index file before it removes the old ones
+// and their packs, so an index file or pack that vanishes between listing
+// and reading means the listing is out of date: the load starts again.
 func loadIndexState(ctx context.Context, store Store) (*indexState, error) {
+	for attempt := 1; ; attempt++ {
+		st, err := loadIndexStateOnce(ctx, store)
+		if !errors.Is(err, errListingChanged) {
+			return st, err
+		}
+		if attempt == maxIndexLoads {
+			return nil, fmt.Errorf("load index: the store changed under %d loads in a row: %w", attempt, err)
+		}
+	}
+}
+
+// maxIndexLoads bounds loadIndexState's fresh starts; each one means a GC
+// finished meanwhile, so a handful is plenty.
+const maxIndexLoads = 8
+
+// errListingChanged: an object listed a moment ago is gone.
+var errListingChanged = errors.New("an object listed a moment ago is gone")
+
+func loadIndexStateOnce(ctx context.Context, store Store) (*indexState, error) {
 	names, err := listNames(ctx, store, indexPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list index: %w", err)
@@ -128,6 +151,9 @@ func loadIndexState(ctx context.Context, store Store) (*indexState, error) {
 	for _, name := range names {
 		packs, err := readIndexFile(ctx, store, name)
 		if err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return nil, fmt.Errorf("%s: %w: %w", name, errListingChanged, err)
+			}
 			if !errors.As(err, new(*CorruptError)) {
 				return nil, err
 			}
@@ -151,6 +177,9 @@ func loadIndexState(ctx context.Context, store Store) (*indexState, error) {
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
+			}
+			if errors.Is(err, ErrNotFound) {
+				return nil, fmt.Errorf("pack %s: %w: %w", id, errListingChanged, err)
 			}
 			st.unreadable[id] = err
 			continue
@@ -210,6 +239,9 @@ func (x *index) refresh(ctx context.Context, store Store) (*index, error) {
 		if errors.As(err, new(*CorruptError)) {
 			slog.Warn("damaged index file skipped", "object", name, "error", err)
 			continue // verify reports it; GC rewrites the index
+		}
+		if errors.Is(err, ErrNotFound) {
+			return loadIndex(ctx, store) // a GC replaced it meanwhile
 		}
 		if err != nil {
 			return nil, err

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -50,7 +51,7 @@ func OpenFromEnvironment(ctx context.Context, dir string) (*Repository, error) {
 		return nil, err
 	}
 	repo, err := OpenWithKey(ctx, dir, key)
-	if err != nil && key == nil {
+	if errors.Is(err, ErrKeyRequired) && key == nil {
 		return nil, fmt.Errorf("%w (set %s or %s)", err, KeyEnv, KeyFileEnv)
 	}
 	return repo, err
