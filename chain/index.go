@@ -181,6 +181,9 @@ func loadIndexStateOnce(ctx context.Context, store Store) (*indexState, error) {
 			if errors.Is(err, ErrNotFound) {
 				return nil, fmt.Errorf("pack %s: %w: %w", id, errListingChanged, err)
 			}
+			if !errors.Is(err, ErrCorrupt) {
+				return nil, fmt.Errorf("read the header of unindexed pack %s: %w", id, err) // the store failed: not damage
+			}
 			st.unreadable[id] = err
 			continue
 		}

@@ -269,6 +269,10 @@ func (l *repoLock) acquire(ctx context.Context) error {
 	host, _ := os.Hostname()
 	l.info.Host, l.info.PID, l.info.Created = host, os.Getpid(), time.Now().UTC()
 	if err := l.create(ctx); err != nil {
+		if !errors.Is(err, ErrExists) {
+			// The store may have written it before failing to answer.
+			_ = l.removeObject(context.WithoutCancel(ctx))
+		}
 		return err
 	}
 	if l.info.Reader {
@@ -288,7 +292,7 @@ func (l *repoLock) acquire(ctx context.Context) error {
 		err = l.checkOthers(ctx)
 	}
 	if err != nil {
-		l.repo.store.Delete(context.WithoutCancel(ctx), l.name)
+		_ = l.removeObject(context.WithoutCancel(ctx))
 		return err
 	}
 	return nil
@@ -439,12 +443,28 @@ func (l *repoLock) release() error {
 		l.stopRefresh()
 		l.done.Wait()
 		l.cancel(context.Canceled)
-		err = l.repo.store.Delete(context.Background(), l.name)
-		if errors.Is(err, ErrNotFound) {
-			err = nil
-		}
+		err = l.removeObject(context.Background())
 		l.unlockLocal()
 	})
+	return err
+}
+
+// lockRemoveAttempts: a lock object left behind blocks every GC (and a
+// GC's lock every create) until it goes stale, so one failed delete is
+// worth trying again.
+const lockRemoveAttempts = 3
+
+// removeObject deletes the lock object; one already gone is fine.
+func (l *repoLock) removeObject(ctx context.Context) error {
+	var err error
+	for range lockRemoveAttempts {
+		if err = l.repo.store.Delete(ctx, l.name); err == nil || errors.Is(err, ErrNotFound) || ctx.Err() != nil {
+			break
+		}
+	}
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
 	return err
 }
 

@@ -81,6 +81,9 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (VerifyRepo
 	if err := v.checkRestorePoints(ctx, r.readingThrough(idx), idx, points); err != nil {
 		return report, err
 	}
+	if v.err != nil {
+		return report, fmt.Errorf("verify: %w", v.err)
+	}
 	for _, d := range v.damage {
 		sort.Strings(d.RestorePoints)
 		report.Damage = append(report.Damage, *d)
@@ -94,6 +97,7 @@ type verifier struct {
 	mu       sync.Mutex
 	damage   map[string]*Damage
 	badBlobs map[ID]string // blob → the damaged object that holds it
+	err      error         // the first read that failed without showing damage
 }
 
 func (v *verifier) found(object, reason string) {
@@ -186,8 +190,8 @@ func (v *verifier) checkPack(ctx context.Context, id ID, size int64, entries []P
 	name := packName(id)
 	data, err := v.repo.store.Get(ctx, name)
 	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if couldNotCheck(ctx, err) {
+			return fmt.Errorf("verify: %w", err)
 		}
 		for _, e := range entries {
 			v.badBlob(e.ID, e.Type, "pack "+id.String(), "unreadable: "+err.Error())
@@ -263,11 +267,11 @@ func (v *verifier) readRestorePoints(ctx context.Context, report *VerifyReport) 
 	for _, name := range names {
 		m, err := v.repo.readManifest(ctx, name)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
 			if errors.Is(err, ErrNotFound) {
 				continue
+			}
+			if couldNotCheck(ctx, err) {
+				return nil, fmt.Errorf("verify: %w", err)
 			}
 		}
 		points = append(points, restorePoint{name: name, manifest: m, err: err})
@@ -335,6 +339,8 @@ func (v *verifier) subtreeDamage(ctx context.Context, idx *index, t *TreeReader,
 	if bad == nil {
 		ids, err := t.node(ctx, id, level, n, false)
 		switch {
+		case err != nil && couldNotCheck(ctx, err):
+			v.fail(err) // not damage: Verify fails at the end instead
 		case err != nil:
 			object := "tree blob " + id.String()
 			v.found(object, err.Error())
@@ -354,6 +360,25 @@ func (v *verifier) subtreeDamage(ctx context.Context, idx *index, t *TreeReader,
 	bad = dedupStrings(bad)
 	memo[id] = bad
 	return bad
+}
+
+// couldNotCheck reports whether a read failed for a reason that says
+// nothing about the object: the store or the caller gave up (EIO, a
+// timeout, a 503, a cancelled ctx). Only bytes read and found wrong, or an
+// object that is missing, are damage; anything else means Verify could not
+// check, and it says so as an error rather than report damage that may not
+// be there.
+func couldNotCheck(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrNotFound)
+}
+
+// fail records the first error that kept Verify from checking something.
+func (v *verifier) fail(err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.err == nil {
+		v.err = err
+	}
 }
 
 func dedupStrings(s []string) []string {
