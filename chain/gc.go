@@ -82,9 +82,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 		}
 	}()
 
-	if remover, ok := r.store.(interface {
-		RemoveTemp(context.Context) (int, error)
-	}); ok && !opts.DryRun {
+	if remover, ok := findTempRemover(r.store); ok && !opts.DryRun {
 		if report.TempFiles, err = remover.RemoveTemp(ctx); err != nil {
 			return report, fmt.Errorf("gc: %w", err)
 		}
@@ -469,4 +467,26 @@ func listPacks(ctx context.Context, store Store) (map[ID]int64, error) {
 		return nil, fmt.Errorf("list packs: %w", err)
 	}
 	return packs, nil
+}
+
+// tempRemover is a store that can clear what interrupted writes left
+// behind (LocalStore.RemoveTemp).
+type tempRemover interface {
+	RemoveTemp(context.Context) (int, error)
+}
+
+// findTempRemover looks for a tempRemover in store or, through Unwrap,
+// the stores it decorates (a RetryStore over a LocalStore).
+func findTempRemover(store Store) (tempRemover, bool) {
+	for store != nil {
+		if remover, ok := store.(tempRemover); ok {
+			return remover, true
+		}
+		unwrapper, ok := store.(interface{ Unwrap() Store })
+		if !ok {
+			return nil, false
+		}
+		store = unwrapper.Unwrap()
+	}
+	return nil, false
 }

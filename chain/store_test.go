@@ -228,3 +228,34 @@ func TestLocksAreCreatedNotReplaced(t *testing.T) {
 		t.Errorf("%d PutIfAbsent calls, want 1 (the lock)", n)
 	}
 }
+
+// GC clears a crashed writer's temp files through store decorators too: a
+// LocalStore wrapped in a RetryStore still gets its RemoveTemp called.
+func TestGCRemovesTempFilesThroughDecorators(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "repo")
+	local, err := chain.NewLocalStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := newRepoOn(t, chain.NewRetryStore(local, chain.RetryOptions{}))
+	if err := os.MkdirAll(filepath.Join(dir, "packs", "ab"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	leftover := filepath.Join(dir, "packs", "ab", ".tmp-ffffffff-123-456")
+	if err := os.WriteFile(leftover, []byte("partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	os.Chtimes(leftover, old, old)
+	report, err := repo.GC(ctx, chain.GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if report.TempFiles != 1 {
+		t.Errorf("GC removed %d temp files, want 1", report.TempFiles)
+	}
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Errorf("temp file still there: %v", err)
+	}
+}
