@@ -108,7 +108,11 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 			}
 			data, err := r.decodeStored(dst, span[off:off+int64(w.e.Length)], w.e)
 			if err != nil {
-				return corrupt(fmt.Sprintf("%s blob %s in pack %s", t, w.e.ID, w.pack), "%v", err)
+				// Damaged, or repaired elsewhere since the index was
+				// loaded: ReadBlob looks again, and names the damage.
+				if data, err = r.ReadBlob(ctx, t, w.e.ID, dst); err != nil {
+					return err
+				}
 			}
 			if into == nil {
 				plain = data

@@ -19,6 +19,7 @@ func (r *Repository) RepairBlobs(ctx context.Context, t BlobType, blobs map[ID][
 		return 0, fmt.Errorf("repair: %w", err)
 	}
 	defer lock.unlock()
+	ctx = lock.ctx // a lost lock stops the repair before it touches the index
 	w := &Writer{repo: r, pending: map[ID]struct{}{}, repacking: true}
 	defer w.Close()
 	repaired := map[ID]bool{}
@@ -90,17 +91,45 @@ func (r *Repository) RepairBlobs(ctx context.Context, t BlobType, blobs map[ID][
 		}
 	}
 	keep = append(keep, w.written...)
+	if err := lock.lost(); err != nil {
+		return 0, fmt.Errorf("repair: %w", err)
+	}
 	if _, err := r.replaceIndex(ctx, keep, state.files); err != nil {
 		return 0, fmt.Errorf("repair: %w", err)
 	}
+	var dropped []ID
 	for _, id := range evacuated {
 		if !newPacks[id] {
-			if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
-				return len(repaired), fmt.Errorf("repair: %w", err)
-			}
+			dropped = append(dropped, id)
 		}
 	}
+	if err := r.dropPacks(ctx, dropped); err != nil {
+		return len(repaired), fmt.Errorf("repair: %w", err)
+	}
 	return len(repaired), nil
+}
+
+// dropPacks deletes packs the index no longer lists, or, while readers
+// live (they may read them through an index loaded earlier), leaves them
+// in a garbage record for a later GC, as GC's sweep does.
+func (r *Repository) dropPacks(ctx context.Context, packs []ID) error {
+	if len(packs) == 0 {
+		return nil
+	}
+	readers, err := liveReaders(ctx, r.store)
+	if err != nil {
+		return err
+	}
+	if len(readers) > 0 {
+		_, err := writeGarbage(ctx, r.store, packs)
+		return err
+	}
+	for _, id := range packs {
+		if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+	}
+	return nil
 }
 
 func countRepaired(entries []PackEntry, repaired map[ID]bool) int {

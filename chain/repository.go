@@ -105,6 +105,10 @@ func (r *Repository) Config() Config { return r.config }
 // Store returns the store the repository lives in.
 func (r *Repository) Store() Store { return r.store }
 
+// Close closes the store. The repository must not be used afterwards; what
+// it wrote is durable already (writers flush on commit).
+func (r *Repository) Close() error { return r.store.Close() }
+
 func (r *Repository) localLock() *semaphore.Weighted {
 	r.localOnce.Do(func() { r.local = semaphore.NewWeighted(localLockWeight) })
 	return r.local
@@ -154,8 +158,9 @@ func (r *Repository) LocateBlob(id ID) (BlobLocation, bool) {
 //
 // A blob that is not where this process's index says (its pack is gone, or
 // the index does not list it) may have been moved by a GC elsewhere since
-// the index was loaded: the index is reloaded and the read tried once more,
-// so a moved blob is never reported as damage.
+// the index was loaded, and one that reads back damaged may have been
+// repaired elsewhere: the index is reloaded and the read tried once more,
+// so a moved blob is never reported as damage, nor a repaired one.
 func (r *Repository) ReadBlob(ctx context.Context, t BlobType, id ID, dst []byte) ([]byte, error) {
 	idx := r.index()
 	data, err := r.readBlobIn(ctx, idx, t, id, dst)
@@ -182,10 +187,10 @@ func (r *Repository) ReadBlob(ctx context.Context, t BlobType, id ID, dst []byte
 // errNotIndexed: the index does not list the blob.
 var errNotIndexed = errors.New("not in the index")
 
-// mayHaveMoved reports whether a read failed in a way a GC elsewhere,
-// moving or removing packs, could explain.
+// mayHaveMoved reports whether a read failed in a way a GC or a repair
+// elsewhere, moving or removing packs, could explain.
 func mayHaveMoved(err error) bool {
-	return errors.Is(err, errNotIndexed) || errors.Is(err, ErrNotFound)
+	return errors.Is(err, errNotIndexed) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt)
 }
 
 // reloadIndex loads the whole index again, unless another reader has done
