@@ -138,6 +138,10 @@ func TestGCDefersDeletingWhatReadersMayRead(t *testing.T) {
 			t.Fatalf("pack %s was deleted while a reader may read it", name)
 		}
 	}
+	// Deferred packs are GC's, not leftovers of a failed create.
+	if vr, err := repo.Verify(ctx, chain.VerifyOptions{}); err != nil || !vr.OK() || vr.UnindexedPacks != 0 {
+		t.Fatalf("verify beside deferred packs: %+v, %v; want clean, with no unindexed packs", vr, err)
+	}
 	if err := readAll(t, reader, points[1]); err != nil {
 		t.Fatalf("reader of a point deleted while it reads: %v", err)
 	}

@@ -71,7 +71,11 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (VerifyRepo
 	if err != nil {
 		return report, fmt.Errorf("verify: %w", err)
 	}
-	v.checkIndex(state, &report)
+	garbage, err := loadGarbage(ctx, r.store)
+	if err != nil {
+		return report, fmt.Errorf("verify: %w", err)
+	}
+	v.checkIndex(state, garbage, &report)
 	// Verify reads through the index it loaded and never installs it as the
 	// repository's: writers in this process keep adding to theirs meanwhile.
 	idx := state.idx
@@ -123,10 +127,21 @@ func (v *verifier) badBlob(id ID, t BlobType, object, reason string) {
 
 // checkIndex reports what loading the index found: damaged index files,
 // and packs that no index lists (recovered from their own headers: garbage
-// of a failed create, or the packs of a lost index file).
-func (v *verifier) checkIndex(state *indexState, report *VerifyReport) {
+// of a failed create, or the packs of a lost index file), other than those
+// a GC left for readers (listed in garbage records).
+func (v *verifier) checkIndex(state *indexState, garbage map[string]garbageRecord, report *VerifyReport) {
 	report.IndexFiles = len(state.files)
-	report.UnindexedPacks = len(state.recovered)
+	deferred := map[ID]bool{}
+	for _, g := range garbage {
+		for _, id := range g.Packs {
+			deferred[id] = true
+		}
+	}
+	for _, id := range state.recovered {
+		if !deferred[id] {
+			report.UnindexedPacks++
+		}
+	}
 	for name, err := range state.damaged {
 		v.found(name, err.Error())
 	}

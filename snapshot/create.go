@@ -68,8 +68,9 @@ type CreateOptions struct {
 	// RateLimit, if set, limits creates per collection and requested mode;
 	// a refused create returns a *ThrottledError.
 	RateLimit *RateLimit
-	// LockWait: when another create of the collection, or another process's
-	// GC, is running, wait up to this long for it; 0 returns ErrLocked at once.
+	// LockWait: when another create of the collection, or a GC (in this
+	// process or another), is running, wait up to this long for it; 0
+	// returns ErrLocked at once.
 	LockWait time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time

@@ -112,6 +112,10 @@ func OpenStore(ctx context.Context, store chain.Store, key []byte) (*Repository,
 // format itself.
 func (r *Repository) Chain() *chain.Repository { return r.chain }
 
+// Close releases the repository's store. Use the Repository no more
+// afterwards.
+func (r *Repository) Close() error { return r.chain.Close() }
+
 // Config returns the repository's settings.
 func (r *Repository) Config() chain.Config { return r.chain.Config() }
 
