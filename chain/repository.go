@@ -126,10 +126,15 @@ func (r *Repository) refreshIndex(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.setIndex(idx)
+	return nil
+}
+
+// setIndex makes idx the index reads and writers use from now on.
+func (r *Repository) setIndex(idx *index) {
 	r.idxMu.Lock()
 	r.idx = idx
 	r.idxMu.Unlock()
-	return nil
 }
 
 // HasBlob reports whether the index holds the blob.
@@ -205,9 +210,7 @@ func (r *Repository) reloadIndex(ctx context.Context, stale *index) error {
 	if err != nil {
 		return err
 	}
-	r.idxMu.Lock()
-	r.idx = idx
-	r.idxMu.Unlock()
+	r.setIndex(idx)
 	return nil
 }
 
