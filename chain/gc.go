@@ -107,9 +107,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 	}
 	idx := state.idx
 	// Mark and repack read through the index just loaded.
-	r.idxMu.Lock()
-	r.idx = idx
-	r.idxMu.Unlock()
+	r.setIndex(idx)
 
 	used, points, damaged, err := r.mark(ctx, opts.IgnoreDamaged)
 	if err != nil {

@@ -315,8 +315,6 @@ func (r *Repository) replaceIndex(ctx context.Context, packs []IndexedPack, old 
 	if name != "" {
 		fresh.add(name, packs)
 	}
-	r.idxMu.Lock()
-	r.idx = fresh
-	r.idxMu.Unlock()
+	r.setIndex(fresh)
 	return deleted, nil
 }
