@@ -220,7 +220,7 @@ func TestCopyIntoRepositoryCrashedAfterCheckpoint(t *testing.T) {
 // Open would find it (from an index file or the pack's own header).
 func storesTreeBlob(t *testing.T, store Store) bool {
 	t.Helper()
-	state, err := loadIndexState(context.Background(), store)
+	state, err := loadIndexState(context.Background(), store, discardLogger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"sort"
 	"strings"
@@ -87,7 +86,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 			return report, fmt.Errorf("gc: %w", err)
 		}
 	}
-	state, err := loadIndexState(ctx, r.store)
+	state, err := loadIndexState(ctx, r.store, r.Logger())
 	if err != nil {
 		return report, fmt.Errorf("gc: %w", err)
 	}
@@ -380,7 +379,7 @@ func (r *Repository) mark(ctx context.Context, ignoreDamaged bool) (used map[ID]
 			continue // deleted while we listed
 		}
 		if err != nil && ignoreDamaged && errors.Is(err, ErrCorrupt) {
-			slog.Warn("gc: damaged restore point treated as deleted", "object", name, "error", err)
+			r.Logger().Warn("gc: damaged restore point treated as deleted", "object", name, "error", err)
 			damaged = append(damaged, name)
 			continue
 		}

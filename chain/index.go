@@ -123,9 +123,9 @@ type indexState struct {
 // A GC elsewhere writes its new index file before it removes the old ones
 // and their packs, so an index file or pack that vanishes between listing
 // and reading means the listing is out of date: the load starts again.
-func loadIndexState(ctx context.Context, store Store) (*indexState, error) {
+func loadIndexState(ctx context.Context, store Store, log *slog.Logger) (*indexState, error) {
 	for attempt := 1; ; attempt++ {
-		st, err := loadIndexStateOnce(ctx, store)
+		st, err := loadIndexStateOnce(ctx, store, log)
 		if !errors.Is(err, errListingChanged) {
 			return st, err
 		}
@@ -142,7 +142,7 @@ const maxIndexLoads = 8
 // errListingChanged: an object listed a moment ago is gone.
 var errListingChanged = errors.New("an object listed a moment ago is gone")
 
-func loadIndexStateOnce(ctx context.Context, store Store) (*indexState, error) {
+func loadIndexStateOnce(ctx context.Context, store Store, log *slog.Logger) (*indexState, error) {
 	names, err := listNames(ctx, store, indexPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list index: %w", err)
@@ -158,7 +158,7 @@ func loadIndexStateOnce(ctx context.Context, store Store) (*indexState, error) {
 				return nil, err
 			}
 			st.damaged[name] = err
-			slog.Warn("damaged index file; its packs are read from their own headers", "object", name, "error", err)
+			log.Warn("damaged index file; its packs are read from their own headers", "object", name, "error", err)
 			continue
 		}
 		st.idx.add(name, packs)
@@ -195,8 +195,8 @@ func loadIndexStateOnce(ctx context.Context, store Store) (*indexState, error) {
 }
 
 // loadIndex reads the repository's index.
-func loadIndex(ctx context.Context, store Store) (*index, error) {
-	st, err := loadIndexState(ctx, store)
+func loadIndex(ctx context.Context, store Store, log *slog.Logger) (*index, error) {
+	st, err := loadIndexState(ctx, store, log)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +206,7 @@ func loadIndex(ctx context.Context, store Store) (*index, error) {
 // refresh brings x up to date with the store: new index files are added; if
 // any was removed (a GC ran elsewhere), the whole index is reloaded, since
 // its packs may be gone. It returns the index to use from now on.
-func (x *index) refresh(ctx context.Context, store Store) (*index, error) {
+func (x *index) refresh(ctx context.Context, store Store, log *slog.Logger) (*index, error) {
 	names, err := listNames(ctx, store, indexPrefix)
 	if err != nil {
 		return nil, err
@@ -235,16 +235,16 @@ func (x *index) refresh(ctx context.Context, store Store) (*index, error) {
 		}
 	}
 	if removed {
-		return loadIndex(ctx, store)
+		return loadIndex(ctx, store, log)
 	}
 	for _, name := range added {
 		packs, err := readIndexFile(ctx, store, name)
 		if errors.As(err, new(*CorruptError)) {
-			slog.Warn("damaged index file skipped", "object", name, "error", err)
+			log.Warn("damaged index file skipped", "object", name, "error", err)
 			continue // verify reports it; GC rewrites the index
 		}
 		if errors.Is(err, ErrNotFound) {
-			return loadIndex(ctx, store) // a GC replaced it meanwhile
+			return loadIndex(ctx, store, log) // a GC replaced it meanwhile
 		}
 		if err != nil {
 			return nil, err

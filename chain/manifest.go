@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sort"
 	"strings"
 	"time"
@@ -216,7 +215,7 @@ func (r *Repository) ListManifests(ctx context.Context, collection string) ([]*M
 			continue // deleted while we listed
 		}
 		if errors.As(err, new(*CorruptError)) || errors.Is(err, ErrInvalidName) {
-			slog.Warn("damaged restore point left out", "object", name, "error", err)
+			r.Logger().Warn("damaged restore point left out", "object", name, "error", err)
 			continue
 		}
 		if err != nil {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sync/semaphore"
 )
@@ -31,6 +33,8 @@ type Repository struct {
 	reloadMu sync.Mutex
 
 	keys *keys // nil for a repository that is not encrypted
+
+	logger atomic.Pointer[slog.Logger] // see SetLogger
 }
 
 // Init writes a new repository's config into store. It refuses a store that
@@ -92,7 +96,9 @@ func Open(ctx context.Context, store Store, key []byte) (*Repository, error) {
 			return nil, fmt.Errorf("open repository: %w", ErrWrongKey)
 		}
 	}
-	idx, err := loadIndex(ctx, store)
+	// No logger can be set yet: a damaged index file found now is
+	// reported by Verify, and logged by later reloads.
+	idx, err := loadIndex(ctx, store, discardLogger)
 	if err != nil {
 		return nil, fmt.Errorf("open repository: %w", err)
 	}
@@ -122,7 +128,7 @@ func (r *Repository) index() *index {
 
 // refreshIndex picks up index files other processes wrote or removed.
 func (r *Repository) refreshIndex(ctx context.Context) error {
-	idx, err := r.index().refresh(ctx, r.store)
+	idx, err := r.index().refresh(ctx, r.store, r.Logger())
 	if err != nil {
 		return err
 	}
@@ -206,7 +212,7 @@ func (r *Repository) reloadIndex(ctx context.Context, stale *index) error {
 	if r.index() != stale {
 		return nil
 	}
-	idx, err := loadIndex(ctx, r.store)
+	idx, err := loadIndex(ctx, r.store, r.Logger())
 	if err != nil {
 		return err
 	}

@@ -67,7 +67,7 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (VerifyRepo
 	if err != nil {
 		return report, err
 	}
-	state, err := loadIndexState(ctx, r.store)
+	state, err := loadIndexState(ctx, r.store, r.Logger())
 	if err != nil {
 		return report, fmt.Errorf("verify: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -139,7 +138,7 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (rp *Restor
 	}
 
 	cp := newCapture(c, opts)
-	hookLog := &hookLog{}
+	hookLog := &hookLog{logger: c.repo.chain.Logger()}
 	pointID := ""
 	defer func() { err = c.endCreate(ctx, cp, hookLog, pointID, rp, err) }()
 	for _, src := range disks {
@@ -245,11 +244,11 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (rp *Restor
 // the error that says it is stored but cleanup failed.
 func (c *Collection) endCreate(ctx context.Context, cp *capture, log *hookLog, pointID string, stored *RestorePoint, err error) error {
 	relErr := cp.end(ctx, func(relErr error) {
-		// Create has returned: only the hook log and slog hear of it now.
+		// Create has returned: only the hook log and the logger hear of it now.
 		if relErr == nil {
 			return
 		}
-		slog.Error("releasing a capture that outlived its create", "collection", c.name, "restore_point", pointID, "error", relErr)
+		c.repo.chain.Logger().Error("releasing a capture that outlived its create", "collection", c.name, "restore_point", pointID, "error", relErr)
 		log.add(releaseRun(fmt.Errorf("after the create had returned: %w", relErr)))
 		if pointID != "" {
 			c.saveHookLog(ctx, pointID, log, false)

@@ -15,10 +15,11 @@ import (
 
 // hookLog collects a create's hook runs; they are stored as JSON lines in
 // the repository, where an operator finds them (diskpoint hooks-log), and
-// logged with slog as they happen.
+// logged to the repository's logger as they happen.
 type hookLog struct {
-	mu    sync.Mutex
-	lines []byte
+	logger *slog.Logger
+	mu     sync.Mutex
+	lines  []byte
 }
 
 func (l *hookLog) add(run consistency.Run) {
@@ -26,7 +27,7 @@ func (l *hookLog) add(run consistency.Run) {
 	if err != nil {
 		return
 	}
-	slog.Info("hook run", "hook", run.Hook, "phase", run.Phase, "outcome", run.Outcome, "duration_ms", run.DurationMS, "error", run.Error)
+	l.logger.Info("hook run", "hook", run.Hook, "phase", run.Phase, "outcome", run.Outcome, "duration_ms", run.DurationMS, "error", run.Error)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.lines = append(append(l.lines, line...), '\n')
@@ -41,7 +42,7 @@ const KeptFailedCreateLogs = 100
 // saveHookLog stores the runs of the create that had restore point ID id,
 // whether or not it stored the point; after a create that did not, it trims
 // the failed creates' logs to KeptFailedCreateLogs. A log that cannot be
-// saved or trimmed is reported with slog; it does not fail the create.
+// saved or trimmed is logged; it does not fail the create.
 func (c *Collection) saveHookLog(ctx context.Context, id string, l *hookLog, stored bool) {
 	ctx = context.WithoutCancel(ctx)
 	l.mu.Lock()
@@ -50,13 +51,13 @@ func (c *Collection) saveHookLog(ctx context.Context, id string, l *hookLog, sto
 		return
 	}
 	if err := c.repo.chain.SaveHookLog(ctx, c.name, id, l.lines); err != nil {
-		slog.Error("saving hook log", "collection", c.name, "restore_point", id, "error", err)
+		c.repo.chain.Logger().Error("saving hook log", "collection", c.name, "restore_point", id, "error", err)
 	}
 	if stored {
 		return
 	}
 	if _, err := c.repo.chain.TrimHookLogs(ctx, c.name, KeptFailedCreateLogs); err != nil {
-		slog.Error("deleting old hook logs of failed creates", "collection", c.name, "error", err)
+		c.repo.chain.Logger().Error("deleting old hook logs of failed creates", "collection", c.name, "error", err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/diskpoint/diskpoint/chain"
@@ -111,6 +112,12 @@ func OpenStore(ctx context.Context, store chain.Store, key []byte) (*Repository,
 // Chain returns the repository's storage layer, for tools that work on the
 // format itself.
 func (r *Repository) Chain() *chain.Repository { return r.chain }
+
+// SetLogger sets where the repository logs hook runs as they happen and
+// what it works around (a damaged index file, a capture released after its
+// create returned); nil, the default, means silent. The library never logs
+// to slog's global default.
+func (r *Repository) SetLogger(l *slog.Logger) { r.chain.SetLogger(l) }
 
 // Close releases the repository's store. Use the Repository no more
 // afterwards.
