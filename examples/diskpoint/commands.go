@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -53,27 +53,32 @@ func runInit(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	return nil
 }
 
-// parseSize reads a byte count with an optional binary suffix: 65536, 64K,
-// 64KiB, 1M, 1MiB.
+// parseSize reads a byte count with go-humanize: 65536, 64K, 64k, 64KB,
+// 64kb, 64KiB, "64 KiB", 1.5M. Units are binary whichever way they are
+// spelled (1K = 1KB = 1KiB = 1024 bytes), as disk tools such as qemu-img and
+// dd's K read them: block sizes and checkpoints are powers of two.
 func parseSize(s string) (int, error) {
-	num := strings.TrimRight(s, "KMGiBkmgb")
-	unit := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s[len(num):], "iB"), "B"))
-	n, err := strconv.Atoi(num)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("%q is not a size", s)
+	n, err := humanize.ParseBytes(binaryUnits(s))
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a size (like 65536, 64K, 64KiB): %w", s, err)
 	}
-	switch unit {
-	case "":
-	case "K":
-		n <<= 10
-	case "M":
-		n <<= 20
-	case "G":
-		n <<= 30
-	default:
-		return 0, fmt.Errorf("%q: unknown unit", s)
+	if n == 0 || n > math.MaxInt32 {
+		return 0, fmt.Errorf("size %q is out of range (1 byte to 2 GiB)", s)
 	}
-	return n, nil
+	return int(n), nil
+}
+
+// binaryUnits rewrites a decimal unit suffix (K, KB, M, MB, ...) as its
+// binary one (KiB, MiB, ...), for humanize.ParseBytes.
+func binaryUnits(s string) string {
+	t := strings.TrimSpace(s)
+	lower := strings.ToLower(t)
+	for _, unit := range []string{"kb", "mb", "gb", "tb", "k", "m", "g", "t"} {
+		if num, ok := strings.CutSuffix(lower, unit); ok && num != "" && !strings.HasSuffix(num, "i") {
+			return t[:len(num)] + unit[:1] + "iB"
+		}
+	}
+	return t
 }
 
 func openCollection(ctx context.Context, repoDir, name string) (*snapshot.Repository, *snapshot.Collection, error) {
