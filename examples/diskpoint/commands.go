@@ -128,7 +128,7 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		if !ok || !known {
 			return usageError{fmt.Sprintf("-changed %q: want DISK=RANGES_FILE for a disk given as DISK=PATH", arg)}
 		}
-		ranges, err := readRanges(file)
+		ranges, err := readRanges(ctx, file, opts.Disks[i].Path)
 		if err != nil {
 			return err
 		}
@@ -184,13 +184,21 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	return nil
 }
 
-func readRanges(path string) ([]blockdiff.Range, error) {
+// readRanges reads the changed-range list in path for the disk at
+// diskPath: a range past the disk's end is an error naming its line.
+func readRanges(ctx context.Context, path, diskPath string) ([]blockdiff.Range, error) {
+	disk, err := blockdiff.OpenDisk(ctx, diskPath)
+	if err != nil {
+		return nil, err
+	}
+	size := disk.Size
+	disk.Close()
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	ranges, err := blockdiff.ParseRanges(f)
+	ranges, err := blockdiff.ParseRangesWithin(f, size)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/diskpoint/diskpoint/internal/demodisk"
 )
 
 // runBinary runs the CLI as a child process (the test binary re-executed
@@ -56,5 +58,25 @@ func TestCLISizesParseEverySpelling(t *testing.T) {
 		if code, _, errOut := runBinary(t, nil, "init", "-repo", filepath.Join(dir, "bad"), "-block-size", bad); code != 2 || !strings.Contains(errOut, "-block-size") {
 			t.Errorf("init -block-size %q: exit %d, %s; want a usage error", bad, code, errOut)
 		}
+	}
+}
+
+// A -changed range past the disk's end is an error naming the file and
+// line, and nothing is stored.
+func TestCLIChangedRangePastDiskEnd(t *testing.T) {
+	dir := t.TempDir()
+	repo, img, ranges := filepath.Join(dir, "repo"), filepath.Join(dir, "d.img"), filepath.Join(dir, "d.ranges")
+	mustBinary(t, nil, "init", "-repo", repo)
+	if err := demodisk.Create(img, 1<<20, 1, demodisk.MixedImage); err != nil {
+		t.Fatal(err)
+	}
+	mustBinary(t, nil, "create", "-repo", repo, "-collection", "vm", "d="+img)
+	os.WriteFile(ranges, []byte("0 4096\n1048000 4096\n"), 0o600)
+	code, _, errOut := runBinary(t, nil, "create", "-repo", repo, "-collection", "vm", "-changed", "d="+ranges, "d="+img)
+	if code != 1 || !strings.Contains(errOut, "d.ranges") || !strings.Contains(errOut, "line 2") || !strings.Contains(errOut, "past the disk's end") {
+		t.Fatalf("create with a range past the end: exit %d, %s", code, errOut)
+	}
+	if out := mustBinary(t, nil, "list", "-repo", repo, "-collection", "vm", "-json"); strings.Count(out, `"id"`) != 1 {
+		t.Fatalf("the failed create stored a point: %s", out)
 	}
 }
