@@ -257,7 +257,7 @@ func runList(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 			size += d.Size
 			stored += d.StoredBytes
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", rp.ID, rp.Created.Local().Format(time.DateTime), rp.Consistency,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", rp.ID, showTime(rp.Created), rp.Consistency,
 			len(rp.Disks), humanize.IBytes(uint64(size)), humanize.IBytes(uint64(stored)))
 	}
 	return tw.Flush()

@@ -1,14 +1,19 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/diskpoint/diskpoint/internal/demodisk"
+	"github.com/diskpoint/diskpoint/snapshot"
 )
 
 // runBinary runs the CLI as a child process (the test binary re-executed
@@ -78,5 +83,96 @@ func TestCLIChangedRangePastDiskEnd(t *testing.T) {
 	}
 	if out := mustBinary(t, nil, "list", "-repo", repo, "-collection", "vm", "-json"); strings.Count(out, `"id"`) != 1 {
 		t.Fatalf("the failed create stored a point: %s", out)
+	}
+}
+
+// pointsAtTimes makes a repository whose collection vm has one restore
+// point created at each RFC 3339 time, through the library (the CLI always
+// creates at now), and returns the repository and the points' IDs.
+func pointsAtTimes(t *testing.T, times ...string) (string, []string) {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	repoDir, img := filepath.Join(dir, "repo"), filepath.Join(dir, "d.img")
+	repo, err := snapshot.Init(ctx, repoDir, snapshot.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer repo.Close()
+	vm, _ := repo.Collection("vm")
+	var ids []string
+	for i, s := range times {
+		at, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := demodisk.Create(img, 256<<10, uint64(i), demodisk.MixedImage); err != nil {
+			t.Fatal(err)
+		}
+		rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "d", Path: img}}, Now: func() time.Time { return at }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, rp.ID)
+	}
+	return repoDir, ids
+}
+
+// list shows times to the second, with the zone's offset.
+func TestCLIListShowsSecondsAndZone(t *testing.T) {
+	repo, _ := pointsAtTimes(t, "2026-11-22T03:04:05Z")
+	out := mustBinary(t, []string{"TZ=Asia/Kolkata"}, "list", "-repo", repo, "-collection", "vm")
+	if !strings.Contains(out, "2026-11-22 08:34:05 +05:30") {
+		t.Fatalf("list in Asia/Kolkata:\n%s\nwant the time as 2026-11-22 08:34:05 +05:30", out)
+	}
+}
+
+// prune's days are local days unless -utc; -keep-yearly and -keep-within
+// keep what they say.
+func TestCLIPruneLocalDaysYearlyWithin(t *testing.T) {
+	// 03:00 UTC on the 22nd is the 21st in New York: two local days, one UTC day.
+	times := []string{"2024-06-01T00:00:00Z", "2025-06-01T00:00:00Z", "2026-11-22T03:00:00Z", "2026-11-22T12:00:00Z"}
+	repo, ids := pointsAtTimes(t, times...)
+	newYork := []string{"TZ=America/New_York"}
+	prune := func(args ...string) (kept, deleted []string) {
+		t.Helper()
+		var result struct {
+			Kept, Deleted []struct{ ID string }
+		}
+		out := mustBinary(t, newYork, append([]string{"prune", "-repo", repo, "-collection", "vm", "-dry-run", "-json"}, args...)...)
+		if err := json.Unmarshal([]byte(out), &result); err != nil {
+			t.Fatalf("prune %v: %s: %v", args, out, err)
+		}
+		for _, p := range result.Kept {
+			kept = append(kept, p.ID)
+		}
+		for _, p := range result.Deleted {
+			deleted = append(deleted, p.ID)
+		}
+		return kept, deleted
+	}
+	if kept, _ := prune("-keep-daily", "2"); !slices.Equal(kept, []string{ids[3], ids[2]}) {
+		t.Errorf("-keep-daily 2 in New York keeps %v, want the two points of the 22nd UTC (two local days)", kept)
+	}
+	if kept, _ := prune("-keep-daily", "2", "-utc"); !slices.Equal(kept, []string{ids[3], ids[1]}) {
+		t.Errorf("-keep-daily 2 -utc keeps %v, want the last of the 22nd and the 2025 point", kept)
+	}
+	if kept, _ := prune("-keep-yearly", "2"); !slices.Equal(kept, []string{ids[3], ids[1]}) {
+		t.Errorf("-keep-yearly 2 keeps %v, want the newest of 2026 and of 2025", kept)
+	}
+	if kept, _ := prune("-keep-within", "1d"); !slices.Equal(kept, []string{ids[3], ids[2]}) {
+		t.Errorf("-keep-within 1d keeps %v, want the two points within a day of the newest", kept)
+	}
+	if kept, _ := prune("-keep-within", "1y26w"); !slices.Equal(kept, []string{ids[3], ids[2], ids[1]}) {
+		t.Errorf("-keep-within 1y26w keeps %v, want the three points since 2025-05-24", kept)
+	}
+	for _, bad := range []string{"soon", "-1d", "0s"} {
+		if code, _, errOut := runBinary(t, nil, "prune", "-repo", repo, "-collection", "vm", "-keep-within", bad); code != 2 || !strings.Contains(errOut, "-keep-within") {
+			t.Errorf("-keep-within %q: exit %d, %s", bad, code, errOut)
+		}
+	}
+	out := mustBinary(t, newYork, "prune", "-repo", repo, "-collection", "vm", "-keep-last", "1", "-dry-run")
+	if !strings.Contains(out, "2026-11-22 07:00:00 -05:00") {
+		t.Errorf("prune's text shows times without seconds or zone:\n%s", out)
 	}
 }

@@ -17,7 +17,8 @@
 //	diskpoint hooks-log -repo DIR -collection NAME [-json]
 //	diskpoint diff    -repo DIR -collection NAME -from ID -to ID -disk DISK [-json]
 //	diskpoint copy    -repo DIR -collection NAME -point ID -to-repo DIR -to-collection NAME [-json]
-//	diskpoint prune   -repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-dry-run] [-json]
+//	diskpoint prune   -repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-keep-yearly N]
+//	                  [-keep-within DURATION] [-utc] [-dry-run] [-json]
 //	diskpoint serve-nbd -repo DIR -collection NAME -point ID -disk DISK -listen ADDR
 //
 // DISKPOINT_CPUPROFILE=FILE writes a CPU profile of the command to FILE, and
