@@ -336,10 +336,23 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory`")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	structureOnly := fs.Bool("structure-only", false, "check the index, the packs' presence and the block maps, but read no chunk data (fast)")
+	subset := fs.String("read-data-subset", "", "read the data of only these packs: `N/M` (group N of M, by pack ID) or P% (at random)")
 	var repairFrom listFlag
 	fs.Var(&repairFrom, "repair-from", "`DISK=PATH`: re-store damaged chunks that this disk still holds (checked by hash; repeatable)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
+	}
+	opts := chain.VerifyOptions{StructureOnly: *structureOnly}
+	if *subset != "" {
+		if *structureOnly {
+			return usageError{"-read-data-subset and -structure-only exclude each other"}
+		}
+		ds, err := chain.ParseDataSubset(*subset)
+		if err != nil {
+			return usageError{"-read-data-subset: " + err.Error()}
+		}
+		opts.ReadData = &ds
 	}
 	var repairPaths []string
 	for _, arg := range repairFrom {
@@ -354,7 +367,6 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		return err
 	}
 	progress := newProgress(e, *asJSON, "verify")
-	opts := chain.VerifyOptions{}
 	if progress != nil {
 		opts.Progress = progress.update
 	}
@@ -369,20 +381,24 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 			return err
 		}
 		fmt.Fprintf(e.stderr, "repair: %d damaged chunks, %d found on the disks, %d re-stored; verifying again\n", fixed.Wanted, fixed.Found, fixed.Repaired)
-		if report, err = repo.Verify(ctx, chain.VerifyOptions{}); err != nil {
+		if report, err = repo.Verify(ctx, chain.VerifyOptions{StructureOnly: opts.StructureOnly, ReadData: opts.ReadData}); err != nil {
 			return err
 		}
 	}
 	if *asJSON {
-		if report.Damage == nil {
-			report.Damage = []chain.Damage{}
-		}
 		if err := printJSON(e, report); err != nil {
 			return err
 		}
 	} else {
 		fmt.Fprintf(e.stdout, "checked %d restore points, %d packs, %d blobs, %s read\n",
 			report.RestorePoints, report.Packs, report.Blobs, humanize.IBytes(uint64(report.BytesRead)))
+		if report.PacksNotRead > 0 {
+			why := "-structure-only"
+			if opts.ReadData != nil {
+				why = "-read-data-subset " + opts.ReadData.String()
+			}
+			fmt.Fprintf(e.stdout, "%d packs were checked to exist but their data was not read (%s)\n", report.PacksNotRead, why)
+		}
 		if report.UnindexedPacks > 0 {
 			fmt.Fprintf(e.stdout, "%d packs are unreferenced garbage from interrupted creates; gc removes them\n", report.UnindexedPacks)
 		}

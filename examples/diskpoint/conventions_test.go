@@ -176,3 +176,77 @@ func TestCLIPruneLocalDaysYearlyWithin(t *testing.T) {
 		t.Errorf("prune's text shows times without seconds or zone:\n%s", out)
 	}
 }
+
+// damageAPack creates two restore points in a new repository and flips a
+// byte in the middle of its largest pack; it returns the repository and
+// the pack's ID.
+func damageAPack(t *testing.T) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	repo, img := filepath.Join(dir, "repo"), filepath.Join(dir, "d.img")
+	mustBinary(t, nil, "init", "-repo", repo)
+	if err := demodisk.Create(img, 2<<20, 5, demodisk.Mix{Random: 1}); err != nil {
+		t.Fatal(err)
+	}
+	mustBinary(t, nil, "create", "-repo", repo, "-collection", "vm", "d="+img)
+	var pack string
+	var size int64
+	filepath.Walk(filepath.Join(repo, "packs"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() && fi.Size() > size {
+			pack, size = p, fi.Size()
+		}
+		return nil
+	})
+	data, _ := os.ReadFile(pack)
+	data[len(data)/3] ^= 1
+	os.WriteFile(pack, data, 0o600)
+	return repo, filepath.Base(pack)
+}
+
+// verify -structure-only reads no data, -read-data-subset reads a part, and
+// the JSON report names damaged objects in kind, id and pack fields.
+func TestCLIVerifySubsetsAndJSON(t *testing.T) {
+	repo, pack := damageAPack(t)
+	out := mustBinary(t, nil, "verify", "-repo", repo, "-structure-only")
+	if !strings.Contains(out, "0 B read") || !strings.Contains(out, "their data was not read (-structure-only)") {
+		t.Errorf("verify -structure-only:\n%s", out)
+	}
+	damaged := 0
+	for _, subset := range []string{"1/2", "2/2"} {
+		code, out, errOut := runBinary(t, nil, "verify", "-repo", repo, "-read-data-subset", subset)
+		if code != 0 {
+			damaged++
+		}
+		if !strings.Contains(out, "-read-data-subset "+subset) && !strings.Contains(out, "checked") {
+			t.Errorf("verify -read-data-subset %s: %s %s", subset, out, errOut)
+		}
+	}
+	if damaged != 1 {
+		t.Errorf("of the subsets 1/2 and 2/2, %d found the damaged pack; want exactly one", damaged)
+	}
+	if code, _, errOut := runBinary(t, nil, "verify", "-repo", repo, "-read-data-subset", "3/2"); code != 2 || !strings.Contains(errOut, "-read-data-subset") {
+		t.Errorf("verify -read-data-subset 3/2: exit %d, %s", code, errOut)
+	}
+	code, out, _ := runBinary(t, nil, "verify", "-repo", repo, "-read-data-subset", "100%", "-json")
+	var report struct {
+		Damage []map[string]any `json:"damage"`
+	}
+	if err := json.Unmarshal([]byte(out), &report); code == 0 || err != nil || len(report.Damage) == 0 {
+		t.Fatalf("verify -json of a damaged repository: exit %d, %s, %v", code, out, err)
+	}
+	named := false
+	for _, d := range report.Damage {
+		if _, prose := d["object"]; prose || d["kind"] == nil || d["id"] == nil {
+			t.Errorf("damage %v does not name its object in kind and id fields", d)
+		}
+		if rps, ok := d["restore_points"].([]any); !ok || rps == nil {
+			t.Errorf("damage %v: restore_points is not a list", d)
+		}
+		if d["id"] == pack || d["pack"] == pack {
+			named = true
+		}
+	}
+	if !named {
+		t.Errorf("no damage names pack %s: %s", pack, out)
+	}
+}

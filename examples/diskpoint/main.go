@@ -10,7 +10,7 @@
 //	diskpoint list    -repo DIR -collection NAME [-json]
 //	diskpoint show    -repo DIR -collection NAME -point ID|latest [-json]
 //	diskpoint restore -repo DIR -collection NAME -point ID|latest -disk DISK -to PATH [-incremental [-from ID]]
-//	diskpoint verify  -repo DIR [-repair-from DISK=PATH]... [-json]
+//	diskpoint verify  -repo DIR [-structure-only | -read-data-subset N/M|P%] [-repair-from DISK=PATH]... [-json]
 //	diskpoint delete  -repo DIR -collection NAME -point ID
 //	diskpoint gc      -repo DIR [-dry-run] [-ignore-damaged] [-lock-wait DURATION] [-json]
 //	diskpoint unlock  -repo DIR [-all]
