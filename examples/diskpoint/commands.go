@@ -239,28 +239,39 @@ func runList(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	if err != nil {
 		return err
 	}
-	points, err := c.List(ctx)
+	points, err := c.ListWithDamaged(ctx)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		if points == nil {
-			points = []*snapshot.RestorePoint{}
-		}
-		return printJSON(e, points)
+		return printJSON(e, points) // [] when empty, never null
 	}
 	tw := tabwriter.NewWriter(e.stdout, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tCREATED\tCONSISTENCY\tDISKS\tSIZE\tSTORED")
-	for _, rp := range points {
+	// STORED is what the point added to the repository when it was created;
+	// what it needs, or would free, is diskpoint stats'.
+	fmt.Fprintln(tw, "ID\tCREATED\tCONSISTENCY\tDISKS\tSIZE\tSTORED AT CREATE")
+	var damaged []snapshot.ListedPoint
+	for _, p := range points {
+		if p.Damaged {
+			fmt.Fprintf(tw, "%s\t%s\tDAMAGED\t-\t-\t-\n", p.ID, showTime(p.Stored))
+			damaged = append(damaged, p)
+			continue
+		}
 		var size, stored int64
-		for _, d := range rp.Disks {
+		for _, d := range p.Disks {
 			size += d.Size
 			stored += d.StoredBytes
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", rp.ID, showTime(rp.Created), rp.Consistency,
-			len(rp.Disks), humanize.IBytes(uint64(size)), humanize.IBytes(uint64(stored)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", p.ID, showTime(p.Created), p.Consistency,
+			len(p.Disks), humanize.IBytes(uint64(size)), humanize.IBytes(uint64(stored)))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, p := range damaged {
+		fmt.Fprintf(e.stdout, "damaged %s/%s (time shown: when it was stored): %s\n", p.Collection, p.ID, p.DamageReason)
+	}
+	return nil
 }
 
 func runShow(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {

@@ -250,3 +250,56 @@ func TestCLIVerifySubsetsAndJSON(t *testing.T) {
 		t.Errorf("no damage names pack %s: %s", pack, out)
 	}
 }
+
+// list shows a damaged restore point, marked, with the reason (in JSON:
+// "damaged": true), rather than leaving it out with a log line; the STORED
+// column's header says it is what a point added when it was created.
+func TestCLIListShowsDamagedPoints(t *testing.T) {
+	repo, ids := pointsAtTimes(t, "2026-11-20T10:00:00Z", "2026-11-21T10:00:00Z")
+	if err := os.WriteFile(filepath.Join(repo, "manifests", "vm", ids[0]), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runBinary(t, nil, "list", "-repo", repo, "-collection", "vm")
+	if code != 0 || errOut != "" {
+		t.Fatalf("list: exit %d, stderr %q", code, errOut)
+	}
+	lines := strings.Split(out, "\n")
+	if !strings.Contains(lines[0], "STORED AT CREATE") {
+		t.Errorf("list's header %q does not say the STORED column is what a point added at create", lines[0])
+	}
+	var damagedRow, soundRow bool
+	for _, l := range lines {
+		damagedRow = damagedRow || strings.HasPrefix(l, ids[0]) && strings.Contains(l, "DAMAGED")
+		soundRow = soundRow || strings.HasPrefix(l, ids[1]) && strings.Contains(l, "crash")
+	}
+	if !damagedRow || !soundRow || !strings.Contains(out, "damaged vm/"+ids[0]) {
+		t.Fatalf("list does not show the damaged point marked and the sound one as it is:\n%s", out)
+	}
+	var points []struct {
+		ID           string `json:"id"`
+		Consistency  string `json:"consistency"`
+		Damaged      bool   `json:"damaged"`
+		DamageReason string `json:"damage_reason"`
+	}
+	out = mustBinary(t, nil, "list", "-repo", repo, "-collection", "vm", "-json")
+	if err := json.Unmarshal([]byte(out), &points); err != nil || len(points) != 2 {
+		t.Fatalf("list -json: %s, %v", out, err)
+	}
+	for _, p := range points {
+		switch p.ID {
+		case ids[0]:
+			if !p.Damaged || p.DamageReason == "" {
+				t.Errorf("damaged point in list -json: %+v", p)
+			}
+		case ids[1]:
+			if p.Damaged || p.Consistency != "crash" {
+				t.Errorf("sound point in list -json: %+v", p)
+			}
+		default:
+			t.Errorf("list -json lists %+v", p)
+		}
+	}
+	if strings.Contains(out, "null") {
+		t.Errorf("list -json has a null: %s", out)
+	}
+}
