@@ -146,23 +146,7 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		return err
 	}
 	progress := newProgress(e, *asJSON, "create "+*collection)
-	if progress != nil {
-		var total int64
-		for _, d := range opts.Disks {
-			if fi, err := os.Stat(d.Path); err == nil {
-				total += fi.Size()
-			}
-		}
-		scanned := map[string]int64{}
-		opts.Progress = func(p snapshot.Progress) {
-			scanned[p.Disk] = p.Scan.Scanned
-			var done int64
-			for _, n := range scanned {
-				done += n
-			}
-			progress.update(done, total)
-		}
-	}
+	createProgress(ctx, progress, &opts)
 	start := time.Now()
 	rp, err := c.Create(ctx, opts)
 	progress.done()
@@ -462,7 +446,23 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	if err != nil {
 		return err
 	}
-	report, err := repo.GC(ctx, chain.GCOptions{DryRun: *dryRun, LockWait: *lockWait, IgnoreDamaged: *ignoreDamaged})
+	progress := newProgress(e, *asJSON, "gc")
+	opts := chain.GCOptions{DryRun: *dryRun, LockWait: *lockWait, IgnoreDamaged: *ignoreDamaged}
+	if progress != nil {
+		opts.Progress = func(p chain.GCProgress) {
+			progress.stage("gc " + p.Phase)
+			switch p.Phase {
+			case "repack":
+				progress.update(p.Done, p.Total)
+			case "mark":
+				progress.updateCount(p.Done, p.Total, "restore points")
+			default:
+				progress.updateCount(p.Done, p.Total, "packs")
+			}
+		}
+	}
+	report, err := repo.GC(ctx, opts)
+	progress.done()
 	if err != nil {
 		return err
 	}

@@ -303,3 +303,70 @@ func TestCLIListShowsDamagedPoints(t *testing.T) {
 		t.Errorf("list -json has a null: %s", out)
 	}
 }
+
+// stats reports the repository, each collection and each point, in text
+// and JSON, as restic stats and borg info do.
+func TestCLIStats(t *testing.T) {
+	dir := t.TempDir()
+	repo, img := filepath.Join(dir, "repo"), filepath.Join(dir, "d.img")
+	mustBinary(t, nil, "init", "-repo", repo)
+	demodisk.Create(img, 2<<20, 4, demodisk.Mix{Random: 1})
+	mustBinary(t, nil, "create", "-repo", repo, "-collection", "vm1", "d="+img)
+	mustBinary(t, nil, "create", "-repo", repo, "-collection", "vm1", "d="+img)
+	mustBinary(t, nil, "create", "-repo", repo, "-collection", "vm2", "d="+img)
+
+	var st struct {
+		RestorePoints int     `json:"restore_points"`
+		LogicalBytes  int64   `json:"logical_bytes"`
+		StoredBytes   int64   `json:"stored_bytes"`
+		DedupRatio    float64 `json:"dedup_ratio"`
+		Chunks, Packs int
+		PackFiles     int   `json:"pack_files"`
+		PackBytes     int64 `json:"pack_bytes"`
+		Collections   []struct {
+			Name           string
+			RestorePoints  int   `json:"restore_points"`
+			FreedIfDeleted int64 `json:"freed_if_deleted"`
+			Points         []struct {
+				ID             string
+				LogicalBytes   int64 `json:"logical_bytes"`
+				StoredBytes    int64 `json:"stored_bytes"`
+				AddedBytes     int64 `json:"added_bytes"`
+				FreedIfDeleted int64 `json:"freed_if_deleted"`
+				Chunks, Packs  int
+			}
+		}
+	}
+	out := mustBinary(t, nil, "stats", "-repo", repo, "-json")
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("stats -json: %s: %v", out, err)
+	}
+	if st.RestorePoints != 3 || st.LogicalBytes != 3*2<<20 || st.StoredBytes == 0 || st.DedupRatio < 2.5 || st.Chunks != 32 || st.Packs == 0 || len(st.Collections) != 2 {
+		t.Fatalf("stats -json: %s", out)
+	}
+	vm1 := st.Collections[0]
+	if vm1.Name != "vm1" || len(vm1.Points) != 2 || vm1.FreedIfDeleted != 0 {
+		t.Errorf("vm1 shares everything with vm2, so frees nothing: %+v", vm1)
+	}
+	first, second := vm1.Points[0], vm1.Points[1]
+	if first.AddedBytes != first.StoredBytes || second.AddedBytes != 0 || second.StoredBytes != first.StoredBytes || first.FreedIfDeleted != 0 || first.Chunks != 32 {
+		t.Errorf("points: %+v", vm1.Points)
+	}
+	text := mustBinary(t, nil, "stats", "-repo", repo)
+	for _, want := range []string{"3 restore points", "logical size:", "stored size:", "dedup ratio:", "COLLECTION", "FREED IF DELETED", "ADDED AT CREATE", "collection vm1:", first.ID, "vm2"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("stats text lacks %q:\n%s", want, text)
+		}
+	}
+	if out := mustBinary(t, nil, "stats", "-repo", repo, "-collection", "vm2"); strings.Contains(out, "collection vm1:") || !strings.Contains(out, "collection vm2:") {
+		t.Errorf("stats -collection vm2:\n%s", out)
+	}
+	if code, _, errOut := runBinary(t, nil, "stats", "-repo", repo, "-collection", "vm9"); code == 0 || !strings.Contains(errOut, "vm9") {
+		t.Errorf("stats -collection vm9: exit %d, %s", code, errOut)
+	}
+	empty := filepath.Join(dir, "empty")
+	mustBinary(t, nil, "init", "-repo", empty)
+	if out := mustBinary(t, nil, "stats", "-repo", empty, "-json"); strings.Contains(out, "null") || !strings.Contains(out, `"collections": []`) {
+		t.Errorf("stats -json of an empty repository: %s", out)
+	}
+}
