@@ -62,8 +62,8 @@ func parseSize(s string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%q is not a size (like 65536, 64K, 64KiB): %w", s, err)
 	}
-	if n == 0 || n > math.MaxInt32 {
-		return 0, fmt.Errorf("size %q is out of range (1 byte to 2 GiB)", s)
+	if n == 0 || n > math.MaxInt64 {
+		return 0, fmt.Errorf("size %q is out of range", s)
 	}
 	return int(n), nil
 }
@@ -73,7 +73,7 @@ func parseSize(s string) (int, error) {
 func binaryUnits(s string) string {
 	t := strings.TrimSpace(s)
 	lower := strings.ToLower(t)
-	for _, unit := range []string{"kb", "mb", "gb", "tb", "k", "m", "g", "t"} {
+	for _, unit := range []string{"kb", "mb", "gb", "tb", "pb", "k", "m", "g", "t", "p"} {
 		if num, ok := strings.CutSuffix(lower, unit); ok && num != "" && !strings.HasSuffix(num, "i") {
 			return t[:len(num)] + unit[:1] + "iB"
 		}
