@@ -23,6 +23,22 @@ func (r Range) End() int64 { return r.Offset + r.Length }
 // counts per line, in decimal, separated by spaces or tabs. Blank lines and
 // lines starting with '#' are skipped. The result is sorted and merged.
 func ParseRanges(r io.Reader) ([]Range, error) {
+	return parseRanges(r, -1)
+}
+
+// ParseRangesWithin is ParseRanges for a disk of diskSize bytes: a range
+// that ends past the disk's end is an error naming its line, since the list
+// then cannot be this disk's (a wrong file, or another disk's).
+func ParseRangesWithin(r io.Reader, diskSize int64) ([]Range, error) {
+	if diskSize < 0 {
+		return nil, fmt.Errorf("changed ranges: disk size %d is negative", diskSize)
+	}
+	return parseRanges(r, diskSize)
+}
+
+// parseRanges parses a changed-range list; limit, unless negative, is the
+// disk size no range may pass.
+func parseRanges(r io.Reader, limit int64) ([]Range, error) {
 	var out []Range
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), 1<<16)
@@ -44,6 +60,8 @@ func ParseRanges(r io.Reader) ([]Range, error) {
 			return nil, fmt.Errorf("changed ranges, line %d: offset %d must be >= 0 and length %d > 0", line, off, n)
 		case n > math.MaxInt64-off:
 			return nil, fmt.Errorf("changed ranges, line %d: range overflows", line)
+		case limit >= 0 && off+n > limit:
+			return nil, fmt.Errorf("changed ranges, line %d: range %d+%d ends at byte %d, past the disk's end (%d bytes)", line, off, n, off+n, limit)
 		}
 		out = append(out, Range{off, n})
 	}

@@ -61,3 +61,15 @@ func FuzzParseRanges(f *testing.F) {
 		}
 	})
 }
+
+// A range that ends past the disk is an error naming its line; one that
+// ends exactly at the end is fine.
+func TestParseRangesWithinDisk(t *testing.T) {
+	if got, err := blockdiff.ParseRangesWithin(strings.NewReader("0 10\n90 10\n"), 100); err != nil || len(got) != 2 {
+		t.Fatalf("ranges up to the end: %v, %v", got, err)
+	}
+	_, err := blockdiff.ParseRangesWithin(strings.NewReader("0 10\n# note\n95 10\n"), 100)
+	if err == nil || !strings.Contains(err.Error(), "line 3") || !strings.Contains(err.Error(), "past the disk's end") {
+		t.Fatalf("a range past the end: %v, want an error naming line 3", err)
+	}
+}

@@ -26,6 +26,25 @@ type GCOptions struct {
 	// to run while any manifest is damaged: the point can still be saved
 	// (its manifest put back from a copy) only while its chunks are there.
 	IgnoreDamaged bool
+	// Progress, if set, is called as GC goes: through the restore points
+	// it marks from, the bytes of live blobs it repacks, and the packs it
+	// deletes.
+	Progress func(GCProgress)
+}
+
+// GCProgress says how far a GC is: Done of Total in its current phase.
+type GCProgress struct {
+	// Phase is "mark" (Done and Total count restore points), "repack"
+	// (bytes of live blobs copied to new packs) or "delete" (packs).
+	Phase       string
+	Done, Total int64
+}
+
+// report calls the Progress callback, if any.
+func (o GCOptions) report(phase string, done, total int64) {
+	if o.Progress != nil {
+		o.Progress(GCProgress{Phase: phase, Done: done, Total: total})
+	}
 }
 
 // GCReport says what a garbage collection removed (or, in a dry run, would).
@@ -108,7 +127,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 	// Mark and repack read through the index just loaded.
 	r.setIndex(idx)
 
-	used, points, damaged, err := r.mark(ctx, opts.IgnoreDamaged)
+	used, points, damaged, err := r.mark(ctx, opts)
 	if err != nil {
 		return report, fmt.Errorf("gc: mark: %w (nothing was removed)", err)
 	}
@@ -225,7 +244,16 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 	// with a damaged live blob is kept as it is, so that Verify still
 	// reports the damage and a repair can still find the rest.
 	w := &Writer{repo: r, pending: map[ID]struct{}{}, repacking: true}
+	var repackTotal, repacked int64
 	for _, p := range repack {
+		for _, e := range p.Entries {
+			if liveIn(p.ID, e) {
+				repackTotal += int64(e.Length)
+			}
+		}
+	}
+	for _, p := range repack {
+		opts.report("repack", repacked, repackTotal)
 		var blobs [][]byte
 		var damaged bool
 		var live []PackEntry
@@ -257,6 +285,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 				w.Close()
 				return report, fmt.Errorf("gc: repack: %w", err)
 			}
+			repacked += int64(e.Length)
 		}
 		drop = append(drop, p.ID)
 	}
@@ -295,7 +324,10 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 			dropped = append(dropped, id)
 		}
 	}
-	if err := r.sweep(ctx, &report, state, dropped, garbage, kept, missing > 0); err != nil {
+	if len(repack) > 0 {
+		opts.report("repack", repackTotal, repackTotal)
+	}
+	if err := r.sweep(ctx, &report, state, dropped, garbage, kept, missing > 0, opts); err != nil {
 		return report, fmt.Errorf("gc: %w", err)
 	}
 	return report, nil
@@ -309,7 +341,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 // garbage record for a later GC. A recorded pack is not deleted if it is
 // indexed again (kept), dropped anew, or, while live blobs are missing
 // (keepUnreadable), if its header cannot be read: it may hold them.
-func (r *Repository) sweep(ctx context.Context, report *GCReport, state *indexState, dropped []ID, garbage map[string]garbageRecord, kept map[ID]bool, keepUnreadable bool) error {
+func (r *Repository) sweep(ctx context.Context, report *GCReport, state *indexState, dropped []ID, garbage map[string]garbageRecord, kept map[ID]bool, keepUnreadable bool, opts GCOptions) error {
 	readers, err := liveReaders(ctx, r.store)
 	if err != nil {
 		return err
@@ -326,11 +358,15 @@ func (r *Repository) sweep(ctx context.Context, report *GCReport, state *indexSt
 		}
 		dropped = nil
 	}
-	for _, id := range dropped {
+	for i, id := range dropped {
+		opts.report("delete", int64(i), int64(len(dropped)))
 		if err := r.store.Delete(ctx, packName(id)); err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
 		deferredNow[id] = true // dealt with: not counted again below
+	}
+	if len(dropped) > 0 {
+		opts.report("delete", int64(len(dropped)), int64(len(dropped)))
 	}
 	names := make([]string, 0, len(garbage))
 	for name := range garbage {
@@ -365,7 +401,8 @@ func (r *Repository) sweep(ctx context.Context, report *GCReport, state *indexSt
 // the chunks only it needs would otherwise be swept and the point lost for
 // good; with ignoreDamaged it is treated as deleted and returned in damaged. Any unreadable tree node is an
 // error too: a sweep after an incomplete mark could delete live data.
-func (r *Repository) mark(ctx context.Context, ignoreDamaged bool) (used map[ID]bool, points int, damaged []string, err error) {
+func (r *Repository) mark(ctx context.Context, opts GCOptions) (used map[ID]bool, points int, damaged []string, err error) {
+	ignoreDamaged := opts.IgnoreDamaged
 	used = map[ID]bool{}
 	seen := map[ID]bool{}
 	names, err := listNames(ctx, r.store, manifestPrefix)
@@ -373,7 +410,8 @@ func (r *Repository) mark(ctx context.Context, ignoreDamaged bool) (used map[ID]
 		return nil, 0, nil, fmt.Errorf("list restore points: %w", err)
 	}
 	sort.Strings(names)
-	for _, name := range names {
+	for i, name := range names {
+		opts.report("mark", int64(i), int64(len(names)))
 		m, err := r.readManifest(ctx, name)
 		if errors.Is(err, ErrNotFound) {
 			continue // deleted while we listed
@@ -410,6 +448,7 @@ func (r *Repository) mark(ctx context.Context, ignoreDamaged bool) (used map[ID]
 			}
 		}
 	}
+	opts.report("mark", int64(len(names)), int64(len(names)))
 	// Then the roots of live readers, after the manifests: a reader whose
 	// lock is not visible yet re-reads its manifest after writing the lock,
 	// and so was opening a manifest that this mark has read.

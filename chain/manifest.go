@@ -198,34 +198,74 @@ func (r *Repository) readManifest(ctx context.Context, name string) (*Manifest, 
 }
 
 // ListManifests returns the restore points of collection, oldest first. A
-// damaged manifest is left out (and logged): the others stay usable, and
-// Verify names it.
+// damaged manifest is left out: the others stay usable, and Verify names
+// it ([Repository.ListManifestsWithDamaged] lists it too).
 func (r *Repository) ListManifests(ctx context.Context, collection string) ([]*Manifest, error) {
+	listed, err := r.ListManifestsWithDamaged(ctx, collection)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Manifest, 0, len(listed))
+	for _, l := range listed {
+		if l.Damage == nil {
+			out = append(out, l.Manifest)
+		}
+	}
+	return out, nil
+}
+
+// ListedManifest is one restore point of a collection as
+// ListManifestsWithDamaged found it: its manifest, or why that cannot be
+// read.
+type ListedManifest struct {
+	ID string
+	// Manifest is the restore point; nil when Damage is set.
+	Manifest *Manifest
+	// Damage, when set, says why the manifest cannot be used: it wraps
+	// ErrCorrupt (or ErrInvalidName for an object whose name no restore
+	// point can have).
+	Damage error
+	// Stored is when the store says the manifest was written: for a
+	// damaged one, the only time known.
+	Stored time.Time
+}
+
+// ListManifestsWithDamaged returns every restore point of collection,
+// damaged ones included, oldest first (a damaged one by the time it was
+// stored), so that a listing can show them rather than hide them.
+func (r *Repository) ListManifestsWithDamaged(ctx context.Context, collection string) ([]ListedManifest, error) {
 	if err := CheckName("collection", collection); err != nil {
 		return nil, err
 	}
-	names, err := listNames(ctx, r.store, manifestPrefix+collection+"/")
-	if err != nil {
+	prefix := manifestPrefix + collection + "/"
+	var infos []ObjectInfo
+	if err := r.store.List(ctx, prefix, func(info ObjectInfo) error { infos = append(infos, info); return nil }); err != nil {
 		return nil, fmt.Errorf("list restore points of %q: %w", collection, err)
 	}
-	var out []*Manifest
-	for _, name := range names {
-		m, err := r.LoadManifest(ctx, collection, strings.TrimPrefix(name, manifestPrefix+collection+"/"))
-		if errors.Is(err, ErrNotFound) {
+	var out []ListedManifest
+	for _, info := range infos {
+		id := strings.TrimPrefix(info.Name, prefix)
+		m, err := r.LoadManifest(ctx, collection, id)
+		switch {
+		case errors.Is(err, ErrNotFound):
 			continue // deleted while we listed
-		}
-		if errors.As(err, new(*CorruptError)) || errors.Is(err, ErrInvalidName) {
-			r.Logger().Warn("damaged restore point left out", "object", name, "error", err)
-			continue
-		}
-		if err != nil {
+		case errors.As(err, new(*CorruptError)) || errors.Is(err, ErrInvalidName):
+			out = append(out, ListedManifest{ID: id, Damage: err, Stored: info.ModTime})
+		case err != nil:
 			return nil, err
+		default:
+			out = append(out, ListedManifest{ID: id, Manifest: m, Stored: info.ModTime})
 		}
-		out = append(out, m)
+	}
+	created := func(l ListedManifest) time.Time {
+		if l.Manifest != nil {
+			return l.Manifest.Created
+		}
+		return l.Stored
 	}
 	sort.Slice(out, func(i, j int) bool {
-		if !out[i].Created.Equal(out[j].Created) {
-			return out[i].Created.Before(out[j].Created)
+		if a, b := created(out[i]), created(out[j]); !a.Equal(b) {
+			return a.Before(b)
 		}
 		return out[i].ID < out[j].ID
 	})

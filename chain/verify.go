@@ -1,11 +1,16 @@
 package chain
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,20 +20,34 @@ import (
 
 // VerifyReport says what Verify checked and what it found damaged.
 type VerifyReport struct {
-	IndexFiles     int      `json:"index_files"`
-	Packs          int      `json:"packs"`
-	Blobs          int      `json:"blobs"`
-	BytesRead      int64    `json:"bytes_read"`
-	RestorePoints  int      `json:"restore_points"`
-	UnindexedPacks int      `json:"unindexed_packs"` // garbage from failed creates; GC removes it
-	Damage         []Damage `json:"damage"`
+	IndexFiles     int   `json:"index_files"`
+	Packs          int   `json:"packs"`
+	Blobs          int   `json:"blobs"`
+	BytesRead      int64 `json:"bytes_read"`
+	RestorePoints  int   `json:"restore_points"`
+	UnindexedPacks int   `json:"unindexed_packs"` // garbage from failed creates; GC removes it
+	// PacksNotRead counts the packs whose data was not read: all of them
+	// with StructureOnly, the rest of a ReadData subset. They were checked
+	// to exist, and the tree nodes the block maps need were read.
+	PacksNotRead int      `json:"packs_not_read"`
+	Damage       []Damage `json:"damage"` // never nil
 }
 
 // Damage is one damaged or missing object and the restore points that need it.
 type Damage struct {
-	Object        string   `json:"object"`
+	// Kind, ID and Pack name the object in fields: Kind is "pack",
+	// "data_blob", "tree_blob", "index" (ID: the index file's name under
+	// index/) or "manifest" (ID: "collection/id"); Pack is, for a blob, the
+	// pack the index places it in, when known.
+	Kind string `json:"kind"`
+	ID   string `json:"id"`
+	Pack string `json:"pack,omitempty"`
+	// Object is the same name as one phrase, for people and logs: "pack
+	// 3fa1…", "data blob 9c0e… in pack 3fa1…", "manifests/vm1/…".
+	Object string `json:"-"`
+	// Reason says what is wrong with it.
 	Reason        string   `json:"reason"`
-	RestorePoints []string `json:"restore_points"` // "collection/id"
+	RestorePoints []string `json:"restore_points"` // "collection/id"; never nil
 	// DataBlobs are the chunks this damage makes unreadable: what a repair
 	// from a disk that still holds them would re-store.
 	DataBlobs []ID `json:"data_blobs,omitempty"`
@@ -41,6 +60,67 @@ func (r VerifyReport) OK() bool { return len(r.Damage) == 0 }
 type VerifyOptions struct {
 	// Progress, if set, is called with the pack bytes read so far and the total.
 	Progress func(done, total int64)
+	// StructureOnly reads no pack's data, as restic check without
+	// --read-data: it checks the index files, that every pack the index
+	// names exists, and every block map down to its chunks' index entries
+	// (tree nodes are read), but not the chunks' bytes.
+	StructureOnly bool
+	// ReadData, if set, reads the data of only these packs (restic check
+	// --read-data-subset); the structure is checked in full.
+	ReadData *DataSubset
+}
+
+// DataSubset picks the packs whose data a Verify reads: Group of Groups
+// (1 <= Group <= Groups; the packs are split into Groups fixed groups by
+// ID, so verifying 1/7 through 7/7 on seven days reads everything once), or
+// Percent of the packs (0 < Percent <= 100), chosen at random each time.
+type DataSubset struct {
+	Group, Groups int
+	Percent       float64
+}
+
+// ParseDataSubset reads "N/M" or "P%", as restic check --read-data-subset.
+func ParseDataSubset(s string) (DataSubset, error) {
+	if p, ok := strings.CutSuffix(s, "%"); ok {
+		f, err := strconv.ParseFloat(p, 64)
+		if err != nil || !(f > 0 && f <= 100) {
+			return DataSubset{}, fmt.Errorf("data subset %q: want a percentage above 0 and at most 100", s)
+		}
+		return DataSubset{Percent: f}, nil
+	}
+	n, m, ok := strings.Cut(s, "/")
+	group, err1 := strconv.Atoi(n)
+	groups, err2 := strconv.Atoi(m)
+	if !ok || err1 != nil || err2 != nil || groups < 1 || group < 1 || group > groups {
+		return DataSubset{}, fmt.Errorf("data subset %q: want N/M with 1 <= N <= M, or P%%", s)
+	}
+	return DataSubset{Group: group, Groups: groups}, nil
+}
+
+// String is the subset as ParseDataSubset reads it.
+func (d DataSubset) String() string {
+	if d.Groups > 0 {
+		return fmt.Sprintf("%d/%d", d.Group, d.Groups)
+	}
+	return strconv.FormatFloat(d.Percent, 'f', -1, 64) + "%"
+}
+
+// choose returns the packs of ids whose data the subset reads.
+func (d DataSubset) choose(ids []ID) map[ID]bool {
+	out := map[ID]bool{}
+	if d.Groups > 0 {
+		for _, id := range ids {
+			if int(binary.BigEndian.Uint32(id[:4])%uint32(d.Groups)) == d.Group-1 {
+				out[id] = true
+			}
+		}
+		return out
+	}
+	n := int(math.Ceil(d.Percent / 100 * float64(len(ids))))
+	for _, i := range rand.Perm(len(ids))[:min(n, len(ids))] {
+		out[ids[i]] = true
+	}
+	return out
 }
 
 // Verify reads every pack, decompresses and re-hashes every blob, checks
@@ -56,6 +136,7 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (VerifyRepo
 	}
 	defer lock.unlock()
 
+	report.Damage = []Damage{}
 	v := &verifier{repo: r, damage: map[string]*Damage{}, badBlobs: map[ID]string{}}
 	// The restore points first, then the index, so that both are one view: a
 	// manifest is committed only once the index files of its blobs are
@@ -104,16 +185,66 @@ type verifier struct {
 	err      error         // the first read that failed without showing damage
 }
 
-func (v *verifier) found(object, reason string) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if _, ok := v.damage[object]; !ok {
-		v.damage[object] = &Damage{Object: object, Reason: reason}
+// objectRef names an object Verify checks, in the fields Damage reports.
+type objectRef struct{ kind, id, pack string }
+
+func packRef(id ID) objectRef { return objectRef{kind: "pack", id: id.String()} }
+
+// blobRef names a blob, in pack if it is not zero.
+func blobRef(t BlobType, id, pack ID) objectRef {
+	ref := objectRef{kind: t.String() + "_blob", id: id.String()}
+	if !pack.IsZero() {
+		ref.pack = pack.String()
+	}
+	return ref
+}
+
+// objectRefNamed names the index file or manifest with object name name.
+func objectRefNamed(name string) objectRef {
+	if id, ok := strings.CutPrefix(name, manifestPrefix); ok {
+		return objectRef{kind: "manifest", id: id}
+	}
+	return objectRef{kind: "index", id: strings.TrimPrefix(name, indexPrefix)}
+}
+
+// String is the object's name as one phrase: Damage.Object.
+func (o objectRef) String() string {
+	switch {
+	case o.kind == "manifest":
+		return manifestPrefix + o.id
+	case o.kind == "index":
+		return indexPrefix + o.id
+	case o.kind == "pack":
+		return "pack " + o.id
+	case o.pack != "":
+		return fmt.Sprintf("%s blob %s in pack %s", strings.TrimSuffix(o.kind, "_blob"), o.id, o.pack)
+	default:
+		return fmt.Sprintf("%s blob %s", strings.TrimSuffix(o.kind, "_blob"), o.id)
 	}
 }
 
-func (v *verifier) badBlob(id ID, t BlobType, object, reason string) {
-	v.found(object, reason)
+// reason is what err says is wrong, without the object's name when err
+// names it in its own field.
+func reason(err error) string {
+	if ce, ok := errors.AsType[*CorruptError](err); ok {
+		return ce.Reason
+	}
+	return err.Error()
+}
+
+// found records ref as damaged, for reason, and returns its key in v.damage.
+func (v *verifier) found(ref objectRef, reason string) string {
+	object := ref.String()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, ok := v.damage[object]; !ok {
+		v.damage[object] = &Damage{Kind: ref.kind, ID: ref.id, Pack: ref.pack, Object: object, Reason: reason, RestorePoints: []string{}}
+	}
+	return object
+}
+
+func (v *verifier) badBlob(id ID, t BlobType, ref objectRef, reason string) {
+	object := v.found(ref, reason)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if _, seen := v.badBlobs[id]; seen {
@@ -143,10 +274,10 @@ func (v *verifier) checkIndex(state *indexState, garbage map[string]garbageRecor
 		}
 	}
 	for name, err := range state.damaged {
-		v.found(name, err.Error())
+		v.found(objectRefNamed(name), reason(err))
 	}
 	for id, err := range state.unreadable {
-		v.found("pack "+id.String(), "no index lists it and its header is damaged: "+err.Error())
+		v.found(packRef(id), "no index lists it and its header is damaged: "+reason(err))
 	}
 }
 
@@ -156,20 +287,36 @@ func (r *Repository) readingThrough(idx *index) *Repository {
 	return &Repository{store: r.store, config: r.config, keys: r.keys, idx: idx}
 }
 
-// checkPacks reads every stored pack and checks every blob the index places
-// in it.
+// checkPacks reads every stored pack (or those opts picks) and checks
+// every blob the index places in it.
 func (v *verifier) checkPacks(ctx context.Context, idx *index, stored map[ID]int64, opts VerifyOptions, report *VerifyReport) error {
 	byPack := idx.packEntries()
-	var total int64
-	for id, size := range stored {
-		if _, ok := byPack[id]; ok {
-			total += size
+	var present []ID
+	for id := range byPack {
+		if _, ok := stored[id]; ok {
+			present = append(present, id)
 		}
+	}
+	sort.Slice(present, func(i, j int) bool { return bytes.Compare(present[i][:], present[j][:]) < 0 })
+	read := map[ID]bool{}
+	switch {
+	case opts.StructureOnly:
+	case opts.ReadData != nil:
+		read = opts.ReadData.choose(present)
+	default:
+		for _, id := range present {
+			read[id] = true
+		}
+	}
+	report.PacksNotRead = len(present) - len(read)
+	var total int64
+	for id := range read {
+		total += stored[id]
 	}
 	for id, entries := range byPack {
 		if _, ok := stored[id]; !ok {
 			for _, e := range entries {
-				v.badBlob(e.ID, e.Type, "pack "+id.String(), "missing: the index lists it but the store does not have it")
+				v.badBlob(e.ID, e.Type, packRef(id), "missing: the index lists it but the store does not have it")
 			}
 		}
 	}
@@ -177,8 +324,8 @@ func (v *verifier) checkPacks(ctx context.Context, idx *index, stored map[ID]int
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for id, entries := range byPack {
-		size, ok := stored[id]
-		if !ok {
+		size := stored[id]
+		if !read[id] {
 			continue
 		}
 		report.Packs++
@@ -209,27 +356,27 @@ func (v *verifier) checkPack(ctx context.Context, id ID, size int64, entries []P
 			return fmt.Errorf("verify: %w", err)
 		}
 		for _, e := range entries {
-			v.badBlob(e.ID, e.Type, "pack "+id.String(), "unreadable: "+err.Error())
+			v.badBlob(e.ID, e.Type, packRef(id), "unreadable: "+err.Error())
 		}
 		return nil
 	}
 	if Hash(data) != id {
-		v.found("pack "+id.String(), fmt.Sprintf("content does not match its name (%d bytes, listed as %d)", len(data), size))
+		v.found(packRef(id), fmt.Sprintf("content does not match its name (%d bytes, listed as %d)", len(data), size))
 	}
 	if err := checkPackHeader(data, entries); err != nil {
-		v.found("pack "+id.String(), err.Error())
+		v.found(packRef(id), err.Error())
 	}
 	var buf []byte
 	for _, e := range entries {
-		object := fmt.Sprintf("%s blob %s in pack %s", e.Type, e.ID, id)
+		ref := blobRef(e.Type, e.ID, id)
 		end := int64(e.Offset) + int64(e.Length)
 		if end > int64(len(data)) {
-			v.badBlob(e.ID, e.Type, object, "past the end of the pack")
+			v.badBlob(e.ID, e.Type, ref, "past the end of the pack")
 			continue
 		}
 		raw, err := v.repo.decodeStored(buf, data[e.Offset:end], e)
 		if err != nil {
-			v.badBlob(e.ID, e.Type, object, err.Error())
+			v.badBlob(e.ID, e.Type, ref, reason(err))
 			continue
 		}
 		buf = raw
@@ -304,8 +451,8 @@ func (v *verifier) checkRestorePoints(ctx context.Context, view *Repository, idx
 	for _, p := range points {
 		point := strings.TrimPrefix(p.name, manifestPrefix)
 		if p.err != nil {
-			v.found(p.name, p.err.Error())
-			v.damage[p.name].RestorePoints = []string{point}
+			object := v.found(objectRefNamed(p.name), reason(p.err))
+			v.damage[object].RestorePoints = []string{point}
 			continue
 		}
 		m := p.manifest
@@ -336,9 +483,9 @@ func (v *verifier) blobDamage(idx *index, t BlobType, id ID) []string {
 	}
 	loc, _, ok := idx.lookup(id)
 	if !ok || loc.typ != t {
-		object := fmt.Sprintf("%s blob %s", t, id)
-		v.badBlob(id, t, object, "missing: no index or pack has it")
-		return []string{object}
+		ref := blobRef(t, id, ZeroID)
+		v.badBlob(id, t, ref, "missing: no index or pack has it")
+		return []string{ref.String()}
 	}
 	return nil
 }
@@ -357,9 +504,8 @@ func (v *verifier) subtreeDamage(ctx context.Context, idx *index, t *TreeReader,
 		case err != nil && couldNotCheck(ctx, err):
 			v.fail(err) // not damage: Verify fails at the end instead
 		case err != nil:
-			object := "tree blob " + id.String()
-			v.found(object, err.Error())
-			bad = []string{object}
+			_, pack, _ := idx.lookup(id)
+			bad = []string{v.found(blobRef(TreeBlob, id, pack), reason(err))}
 		case level == 0:
 			for _, b := range ids {
 				if !b.IsZero() {

@@ -174,7 +174,7 @@ func TestPruneKeepsWhatThePolicySays(t *testing.T) {
 		}
 		idOf[name] = rp.ID
 	}
-	policy := snapshot.RetentionPolicy{Last: 2, Hourly: 3, Daily: 2, Weekly: 2, Monthly: 3}
+	policy := snapshot.RetentionPolicy{Last: 2, Hourly: 3, Daily: 2, Weekly: 2, Monthly: 3, Location: time.UTC}
 	names := func(ps []snapshot.PrunedPoint) string {
 		var out []string
 		for _, p := range ps {

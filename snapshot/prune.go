@@ -9,12 +9,28 @@ import (
 
 // RetentionPolicy says which restore points to keep; Prune deletes the
 // rest. Every rule keeps points on its own; a point kept by any is kept.
+// The calendar rules keep the newest point of each of their last N buckets
+// that have a point, as restic's --keep-* options do.
 type RetentionPolicy struct {
 	Last    int // the newest Last restore points
 	Hourly  int // the newest point in each of the last Hourly hours that have one
-	Daily   int // likewise per day (UTC)
+	Daily   int // likewise per day
 	Weekly  int // per ISO week
 	Monthly int // per month
+	Yearly  int // per year
+	// Within keeps every point created less than Within before the newest
+	// point (not before now: a collection nobody adds to keeps its last
+	// points however old they are).
+	Within time.Duration
+	// Location is the time zone whose hours, days, weeks, months and years
+	// are the buckets; nil means time.Local, so that "daily" means the
+	// operator's days.
+	Location *time.Location
+}
+
+// IsEmpty reports whether the policy has no rule, and so would keep nothing.
+func (p RetentionPolicy) IsEmpty() bool {
+	return p.Last == 0 && p.Hourly == 0 && p.Daily == 0 && p.Weekly == 0 && p.Monthly == 0 && p.Yearly == 0 && p.Within == 0
 }
 
 // PruneResult lists what a prune kept, with the rules that kept it, and
@@ -37,10 +53,10 @@ type PrunedPoint struct {
 // afterwards to reclaim the space.
 func (c *Collection) Prune(ctx context.Context, policy RetentionPolicy, dryRun bool) (PruneResult, error) {
 	result := PruneResult{DryRun: dryRun, Kept: []PrunedPoint{}, Deleted: []PrunedPoint{}}
-	if policy == (RetentionPolicy{}) {
+	if policy.IsEmpty() {
 		return result, errors.New("prune: the policy keeps nothing; give at least one rule")
 	}
-	if policy.Last < 0 || policy.Hourly < 0 || policy.Daily < 0 || policy.Weekly < 0 || policy.Monthly < 0 {
+	if policy.Last < 0 || policy.Hourly < 0 || policy.Daily < 0 || policy.Weekly < 0 || policy.Monthly < 0 || policy.Yearly < 0 || policy.Within < 0 {
 		return result, fmt.Errorf("prune: negative counts in %+v", policy)
 	}
 	unlock, err := c.repo.chain.LockCollection(ctx, c.name, "prune", 0)
@@ -74,6 +90,10 @@ func (c *Collection) Prune(ctx context.Context, policy RetentionPolicy, dryRun b
 // each kept point, the rules that keep it.
 func keepReasons(points []*RestorePoint, policy RetentionPolicy) map[string][]string {
 	reasons := map[string][]string{}
+	loc := policy.Location
+	if loc == nil {
+		loc = time.Local
+	}
 	rules := []struct {
 		name  string
 		count int
@@ -84,18 +104,27 @@ func keepReasons(points []*RestorePoint, policy RetentionPolicy) map[string][]st
 		{"daily", policy.Daily, func(t time.Time) string { return t.Format("2006-01-02") }},
 		{"weekly", policy.Weekly, func(t time.Time) string { y, w := t.ISOWeek(); return fmt.Sprintf("%d-W%02d", y, w) }},
 		{"monthly", policy.Monthly, func(t time.Time) string { return t.Format("2006-01") }},
+		{"yearly", policy.Yearly, func(t time.Time) string { return t.Format("2006") }},
 	}
 	for _, rule := range rules {
 		kept, last := 0, "\x00"
 		for i := len(points) - 1; i >= 0 && kept < rule.count; i-- {
 			rp := points[i]
-			key := rule.key(rp.Created.UTC())
+			key := rule.key(rp.Created.In(loc))
 			if rule.name != "last" && key == last {
 				continue // an older point of a bucket already kept
 			}
 			last = key
 			kept++
 			reasons[rp.ID] = append(reasons[rp.ID], rule.name)
+		}
+	}
+	if policy.Within > 0 && len(points) > 0 {
+		newest := points[len(points)-1].Created
+		for _, rp := range points {
+			if newest.Sub(rp.Created) < policy.Within {
+				reasons[rp.ID] = append(reasons[rp.ID], "within")
+			}
 		}
 	}
 	return reasons

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/nbd"
@@ -123,13 +124,26 @@ func runPrune(ctx context.Context, e *env, fs *flag.FlagSet, args []string) erro
 	fs.IntVar(&p.Daily, "keep-daily", 0, "keep one point per day for the last `N` days with points")
 	fs.IntVar(&p.Weekly, "keep-weekly", 0, "keep one point per ISO week for the last `N` weeks")
 	fs.IntVar(&p.Monthly, "keep-monthly", 0, "keep one point per month for the last `N` months")
+	fs.IntVar(&p.Yearly, "keep-yearly", 0, "keep one point per year for the last `N` years")
+	within := fs.String("keep-within", "", "keep every point created less than `DURATION` (like 7d, 2w, 1y, 36h) before the newest")
+	utc := fs.Bool("utc", false, "hours, days, weeks, months and years are UTC's (default: local time)")
 	dryRun := fs.Bool("dry-run", false, "say what would be deleted, delete nothing")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection}); err != nil {
 		return err
 	}
-	if p == (snapshot.RetentionPolicy{}) {
+	if *within != "" {
+		d, err := parseKeepWithin(*within)
+		if err != nil {
+			return usageError{"-keep-within: " + err.Error()}
+		}
+		p.Within = d
+	}
+	if p.IsEmpty() {
 		return usageError{"give at least one -keep-* rule"}
+	}
+	if *utc {
+		p.Location = time.UTC
 	}
 	_, c, err := openCollection(ctx, *repoDir, *collection)
 	if err != nil {
@@ -148,10 +162,10 @@ func runPrune(ctx context.Context, e *env, fs *flag.FlagSet, args []string) erro
 		verb = "would delete"
 	}
 	for _, k := range result.Kept {
-		fmt.Fprintf(tw, "keep\t%s\t%s\t%s\n", k.ID, k.Created.Local().Format("2006-01-02 15:04"), strings.Join(k.Reasons, ","))
+		fmt.Fprintf(tw, "keep\t%s\t%s\t%s\n", k.ID, showTime(k.Created), strings.Join(k.Reasons, ","))
 	}
 	for _, d := range result.Deleted {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", verb, d.ID, d.Created.Local().Format("2006-01-02 15:04"))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", verb, d.ID, showTime(d.Created))
 	}
 	tw.Flush()
 	fmt.Fprintf(e.stdout, "kept %d, %s %d restore points", len(result.Kept), verb, len(result.Deleted))

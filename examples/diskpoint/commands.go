@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -53,27 +53,32 @@ func runInit(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	return nil
 }
 
-// parseSize reads a byte count with an optional binary suffix: 65536, 64K,
-// 64KiB, 1M, 1MiB.
+// parseSize reads a byte count with go-humanize: 65536, 64K, 64k, 64KB,
+// 64kb, 64KiB, "64 KiB", 1.5M. Units are binary whichever way they are
+// spelled (1K = 1KB = 1KiB = 1024 bytes), as disk tools such as qemu-img and
+// dd's K read them: block sizes and checkpoints are powers of two.
 func parseSize(s string) (int, error) {
-	num := strings.TrimRight(s, "KMGiBkmgb")
-	unit := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s[len(num):], "iB"), "B"))
-	n, err := strconv.Atoi(num)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("%q is not a size", s)
+	n, err := humanize.ParseBytes(binaryUnits(s))
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a size (like 65536, 64K, 64KiB): %w", s, err)
 	}
-	switch unit {
-	case "":
-	case "K":
-		n <<= 10
-	case "M":
-		n <<= 20
-	case "G":
-		n <<= 30
-	default:
-		return 0, fmt.Errorf("%q: unknown unit", s)
+	if n == 0 || n > math.MaxInt64 {
+		return 0, fmt.Errorf("size %q is out of range", s)
 	}
-	return n, nil
+	return int(n), nil
+}
+
+// binaryUnits rewrites a decimal unit suffix (K, KB, M, MB, ...) as its
+// binary one (KiB, MiB, ...), for humanize.ParseBytes.
+func binaryUnits(s string) string {
+	t := strings.TrimSpace(s)
+	lower := strings.ToLower(t)
+	for _, unit := range []string{"kb", "mb", "gb", "tb", "pb", "k", "m", "g", "t", "p"} {
+		if num, ok := strings.CutSuffix(lower, unit); ok && num != "" && !strings.HasSuffix(num, "i") {
+			return t[:len(num)] + unit[:1] + "iB"
+		}
+	}
+	return t
 }
 
 func openCollection(ctx context.Context, repoDir, name string) (*snapshot.Repository, *snapshot.Collection, error) {
@@ -123,7 +128,7 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		if !ok || !known {
 			return usageError{fmt.Sprintf("-changed %q: want DISK=RANGES_FILE for a disk given as DISK=PATH", arg)}
 		}
-		ranges, err := readRanges(file)
+		ranges, err := readRanges(ctx, file, opts.Disks[i].Path)
 		if err != nil {
 			return err
 		}
@@ -141,23 +146,7 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		return err
 	}
 	progress := newProgress(e, *asJSON, "create "+*collection)
-	if progress != nil {
-		var total int64
-		for _, d := range opts.Disks {
-			if fi, err := os.Stat(d.Path); err == nil {
-				total += fi.Size()
-			}
-		}
-		scanned := map[string]int64{}
-		opts.Progress = func(p snapshot.Progress) {
-			scanned[p.Disk] = p.Scan.Scanned
-			var done int64
-			for _, n := range scanned {
-				done += n
-			}
-			progress.update(done, total)
-		}
-	}
+	createProgress(ctx, progress, &opts)
 	start := time.Now()
 	rp, err := c.Create(ctx, opts)
 	progress.done()
@@ -179,13 +168,21 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	return nil
 }
 
-func readRanges(path string) ([]blockdiff.Range, error) {
+// readRanges reads the changed-range list in path for the disk at
+// diskPath: a range past the disk's end is an error naming its line.
+func readRanges(ctx context.Context, path, diskPath string) ([]blockdiff.Range, error) {
+	disk, err := blockdiff.OpenDisk(ctx, diskPath)
+	if err != nil {
+		return nil, err
+	}
+	size := disk.Size
+	disk.Close()
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	ranges, err := blockdiff.ParseRanges(f)
+	ranges, err := blockdiff.ParseRangesWithin(f, size)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -226,28 +223,39 @@ func runList(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	if err != nil {
 		return err
 	}
-	points, err := c.List(ctx)
+	points, err := c.ListWithDamaged(ctx)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		if points == nil {
-			points = []*snapshot.RestorePoint{}
-		}
-		return printJSON(e, points)
+		return printJSON(e, points) // [] when empty, never null
 	}
 	tw := tabwriter.NewWriter(e.stdout, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tCREATED\tCONSISTENCY\tDISKS\tSIZE\tSTORED")
-	for _, rp := range points {
+	// STORED is what the point added to the repository when it was created;
+	// what it needs, or would free, is diskpoint stats'.
+	fmt.Fprintln(tw, "ID\tCREATED\tCONSISTENCY\tDISKS\tSIZE\tSTORED AT CREATE")
+	var damaged []snapshot.ListedPoint
+	for _, p := range points {
+		if p.Damaged {
+			fmt.Fprintf(tw, "%s\t%s\tDAMAGED\t-\t-\t-\n", p.ID, showTime(p.Stored))
+			damaged = append(damaged, p)
+			continue
+		}
 		var size, stored int64
-		for _, d := range rp.Disks {
+		for _, d := range p.Disks {
 			size += d.Size
 			stored += d.StoredBytes
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", rp.ID, rp.Created.Local().Format(time.DateTime), rp.Consistency,
-			len(rp.Disks), humanize.IBytes(uint64(size)), humanize.IBytes(uint64(stored)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", p.ID, showTime(p.Created), p.Consistency,
+			len(p.Disks), humanize.IBytes(uint64(size)), humanize.IBytes(uint64(stored)))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, p := range damaged {
+		fmt.Fprintf(e.stdout, "damaged %s/%s (time shown: when it was stored): %s\n", p.Collection, p.ID, p.DamageReason)
+	}
+	return nil
 }
 
 func runShow(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
@@ -323,10 +331,23 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory`")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	structureOnly := fs.Bool("structure-only", false, "check the index, the packs' presence and the block maps, but read no chunk data (fast)")
+	subset := fs.String("read-data-subset", "", "read the data of only these packs: `N/M` (group N of M, by pack ID) or P% (at random)")
 	var repairFrom listFlag
 	fs.Var(&repairFrom, "repair-from", "`DISK=PATH`: re-store damaged chunks that this disk still holds (checked by hash; repeatable)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
+	}
+	opts := chain.VerifyOptions{StructureOnly: *structureOnly}
+	if *subset != "" {
+		if *structureOnly {
+			return usageError{"-read-data-subset and -structure-only exclude each other"}
+		}
+		ds, err := chain.ParseDataSubset(*subset)
+		if err != nil {
+			return usageError{"-read-data-subset: " + err.Error()}
+		}
+		opts.ReadData = &ds
 	}
 	var repairPaths []string
 	for _, arg := range repairFrom {
@@ -341,7 +362,6 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		return err
 	}
 	progress := newProgress(e, *asJSON, "verify")
-	opts := chain.VerifyOptions{}
 	if progress != nil {
 		opts.Progress = progress.update
 	}
@@ -356,20 +376,24 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 			return err
 		}
 		fmt.Fprintf(e.stderr, "repair: %d damaged chunks, %d found on the disks, %d re-stored; verifying again\n", fixed.Wanted, fixed.Found, fixed.Repaired)
-		if report, err = repo.Verify(ctx, chain.VerifyOptions{}); err != nil {
+		if report, err = repo.Verify(ctx, chain.VerifyOptions{StructureOnly: opts.StructureOnly, ReadData: opts.ReadData}); err != nil {
 			return err
 		}
 	}
 	if *asJSON {
-		if report.Damage == nil {
-			report.Damage = []chain.Damage{}
-		}
 		if err := printJSON(e, report); err != nil {
 			return err
 		}
 	} else {
 		fmt.Fprintf(e.stdout, "checked %d restore points, %d packs, %d blobs, %s read\n",
 			report.RestorePoints, report.Packs, report.Blobs, humanize.IBytes(uint64(report.BytesRead)))
+		if report.PacksNotRead > 0 {
+			why := "-structure-only"
+			if opts.ReadData != nil {
+				why = "-read-data-subset " + opts.ReadData.String()
+			}
+			fmt.Fprintf(e.stdout, "%d packs were checked to exist but their data was not read (%s)\n", report.PacksNotRead, why)
+		}
 		if report.UnindexedPacks > 0 {
 			fmt.Fprintf(e.stdout, "%d packs are unreferenced garbage from interrupted creates; gc removes them\n", report.UnindexedPacks)
 		}
@@ -422,7 +446,23 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	if err != nil {
 		return err
 	}
-	report, err := repo.GC(ctx, chain.GCOptions{DryRun: *dryRun, LockWait: *lockWait, IgnoreDamaged: *ignoreDamaged})
+	progress := newProgress(e, *asJSON, "gc")
+	opts := chain.GCOptions{DryRun: *dryRun, LockWait: *lockWait, IgnoreDamaged: *ignoreDamaged}
+	if progress != nil {
+		opts.Progress = func(p chain.GCProgress) {
+			progress.stage("gc " + p.Phase)
+			switch p.Phase {
+			case "repack":
+				progress.update(p.Done, p.Total)
+			case "mark":
+				progress.updateCount(p.Done, p.Total, "restore points")
+			default:
+				progress.updateCount(p.Done, p.Total, "packs")
+			}
+		}
+	}
+	report, err := repo.GC(ctx, opts)
+	progress.done()
 	if err != nil {
 		return err
 	}

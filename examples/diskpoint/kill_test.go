@@ -18,7 +18,7 @@ import (
 // can kill a real diskpoint process with SIGKILL.
 func TestMain(m *testing.M) {
 	if os.Getenv("DISKPOINT_TEST_CLI") == "1" {
-		os.Exit(runProfiled(context.Background(), &env{stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:]))
+		os.Exit(runProfiled(context.Background(), &env{stdout: os.Stdout, stderr: os.Stderr, terminal: isTerminal(os.Stderr)}, os.Args[1:]))
 	}
 	os.Exit(m.Run())
 }

@@ -10,15 +10,20 @@
 //	diskpoint list    -repo DIR -collection NAME [-json]
 //	diskpoint show    -repo DIR -collection NAME -point ID|latest [-json]
 //	diskpoint restore -repo DIR -collection NAME -point ID|latest -disk DISK -to PATH [-incremental [-from ID]]
-//	diskpoint verify  -repo DIR [-repair-from DISK=PATH]... [-json]
+//	diskpoint verify  -repo DIR [-structure-only | -read-data-subset N/M|P%] [-repair-from DISK=PATH]... [-json]
 //	diskpoint delete  -repo DIR -collection NAME -point ID
 //	diskpoint gc      -repo DIR [-dry-run] [-ignore-damaged] [-lock-wait DURATION] [-json]
+//	diskpoint stats   -repo DIR [-collection NAME] [-json]
 //	diskpoint unlock  -repo DIR [-all]
 //	diskpoint hooks-log -repo DIR -collection NAME [-json]
 //	diskpoint diff    -repo DIR -collection NAME -from ID -to ID -disk DISK [-json]
 //	diskpoint copy    -repo DIR -collection NAME -point ID -to-repo DIR -to-collection NAME [-json]
-//	diskpoint prune   -repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-dry-run] [-json]
+//	diskpoint prune   -repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-keep-yearly N]
+//	                  [-keep-within DURATION] [-utc] [-dry-run] [-json]
 //	diskpoint serve-nbd -repo DIR -collection NAME -point ID -disk DISK -listen ADDR
+//
+// Every command also takes -q (draw no progress) and -v (more detail, and a
+// summary line). Progress is drawn on stderr, only when stderr is a terminal.
 //
 // DISKPOINT_CPUPROFILE=FILE writes a CPU profile of the command to FILE, and
 // DISKPOINT_MEMPROFILE=FILE a heap profile at its end.
@@ -66,6 +71,7 @@ var commands = map[string]command{
 	"diff":      {"list the byte ranges that differ between two restore points", runDiff},
 	"copy":      {"copy a restore point to another collection or repository", runCopy},
 	"prune":     {"delete restore points a retention policy does not keep", runPrune},
+	"stats":     {"show sizes: logical, stored, freed if deleted, dedup ratio", runStats},
 	"serve-nbd": {"serve a disk of a restore point read-only over NBD", runServeNBD},
 	"keygen":    {"print a new random key for an encrypted repository", runKeygen},
 }
@@ -73,8 +79,10 @@ var commands = map[string]command{
 // env is what commands write to, so tests can run them in-process.
 type env struct {
 	stdout, stderr io.Writer
-	// terminal: stdout is a terminal, so progress may be drawn (on stderr).
+	// terminal: stderr is a terminal, so progress may be drawn there.
 	terminal bool
+	// quiet and verbose are -q and -v (addOutputFlags).
+	quiet, verbose bool
 }
 
 // usageError marks a bad command line (exit status 2).
@@ -85,7 +93,7 @@ func (e usageError) Error() string { return e.msg }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	e := &env{stdout: os.Stdout, stderr: os.Stderr, terminal: isTerminal(os.Stdout)}
+	e := &env{stdout: os.Stdout, stderr: os.Stderr, terminal: isTerminal(os.Stderr)}
 	os.Exit(runProfiled(ctx, e, os.Args[1:]))
 }
 
@@ -149,6 +157,7 @@ func run(ctx context.Context, e *env, args []string) int {
 	}
 	fs := flag.NewFlagSet("diskpoint "+args[0], flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	addOutputFlags(fs, e)
 	err := cmd.run(ctx, e, fs, args[1:])
 	var ue usageError
 	switch {

@@ -596,14 +596,14 @@ func (s *soak) verify(w int, rng *rand.Rand) {
 	r := s.run(s.withLockWait("verify", "-repo", repo, "-json")...)
 	var report struct {
 		Damage []struct {
-			Object, Reason string
-			RestorePoints  []string `json:"restore_points"`
+			Kind, ID, Pack, Reason string
+			RestorePoints          []string `json:"restore_points"`
 		}
 	}
 	if r.err != nil && json.Unmarshal([]byte(r.stdout), &report) == nil && len(report.Damage) > 0 {
 		var lines []string
 		for _, d := range report.Damage {
-			lines = append(lines, fmt.Sprintf("%s: %s (needed by %v)", d.Object, d.Reason, d.RestorePoints))
+			lines = append(lines, fmt.Sprintf("%s %s (pack %s): %s (needed by %v)", d.Kind, d.ID, d.Pack, d.Reason, d.RestorePoints))
 		}
 		s.fail(w, "verify", "verify %s reports %d damaged objects: %s", filepath.Base(repo), len(lines), strings.Join(lines, "; "))
 		return

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strconv"
+	"text/tabwriter"
+
+	"github.com/diskpoint/diskpoint/snapshot"
+	"github.com/dustin/go-humanize"
+)
+
+// runStats reports sizes as restic stats and borg info do: for the
+// repository, per collection and per restore point.
+func runStats(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
+	repoDir := fs.String("repo", "", "repository `directory`")
+	collection := fs.String("collection", "", "report only this collection `name` (and its points)")
+	asJSON := fs.Bool("json", false, "print the figures as JSON")
+	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
+		return err
+	}
+	repo, err := snapshot.OpenFromEnvironment(ctx, *repoDir)
+	if err != nil {
+		return err
+	}
+	progress := newProgress(e, *asJSON, "stats")
+	opts := snapshot.StatsOptions{Collection: *collection}
+	if progress != nil {
+		opts.Progress = func(done, total int) { progress.updateCount(int64(done), int64(total), "restore points") }
+	}
+	st, err := repo.Stats(ctx, opts)
+	progress.done()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(e, st)
+	}
+	printRepositoryStats(e, *repoDir, *collection == "", st)
+	return nil
+}
+
+// printRepositoryStats prints st as text; all says whether st.Collections
+// is every collection.
+func printRepositoryStats(e *env, repoDir string, all bool, st snapshot.RepositoryStats) {
+	w := e.stdout
+	fmt.Fprintf(w, "repository %s: %d restore points", repoDir, st.RestorePoints)
+	if all {
+		fmt.Fprintf(w, " in %d collections", len(st.Collections))
+	}
+	if st.DamagedPoints > 0 {
+		fmt.Fprintf(w, " (and %d damaged, not counted: run verify)", st.DamagedPoints)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  logical size:  %s (the disks' sizes, summed over restore points)\n", size(st.LogicalBytes))
+	fmt.Fprintf(w, "  stored size:   %s (what the restore points need, compressed)\n", size(st.StoredBytes))
+	fmt.Fprintf(w, "  dedup ratio:   %s\n", ratio(st.DedupRatio))
+	fmt.Fprintf(w, "  chunks:        %d, in %d packs\n", st.Chunks, st.Packs)
+	fmt.Fprintf(w, "  packs on disk: %d files, %s (gc reclaims what no restore point needs)\n", st.PackFiles, size(st.PackBytes))
+	if st.MissingBlobs > 0 {
+		fmt.Fprintf(w, "  missing:       %d blobs the index lacks (run verify)\n", st.MissingBlobs)
+	}
+	if len(st.Collections) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "COLLECTION\tPOINTS\tLOGICAL\tSTORED\tFREED IF DELETED\tRATIO\tCHUNKS\tPACKS")
+	for _, c := range st.Collections {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\n", c.Name, c.RestorePoints, size(c.LogicalBytes), size(c.StoredBytes),
+			size(c.FreedIfDeleted), ratio(c.DedupRatio), c.Chunks, c.Packs)
+	}
+	tw.Flush()
+	for _, c := range st.Collections {
+		fmt.Fprintf(w, "\ncollection %s:\n", c.Name)
+		tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tCREATED\tLOGICAL\tSTORED\tADDED AT CREATE\tFREED IF DELETED\tRATIO\tCHUNKS\tPACKS")
+		for _, p := range c.Points {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", p.ID, showTime(p.Created), size(p.LogicalBytes), size(p.StoredBytes),
+				size(p.AddedBytes), size(p.FreedIfDeleted), ratio(p.DedupRatio), p.Chunks, p.Packs)
+		}
+		tw.Flush()
+	}
+}
+
+func size(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
+
+func ratio(r float64) string { return strconv.FormatFloat(r, 'f', 2, 64) + "x" }
