@@ -169,7 +169,7 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		return printJSON(e, rp)
 	}
 	fmt.Fprintf(e.stdout, "created restore point %s in %s in %s: %s", rp.ID, rp.Collection, time.Since(start).Round(time.Millisecond), consistencyLabel(rp))
-	if rp.FreezeMillis > 0 {
+	if rp.FreezeMillis > 0 && rp.Consistency != consistencyInconsistent {
 		fmt.Fprintf(e.stdout, ", held still for %d ms", rp.FreezeMillis)
 	}
 	fmt.Fprintln(e.stdout)
@@ -274,7 +274,7 @@ func runShow(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	if rp.FallbackReason != "" {
 		fmt.Fprintf(e.stdout, "  why:         %s\n", rp.FallbackReason)
 	}
-	fmt.Fprintf(e.stdout, "  capture:     held still %d ms; first to last disk captured over %d ms\n", rp.FreezeMillis, rp.CaptureSpreadMillis)
+	fmt.Fprintf(e.stdout, "  capture:     %s\n", captureSummary(rp))
 	for _, w := range rp.Warnings {
 		fmt.Fprintf(e.stdout, "  warning:     %s\n", w)
 	}

@@ -113,7 +113,7 @@ func TestCLIRecordsWhatHappened(t *testing.T) {
 	}
 	_, show, _ := runBinary(t, "show", "-repo", repo, "-collection", "vm", "-point", rp.ID)
 	if !strings.Contains(show, "consistency: inconsistent (asked for application)") || !strings.Contains(show, "no application hooks configured") ||
-		!strings.Contains(show, "captured over") {
+		!strings.Contains(show, "nothing held the disks still; first to last disk captured over") {
 		t.Errorf("show:\n%s", show)
 	}
 }
