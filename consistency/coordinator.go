@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 )
@@ -193,9 +194,9 @@ func (c *Coordinator) RunHeld(ctx context.Context, mode Mode, capture func(ctx c
 
 // postFailed records application hooks whose thaw (post script) failed
 // as an application failure and a warning.
-func (c *Coordinator) postFailed(out *Outcome, err error, context string) {
+func (c *Coordinator) postFailed(out *Outcome, err error, when string) {
 	out.ApplicationFailed = true
-	out.Warnings = append(out.Warnings, fmt.Sprintf("post script failed (%s): %v", context, err))
+	out.Warnings = append(out.Warnings, fmt.Sprintf("post script failed (%s): %v", when, err))
 }
 
 func (c *Coordinator) hooksUpTo(level Level) []Hook {
@@ -269,8 +270,8 @@ func (c *Coordinator) quiesce(ctx context.Context, out *Outcome, frozen *frozenS
 			c.postFailed(out, thawErr, "after "+reason)
 		}
 		out.Achieved = modeOf(level - 1)
-		out.failure = reason
-		out.FallbackReason = reason
+		out.failure = strings.Join(nonEmpty([]string{out.failure, reason}), "; ")
+		out.FallbackReason = out.failure
 		out.ApplicationFailed = out.ApplicationFailed || level == ApplicationLevel
 		return nil
 	}

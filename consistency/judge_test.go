@@ -194,3 +194,20 @@ func TestInconsistentCannotBeAskedFor(t *testing.T) {
 		t.Error("inconsistent accepted as a mode to ask for")
 	}
 }
+
+// When application hooks fail and then file-system hooks fail too, the
+// reason names both.
+func TestBothFailuresAreReasons(t *testing.T) {
+	ev := &events{}
+	c := consistency.Coordinator{Hooks: []consistency.Hook{
+		hook(ev, "app", consistency.ApplicationLevel, errors.New("pre script exit 3")),
+		hook(ev, "fs", consistency.FileSystemLevel, errors.New("EBUSY")),
+	}}
+	out, err := c.Run(context.Background(), consistency.Application, captureInto(ev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Achieved != consistency.Crash || !strings.Contains(out.FallbackReason, "pre script exit 3") || !strings.Contains(out.FallbackReason, "EBUSY") {
+		t.Errorf("achieved %q because %q", out.Achieved, out.FallbackReason)
+	}
+}
