@@ -55,8 +55,8 @@ type DiskManifest struct {
 	Root ID `json:"root"`
 	// Capture says how the disk was held at the restore point's instant:
 	// "reflink" (a clone taken while still), "snapshotter" (the caller's),
-	// "read-frozen" (read while still), or "read" (read as it was, nothing
-	// held still: the caller vouches that it was idle).
+	// "read-frozen" (read while still), or "read" (read while in use,
+	// nothing holding it still: the restore point is then "inconsistent").
 	Capture string `json:"capture,omitempty"`
 	// Parent is the restore point this one was compared against, if any.
 	Parent string `json:"parent"`
