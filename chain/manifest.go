@@ -18,7 +18,9 @@ type Manifest struct {
 	ID         string    `json:"id"`
 	Collection string    `json:"collection"`
 	Created    time.Time `json:"created"`
-	// Consistency is the mode achieved: crash, filesystem or application.
+	// Consistency is the mode achieved, derived from what ran and how the
+	// disks were captured, never from what was asked: crash, filesystem,
+	// application, or inconsistent (not captured at one instant).
 	Consistency string `json:"consistency"`
 	// RequestedConsistency is the mode asked for; FallbackReason says why
 	// Consistency is weaker, when it is.
@@ -27,6 +29,14 @@ type Manifest struct {
 	// FreezeMillis is how long the disks were held still for capture:
 	// file systems frozen, I/O paused, clones taken.
 	FreezeMillis int64 `json:"freeze_ms"`
+	// CaptureSpreadMillis is the time from the start of the first disk's
+	// capture to the end of the last's (0 in manifests from before it was
+	// recorded).
+	CaptureSpreadMillis int64 `json:"capture_spread_ms"`
+	// Warnings are failures that did not spoil the restore point, such as
+	// a post script that failed after the disks were captured while
+	// quiesced. Absent when there were none.
+	Warnings []string `json:"warnings,omitempty"`
 	// Config is the data blob of the VM configuration stored with the point.
 	Config     ID             `json:"config,omitzero"`
 	ConfigSize int64          `json:"config_size,omitempty"`
@@ -44,8 +54,8 @@ type DiskManifest struct {
 	Root ID `json:"root"`
 	// Capture says how the disk was held at the restore point's instant:
 	// "reflink" (a clone taken while still), "snapshotter" (the caller's),
-	// "read-frozen" (read while still), or "read" (read as it was, nothing
-	// held still: the caller vouches that it was idle).
+	// "read-frozen" (read while still), or "read" (read while in use,
+	// nothing holding it still: the restore point is then "inconsistent").
 	Capture string `json:"capture,omitempty"`
 	// Parent is the restore point this one was compared against, if any.
 	Parent string `json:"parent"`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 )
@@ -67,26 +68,53 @@ type Coordinator struct {
 // Outcome is what a Run achieved.
 type Outcome struct {
 	Requested Mode
-	Achieved  Mode
+	// Achieved is what the hooks achieved, derived from what ran and
+	// succeeded (see [Judge]), assuming the capture took every disk at one
+	// instant; a create judges it again with how its disks were captured.
+	Achieved Mode
 	// FallbackReason says why Achieved is weaker than Requested.
 	FallbackReason string
-	// ApplicationFailed: application hooks failed and were fallen back from.
+	// ApplicationFailed: application hooks failed (and were fallen back
+	// from), or a post script failed after the capture.
 	ApplicationFailed bool
+	// ApplicationQuiesced: application hooks ran, and every one had
+	// quiesced when the disks were captured.
+	ApplicationQuiesced bool
+	// Hold is what held the disks still during the capture.
+	Hold Hold
+	// Warnings are failures that did not spoil the capture: a post script
+	// that failed after the disks were captured while quiesced.
+	Warnings []string
 	// FreezeWindow is how long file systems or I/O were held still.
 	FreezeWindow time.Duration
 	Runs         []Run
+
+	configured [ApplicationLevel + 1]int // hooks the mode runs, per level
+	failure    string                    // why hooks failed and were fallen back from
 }
 
-// Run quiesces for mode and calls capture while everything is still:
+// Run is RunHeld for a capture that does not need to know what holds the
+// disks still.
+func (c *Coordinator) Run(ctx context.Context, mode Mode, capture func(ctx context.Context) error) (Outcome, error) {
+	return c.RunHeld(ctx, mode, func(ctx context.Context, _ Hold) error { return capture(ctx) })
+}
+
+// RunHeld quiesces for mode and calls capture while everything is still:
 // readiness gate, application hooks (pre scripts), then the freeze window
 // (file-system freezes, pause hooks, capture, thaws) under a watchdog, then
-// the application hooks' thaw (post scripts). capture must only capture
-// (reflink clones, a snapshotter, or reading quickly); its context is
-// cancelled when the window is overrun. Every hook whose Freeze was called
-// is thawed exactly once before Run returns, whatever happens; only a
-// capture that ignores its context can outlive Run, and its result must
-// then be discarded (Run returned ErrFreezeTimeout).
-func (c *Coordinator) Run(ctx context.Context, mode Mode, capture func(ctx context.Context) error) (out Outcome, err error) {
+// the application hooks' thaw (post scripts). capture is told what holds
+// the disks still (only what is read inside the window while something
+// does is read at one instant); it must only capture (reflink clones, a
+// snapshotter, or reading quickly); its context is cancelled when the
+// window is overrun. Every hook whose Freeze was called is thawed exactly
+// once before RunHeld returns, whatever happens; only a capture that
+// ignores its context can outlive it, and its result must then be
+// discarded (RunHeld returned ErrFreezeTimeout).
+//
+// A post script that fails after a successful capture does not fail the
+// run, unless OnFailure is Fail: the disks were captured while quiesced.
+// It is an application failure (ApplicationFailed) and a warning.
+func (c *Coordinator) RunHeld(ctx context.Context, mode Mode, capture func(ctx context.Context, hold Hold) error) (out Outcome, err error) {
 	out = Outcome{Requested: mode, Achieved: mode}
 	rec := &recorder{log: c.Log}
 	frozen := &frozenStack{rec: rec, ctx: context.WithoutCancel(ctx)}
@@ -99,6 +127,11 @@ func (c *Coordinator) Run(ctx context.Context, mode Mode, capture func(ctx conte
 	}()
 
 	hooks := c.hooksUpTo(mode.level())
+	for _, h := range hooks {
+		if l := h.Level(); l >= PauseLevel && l <= ApplicationLevel {
+			out.configured[l]++
+		}
+	}
 	if err := c.waitReady(ctx, hooks, rec); err != nil {
 		return out, err
 	}
@@ -127,7 +160,14 @@ func (c *Coordinator) Run(ctx context.Context, mode Mode, capture func(ctx conte
 		err = c.pause(captureCtx, frozen, hooks)
 	}
 	if err == nil {
-		err = runCapture(captureCtx, capture)
+		// What still holds after any fallback: a level fallen back from
+		// was thawed.
+		out.ApplicationQuiesced = out.Achieved == Application && out.configured[ApplicationLevel] > 0
+		out.Hold = Hold{
+			FileSystemsFrozen: out.Achieved.level() >= FileSystemLevel && out.configured[FileSystemLevel] > 0,
+			Paused:            out.configured[PauseLevel] > 0,
+		}
+		err = runCapture(captureCtx, out.Hold, capture)
 	}
 	watchdog.Stop()
 	if thawErr := frozen.thaw(inner); thawErr != nil && err == nil {
@@ -140,11 +180,23 @@ func (c *Coordinator) Run(ctx context.Context, mode Mode, capture func(ctx conte
 	if err != nil {
 		return out, err
 	}
-	// Post scripts: the deferred thaw runs them, and reports their failure.
-	if thawErr := frozen.thaw(func(Level) bool { return true }); thawErr != nil {
-		return out, thawErr
+	// Post scripts: only application hooks are left to thaw.
+	if c.OnFailure == Fail {
+		if thawErr := frozen.thaw(func(Level) bool { return true }); thawErr != nil {
+			return out, thawErr
+		}
+	} else if thawErr := frozen.thawExcused(isApplication); thawErr != nil {
+		c.postFailed(&out, thawErr, "the disks were captured while quiesced")
 	}
+	out.Achieved, out.FallbackReason = Judge(out, Capture{Atomic: true})
 	return out, nil
+}
+
+// postFailed records application hooks whose thaw (post script) failed
+// as an application failure and a warning.
+func (c *Coordinator) postFailed(out *Outcome, err error, when string) {
+	out.ApplicationFailed = true
+	out.Warnings = append(out.Warnings, fmt.Sprintf("post script failed (%s): %v", when, err))
 }
 
 func (c *Coordinator) hooksUpTo(level Level) []Hook {
@@ -208,11 +260,18 @@ func (c *Coordinator) quiesce(ctx context.Context, out *Outcome, frozen *frozenS
 		case Skip:
 			return &SkippedError{Requested: out.Requested, Reason: reason}
 		}
-		if thawErr := frozen.thaw(func(Level) bool { return true }); thawErr != nil {
+		// Thaw everything frozen so far, innermost first. A post script
+		// that fails now is one more application failure; a file system
+		// that does not thaw is an error.
+		if thawErr := frozen.thaw(func(l Level) bool { return l < ApplicationLevel }); thawErr != nil {
 			return thawErr
 		}
+		if thawErr := frozen.thawExcused(isApplication); thawErr != nil {
+			c.postFailed(out, thawErr, "after "+reason)
+		}
 		out.Achieved = modeOf(level - 1)
-		out.FallbackReason = reason
+		out.failure = strings.Join(nonEmpty([]string{out.failure, reason}), "; ")
+		out.FallbackReason = out.failure
 		out.ApplicationFailed = out.ApplicationFailed || level == ApplicationLevel
 		return nil
 	}
@@ -230,7 +289,7 @@ func (c *Coordinator) pause(ctx context.Context, frozen *frozenStack, hooks []Ho
 	return nil
 }
 
-func runCapture(ctx context.Context, capture func(context.Context) error) error {
+func runCapture(ctx context.Context, hold Hold, capture func(context.Context, Hold) error) error {
 	done := make(chan error, 1)
 	go func() {
 		defer func() {
@@ -238,7 +297,7 @@ func runCapture(ctx context.Context, capture func(context.Context) error) error 
 				done <- fmt.Errorf("capture panicked: %v\n%s", p, debug.Stack())
 			}
 		}()
-		done <- capture(ctx)
+		done <- capture(ctx, hold)
 	}()
 	select {
 	case err := <-done:
@@ -247,6 +306,8 @@ func runCapture(ctx context.Context, capture func(context.Context) error) error 
 		return context.Cause(ctx)
 	}
 }
+
+func isApplication(l Level) bool { return l == ApplicationLevel }
 
 // frozenStack remembers which hooks were frozen, to thaw each exactly once,
 // in reverse order, from whichever goroutine gets there first.
@@ -300,6 +361,21 @@ func (s *frozenStack) thaw(which func(Level) bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// thawExcused is thaw for hooks whose failure to thaw the caller turns
+// into a warning: their errors are returned by this call only, never again
+// by a later thaw. Only the caller's goroutine may thaw these hooks.
+func (s *frozenStack) thawExcused(which func(Level) bool) error {
+	err := s.thaw(which)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, fh := range s.items {
+		if which(fh.hook.Level()) {
+			fh.err = nil
+		}
+	}
+	return err
 }
 
 // recorder calls hooks, turning panics into errors, and keeps their runs.

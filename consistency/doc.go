@@ -9,6 +9,14 @@
 //   - application: applications quiesced first (pre scripts, in-process
 //     hooks), then file systems frozen.
 //
+// A restore point records the mode it achieved, never the mode asked for:
+// [Judge] derives it from the hooks that ran and succeeded and from how the
+// disks were captured. Without application hooks nothing is
+// application-consistent, without file-system freezes nothing is
+// file-system-consistent, and disks not captured at one instant (read while
+// in use, or captured one after another with nothing holding them still)
+// are [Inconsistent], a mode recorded but never asked for.
+//
 // What makes a mode real is its [Hook]s: [ScriptHook] (pre and post scripts,
 // configured like Azure's VMSnapshotScriptPluginConfig.json), [FSFreezeHook]
 // (Linux FIFREEZE/FITHAW) and [FuncHook] (a function in the same process:

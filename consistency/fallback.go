@@ -2,6 +2,7 @@ package consistency
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -32,12 +33,32 @@ func (s *FallbackState) Decide(requested Mode) (Mode, string) {
 		s.LastFailure.Format(time.RFC3339), s.LastReason, s.SkipApplication)
 }
 
-// Record notes the outcome of a create: after application hooks failed,
-// the next skipAfter application requests skip them.
+// Record notes the outcome of a create: after application hooks failed
+// (a pre script, or a post script after the capture), the next skipAfter
+// application requests skip them.
 func (s *FallbackState) Record(out Outcome, skipAfter int, now time.Time) {
 	if out.ApplicationFailed {
 		s.SkipApplication = skipAfter
 		s.LastFailure = now.UTC()
-		s.LastReason = out.FallbackReason
+		s.LastReason = strings.Join(nonEmpty(append([]string{out.failureOrFallback()}, out.Warnings...)), "; ")
 	}
+}
+
+// failureOrFallback is why hooks failed, or, for an Outcome made by hand,
+// its FallbackReason.
+func (o Outcome) failureOrFallback() string {
+	if o.failure != "" {
+		return o.failure
+	}
+	return o.FallbackReason
+}
+
+func nonEmpty(s []string) []string {
+	var out []string
+	for _, x := range s {
+		if x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
 }

@@ -12,9 +12,17 @@ const (
 	FileSystem Mode = "filesystem"
 	// Application: applications quiesced, then file systems frozen.
 	Application Mode = "application"
+	// Inconsistent is never asked for, only recorded: the disks were not
+	// captured at one instant (a disk read while in use, or several disks
+	// captured one after another with nothing holding them still), so the
+	// restore point may hold states that never existed together, which
+	// even a journal replay cannot repair. The restore point says why.
+	Inconsistent Mode = "inconsistent"
 )
 
-// ParseMode reads a mode name; "" means Crash.
+// ParseMode reads the name of a mode to ask for; "" means Crash.
+// Inconsistent is refused: it is what a restore point can turn out to be,
+// never what a caller asks for.
 func ParseMode(s string) (Mode, error) {
 	switch Mode(s) {
 	case "", Crash:

@@ -7,11 +7,30 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
 	"github.com/diskpoint/diskpoint/chain"
+	"github.com/diskpoint/diskpoint/consistency"
 	"golang.org/x/sync/errgroup"
 )
+
+// ConsistentSnapshotter is a Snapshotter that says what its snapshots are
+// worth by themselves, so that a restore point can be labelled with it.
+// A plain Snapshotter is taken to copy each disk at an instant of its own:
+// several disks are then consistent together only if a hook holds them
+// still.
+type ConsistentSnapshotter interface {
+	blockdiff.Snapshotter
+	// SnapshotConsistency is what every snapshot achieves: consistency.Crash
+	// when it takes all the disks of one call at one instant (an atomic
+	// multi-disk snapshot); consistency.FileSystem when it also quiesces
+	// their file systems (a hypervisor's snapshot through a guest agent's
+	// freeze). Application consistency needs application hooks, so
+	// consistency.Application counts as FileSystem; anything else as
+	// nothing.
+	SnapshotConsistency() consistency.Mode
+}
 
 // Capture methods, recorded per disk in the restore point.
 const (
@@ -30,6 +49,9 @@ type diskCapture struct {
 	method string
 	done   bool
 	result chain.DiskManifest
+	// from and to bound the instant the disk was captured at: the clone or
+	// snapshot call, or the whole read of a disk read as it is.
+	from, to time.Time
 }
 
 // ErrReleaseFailed: a clone or snapshot the capture made could not be
@@ -60,8 +82,8 @@ func newCapture(c *Collection, opts CreateOptions) *capture {
 // taker returns the capture function for the coordinator: take, run at
 // most once. The coordinator runs it in a goroutine that may only get going
 // after Run has returned; if end came first, take does not start at all.
-func (cp *capture) taker(readNow bool) func(context.Context) error {
-	return func(ctx context.Context) error {
+func (cp *capture) taker() func(context.Context, consistency.Hold) error {
+	return func(ctx context.Context, hold consistency.Hold) error {
 		cp.mu.Lock()
 		if cp.started || cp.settled {
 			cp.mu.Unlock()
@@ -70,7 +92,7 @@ func (cp *capture) taker(readNow bool) func(context.Context) error {
 		cp.started = true
 		cp.mu.Unlock()
 		defer close(cp.taken)
-		return cp.take(ctx, readNow)
+		return cp.take(ctx, hold.Still())
 	}
 }
 
@@ -114,7 +136,9 @@ func (cp *capture) take(ctx context.Context, readNow bool) error {
 		for i, d := range cp.disks {
 			paths[i] = d.src.Path
 		}
+		from := time.Now()
 		snap, err := cp.opts.Snapshotter.Snapshot(ctx, paths)
+		to := time.Now()
 		if err != nil {
 			return fmt.Errorf("snapshotter: %w", err)
 		}
@@ -124,6 +148,7 @@ func (cp *capture) take(ctx context.Context, readNow bool) error {
 		}
 		for i, d := range cp.disks {
 			d.copy, d.method = snap.Paths()[i], captureSnapshotter
+			d.from, d.to = from, to
 		}
 		return nil
 	}
@@ -133,6 +158,7 @@ func (cp *capture) take(ctx context.Context, readNow bool) error {
 			direct = append(direct, d)
 			continue
 		}
+		from := time.Now()
 		clone, err := blockdiff.ReflinkClone(ctx, d.src.Path)
 		if errors.Is(err, blockdiff.ErrNoReflink) {
 			direct = append(direct, d)
@@ -142,6 +168,7 @@ func (cp *capture) take(ctx context.Context, readNow bool) error {
 			return fmt.Errorf("disk %q: %w", d.src.Name, err)
 		}
 		d.copy, d.method = clone, captureReflink
+		d.from, d.to = from, time.Now()
 	}
 	if !readNow {
 		for _, d := range direct {
@@ -166,11 +193,16 @@ func (cp *capture) scanRest(ctx context.Context) error {
 	return cp.scan(ctx, rest)
 }
 
-// scan reads disks in parallel, each compared with its parent.
+// scan reads disks in parallel, each compared with its parent. Reading a
+// disk that has no point-in-time copy is its capture, and is timed as such.
 func (cp *capture) scan(ctx context.Context, disks []*diskCapture) error {
 	g, gctx := errgroup.WithContext(ctx)
 	for _, d := range disks {
 		g.Go(func() error {
+			if d.copy == "" {
+				d.from = time.Now()
+				defer func() { d.to = time.Now() }()
+			}
 			disk := d.live
 			if d.copy != "" {
 				copyDisk, err := blockdiff.OpenDisk(gctx, d.copy)
@@ -190,6 +222,37 @@ func (cp *capture) scan(ctx context.Context, disks []*diskCapture) error {
 		})
 	}
 	return g.Wait()
+}
+
+// judged is what the capture tells consistency.Judge: how many disks, which
+// were read while in use, what the snapshotter vouches for, and the spread
+// from the start of the first disk's capture to the end of the last's.
+func (cp *capture) judged() consistency.Capture {
+	c := consistency.Capture{Disks: len(cp.disks)}
+	var first, last time.Time
+	for _, d := range cp.disks {
+		if d.method == captureRead {
+			c.LiveRead = append(c.LiveRead, d.src.Name)
+		}
+		if first.IsZero() || d.from.Before(first) {
+			first = d.from
+		}
+		if d.to.After(last) {
+			last = d.to
+		}
+	}
+	if !first.IsZero() && last.After(first) {
+		c.Spread = last.Sub(first)
+	}
+	if s, ok := cp.opts.Snapshotter.(ConsistentSnapshotter); ok {
+		switch s.SnapshotConsistency() {
+		case consistency.Crash:
+			c.Atomic = true
+		case consistency.FileSystem, consistency.Application:
+			c.Atomic, c.QuiescesFileSystems = true, true
+		}
+	}
+	return c
 }
 
 // release removes clones and releases the snapshot, each once: what was

@@ -48,7 +48,9 @@ type CreateOptions struct {
 	Consistency consistency.Mode
 	// Hooks quiesce for the mode: application hooks run in application
 	// mode, file-system hooks in filesystem and application modes, pause
-	// hooks in every mode.
+	// hooks in every mode. Without application hooks a restore point is
+	// never application-consistent; without file-system hooks (or a
+	// ConsistentSnapshotter that quiesces) never file-system-consistent.
 	Hooks []consistency.Hook
 	// MaxFreeze bounds the freeze window (default consistency.DefaultMaxFreeze).
 	MaxFreeze time.Duration
@@ -62,7 +64,9 @@ type CreateOptions struct {
 	SkipAfterFailure int
 	// Snapshotter captures the disks while they are held still, when the
 	// built-in capture (reflink clones of image files; reading block devices
-	// while frozen) does not fit.
+	// while frozen) does not fit. Several disks count as captured at one
+	// instant only if a hook holds them still or the snapshotter is a
+	// ConsistentSnapshotter that says it snapshots them atomically.
 	Snapshotter blockdiff.Snapshotter
 	// RateLimit, if set, limits creates per collection and requested mode;
 	// a refused create returns a *ThrottledError.
@@ -95,9 +99,19 @@ const maxVMConfig = 16 << 20
 // durable; if Create fails, nothing is visible and what was written is
 // garbage for GC.
 //
+// The restore point records the consistency achieved, derived from what
+// ran and succeeded and how the disks were captured (consistency.Judge),
+// never the mode asked for, and why it is weaker (FallbackReason). Disks
+// that can be neither cloned nor snapshotted, with no hook holding them
+// still, are read as they are; such a restore point, like one of several
+// disks captured one after another with nothing holding them still, is
+// labelled consistency.Inconsistent, not refused: the bytes are what was
+// read, which is all a backup of an idle disk needs, and the label keeps
+// anyone from taking it for a crash-consistent point. A post script that
+// fails after the disks were captured while quiesced keeps the restore
+// point, with a Warning, unless OnFailure is Fail.
+//
 // Only one create runs per collection at a time (ErrLocked otherwise).
-// Disks that can be neither cloned nor snapshotted, with no hook holding
-// them still, are read as they are: the caller vouches that they are idle.
 //
 // Every reflink clone and snapshot the capture makes is released exactly
 // once. A release that fails leaves a clone or snapshot taking space, so it
@@ -185,7 +199,6 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (rp *Restor
 	m := chain.Manifest{
 		ID:                   newRestorePointID(now()),
 		Collection:           c.name,
-		Consistency:          string(requested),
 		RequestedConsistency: string(requested),
 		Excluded:             excluded,
 	}
@@ -197,8 +210,7 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (rp *Restor
 		Hooks: opts.Hooks, MaxFreeze: opts.MaxFreeze, ReadyTimeout: opts.ReadyTimeout,
 		OnFailure: opts.OnFailure, Log: hookLog.add,
 	}
-	readNow := holdsStill(opts.Hooks, effective)
-	out, err := coord.Run(ctx, effective, cp.taker(readNow))
+	out, err := coord.RunHeld(ctx, effective, cp.taker())
 	if effective != requested || out.ApplicationFailed {
 		st.Fallback.Record(out, opts.SkipAfterFailure, now())
 		if serr := st.save(ctx, c.repo.chain, c.name); serr != nil && err == nil {
@@ -209,9 +221,8 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (rp *Restor
 		return nil, fmt.Errorf("create in %q: %w", c.name, err)
 	}
 	m.Created = now().UTC()
-	m.Consistency = string(out.Achieved)
-	m.FallbackReason = strings.Join(nonEmpty(skipped, out.FallbackReason), "; ")
 	m.FreezeMillis = out.FreezeWindow.Milliseconds()
+	m.Warnings = out.Warnings
 
 	// Read what was captured, after the thaw.
 	if len(opts.VMConfig) > 0 {
@@ -226,6 +237,13 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (rp *Restor
 	for _, d := range cp.disks {
 		m.Disks = append(m.Disks, d.result)
 	}
+	// What was achieved, from what ran and how the disks were captured
+	// (disks read as they are were read just now).
+	captured := cp.judged()
+	achieved, why := consistency.Judge(out, captured)
+	m.Consistency = string(achieved)
+	m.FallbackReason = strings.Join(nonEmpty(skipped, why), "; ")
+	m.CaptureSpreadMillis = captured.Spread.Milliseconds()
 	if err := w.SaveManifest(ctx, &m); err != nil {
 		return nil, fmt.Errorf("create in %q: %w", c.name, err)
 	}
@@ -275,22 +293,6 @@ func (c *Collection) endCreate(ctx context.Context, cp *capture, log *hookLog, p
 // releaseRun is the hook-log entry of a failed release.
 func releaseRun(err error) consistency.Run {
 	return consistency.Run{Time: time.Now().UTC(), Hook: "capture", Phase: "release", Outcome: "failed", Error: err.Error()}
-}
-
-// holdsStill reports whether any hook the mode runs holds disks still, so
-// that disks can be read inside the freeze window.
-func holdsStill(hooks []consistency.Hook, mode consistency.Mode) bool {
-	for _, h := range hooks {
-		switch h.Level() {
-		case consistency.PauseLevel:
-			return true
-		case consistency.FileSystemLevel:
-			if mode != consistency.Crash {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func nonEmpty(s ...string) []string {

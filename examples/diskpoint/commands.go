@@ -153,11 +153,12 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	if err != nil {
 		return err
 	}
+	warnCreated(e, rp)
 	if *asJSON {
 		return printJSON(e, rp)
 	}
-	fmt.Fprintf(e.stdout, "created restore point %s in %s in %s: %s-consistent", rp.ID, rp.Collection, time.Since(start).Round(time.Millisecond), rp.Consistency)
-	if rp.FreezeMillis > 0 {
+	fmt.Fprintf(e.stdout, "created restore point %s in %s in %s: %s", rp.ID, rp.Collection, time.Since(start).Round(time.Millisecond), consistencyLabel(rp))
+	if rp.FreezeMillis > 0 && rp.Consistency != consistencyInconsistent {
 		fmt.Fprintf(e.stdout, ", held still for %d ms", rp.FreezeMillis)
 	}
 	fmt.Fprintln(e.stdout)
@@ -280,6 +281,10 @@ func runShow(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	fmt.Fprintf(e.stdout, "restore point %s in %s\n  created:     %s\n  consistency: %s (asked for %s)\n", rp.ID, rp.Collection, rp.Created.Local().Format(time.RFC3339), rp.Consistency, rp.RequestedConsistency)
 	if rp.FallbackReason != "" {
 		fmt.Fprintf(e.stdout, "  why:         %s\n", rp.FallbackReason)
+	}
+	fmt.Fprintf(e.stdout, "  capture:     %s\n", captureSummary(rp))
+	for _, w := range rp.Warnings {
+		fmt.Fprintf(e.stdout, "  warning:     %s\n", w)
 	}
 	if rp.ConfigSize > 0 {
 		fmt.Fprintf(e.stdout, "  VM config:   %s\n", humanize.IBytes(uint64(rp.ConfigSize)))

@@ -29,7 +29,7 @@ type hookFlags struct {
 
 func addHookFlags(fs *flag.FlagSet) *hookFlags {
 	h := &hookFlags{
-		mode:          fs.String("consistency", "crash", "`mode`: crash, filesystem or application"),
+		mode:          fs.String("consistency", "crash", "`mode` to ask for: crash, filesystem or application; the restore point records what was achieved"),
 		pre:           fs.String("pre", "", "pre `script` (application mode), run directly, not by a shell"),
 		post:          fs.String("post", "", "post `script` (application mode)"),
 		config:        fs.String("hook-config", "", "Azure-style VMSnapshotScriptPluginConfig.json `file` for the scripts"),
@@ -43,21 +43,35 @@ func addHookFlags(fs *flag.FlagSet) *hookFlags {
 	return h
 }
 
-// apply turns the flags into hooks and policies.
+// apply turns the flags into hooks and policies. A command line whose
+// flags the mode would ignore is refused: a restore point records what
+// happened, and a flag that silently does nothing would make that a surprise.
 func (h *hookFlags) apply(opts *snapshot.CreateOptions) error {
 	mode, err := consistency.ParseMode(*h.mode)
 	if err != nil {
 		return usageError{err.Error()}
 	}
 	opts.Consistency, opts.MaxFreeze, opts.LockWait = mode, *h.maxFreeze, *h.lockWait
-	fsFreeze := true
+	scripts := *h.config != "" || *h.pre != "" || *h.post != ""
 	switch {
+	case mode == consistency.Crash && len(h.freeze) > 0:
+		return usageError{"-freeze with -consistency crash: crash mode freezes nothing; ask for -consistency filesystem or application"}
+	case mode != consistency.Application && scripts:
+		return usageError{fmt.Sprintf("-pre, -post and -hook-config with -consistency %s: scripts run only in application mode", mode)}
+	case mode == consistency.Crash && *h.onFailure != "":
+		return usageError{"-on-failure with -consistency crash: crash mode runs no hooks that could fail"}
 	case *h.config != "" && (*h.pre != "" || *h.post != ""):
 		return usageError{"give scripts either with -pre/-post or in -hook-config, not both"}
+	}
+	fsFreeze := true
+	switch {
 	case *h.config != "":
 		cfg, err := consistency.LoadScriptConfig(*h.config, *h.allowInsecure)
 		if err != nil {
 			return err
+		}
+		if !cfg.FsFreezeEnabled && len(h.freeze) > 0 {
+			return usageError{fmt.Sprintf("-freeze with %s, which sets fsFreezeEnabled false: drop one of them", *h.config)}
 		}
 		opts.Hooks = append(opts.Hooks, &consistency.ScriptHook{Config: cfg, AllowInsecure: *h.allowInsecure})
 		fsFreeze = cfg.FsFreezeEnabled
@@ -91,6 +105,41 @@ func (h *hookFlags) apply(opts *snapshot.CreateOptions) error {
 		opts.RateLimit = &limit
 	}
 	return nil
+}
+
+// warnCreated writes a new restore point's warnings to stderr, whatever
+// the output format: a label weaker than crash-consistent, and failures
+// that did not spoil it (a post script). The exit status stays 0: the
+// restore point is stored.
+func warnCreated(e *env, rp *snapshot.RestorePoint) {
+	if rp.Consistency == consistencyInconsistent {
+		fmt.Fprintf(e.stderr, "diskpoint create: warning: restore point %s is inconsistent (not even crash-consistent): %s\n", rp.ID, oneLine(rp.FallbackReason))
+	}
+	for _, w := range rp.Warnings {
+		fmt.Fprintf(e.stderr, "diskpoint create: warning: restore point %s: %s\n", rp.ID, oneLine(w))
+	}
+}
+
+// consistencyInconsistent is the label of a restore point whose disks were
+// not captured at one instant.
+const consistencyInconsistent = string(consistency.Inconsistent)
+
+// consistencyLabel is a restore point's achieved mode as people read it.
+func consistencyLabel(rp *snapshot.RestorePoint) string {
+	if rp.Consistency == consistencyInconsistent {
+		return "inconsistent"
+	}
+	return rp.Consistency + "-consistent"
+}
+
+// captureSummary says how long the disks were held still, if anything held
+// them, and how far apart the first and last disk were captured.
+func captureSummary(rp *snapshot.RestorePoint) string {
+	held := fmt.Sprintf("held still %d ms", rp.FreezeMillis)
+	if rp.Consistency == consistencyInconsistent {
+		held = "nothing held the disks still"
+	}
+	return fmt.Sprintf("%s; first to last disk captured over %d ms", held, rp.CaptureSpreadMillis)
 }
 
 func parseRateLimit(s string) (snapshot.RateLimit, error) {

@@ -68,7 +68,7 @@ func TestCLIEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &first); err != nil {
 		t.Fatalf("create -json printed %q: %v", out, err)
 	}
-	if first.ID == "" || first.Collection != "vm1" || first.Created == "" || first.Consistency != "crash" ||
+	if first.ID == "" || first.Collection != "vm1" || first.Created == "" || first.Consistency != "inconsistent" ||
 		len(first.Excluded) != 1 || first.Excluded[0] != "scratch" || len(first.Disks) != 2 {
 		t.Fatalf("create -json: %+v", first)
 	}
