@@ -20,18 +20,19 @@ import (
 func runInit(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory` to create")
 	blockSize := fs.String("block-size", "", "block `size`, a power of two from 16KiB to 16MiB (default 64KiB)")
-	encrypt := fs.Bool("encrypt", false, "encrypt the repository with the key in DISKPOINT_KEY or DISKPOINT_KEY_FILE (diskpoint keygen makes one)")
+	encrypt := fs.Bool("encrypt", false, "encrypt the repository with the key DISKPOINT_KEY, DISKPOINT_KEY_FILE or DISKPOINT_KEY_COMMAND gives (diskpoint keygen makes one)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
 	var key []byte
 	if *encrypt {
-		var err error
-		if key, err = snapshot.KeyFromEnvironment(); err != nil {
-			return err
+		source := environmentKey(keyVariables)
+		if !source.given() {
+			return usageError{"-encrypt needs a key: " + source.hint() + " (diskpoint keygen makes one)"}
 		}
-		if key == nil {
-			return usageError{"-encrypt needs a key in " + snapshot.KeyEnv + " or " + snapshot.KeyFileEnv + " (diskpoint keygen makes one)"}
+		var err error
+		if key, err = source.load(ctx); err != nil {
+			return err
 		}
 	}
 	bs := 0
@@ -77,7 +78,7 @@ func parseSize(s string) (int, error) {
 }
 
 func openCollection(ctx context.Context, repoDir, name string) (*snapshot.Repository, *snapshot.Collection, error) {
-	repo, err := snapshot.OpenFromEnvironment(ctx, repoDir)
+	repo, err := openRepository(ctx, repoDir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -94,10 +95,6 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	fs.Var(&exclude, "exclude", "leave out `DISK` (repeatable)")
 	fs.Var(&changed, "changed", "`DISK=RANGES_FILE`: only these byte ranges changed since DISK's last restore point (repeatable)")
 	hooks := addHookFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: diskpoint create -repo DIR -collection NAME [flags] DISK=PATH...")
-		fs.PrintDefaults()
-	}
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection}); err != nil {
 		return err
 	}
@@ -336,7 +333,7 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		}
 		repairPaths = append(repairPaths, path)
 	}
-	repo, err := snapshot.OpenFromEnvironment(ctx, *repoDir)
+	repo, err := openRepository(ctx, *repoDir)
 	if err != nil {
 		return err
 	}
@@ -386,7 +383,7 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		for i, d := range report.Damage {
 			names[i] = d.Object
 		}
-		return fmt.Errorf("%d damaged objects: %s", len(names), strings.Join(names, "; "))
+		return damageError{fmt.Errorf("%d damaged objects: %s", len(names), strings.Join(names, "; "))}
 	}
 	return nil
 }
@@ -418,7 +415,7 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
-	repo, err := snapshot.OpenFromEnvironment(ctx, *repoDir)
+	repo, err := openRepository(ctx, *repoDir)
 	if err != nil {
 		return err
 	}
@@ -451,7 +448,7 @@ func runUnlock(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
-	repo, err := snapshot.OpenFromEnvironment(ctx, *repoDir)
+	repo, err := openRepository(ctx, *repoDir)
 	if err != nil {
 		return err
 	}

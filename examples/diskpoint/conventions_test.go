@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/diskpoint/diskpoint/internal/demodisk"
+	"github.com/diskpoint/diskpoint/snapshot"
+)
+
+// Help goes to stdout with status 0, however it is asked for; a command's
+// help shows its synopsis and flags; every command has a synopsis.
+func TestCLIHelp(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}, {"-help"}} {
+		c := startChild(t, args...)
+		out := string(c.wait(t))
+		if !strings.Contains(out, "usage: diskpoint COMMAND") || c.stderr.Len() != 0 {
+			t.Errorf("diskpoint %v: stdout %q, stderr %q", args, out, c.stderr.String())
+		}
+		for name := range commands {
+			if !strings.Contains(out, "  "+name+" ") {
+				t.Errorf("diskpoint %v does not list %s", args, name)
+			}
+		}
+	}
+	for name := range commands {
+		if _, ok := synopses[name]; !ok {
+			t.Errorf("command %s has no synopsis", name)
+		}
+	}
+	for _, args := range [][]string{{"help", "restore"}, {"restore", "-h"}, {"restore", "--help"}, {"restore", "-repo", "x", "--help"}} {
+		code, out, errOut := cli(t, args...)
+		if code != 0 || !strings.Contains(out, "usage: diskpoint restore -repo DIR") || !strings.Contains(out, "\n  -force") || errOut != "" {
+			t.Errorf("diskpoint %v: exit %d, stdout %q, stderr %q", args, code, out, errOut)
+		}
+	}
+	if code, out, errOut := cli(t, "help", "frobnicate"); code != 2 || out != "" || !strings.Contains(errOut, "frobnicate") {
+		t.Errorf("help of an unknown command: exit %d %q %q", code, out, errOut)
+	}
+	// A bad flag is an error: usage on stderr, status 2.
+	if code, out, errOut := cli(t, "list", "-bogus"); code != 2 || out != "" || !strings.Contains(errOut, "bogus") {
+		t.Errorf("bad flag: exit %d %q %q", code, out, errOut)
+	}
+}
+
+func TestCLIVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		out := string(startChild(t, args...).wait(t))
+		if !regexp.MustCompile(`^diskpoint \S.* compiled with go\S+ on \w+/\w+; repository format version 1\n$`).MatchString(out) ||
+			!strings.Contains(out, runtime.Version()) {
+			t.Errorf("diskpoint %v printed %q", args, out)
+		}
+	}
+}
+
+// Flags may follow the positional arguments, as restic's and borg's do;
+// "--" ends the flags, so a disk path may start with a dash.
+func TestCLIFlagsAnywhere(t *testing.T) {
+	dir := t.TempDir()
+	repo, img := filepath.Join(dir, "repo"), filepath.Join(dir, "a.img")
+	demodisk.Create(img, 1<<20, 1, demodisk.MixedImage)
+	mustCLI(t, "init", "-repo", repo)
+	var rp jsonPoint
+	out := mustCLI(t, "create", "-repo", repo, "os="+img, "-collection", "vm", "-json")
+	if err := json.Unmarshal([]byte(out), &rp); err != nil || len(rp.Disks) != 1 || rp.Disks[0].Name != "os" {
+		t.Fatalf("create with flags after the disks printed %q: %v", out, err)
+	}
+	dashed := filepath.Join(dir, "-b.img")
+	demodisk.Create(dashed, 1<<20, 2, demodisk.MixedImage)
+	t.Chdir(dir)
+	out = mustCLI(t, "create", "-repo", repo, "-collection", "vm", "-json", "--", "b=-b.img")
+	var second jsonPoint
+	if err := json.Unmarshal([]byte(out), &second); err != nil {
+		t.Fatalf("create -- printed %q: %v", out, err)
+	}
+	if code, _, errOut := cli(t, "create", "-repo", repo, "-collection", "vm", "--", "-exclude"); code != 2 || !strings.Contains(errOut, `"-exclude"`) {
+		t.Errorf("after --, -exclude is a disk argument: exit %d %s", code, errOut)
+	}
+	// A flag's value may be "--" itself.
+	if code, _, errOut := cli(t, "list", "-repo", repo, "-collection", "--"); code != 1 || !strings.Contains(errOut, `"--"`) {
+		t.Errorf("list -collection --: exit %d %s", code, errOut)
+	}
+}
+
+// DISKPOINT_REPOSITORY names the repository when -repo is not given.
+func TestCLIRepositoryFromEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	repo, img := filepath.Join(dir, "repo"), filepath.Join(dir, "a.img")
+	demodisk.Create(img, 1<<20, 1, demodisk.MixedImage)
+	if code, _, errOut := cli(t, "init"); code != 2 || !strings.Contains(errOut, "DISKPOINT_REPOSITORY") {
+		t.Errorf("init without -repo: exit %d %s", code, errOut)
+	}
+	t.Setenv("DISKPOINT_REPOSITORY", repo)
+	mustCLI(t, "init")
+	mustCLI(t, "create", "-collection", "vm", "d="+img)
+	if out := mustCLI(t, "list", "-collection", "vm", "-json"); !strings.Contains(out, `"d"`) {
+		t.Errorf("list: %s", out)
+	}
+	// -repo wins over the environment.
+	other := filepath.Join(dir, "other")
+	mustCLI(t, "init", "-repo", other)
+	if out := mustCLI(t, "list", "-repo", other, "-collection", "vm", "-json"); strings.TrimSpace(out) != "[]" {
+		t.Errorf("list -repo other: %s", out)
+	}
+}
+
+// DISKPOINT_KEY_COMMAND's output is the key; a failing command fails with
+// its message and exit status 12, as do two key sources at once.
+func TestCLIKeyCommand(t *testing.T) {
+	dir := t.TempDir()
+	repo, img := filepath.Join(dir, "repo"), filepath.Join(dir, "a.img")
+	demodisk.Create(img, 1<<20, 1, demodisk.MixedImage)
+	key := strings.TrimSpace(mustCLI(t, "keygen"))
+	keyFile := filepath.Join(dir, "key")
+	os.WriteFile(keyFile, []byte(key), 0o600)
+	t.Setenv("DISKPOINT_KEY_COMMAND", "cat '"+keyFile+"'")
+	mustCLI(t, "init", "-repo", repo, "-encrypt")
+	mustCLI(t, "create", "-repo", repo, "-collection", "vm", "d="+img)
+	t.Setenv("DISKPOINT_KEY_COMMAND", "echo no secret store here >&2; exit 4")
+	if code, _, errOut := cli(t, "list", "-repo", repo, "-collection", "vm"); code != 12 || !strings.Contains(errOut, "no secret store here") || !strings.Contains(errOut, "exit status 4") {
+		t.Errorf("failing key command: exit %d %s", code, errOut)
+	}
+	t.Setenv("DISKPOINT_KEY_COMMAND", "cat '"+keyFile+"'")
+	t.Setenv("DISKPOINT_KEY", key)
+	if code, _, errOut := cli(t, "list", "-repo", repo, "-collection", "vm"); code != 12 || !strings.Contains(errOut, "DISKPOINT_KEY and DISKPOINT_KEY_COMMAND") {
+		t.Errorf("two key sources: exit %d %s", code, errOut)
+	}
+}
+
+// Exit statuses say what went wrong, as restic's do; the key hint appears
+// only when a key is what is missing.
+func TestCLIExitStatuses(t *testing.T) {
+	repo, ids, _ := twoPoints(t)
+	dir := t.TempDir()
+	t.Setenv("DISKPOINT_KEY", "")
+	t.Setenv("DISKPOINT_KEY_FILE", "")
+	for _, missing := range []string{filepath.Join(dir, "nonexistent"), t.TempDir()} {
+		code, _, errOut := cli(t, "list", "-repo", missing, "-collection", "vm")
+		if code != 10 || strings.Contains(errOut, "DISKPOINT_KEY") {
+			t.Errorf("list of %s: exit %d %q, want 10 without a key hint", missing, code, errOut)
+		}
+	}
+
+	// 11: the collection is locked (by this process, while the CLI runs in another).
+	r, err := snapshot.Open(context.Background(), repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := r.Chain().LockCollection(context.Background(), "vm", "test", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "a.img")
+	demodisk.Create(img, 1<<20, 1, demodisk.MixedImage)
+	c := startChild(t, "create", "-repo", repo, "-collection", "vm", "d="+img)
+	if err := c.cmd.Wait(); c.cmd.ProcessState.ExitCode() != 11 || !strings.Contains(c.stderr.String(), "lock") {
+		t.Errorf("create of a locked collection: %v, exit %d: %s", err, c.cmd.ProcessState.ExitCode(), c.stderr.String())
+	}
+	unlock()
+	r.Close()
+
+	// 13: a rate limit refused, and says when to retry.
+	other := filepath.Join(dir, "dr")
+	mustCLI(t, "init", "-repo", other)
+	copyArgs := func(id string) []string {
+		return []string{"copy", "-repo", repo, "-collection", "vm", "-point", id, "-to-repo", other, "-to-collection", "dr", "-rate-limit", "1/1h"}
+	}
+	mustCLI(t, copyArgs(ids[0])...)
+	if code, _, errOut := cli(t, copyArgs(ids[1])...); code != 13 || !strings.Contains(errOut, "retry after 1h") {
+		t.Errorf("throttled copy: exit %d %s", code, errOut)
+	}
+}
+
+// Ctrl-C (SIGINT) ends a command with status 130, SIGTERM with 143.
+func TestCLIInterrupted(t *testing.T) {
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		want int
+	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}} {
+		dir := t.TempDir()
+		started := filepath.Join(dir, "started")
+		// The key command stands for any long operation: it signals that it
+		// runs, then waits for the signal to cancel it.
+		c := startChildEnv(t, []string{"DISKPOINT_KEY_COMMAND=touch '" + started + "' && exec sleep 60"}, "list", "-repo", dir, "-collection", "vm")
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if _, err := os.Stat(started); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the key command did not start in 30s")
+			}
+			time.Sleep(time.Millisecond) // polling the file the child makes
+		}
+		c.cmd.Process.Signal(tc.sig)
+		c.cmd.Wait()
+		if code := c.cmd.ProcessState.ExitCode(); code != tc.want {
+			t.Errorf("%v: exit %d, want %d: %s", tc.sig, code, tc.want, c.stderr.String())
+		}
+	}
+}
