@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -282,7 +283,8 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 	collection := fs.String("collection", "", "collection `name`")
 	point := fs.String("point", "", "restore point `ID`, or latest")
 	disk := fs.String("disk", "", "`name` of the disk to restore")
-	to := fs.String("to", "", "target `path`: a file (replaced when complete) or a block device")
+	to := fs.String("to", "", "target `path`: a file (written beside it, renamed into place when complete), a block device, a link to either, or a directory (DIR/DISK.img)")
+	force := fs.Bool("force", false, "replace an existing file, or write over an existing device")
 	incremental := fs.Bool("incremental", false, "update the existing target in place, writing only the blocks that differ")
 	from := fs.String("from", "", "with -incremental: the restore point `ID` the target holds now (then the target is not read)")
 	sync := fs.Bool("sync", false, "make the restored disk durable (fsync) before returning")
@@ -292,23 +294,30 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 	if *from != "" && !*incremental {
 		return usageError{"-from needs -incremental"}
 	}
+	if *force && *incremental {
+		return usageError{"-force and -incremental: -incremental updates the target in place, -force replaces it; give one"}
+	}
 	_, c, err := openCollection(ctx, *repoDir, *collection)
 	if err != nil {
 		return err
 	}
 	progress := newProgress(e, false, "restore "+*disk)
-	opts := snapshot.RestoreOptions{Incremental: *incremental, From: *from, Sync: *sync}
+	opts := snapshot.RestoreOptions{Incremental: *incremental, From: *from, Sync: *sync, Overwrite: *force}
 	if progress != nil {
 		opts.Progress = progress.update
 	}
 	start := time.Now()
 	stats, err := c.RestoreDisk(ctx, *point, *disk, *to, opts)
 	progress.done()
+	if errors.Is(err, snapshot.ErrExists) {
+		// The library's hint names its option; the CLI's are flags.
+		return fmt.Errorf("%s: -force replaces it, -incremental updates it: %w", strings.TrimSuffix(err.Error(), " (RestoreOptions.Overwrite replaces it)"), snapshot.ErrExists)
+	}
 	if err != nil {
 		return err
 	}
 	elapsed := time.Since(start)
-	fmt.Fprintf(e.stdout, "restored disk %s to %s: %s (%s data, %s zeros) in %s, %s/s\n", *disk, *to,
+	fmt.Fprintf(e.stdout, "restored disk %s to %s: %s (%s data, %s zeros) in %s, %s/s\n", *disk, stats.Path,
 		humanize.IBytes(uint64(stats.Size)), humanize.IBytes(uint64(stats.WrittenBytes)), humanize.IBytes(uint64(stats.ZeroBytes)),
 		elapsed.Round(time.Millisecond), humanize.IBytes(uint64(float64(stats.Size)/max(elapsed.Seconds(), 1e-9))))
 	if *incremental {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -205,5 +206,42 @@ func TestCLIInterrupted(t *testing.T) {
 		if code := c.cmd.ProcessState.ExitCode(); code != tc.want {
 			t.Errorf("%v: exit %d, want %d: %s", tc.sig, code, tc.want, c.stderr.String())
 		}
+	}
+}
+
+// restore onto an existing file needs -force (or -incremental); a link is
+// followed; a directory receives DISK.img.
+func TestCLIRestoreNeverDestroysSilently(t *testing.T) {
+	repo, ids, images := twoPoints(t)
+	dir := t.TempDir()
+	target := filepath.Join(dir, "t.img")
+	os.WriteFile(target, []byte("precious"), 0o640)
+	args := []string{"restore", "-repo", repo, "-collection", "vm", "-point", ids[0], "-disk", "d", "-to", target}
+	code, _, errOut := cli(t, args...)
+	if code != 1 || !strings.Contains(errOut, "-force") || !strings.Contains(errOut, target) || strings.Contains(errOut, "RestoreOptions") {
+		t.Fatalf("restore onto an existing file: exit %d %s", code, errOut)
+	}
+	if string(readAll(t, target)) != "precious" {
+		t.Fatal("a refused restore changed the file")
+	}
+	mustCLI(t, append(args, "-force")...)
+	if !bytes.Equal(readAll(t, target), images[0]) {
+		t.Fatal("restore -force did not replace the file")
+	}
+	if fi, _ := os.Stat(target); fi.Mode().Perm() != 0o640 {
+		t.Errorf("the replaced file has mode %v, want 0640", fi.Mode().Perm())
+	}
+	link := filepath.Join(dir, "link")
+	os.Symlink(target, link)
+	mustCLI(t, "restore", "-repo", repo, "-collection", "vm", "-point", ids[1], "-disk", "d", "-to", link, "-force")
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 || !bytes.Equal(readAll(t, target), images[1]) {
+		t.Fatalf("restore through a link: %v %v", fi.Mode(), err)
+	}
+	out := mustCLI(t, "restore", "-repo", repo, "-collection", "vm", "-point", ids[1], "-disk", "d", "-to", dir)
+	if !bytes.Equal(readAll(t, filepath.Join(dir, "d.img")), images[1]) || !strings.Contains(out, filepath.Join(dir, "d.img")) {
+		t.Fatalf("restore into a directory: %s", out)
+	}
+	if code, _, errOut := cli(t, append(args, "-force", "-incremental")...); code != 2 {
+		t.Errorf("-force -incremental: exit %d %s", code, errOut)
 	}
 }

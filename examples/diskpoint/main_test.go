@@ -123,7 +123,7 @@ func TestCLIEndToEnd(t *testing.T) {
 	if got, _ := os.ReadFile(restored); !bytes.Equal(got, originalData) {
 		t.Fatal("restore of the first point differs from the original data disk")
 	}
-	mustCLI(t, "restore", "-repo", repo, "-collection", "vm1", "-point", "latest", "-disk", "data", "-to", restored)
+	mustCLI(t, "restore", "-repo", repo, "-collection", "vm1", "-point", "latest", "-disk", "data", "-to", restored, "-force")
 	if got, want := readAll(t, restored), readAll(t, dataImg); !bytes.Equal(got, want) {
 		t.Fatal("restore of latest differs from the changed data disk")
 	}
