@@ -61,7 +61,8 @@ type RestoreStats struct {
 	BlocksSkipped int64  `json:"blocks_skipped"` // blocks left as they were
 }
 
-// RestoreDisk writes disk of restore point id (or Latest) to path,
+// RestoreDisk writes disk of restore point id (an ID, a unique prefix, or
+// Latest: the newest point that has the disk) to path,
 // bit-exact. A new regular file is written under a temporary name beside
 // path and renamed into place when complete, so a failed restore never
 // leaves a half-written file at path; zero blocks become holes. See
@@ -86,7 +87,7 @@ func (c *Collection) RestoreDisk(ctx context.Context, id, disk, path string, opt
 		ids = append(ids, opts.From)
 	}
 	// A reader lock keeps what the restore reads from GCs in any process.
-	points, lock, err := c.lockPoints(ctx, "restore disk "+disk, ids...)
+	points, lock, err := c.lockPointsWithDisk(ctx, "restore disk "+disk, disk, ids...)
 	if err != nil {
 		return RestoreStats{}, err
 	}

@@ -165,7 +165,7 @@ func runPrune(ctx context.Context, e *env, fs *flag.FlagSet, args []string) erro
 func runServeNBD(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory`")
 	collection := fs.String("collection", "", "collection `name`")
-	point := fs.String("point", "", "restore point `ID` (or latest)")
+	point := fs.String("point", "", "restore point: `ID`, a unique prefix of one, or latest (the newest that has the disk)")
 	disk := fs.String("disk", "", "disk `name` to export")
 	listen := fs.String("listen", "", "`address`: HOST:PORT, or unix:PATH for a Unix socket")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point, "disk": disk, "listen": listen}); err != nil {
@@ -200,7 +200,7 @@ func listenNBD(addr, disk string) (net.Listener, string, error) {
 
 // serveDisk exports one disk restore point read-only until ctx is done.
 func serveDisk(ctx context.Context, e *env, c *snapshot.Collection, point, disk string, l net.Listener, url string) error {
-	rp, err := c.Get(ctx, point)
+	rp, err := c.GetWithDisk(ctx, point, disk)
 	if err != nil {
 		l.Close()
 		return err

@@ -251,7 +251,8 @@ func runList(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 func runShow(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory`")
 	collection := fs.String("collection", "", "collection `name`")
-	point := fs.String("point", "", "restore point `ID`, or latest")
+	point := fs.String("point", "", "restore point: `ID`, a unique prefix of one, or latest")
+	disk := fs.String("disk", "", "with -point latest: the newest restore point that has `DISK`")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point}); err != nil {
 		return err
@@ -260,7 +261,7 @@ func runShow(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	if err != nil {
 		return err
 	}
-	rp, err := c.Get(ctx, *point)
+	rp, err := c.GetWithDisk(ctx, *point, *disk)
 	if err != nil {
 		return err
 	}
@@ -281,7 +282,7 @@ func runShow(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory`")
 	collection := fs.String("collection", "", "collection `name`")
-	point := fs.String("point", "", "restore point `ID`, or latest")
+	point := fs.String("point", "", "restore point: `ID`, a unique prefix of one, or latest (the newest that has the disk)")
 	disk := fs.String("disk", "", "`name` of the disk to restore")
 	to := fs.String("to", "", "target `path`: a file (written beside it, renamed into place when complete), a block device, a link to either, or a directory (DIR/DISK.img)")
 	force := fs.Bool("force", false, "replace an existing file, or write over an existing device")

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -244,4 +246,58 @@ func TestCLIRestoreNeverDestroysSilently(t *testing.T) {
 	if code, _, errOut := cli(t, append(args, "-force", "-incremental")...); code != 2 {
 		t.Errorf("-force -incremental: exit %d %s", code, errOut)
 	}
+}
+
+// -point takes an ID, a unique prefix or latest, which with a disk named
+// means the newest point that has the disk.
+func TestCLIPointReferences(t *testing.T) {
+	repo, ids, images := twoPoints(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "other.img")
+	demodisk.Create(img, 1<<20, 5, demodisk.MixedImage)
+	// The newest point leaves out d.
+	var newest jsonPoint
+	json.Unmarshal([]byte(mustCLI(t, "create", "-repo", repo, "-collection", "vm", "-json", "-exclude", "d", "d="+img, "other="+img)), &newest)
+
+	var shown jsonPoint
+	json.Unmarshal([]byte(mustCLI(t, "show", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "d", "-json")), &shown)
+	if shown.ID != ids[1] {
+		t.Errorf("show -point latest -disk d: %s, want %s", shown.ID, ids[1])
+	}
+	json.Unmarshal([]byte(mustCLI(t, "show", "-repo", repo, "-collection", "vm", "-point", "latest", "-json")), &shown)
+	if shown.ID != newest.ID {
+		t.Errorf("show -point latest: %s, want %s", shown.ID, newest.ID)
+	}
+	out := filepath.Join(dir, "d.img")
+	mustCLI(t, "restore", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "d", "-to", out)
+	if !bytes.Equal(readAll(t, out), images[1]) {
+		t.Error("restore -point latest -disk d restored something else")
+	}
+	mustCLI(t, "restore", "-repo", repo, "-collection", "vm", "-point", ids[0][:len(ids[0])-1], "-disk", "d", "-to", out, "-force")
+	if !bytes.Equal(readAll(t, out), images[0]) {
+		t.Error("restore -point PREFIX restored something else")
+	}
+	code, _, errOut := cli(t, "show", "-repo", repo, "-collection", "vm", "-point", ids[0][:2])
+	if code != 1 || !strings.Contains(errOut, "ambiguous") || !strings.Contains(errOut, ids[0]) || !strings.Contains(errOut, ids[1]) {
+		t.Errorf("show of an ambiguous prefix: exit %d %s", code, errOut)
+	}
+
+	// serve-nbd exports the newest point that has the disk.
+	sock := filepath.Join(t.TempDir(), "nbd.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stdout, w := io.Pipe()
+	done := make(chan int, 1)
+	var serveErr bytes.Buffer
+	go func() {
+		done <- run(ctx, &env{stdout: w, stderr: &serveErr}, []string{"serve-nbd", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "d", "-listen", "unix:" + sock})
+		w.Close()
+	}()
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	go io.Copy(io.Discard, stdout)
+	if !strings.Contains(line, "of restore point "+ids[1]) {
+		t.Errorf("serve-nbd -point latest -disk d said %q (%s), want point %s", line, serveErr.String(), ids[1])
+	}
+	cancel()
+	<-done
 }
