@@ -102,6 +102,26 @@ func (c *Collection) GetWithDisk(ctx context.Context, ref, disk string) (*Restor
 	return nil, fmt.Errorf("restore point %q in collection %q: %w: it begins %s", ref, c.name, ErrAmbiguous, strings.Join(ids, ", "))
 }
 
+// Used reports whether the collection has been used: it has restore
+// points, state (such as a rate limiter's history) or hook logs of failed
+// creates. A name that has none of them is most likely mistyped.
+func (c *Collection) Used(ctx context.Context) (bool, error) {
+	state, err := c.repo.chain.LoadCollectionState(ctx, c.name)
+	if err != nil || state != nil {
+		return state != nil, err
+	}
+	errFound := errors.New("found a hook log")
+	err = c.repo.chain.HookLogs(ctx, c.name, func(string, []byte) error { return errFound })
+	if errors.Is(err, errFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	points, err := c.List(ctx)
+	return len(points) > 0, err
+}
+
 // Delete deletes restore point id and its hook log. Other restore points
 // stay whole; the space only this one used is freed by the next GC.
 func (c *Collection) Delete(ctx context.Context, id string) error {

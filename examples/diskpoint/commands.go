@@ -228,6 +228,11 @@ func runList(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	if err != nil {
 		return err
 	}
+	if len(points) == 0 {
+		if err := mustBeUsed(ctx, c, *repoDir); err != nil {
+			return err
+		}
+	}
 	if *asJSON {
 		if points == nil {
 			points = []*snapshot.RestorePoint{}

@@ -301,3 +301,40 @@ func TestCLIPointReferences(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// collections lists the repository's collections; list of a name never
+// used is an error naming it, not an empty table.
+func TestCLICollections(t *testing.T) {
+	repo, ids, _ := twoPoints(t)
+	dir := t.TempDir()
+	if code, out, errOut := cli(t, "list", "-repo", repo, "-collection", "vn"); code != 1 || out != "" || !strings.Contains(errOut, `"vn"`) || !strings.Contains(errOut, "not found") {
+		t.Errorf("list of a mistyped collection: exit %d %q %q", code, out, errOut)
+	}
+	other := filepath.Join(dir, "dr")
+	mustCLI(t, "init", "-repo", other)
+	if out := mustCLI(t, "collections", "-repo", other, "-json"); strings.TrimSpace(out) != "[]" {
+		t.Errorf("collections of an empty repository: %s", out)
+	}
+	mustCLI(t, "copy", "-repo", repo, "-collection", "vm", "-point", ids[0], "-to-repo", repo, "-to-collection", "archive")
+	var got []struct {
+		Name          string `json:"name"`
+		RestorePoints int    `json:"restore_points"`
+		NewestID      string `json:"newest_id"`
+	}
+	if err := json.Unmarshal([]byte(mustCLI(t, "collections", "-repo", repo, "-json")), &got); err != nil || len(got) != 2 ||
+		got[0].Name != "archive" || got[0].RestorePoints != 1 || got[0].NewestID != ids[0] ||
+		got[1].Name != "vm" || got[1].RestorePoints != 2 || got[1].NewestID != ids[1] {
+		t.Errorf("collections -json: %+v, %v", got, err)
+	}
+	out := mustCLI(t, "collections", "-repo", repo)
+	if !strings.Contains(out, "COLLECTION") || !strings.Contains(out, "archive") || !strings.Contains(out, ids[1]) {
+		t.Errorf("collections: %s", out)
+	}
+	// A collection whose points are all deleted was used: list shows it empty.
+	mustCLI(t, "delete", "-repo", repo, "-collection", "archive", "-point", ids[0])
+	mustCLI(t, "copy", "-repo", repo, "-collection", "vm", "-point", ids[0], "-to-repo", repo, "-to-collection", "limited", "-rate-limit", "5/1h")
+	mustCLI(t, "delete", "-repo", repo, "-collection", "limited", "-point", ids[0])
+	if out := mustCLI(t, "list", "-repo", repo, "-collection", "limited", "-json"); strings.TrimSpace(out) != "[]" {
+		t.Errorf("list of a collection with state but no points: %s", out)
+	}
+}
