@@ -338,3 +338,81 @@ func TestCLICollections(t *testing.T) {
 		t.Errorf("list of a collection with state but no points: %s", out)
 	}
 }
+
+// copy is idempotent, copy -all copies what the target lacks, and copies
+// work between repositories with different keys, or none, with the
+// source's key given apart.
+func TestCLICopy(t *testing.T) {
+	repo, ids, images := twoPoints(t)
+	dir := t.TempDir()
+	dr := filepath.Join(dir, "dr")
+	mustCLI(t, "init", "-repo", dr)
+	one := []string{"copy", "-repo", repo, "-collection", "vm", "-point", ids[0], "-to-repo", dr, "-to-collection", "vm"}
+	mustCLI(t, one...)
+	var again struct {
+		ID             string `json:"id"`
+		AlreadyPresent bool   `json:"already_present"`
+		Blobs          int64  `json:"blobs_copied"`
+	}
+	out := mustCLI(t, append(one, "-json")...)
+	if err := json.Unmarshal([]byte(out), &again); err != nil || again.ID != ids[0] || !again.AlreadyPresent || again.Blobs != 0 {
+		t.Errorf("second copy: %s %v", out, err)
+	}
+	if out := mustCLI(t, one...); !strings.Contains(out, "nothing to copy") {
+		t.Errorf("second copy said %q", out)
+	}
+	all := []string{"copy", "-repo", repo, "-collection", "vm", "-all", "-to-repo", dr, "-to-collection", "vm", "-json"}
+	var copied []struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(mustCLI(t, all...)), &copied); err != nil || len(copied) != 1 || copied[0].ID != ids[1] {
+		t.Errorf("copy -all copied %+v, %v; want only %s", copied, err, ids[1])
+	}
+	if out := mustCLI(t, all...); strings.TrimSpace(out) != "[]" {
+		t.Errorf("copy -all with nothing missing: %s", out)
+	}
+	for _, bad := range [][]string{{"-all", "-point", ids[0]}, {}} {
+		args := append([]string{"copy", "-repo", repo, "-collection", "vm", "-to-repo", dr, "-to-collection", "x"}, bad...)
+		if code, _, errOut := cli(t, args...); code != 2 {
+			t.Errorf("copy %v: exit %d %s", bad, code, errOut)
+		}
+	}
+
+	// Into an encrypted repository (DISKPOINT_KEY) from the unencrypted one.
+	key := strings.TrimSpace(mustCLI(t, "keygen"))
+	t.Setenv("DISKPOINT_KEY", key)
+	enc := filepath.Join(dir, "enc")
+	mustCLI(t, "init", "-repo", enc, "-encrypt")
+	if code, _, errOut := cli(t, "copy", "-repo", repo, "-collection", "vm", "-all", "-to-repo", enc, "-to-collection", "vm"); code != 1 || !strings.Contains(errOut, "not encrypted") {
+		t.Errorf("copy from an unencrypted repository with the target's key: exit %d %s", code, errOut)
+	}
+	mustCLI(t, "copy", "-repo", repo, "-collection", "vm", "-all", "-from-no-key", "-to-repo", enc, "-to-collection", "vm")
+	// From it into one with another key: the source's key apart.
+	keyFile := filepath.Join(dir, "enc.key")
+	os.WriteFile(keyFile, []byte(key), 0o600)
+	t.Setenv("DISKPOINT_KEY", strings.TrimSpace(mustCLI(t, "keygen")))
+	other := filepath.Join(dir, "other")
+	mustCLI(t, "init", "-repo", other, "-encrypt")
+	if code, _, errOut := cli(t, "copy", "-repo", enc, "-collection", "vm", "-all", "-to-repo", other, "-to-collection", "vm"); code != 12 || !strings.Contains(errOut, "source") {
+		t.Errorf("copy without the source's key: exit %d %s", code, errOut)
+	}
+	mustCLI(t, "copy", "-repo", enc, "-collection", "vm", "-all", "-from-key-file", keyFile, "-to-repo", other, "-to-collection", "vm")
+	out = filepath.Join(dir, "out.img")
+	for i, id := range ids {
+		mustCLI(t, "restore", "-repo", other, "-collection", "vm", "-point", id, "-disk", "d", "-to", out, "-force")
+		if !bytes.Equal(readAll(t, out), images[i]) {
+			t.Fatalf("restore of %s after copies across keys differs", id)
+		}
+	}
+	mustCLI(t, "verify", "-repo", other)
+	// And back out to an unencrypted repository, the key in DISKPOINT_FROM_KEY_COMMAND.
+	t.Setenv("DISKPOINT_KEY", "")
+	t.Setenv("DISKPOINT_FROM_KEY_COMMAND", "cat '"+keyFile+"'")
+	plain := filepath.Join(dir, "plain")
+	mustCLI(t, "init", "-repo", plain)
+	mustCLI(t, "copy", "-repo", enc, "-collection", "vm", "-point", "latest", "-to-repo", plain, "-to-collection", "vm")
+	mustCLI(t, "restore", "-repo", plain, "-collection", "vm", "-point", ids[1], "-disk", "d", "-to", out, "-force")
+	if !bytes.Equal(readAll(t, out), images[1]) {
+		t.Fatal("restore after a copy out of an encrypted repository differs")
+	}
+}
