@@ -4,30 +4,44 @@
 //
 //	diskpoint init    -repo DIR [-block-size SIZE] [-encrypt]
 //	diskpoint keygen
+//	diskpoint version
+//	diskpoint collections -repo DIR [-json]
 //	diskpoint create  -repo DIR -collection NAME [-exclude DISK]... [-changed DISK=RANGES_FILE]... [-config FILE] [-json]
 //	                  [-consistency crash|filesystem|application] [-freeze MOUNTPOINT]... [-pre SCRIPT] [-post SCRIPT]
 //	                  [-hook-config FILE] [-max-freeze DURATION] [-on-failure fallback|fail|skip] [-rate-limit azure|N/DURATION] DISK=PATH...
 //	diskpoint list    -repo DIR -collection NAME [-json]
-//	diskpoint show    -repo DIR -collection NAME -point ID|latest [-json]
-//	diskpoint restore -repo DIR -collection NAME -point ID|latest -disk DISK -to PATH [-incremental [-from ID]]
+//	diskpoint show    -repo DIR -collection NAME -point ID|PREFIX|latest [-disk DISK] [-json]
+//	diskpoint restore -repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -to PATH|DIR [-force | -incremental [-from ID]] [-sync]
 //	diskpoint verify  -repo DIR [-repair-from DISK=PATH]... [-json]
 //	diskpoint delete  -repo DIR -collection NAME -point ID
 //	diskpoint gc      -repo DIR [-dry-run] [-ignore-damaged] [-lock-wait DURATION] [-json]
 //	diskpoint unlock  -repo DIR [-all]
 //	diskpoint hooks-log -repo DIR -collection NAME [-json]
 //	diskpoint diff    -repo DIR -collection NAME -from ID -to ID -disk DISK [-json]
-//	diskpoint copy    -repo DIR -collection NAME -point ID -to-repo DIR -to-collection NAME [-json]
+//	diskpoint copy    -repo DIR -collection NAME (-point ID|PREFIX|latest | -all) -to-repo DIR -to-collection NAME
+//	                  [-from-key-file FILE | -from-key-command CMD | -from-no-key] [-rate-limit azure|N/DURATION] [-checkpoint SIZE] [-json]
 //	diskpoint prune   -repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-dry-run] [-json]
-//	diskpoint serve-nbd -repo DIR -collection NAME -point ID -disk DISK -listen ADDR
+//	diskpoint serve-nbd -repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -listen ADDR
+//	diskpoint help [COMMAND]
 //
+// Flags may come before or after the other arguments; "--" ends them.
+// -point takes an ID, a unique prefix of one, or latest (the newest restore
+// point that has the named disk).
+//
+// Environment: DISKPOINT_REPOSITORY names the repository when -repo is not
+// given. An encrypted repository's key comes from DISKPOINT_KEY (64 hex
+// digits), the file DISKPOINT_KEY_FILE names, or what the shell command
+// DISKPOINT_KEY_COMMAND prints; never from the command line. copy reads its
+// source's key from -from-key-file, -from-key-command or
+// DISKPOINT_FROM_KEY, DISKPOINT_FROM_KEY_FILE, DISKPOINT_FROM_KEY_COMMAND.
 // DISKPOINT_CPUPROFILE=FILE writes a CPU profile of the command to FILE, and
 // DISKPOINT_MEMPROFILE=FILE a heap profile at its end.
 //
-// An encrypted repository's key comes from DISKPOINT_KEY (64 hex digits) or
-// the file DISKPOINT_KEY_FILE names; never from the command line.
-//
-// It exits 0 on success and 1 with a one-line error on stderr otherwise (2
-// for a command line it cannot parse).
+// Exit statuses, numbered as restic 0.17 numbers them: 0 success, 1 failure
+// (with a one-line error on stderr), 2 a command line it cannot parse, 3
+// verify found damage, 10 the repository does not exist, 11 locked, 12 a
+// wrong or missing key, 13 throttled by a rate limit (the error says when
+// to retry), 130 interrupted by Ctrl-C, 143 terminated by SIGTERM.
 package main
 
 import (
