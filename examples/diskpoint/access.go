@@ -63,7 +63,7 @@ func runCopy(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	fromKeyFile := fs.String("from-key-file", "", "the source repository's key is in `FILE` (default: "+fromKeyVariables[1]+", else the target's key)")
 	fromKeyCommand := fs.String("from-key-command", "", "the source repository's key is what shell `COMMAND` prints (default: "+fromKeyVariables[2]+")")
 	fromNoKey := fs.Bool("from-no-key", false, "the source repository is not encrypted (when the target's key is set)")
-	rateLimit := fs.String("rate-limit", "", "limit copies into the target collection: azure or N/DURATION")
+	rateLimit := fs.String("rate-limit", "", "limit copies into the target collection: `azure|N/DURATION`")
 	checkpoint := fs.String("checkpoint", "64MiB", "make what was moved durable every `SIZE`, so an interrupted copy resumes there")
 	asJSON := fs.Bool("json", false, "print the copy's figures as JSON (with -all, an array)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "to-repo": toRepo, "to-collection": toCollection}); err != nil {

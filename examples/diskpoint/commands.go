@@ -317,7 +317,8 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 	progress.done()
 	if errors.Is(err, snapshot.ErrExists) {
 		// The library's hint names its option; the CLI's are flags.
-		return fmt.Errorf("%s: -force replaces it, -incremental updates it: %w", strings.TrimSuffix(err.Error(), " (RestoreOptions.Overwrite replaces it)"), snapshot.ErrExists)
+		msg := strings.Replace(err.Error(), "(RestoreOptions.Overwrite replaces it)", "(-force replaces it, -incremental updates it)", 1)
+		return rephrasedError{msg, err}
 	}
 	if err != nil {
 		return err

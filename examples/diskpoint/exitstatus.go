@@ -79,6 +79,15 @@ type keyError struct{ err error }
 func (e keyError) Error() string { return e.err.Error() }
 func (e keyError) Unwrap() error { return e.err }
 
+// rephrasedError is err said in the CLI's words.
+type rephrasedError struct {
+	msg string
+	err error
+}
+
+func (e rephrasedError) Error() string { return e.msg }
+func (e rephrasedError) Unwrap() error { return e.err }
+
 // exitStatus prints err, if any, as one line on stderr and returns the
 // exit status that says what kind of failure it was.
 func exitStatus(ctx context.Context, e *env, name string, err error) int {

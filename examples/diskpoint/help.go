@@ -27,7 +27,7 @@ var synopses = map[string]string{
 	"unlock":      "-repo DIR [-all]",
 	"hooks-log":   "-repo DIR -collection NAME [-json]",
 	"diff":        "-repo DIR -collection NAME -from ID -to ID -disk DISK [-json]",
-	"copy":        "-repo DIR -collection NAME (-point ID|PREFIX|latest | -all) -to-repo DIR -to-collection NAME [-from-key-file FILE | -from-key-command CMD] [-json]",
+	"copy":        "-repo DIR -collection NAME (-point ID|PREFIX|latest | -all) -to-repo DIR -to-collection NAME [-from-key-file FILE | -from-key-command CMD | -from-no-key] [-rate-limit azure|N/DURATION] [-checkpoint SIZE] [-json]",
 	"prune":       "-repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-dry-run] [-json]",
 	"serve-nbd":   "-repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -listen HOST:PORT|unix:PATH",
 }

@@ -193,6 +193,9 @@ func newFlagSet(name string, output io.Writer) *flag.FlagSet {
 		fmt.Fprintf(w, "usage: diskpoint %s %s\n\n%s\n\nflags:\n", name, synopsis(name), commands[name].summary)
 		fs.PrintDefaults()
 		fmt.Fprintln(w, "\nFlags may come before or after the other arguments; -- ends the flags.")
+		if fs.Lookup("repo") != nil {
+			fmt.Fprintln(w, "-repo may be left out when "+repositoryEnv+" names the repository.")
+		}
 	}
 	return fs
 }
