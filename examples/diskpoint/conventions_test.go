@@ -110,8 +110,8 @@ func TestCLIRepositoryFromEnvironment(t *testing.T) {
 	// -repo wins over the environment.
 	other := filepath.Join(dir, "other")
 	mustCLI(t, "init", "-repo", other)
-	if out := mustCLI(t, "list", "-repo", other, "-collection", "vm", "-json"); strings.TrimSpace(out) != "[]" {
-		t.Errorf("list -repo other: %s", out)
+	if code, _, errOut := cli(t, "list", "-repo", other, "-collection", "vm"); code != 1 || !strings.Contains(errOut, other) {
+		t.Errorf("list -repo other: exit %d %s", code, errOut)
 	}
 }
 

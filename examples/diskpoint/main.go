@@ -66,22 +66,23 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"init":        {"create a repository", runInit},
-	"create":      {"take a restore point of disks", runCreate},
-	"list":        {"list a collection's restore points", runList},
+	"init":      {"create a repository", runInit},
+	"create":    {"take a restore point of disks", runCreate},
+	"list":      {"list a collection's restore points", runList},
+	"show":      {"show one restore point", runShow},
+	"restore":   {"restore one disk of a restore point", runRestore},
+	"verify":    {"check every byte of the repository", runVerify},
+	"delete":    {"delete a restore point", runDelete},
+	"gc":        {"reclaim space no restore point needs", runGC},
+	"unlock":    {"remove stale locks (-all: every lock)", runUnlock},
+	"hooks-log": {"show a collection's hook runs", runHooksLog},
+	"diff":      {"list the byte ranges that differ between two restore points", runDiff},
+	"copy":      {"copy a restore point to another collection or repository", runCopy},
+	"prune":     {"delete restore points a retention policy does not keep", runPrune},
+	"serve-nbd": {"serve a disk of a restore point read-only over NBD", runServeNBD},
+	"keygen":    {"print a new random key for an encrypted repository", runKeygen},
+
 	"collections": {"list the repository's collections", runCollections},
-	"show":        {"show one restore point", runShow},
-	"restore":     {"restore one disk of a restore point", runRestore},
-	"verify":      {"check every byte of the repository", runVerify},
-	"delete":      {"delete a restore point", runDelete},
-	"gc":          {"reclaim space no restore point needs", runGC},
-	"unlock":      {"remove stale locks (-all: every lock)", runUnlock},
-	"hooks-log":   {"show a collection's hook runs", runHooksLog},
-	"diff":        {"list the byte ranges that differ between two restore points", runDiff},
-	"copy":        {"copy a restore point to another collection or repository", runCopy},
-	"prune":       {"delete restore points a retention policy does not keep", runPrune},
-	"serve-nbd":   {"serve a disk of a restore point read-only over NBD", runServeNBD},
-	"keygen":      {"print a new random key for an encrypted repository", runKeygen},
 	"version":     {"print the versions of diskpoint, Go and the repository format", runVersion},
 }
 
