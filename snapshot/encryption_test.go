@@ -126,7 +126,7 @@ func TestCopyBetweenKeys(t *testing.T) {
 	src, _ := newEncryptedRepo(t, key)
 	vm, _ := src.Collection("vm")
 	disk := makeDisk(t, t.TempDir(), "d.img", 1<<20, 6)
-	rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "d", Path: disk}}})
+	rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "d", Path: disk}}, VMConfig: []byte("vm config")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,6 +150,9 @@ func TestCopyBetweenKeys(t *testing.T) {
 			t.Errorf("copy across keys: %+v, root %s (source %s)", stats, copied.Disks[0].Root, rp.Disks[0].Root)
 		}
 		restoreAndCompare(t, c, rp.ID, "d", readFile(t, disk))
+		if cfg, err := c.VMConfig(ctx, copied); string(cfg) != "vm config" || err != nil {
+			t.Errorf("VM config after a copy across keys: %q, %v", cfg, err)
+		}
 		if report, err := target.Verify(ctx, chain.VerifyOptions{}); err != nil || !report.OK() {
 			t.Errorf("verify of the copy across keys: %+v, %v", report.Damage, err)
 		}
