@@ -209,7 +209,7 @@ func BenchmarkRestore(b *testing.B) {
 	b.ReportAllocs()
 	out := filepath.Join(dir, "restored.img")
 	for b.Loop() {
-		if _, err := c.RestoreDisk(context.Background(), rp.ID, "d", out, snapshot.RestoreOptions{}); err != nil {
+		if _, err := c.RestoreDisk(context.Background(), rp.ID, "d", out, snapshot.RestoreOptions{Overwrite: true}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -288,7 +288,7 @@ func BenchmarkRestoreIncremental(b *testing.B) {
 	var stats snapshot.RestoreStats
 	for b.Loop() {
 		b.StopTimer()
-		if _, err := c.RestoreDisk(ctx, points[0].ID, "d", target, snapshot.RestoreOptions{}); err != nil {
+		if _, err := c.RestoreDisk(ctx, points[0].ID, "d", target, snapshot.RestoreOptions{Overwrite: true}); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()

@@ -2,7 +2,9 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/diskpoint/diskpoint/chain"
 )
@@ -19,9 +21,13 @@ type RestorePoint struct {
 	chain.Manifest
 }
 
-// Latest is the restore point ID that Get and RestoreDisk read as "the
-// newest restore point of the collection".
+// Latest is the restore point reference that Get, RestoreDisk, OpenDisk,
+// Diff and Copy read as "the newest restore point of the collection" (that
+// has the disk, where one is named).
 const Latest = "latest"
+
+// ErrAmbiguous: a prefix names more than one restore point.
+var ErrAmbiguous = errors.New("ambiguous restore point ID prefix")
 
 // Name returns the collection's name.
 func (c *Collection) Name() string { return c.name }
@@ -39,23 +45,81 @@ func (c *Collection) List(ctx context.Context) ([]*RestorePoint, error) {
 	return out, nil
 }
 
-// Get returns restore point id, or the newest one for Latest.
-func (c *Collection) Get(ctx context.Context, id string) (*RestorePoint, error) {
-	if id == Latest {
+// Get returns the restore point ref names: its ID, a prefix of exactly
+// one ID (an error wrapping ErrAmbiguous lists the candidates), or Latest
+// for the newest.
+func (c *Collection) Get(ctx context.Context, ref string) (*RestorePoint, error) {
+	return c.GetWithDisk(ctx, ref, "")
+}
+
+// GetWithDisk is Get where Latest means the newest restore point that has
+// disk: a point that excluded the disk is passed over. An empty disk means
+// any restore point.
+func (c *Collection) GetWithDisk(ctx context.Context, ref, disk string) (*RestorePoint, error) {
+	if ref == Latest {
 		points, err := c.List(ctx)
 		if err != nil {
 			return nil, err
 		}
-		if len(points) == 0 {
-			return nil, fmt.Errorf("collection %q has no restore points: %w", c.name, ErrNotFound)
+		for i := len(points) - 1; i >= 0; i-- {
+			if _, ok := points[i].Disk(disk); ok || disk == "" {
+				return points[i], nil
+			}
 		}
-		return points[len(points)-1], nil
+		if disk != "" {
+			return nil, fmt.Errorf("collection %q has no restore point of disk %q: %w", c.name, disk, ErrNotFound)
+		}
+		return nil, fmt.Errorf("collection %q has no restore points: %w", c.name, ErrNotFound)
 	}
-	m, err := c.repo.chain.LoadManifest(ctx, c.name, id)
-	if err != nil {
+	m, err := c.repo.chain.LoadManifest(ctx, c.name, ref)
+	if err == nil {
+		return &RestorePoint{*m}, nil
+	}
+	if !errors.Is(err, ErrNotFound) || ref == "" {
 		return nil, err
 	}
-	return &RestorePoint{*m}, nil
+	// Not an ID: a prefix of one?
+	points, lerr := c.List(ctx)
+	if lerr != nil {
+		return nil, lerr
+	}
+	var matches []*RestorePoint
+	for _, rp := range points {
+		if strings.HasPrefix(rp.ID, ref) {
+			matches = append(matches, rp)
+		}
+	}
+	switch len(matches) {
+	case 0:
+		return nil, err
+	case 1:
+		return matches[0], nil
+	}
+	ids := make([]string, len(matches))
+	for i, rp := range matches {
+		ids[i] = rp.ID
+	}
+	return nil, fmt.Errorf("restore point %q in collection %q: %w: it begins %s", ref, c.name, ErrAmbiguous, strings.Join(ids, ", "))
+}
+
+// Used reports whether the collection has been used: it has restore
+// points, state (such as a rate limiter's history) or hook logs of failed
+// creates. A name that has none of them is most likely mistyped.
+func (c *Collection) Used(ctx context.Context) (bool, error) {
+	state, err := c.repo.chain.LoadCollectionState(ctx, c.name)
+	if err != nil || state != nil {
+		return state != nil, err
+	}
+	errFound := errors.New("found a hook log")
+	err = c.repo.chain.HookLogs(ctx, c.name, func(string, []byte) error { return errFound })
+	if errors.Is(err, errFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	points, err := c.List(ctx)
+	return len(points) > 0, err
 }
 
 // Delete deletes restore point id and its hook log. Other restore points

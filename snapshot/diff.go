@@ -10,9 +10,10 @@ import (
 // Diff returns the byte ranges of disk that differ between restore points
 // from and to (the analogue of Azure's page-range diff and EBS's
 // ListChangedBlocks), at block granularity, in order. The two need not be
-// neighbours. It reads only the block-map nodes over what changed.
+// neighbours. It reads only the block-map nodes over what changed. Each
+// point is named as Collection.OpenDisk names it.
 func (c *Collection) Diff(ctx context.Context, from, to, disk string) ([]blockdiff.Range, error) {
-	points, lock, err := c.lockPoints(ctx, "diff", from, to)
+	points, lock, err := c.lockPointsWithDisk(ctx, "diff", disk, from, to)
 	if err != nil {
 		return nil, err
 	}

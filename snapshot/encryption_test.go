@@ -126,7 +126,7 @@ func TestCopyBetweenKeys(t *testing.T) {
 	src, _ := newEncryptedRepo(t, key)
 	vm, _ := src.Collection("vm")
 	disk := makeDisk(t, t.TempDir(), "d.img", 1<<20, 6)
-	rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "d", Path: disk}}})
+	rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "d", Path: disk}}, VMConfig: []byte("vm config")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,13 +136,38 @@ func TestCopyBetweenKeys(t *testing.T) {
 		t.Fatalf("copy to a repository with the same key: %v", err)
 	}
 	restoreAndCompare(t, dr, rp.ID, "d", readFile(t, disk))
+	// Chunk IDs are keyed: a copy to a repository with another key, or none,
+	// names every chunk again and rebuilds the block maps.
 	otherKey, _ := chain.NewKey()
-	for _, target := range []*snapshot.Repository{must(newEncryptedRepo(t, otherKey)), must(newRepo(t))} {
+	plain := must(newRepo(t))
+	for _, target := range []*snapshot.Repository{must(newEncryptedRepo(t, otherKey)), plain} {
 		c, _ := target.Collection("dr")
-		if _, _, err := vm.Copy(ctx, rp.ID, c, snapshot.CopyOptions{}); err == nil || !strings.Contains(err.Error(), "name chunks differently") {
-			t.Errorf("copy between differently keyed repositories: %v", err)
+		copied, stats, err := vm.Copy(ctx, rp.ID, c, snapshot.CopyOptions{FlushEvery: 64 << 10})
+		if err != nil {
+			t.Fatalf("copy between differently keyed repositories: %v", err)
+		}
+		if stats.Blobs == 0 || copied.ID != rp.ID || copied.Disks[0].Root == rp.Disks[0].Root {
+			t.Errorf("copy across keys: %+v, root %s (source %s)", stats, copied.Disks[0].Root, rp.Disks[0].Root)
+		}
+		restoreAndCompare(t, c, rp.ID, "d", readFile(t, disk))
+		if cfg, err := c.VMConfig(ctx, copied); string(cfg) != "vm config" || err != nil {
+			t.Errorf("VM config after a copy across keys: %q, %v", cfg, err)
+		}
+		if report, err := target.Verify(ctx, chain.VerifyOptions{}); err != nil || !report.OK() {
+			t.Errorf("verify of the copy across keys: %+v, %v", report.Damage, err)
+		}
+		if _, stats, err := vm.Copy(ctx, rp.ID, c, snapshot.CopyOptions{}); err != nil || stats != (chain.CopyStats{}) {
+			t.Errorf("second copy across keys: %+v, %v; want nothing moved", stats, err)
 		}
 	}
+	// And back from the unencrypted one into a third key's repository.
+	from, _ := plain.Collection("dr")
+	third, _ := chain.NewKey()
+	back, _ := must(newEncryptedRepo(t, third)).Collection("back")
+	if _, _, err := from.Copy(ctx, rp.ID, back, snapshot.CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	restoreAndCompare(t, back, rp.ID, "d", readFile(t, disk))
 }
 
 func must(r *snapshot.Repository, _ string) *snapshot.Repository { return r }

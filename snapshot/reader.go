@@ -39,10 +39,11 @@ type ReaderOptions struct {
 	CacheBytes int64
 }
 
-// OpenDisk opens disk of restore point id (or Latest) for reading. The
-// reader holds a reader lock until Close.
+// OpenDisk opens disk of restore point id (an ID, a unique prefix, or
+// Latest: the newest point that has the disk) for reading. The reader
+// holds a reader lock until Close.
 func (c *Collection) OpenDisk(ctx context.Context, id, disk string, opts ReaderOptions) (*DiskReader, error) {
-	points, lock, err := c.lockPoints(ctx, "read disk "+disk, id)
+	points, lock, err := c.lockPointsWithDisk(ctx, "read disk "+disk, disk, id)
 	if err != nil {
 		return nil, err
 	}
@@ -66,16 +67,22 @@ func (c *Collection) OpenDisk(ctx context.Context, id, disk string, opts ReaderO
 	}, nil
 }
 
-// lockPoints opens restore points ids (each an ID or Latest) for reading
+// lockPoints opens restore points ids (each an ID, a prefix or Latest) for reading
 // by the open protocol of chain/FORMAT.md's safety model: read each
 // manifest, take one reader lock on everything they reference, read each
 // manifest again. A point deleted in between is ErrNotFound: a GC may have
 // swept it before the lock was visible. The caller closes the lock.
 func (c *Collection) lockPoints(ctx context.Context, operation string, ids ...string) ([]*RestorePoint, *chain.ReaderLock, error) {
+	return c.lockPointsWithDisk(ctx, operation, "", ids...)
+}
+
+// lockPointsWithDisk is lockPoints where Latest is the newest point that
+// has disk (see GetWithDisk).
+func (c *Collection) lockPointsWithDisk(ctx context.Context, operation, disk string, ids ...string) ([]*RestorePoint, *chain.ReaderLock, error) {
 	points := make([]*RestorePoint, len(ids))
 	var roots []chain.ID
 	for i, id := range ids {
-		rp, err := c.Get(ctx, id)
+		rp, err := c.GetWithDisk(ctx, id, disk)
 		if err != nil {
 			return nil, nil, err
 		}

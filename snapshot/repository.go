@@ -136,7 +136,8 @@ func (r *Repository) Collection(name string) (*Collection, error) {
 	return &Collection{repo: r, name: name}, nil
 }
 
-// Collections lists the collections that have restore points.
+// Collections lists the names of the collections that have restore
+// points, in order.
 func (r *Repository) Collections(ctx context.Context) ([]string, error) {
 	return r.chain.ListCollections(ctx)
 }

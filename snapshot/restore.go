@@ -11,6 +11,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
 	"github.com/diskpoint/diskpoint/chain"
@@ -36,6 +37,10 @@ type RestoreOptions struct {
 	// the block maps say which blocks differ, and the target is not read at
 	// all. The caller vouches that the target holds From.
 	From string
+	// Overwrite lets a restore replace an existing file or write over an
+	// existing block device. Without it, an existing target is refused
+	// (ErrExists), unless Incremental, which updates it in place.
+	Overwrite bool
 	// Sync makes the restored disk durable (fsync) before RestoreDisk
 	// returns. Without it the data reaches the disk as the kernel writes it
 	// back, as after cp, restic or borg; with it, a restore is bounded by the
@@ -45,23 +50,34 @@ type RestoreOptions struct {
 
 // RestoreStats says what a restore did.
 type RestoreStats struct {
-	Size          int64 `json:"size"`
-	WrittenBytes  int64 `json:"written_bytes"`  // data written to the target
-	ZeroBytes     int64 `json:"zero_bytes"`     // zero blocks: holes in files, zeros on devices
-	BlocksRead    int64 `json:"blocks_read"`    // target blocks read to compare (incremental)
-	BlocksWritten int64 `json:"blocks_written"` // blocks written (data or zeros, or holes punched)
-	BlocksSkipped int64 `json:"blocks_skipped"` // blocks left as they were
+	// Path is where the disk was written: the path given, with symbolic
+	// links followed, or DIR/DISK.img for a directory.
+	Path          string `json:"path"`
+	Size          int64  `json:"size"`
+	WrittenBytes  int64  `json:"written_bytes"`  // data written to the target
+	ZeroBytes     int64  `json:"zero_bytes"`     // zero blocks: holes in files, zeros on devices
+	BlocksRead    int64  `json:"blocks_read"`    // target blocks read to compare (incremental)
+	BlocksWritten int64  `json:"blocks_written"` // blocks written (data or zeros, or holes punched)
+	BlocksSkipped int64  `json:"blocks_skipped"` // blocks left as they were
 }
 
-// RestoreDisk writes disk of restore point id (or Latest) to path,
+// RestoreDisk writes disk of restore point id (an ID, a unique prefix, or
+// Latest: the newest point that has the disk) to path,
 // bit-exact. A new regular file is written under a temporary name beside
 // path and renamed into place when complete, so a failed restore never
 // leaves a half-written file at path; zero blocks become holes. See
-// RestoreOptions.Sync for durability. A block
-// device must be at least the disk's size and is written in place, zeros
-// included. With opts.Incremental, the existing target is updated in place
-// (see RestoreOptions). Every chunk is checked against its hash: a damaged
-// one fails the restore with an error wrapping ErrCorrupt that names it.
+// RestoreOptions.Sync for durability. A block device must be at least the
+// disk's size and is written in place, zeros included.
+//
+// A restore never destroys silently: an existing file or device at path is
+// refused (ErrExists) unless opts.Overwrite, or opts.Incremental, which
+// updates the existing target in place (see RestoreOptions). A symbolic
+// link at path is followed: the file or device it points to is written,
+// and the link stays. A replaced file keeps its permissions. If path is a
+// directory, the disk is restored to the file DISK.img in it.
+//
+// Every chunk is checked against its hash: a damaged one fails the restore
+// with an error wrapping ErrCorrupt that names it.
 func (c *Collection) RestoreDisk(ctx context.Context, id, disk, path string, opts RestoreOptions) (RestoreStats, error) {
 	if opts.From != "" && !opts.Incremental {
 		return RestoreStats{}, fmt.Errorf("restore: From needs Incremental")
@@ -71,7 +87,7 @@ func (c *Collection) RestoreDisk(ctx context.Context, id, disk, path string, opt
 		ids = append(ids, opts.From)
 	}
 	// A reader lock keeps what the restore reads from GCs in any process.
-	points, lock, err := c.lockPoints(ctx, "restore disk "+disk, ids...)
+	points, lock, err := c.lockPointsWithDisk(ctx, "restore disk "+disk, disk, ids...)
 	if err != nil {
 		return RestoreStats{}, err
 	}
@@ -95,11 +111,14 @@ func (c *Collection) RestoreDisk(ctx context.Context, id, disk, path string, opt
 		}
 		plan.fromKnown = true
 	}
+	if path, err = targetPath(path, disk); err != nil {
+		return RestoreStats{}, err
+	}
 	var t *target
 	if opts.Incremental {
 		t, err = openExistingTarget(path, to.disk.Size, plan.fromKnown)
 	} else {
-		t, err = openTarget(path, to.disk.Size)
+		t, err = openTarget(path, to.disk.Size, opts.Overwrite)
 	}
 	if err != nil {
 		return RestoreStats{}, err
@@ -107,6 +126,7 @@ func (c *Collection) RestoreDisk(ctx context.Context, id, disk, path string, opt
 	plan.compare = opts.Incremental && !plan.fromKnown
 	plan.holdsData = opts.Incremental || t.blockDevice
 	stats, err := c.restoreTo(ctx, plan, t, opts)
+	stats.Path = path
 	if err == nil {
 		err = t.commit(opts.Sync)
 	}
@@ -154,26 +174,93 @@ func isBlockDevice(fi os.FileInfo) bool {
 	return fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0
 }
 
-func openTarget(path string, size int64) (*target, error) {
+// targetPath returns the path a restore of disk to path writes: symbolic
+// links followed to the file or device they point to (which need not exist
+// yet), and DIR/DISK.img for a directory.
+func targetPath(path, disk string) (string, error) {
+	resolved, err := followLinks(path)
+	if err != nil {
+		return "", err
+	}
+	if fi, err := os.Stat(resolved); err == nil && fi.IsDir() {
+		return followLinks(filepath.Join(resolved, disk+".img"))
+	}
+	return resolved, nil
+}
+
+// maxLinks is how many symbolic links targetPath follows, as Linux's
+// path lookup does (ELOOP).
+const maxLinks = 40
+
+// followLinks follows symbolic links from path until it reaches something
+// else, or nothing.
+func followLinks(path string) (string, error) {
+	p := path
+	for range maxLinks {
+		fi, err := os.Lstat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			return p, nil // a new file, or a dangling link's target
+		}
+		if err != nil {
+			return "", fmt.Errorf("restore target %s: %w", path, err)
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			return p, nil
+		}
+		link, err := os.Readlink(p)
+		if err != nil {
+			return "", fmt.Errorf("restore target %s: %w", path, err)
+		}
+		if !filepath.IsAbs(link) {
+			link = filepath.Join(filepath.Dir(p), link)
+		}
+		p = link
+	}
+	return "", fmt.Errorf("restore target %s: more than %d symbolic links", path, maxLinks)
+}
+
+// openTarget opens a target to restore into from scratch: a block device
+// in place, or a new file beside path. An existing target needs overwrite.
+func openTarget(path string, size int64, overwrite bool) (*target, error) {
 	fi, err := os.Stat(path)
 	switch {
-	case err == nil && isBlockDevice(fi):
-		return openDevice(path, size)
-	case err == nil && !fi.Mode().IsRegular():
-		return nil, fmt.Errorf("restore target %s: not a regular file or block device", path)
 	case err != nil && !errors.Is(err, os.ErrNotExist):
 		return nil, fmt.Errorf("restore target %s: %w", path, err)
+	case err == nil && !isBlockDevice(fi) && !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("restore target %s: not a regular file or block device", path)
+	case err == nil && !overwrite:
+		return nil, fmt.Errorf("restore target %s: %w (RestoreOptions.Overwrite replaces it)", path, ErrExists)
+	case err == nil && isBlockDevice(fi):
+		return openDevice(path, size)
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".restoring-*")
 	if err != nil {
 		return nil, fmt.Errorf("restore target %s: %w", path, err)
 	}
-	if err := f.Truncate(size); err != nil {
+	if fi != nil {
+		err = keepOwnerAndMode(f, fi)
+	}
+	if err == nil {
+		err = f.Truncate(size)
+	}
+	if err != nil {
 		f.Close()
 		os.Remove(f.Name())
 		return nil, fmt.Errorf("restore target %s: %w", path, err)
 	}
 	return &target{path: path, file: f, tempPath: f.Name()}, nil
+}
+
+// keepOwnerAndMode gives the file that replaces old old's permissions and,
+// where the process may (as root), its owner.
+func keepOwnerAndMode(f *os.File, old os.FileInfo) error {
+	if st, ok := old.Sys().(*syscall.Stat_t); ok && (int(st.Uid) != os.Geteuid() || int(st.Gid) != os.Getegid()) {
+		// Only root may give a file away; others get the file as cp makes it.
+		if err := f.Chown(int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, os.ErrPermission) {
+			return err
+		}
+	}
+	return f.Chmod(old.Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky))
 }
 
 // openExistingTarget opens a target to update in place. A regular file is

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/diskpoint/diskpoint/internal/systest"
@@ -27,7 +29,18 @@ func TestRestoreToBlockDevice(t *testing.T) {
 	os.WriteFile(backing, junk, 0o600)
 	dev := systest.Loop(t, backing)
 
-	stats, err := vm.RestoreDisk(ctx, ids[0], "d", dev, snapshot.RestoreOptions{})
+	// A device is written only when asked to, and through a link to it too.
+	if _, err := vm.RestoreDisk(ctx, ids[0], "d", dev, snapshot.RestoreOptions{}); !errors.Is(err, snapshot.ErrExists) {
+		t.Fatalf("restore onto a device without Overwrite: %v, want ErrExists", err)
+	}
+	if got := readDevice(t, dev, devSize); !bytes.Equal(got, junk) {
+		t.Fatal("a refused restore wrote to the device")
+	}
+	link := filepath.Join(t.TempDir(), "disk")
+	if err := os.Symlink(dev, link); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := vm.RestoreDisk(ctx, ids[0], "d", link, snapshot.RestoreOptions{Overwrite: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,6 +53,9 @@ func TestRestoreToBlockDevice(t *testing.T) {
 	}
 	if stats.ZeroBytes == 0 {
 		t.Error("no zero blocks written over the junk")
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link to the device was replaced: %v %v", fi.Mode(), err)
 	}
 
 	stats, err = vm.RestoreDisk(ctx, ids[2], "d", dev, snapshot.RestoreOptions{Incremental: true})
@@ -54,8 +70,8 @@ func TestRestoreToBlockDevice(t *testing.T) {
 	}
 
 	small := systest.Loop(t, systest.Sparse(t, filepath.Join(t.TempDir(), "small.img"), size/2))
-	if _, err := vm.RestoreDisk(ctx, ids[0], "d", small, snapshot.RestoreOptions{}); err == nil {
-		t.Error("restore onto a device smaller than the disk succeeded")
+	if _, err := vm.RestoreDisk(ctx, ids[0], "d", small, snapshot.RestoreOptions{Overwrite: true}); err == nil || !strings.Contains(err.Error(), "smaller") {
+		t.Errorf("restore onto a device smaller than the disk: %v", err)
 	}
 }
 

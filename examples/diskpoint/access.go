@@ -57,22 +57,33 @@ func runDiff(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 func runCopy(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "source repository `directory`")
 	collection := fs.String("collection", "", "source collection `name`")
-	point := fs.String("point", "", "restore point `ID` (or latest)")
+	point := fs.String("point", "", "restore point: `ID`, a unique prefix of one, or latest")
+	all := fs.Bool("all", false, "copy every restore point of the collection that the target lacks")
 	toRepo := fs.String("to-repo", "", "target repository `directory` (may be the source)")
 	toCollection := fs.String("to-collection", "", "target collection `name`")
-	rateLimit := fs.String("rate-limit", "", "limit copies into the target collection: azure or N/DURATION")
+	fromKeyFile := fs.String("from-key-file", "", "the source repository's key is in `FILE` (default: "+fromKeyVariables[1]+", else the target's key)")
+	fromKeyCommand := fs.String("from-key-command", "", "the source repository's key is what shell `COMMAND` prints (default: "+fromKeyVariables[2]+")")
+	fromNoKey := fs.Bool("from-no-key", false, "the source repository is not encrypted (when the target's key is set)")
+	rateLimit := fs.String("rate-limit", "", "limit copies into the target collection: `azure|N/DURATION`")
 	checkpoint := fs.String("checkpoint", "64MiB", "make what was moved durable every `SIZE`, so an interrupted copy resumes there")
-	asJSON := fs.Bool("json", false, "print the copy's figures as JSON")
-	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point, "to-repo": toRepo, "to-collection": toCollection}); err != nil {
+	asJSON := fs.Bool("json", false, "print the copy's figures as JSON (with -all, an array)")
+	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "to-repo": toRepo, "to-collection": toCollection}); err != nil {
 		return err
 	}
-	_, src, err := openCollection(ctx, *repoDir, *collection)
-	if err != nil {
-		return err
+	if (*point == "") == !*all {
+		return usageError{"give -point ID or -all"}
 	}
-	_, dst, err := openCollection(ctx, *toRepo, *toCollection)
-	if err != nil {
-		return err
+	sourceKey := keySource{file: *fromKeyFile, command: *fromKeyCommand, names: [3]string{"", "-from-key-file", "-from-key-command"}}
+	if !sourceKey.given() {
+		sourceKey = environmentKey(fromKeyVariables)
+	}
+	switch {
+	case *fromNoKey && sourceKey.given():
+		return usageError{"-from-no-key, yet a source key is given"}
+	case *fromNoKey:
+		sourceKey = keySource{}
+	case !sourceKey.given():
+		sourceKey = environmentKey(keyVariables) // both repositories have one key
 	}
 	every, err := parseSize(*checkpoint)
 	if err != nil {
@@ -86,33 +97,105 @@ func runCopy(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 		}
 		opts.RateLimit = &limit
 	}
-	rp, err := src.Get(ctx, *point)
+	srcRepo, err := openRepositoryWithKey(ctx, *repoDir, sourceKey)
+	if err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	defer srcRepo.Close()
+	src, err := srcRepo.Collection(*collection)
 	if err != nil {
 		return err
 	}
-	progress := newProgress(e, *asJSON, "copy "+rp.ID)
-	if progress != nil {
-		var total int64
-		for _, d := range rp.Disks {
-			total += d.Size
+	_, dst, err := openCollection(ctx, *toRepo, *toCollection)
+	if err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	var points []*snapshot.RestorePoint
+	if *all {
+		if points, err = missingPoints(ctx, src, dst, *repoDir); err != nil {
+			return err
 		}
-		opts.Progress = func(s chain.CopyStats) { progress.update(s.Bytes, total) }
+	} else {
+		rp, err := src.Get(ctx, *point)
+		if err != nil {
+			return err
+		}
+		points = []*snapshot.RestorePoint{rp}
 	}
-	copied, stats, err := src.Copy(ctx, rp.ID, dst, opts)
-	progress.done()
-	if err != nil {
-		return err
+	type result struct {
+		ID             string `json:"id"`
+		Collection     string `json:"collection"`
+		AlreadyPresent bool   `json:"already_present"`
+		chain.CopyStats
 	}
-	if *asJSON {
-		return printJSON(e, struct {
-			ID         string `json:"id"`
-			Collection string `json:"collection"`
-			chain.CopyStats
-		}{copied.ID, copied.Collection, stats})
+	results := []result{}
+	for _, rp := range points {
+		progress := newProgress(e, *asJSON, "copy "+rp.ID)
+		opts.Progress = nil
+		if progress != nil {
+			var total int64
+			for _, d := range rp.Disks {
+				total += d.Size
+			}
+			opts.Progress = func(s chain.CopyStats) { progress.update(s.Bytes, total) }
+		}
+		_, err := dst.Get(ctx, rp.ID)
+		present := err == nil // then Copy succeeds and moves nothing
+		copied, stats, err := src.Copy(ctx, rp.ID, dst, opts)
+		progress.done()
+		if err != nil {
+			return err
+		}
+		r := result{ID: copied.ID, Collection: copied.Collection, AlreadyPresent: present, CopyStats: stats}
+		results = append(results, r)
+		if *asJSON {
+			continue
+		}
+		if r.AlreadyPresent {
+			fmt.Fprintf(e.stdout, "restore point %s is in %s in %s already: nothing to copy\n", copied.ID, *toCollection, *toRepo)
+			continue
+		}
+		fmt.Fprintf(e.stdout, "copied restore point %s to %s in %s: moved %d blobs (%s, %s stored); %d were there already\n",
+			copied.ID, *toCollection, *toRepo, stats.Blobs, humanize.IBytes(uint64(stats.Bytes)), humanize.IBytes(uint64(stats.Stored)), stats.BlobsPresent)
 	}
-	fmt.Fprintf(e.stdout, "copied restore point %s to %s in %s: moved %d blobs (%s, %s stored); %d were there already\n",
-		copied.ID, *toCollection, *toRepo, stats.Blobs, humanize.IBytes(uint64(stats.Bytes)), humanize.IBytes(uint64(stats.Stored)), stats.BlobsPresent)
+	switch {
+	case *asJSON && *all:
+		return printJSON(e, results)
+	case *asJSON:
+		return printJSON(e, results[0])
+	case *all && len(points) == 0:
+		fmt.Fprintf(e.stdout, "%s in %s has every restore point of %s: nothing to copy\n", *toCollection, *toRepo, *collection)
+	}
 	return nil
+}
+
+// missingPoints returns the restore points of src that dst lacks, oldest
+// first, as copy -all copies them.
+func missingPoints(ctx context.Context, src, dst *snapshot.Collection, srcRepo string) ([]*snapshot.RestorePoint, error) {
+	points, err := src.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(points) == 0 {
+		if err := mustBeUsed(ctx, src, srcRepo); err != nil {
+			return nil, err
+		}
+	}
+	have, err := dst.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	present := map[string]bool{}
+	for _, rp := range have {
+		present[rp.ID] = true
+	}
+	var missing []*snapshot.RestorePoint
+	for _, rp := range points {
+		if !present[rp.ID] {
+			missing = append(missing, rp)
+		}
+	}
+	return missing, nil
 }
 
 func runPrune(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
@@ -179,7 +262,7 @@ func runPrune(ctx context.Context, e *env, fs *flag.FlagSet, args []string) erro
 func runServeNBD(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory`")
 	collection := fs.String("collection", "", "collection `name`")
-	point := fs.String("point", "", "restore point `ID` (or latest)")
+	point := fs.String("point", "", "restore point: `ID`, a unique prefix of one, or latest (the newest that has the disk)")
 	disk := fs.String("disk", "", "disk `name` to export")
 	listen := fs.String("listen", "", "`address`: HOST:PORT, or unix:PATH for a Unix socket")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point, "disk": disk, "listen": listen}); err != nil {
@@ -214,7 +297,7 @@ func listenNBD(addr, disk string) (net.Listener, string, error) {
 
 // serveDisk exports one disk restore point read-only until ctx is done.
 func serveDisk(ctx context.Context, e *env, c *snapshot.Collection, point, disk string, l net.Listener, url string) error {
-	rp, err := c.Get(ctx, point)
+	rp, err := c.GetWithDisk(ctx, point, disk)
 	if err != nil {
 		l.Close()
 		return err

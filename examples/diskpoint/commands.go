@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -20,18 +21,19 @@ import (
 func runInit(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory` to create")
 	blockSize := fs.String("block-size", "", "block `size`, a power of two from 16KiB to 16MiB (default 64KiB)")
-	encrypt := fs.Bool("encrypt", false, "encrypt the repository with the key in DISKPOINT_KEY or DISKPOINT_KEY_FILE (diskpoint keygen makes one)")
+	encrypt := fs.Bool("encrypt", false, "encrypt the repository with the key DISKPOINT_KEY, DISKPOINT_KEY_FILE or DISKPOINT_KEY_COMMAND gives (diskpoint keygen makes one)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
 	var key []byte
 	if *encrypt {
-		var err error
-		if key, err = snapshot.KeyFromEnvironment(); err != nil {
-			return err
+		source := environmentKey(keyVariables)
+		if !source.given() {
+			return usageError{"-encrypt needs a key: " + source.hint() + " (diskpoint keygen makes one)"}
 		}
-		if key == nil {
-			return usageError{"-encrypt needs a key in " + snapshot.KeyEnv + " or " + snapshot.KeyFileEnv + " (diskpoint keygen makes one)"}
+		var err error
+		if key, err = source.load(ctx); err != nil {
+			return err
 		}
 	}
 	bs := 0
@@ -82,7 +84,7 @@ func binaryUnits(s string) string {
 }
 
 func openCollection(ctx context.Context, repoDir, name string) (*snapshot.Repository, *snapshot.Collection, error) {
-	repo, err := snapshot.OpenFromEnvironment(ctx, repoDir)
+	repo, err := openRepository(ctx, repoDir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -99,10 +101,6 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	fs.Var(&exclude, "exclude", "leave out `DISK` (repeatable)")
 	fs.Var(&changed, "changed", "`DISK=RANGES_FILE`: only these byte ranges changed since DISK's last restore point (repeatable)")
 	hooks := addHookFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: diskpoint create -repo DIR -collection NAME [flags] DISK=PATH...")
-		fs.PrintDefaults()
-	}
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection}); err != nil {
 		return err
 	}
@@ -228,6 +226,11 @@ func runList(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	if err != nil {
 		return err
 	}
+	if len(points) == 0 {
+		if err := mustBeUsed(ctx, c, *repoDir); err != nil {
+			return err
+		}
+	}
 	if *asJSON {
 		return printJSON(e, points) // [] when empty, never null
 	}
@@ -262,7 +265,8 @@ func runList(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 func runShow(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory`")
 	collection := fs.String("collection", "", "collection `name`")
-	point := fs.String("point", "", "restore point `ID`, or latest")
+	point := fs.String("point", "", "restore point: `ID`, a unique prefix of one, or latest")
+	disk := fs.String("disk", "", "with -point latest: the newest restore point that has `DISK`")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point}); err != nil {
 		return err
@@ -271,7 +275,7 @@ func runShow(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	if err != nil {
 		return err
 	}
-	rp, err := c.Get(ctx, *point)
+	rp, err := c.GetWithDisk(ctx, *point, *disk)
 	if err != nil {
 		return err
 	}
@@ -296,9 +300,10 @@ func runShow(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory`")
 	collection := fs.String("collection", "", "collection `name`")
-	point := fs.String("point", "", "restore point `ID`, or latest")
+	point := fs.String("point", "", "restore point: `ID`, a unique prefix of one, or latest (the newest that has the disk)")
 	disk := fs.String("disk", "", "`name` of the disk to restore")
-	to := fs.String("to", "", "target `path`: a file (replaced when complete) or a block device")
+	to := fs.String("to", "", "target `path`: a file (written beside it, renamed into place when complete), a block device, a link to either, or a directory (DIR/DISK.img)")
+	force := fs.Bool("force", false, "replace an existing file, or write over an existing device")
 	incremental := fs.Bool("incremental", false, "update the existing target in place, writing only the blocks that differ")
 	from := fs.String("from", "", "with -incremental: the restore point `ID` the target holds now (then the target is not read)")
 	sync := fs.Bool("sync", false, "make the restored disk durable (fsync) before returning")
@@ -308,23 +313,31 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 	if *from != "" && !*incremental {
 		return usageError{"-from needs -incremental"}
 	}
+	if *force && *incremental {
+		return usageError{"-force and -incremental: -incremental updates the target in place, -force replaces it; give one"}
+	}
 	_, c, err := openCollection(ctx, *repoDir, *collection)
 	if err != nil {
 		return err
 	}
 	progress := newProgress(e, false, "restore "+*disk)
-	opts := snapshot.RestoreOptions{Incremental: *incremental, From: *from, Sync: *sync}
+	opts := snapshot.RestoreOptions{Incremental: *incremental, From: *from, Sync: *sync, Overwrite: *force}
 	if progress != nil {
 		opts.Progress = progress.update
 	}
 	start := time.Now()
 	stats, err := c.RestoreDisk(ctx, *point, *disk, *to, opts)
 	progress.done()
+	if errors.Is(err, snapshot.ErrExists) {
+		// The library's hint names its option; the CLI's are flags.
+		msg := strings.Replace(err.Error(), "(RestoreOptions.Overwrite replaces it)", "(-force replaces it, -incremental updates it)", 1)
+		return rephrasedError{msg, err}
+	}
 	if err != nil {
 		return err
 	}
 	elapsed := time.Since(start)
-	fmt.Fprintf(e.stdout, "restored disk %s to %s: %s (%s data, %s zeros) in %s, %s/s\n", *disk, *to,
+	fmt.Fprintf(e.stdout, "restored disk %s to %s: %s (%s data, %s zeros) in %s, %s/s\n", *disk, stats.Path,
 		humanize.IBytes(uint64(stats.Size)), humanize.IBytes(uint64(stats.WrittenBytes)), humanize.IBytes(uint64(stats.ZeroBytes)),
 		elapsed.Round(time.Millisecond), humanize.IBytes(uint64(float64(stats.Size)/max(elapsed.Seconds(), 1e-9))))
 	if *incremental {
@@ -362,7 +375,7 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		}
 		repairPaths = append(repairPaths, path)
 	}
-	repo, err := snapshot.OpenFromEnvironment(ctx, *repoDir)
+	repo, err := openRepository(ctx, *repoDir)
 	if err != nil {
 		return err
 	}
@@ -415,7 +428,7 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		for i, d := range report.Damage {
 			names[i] = d.Object
 		}
-		return fmt.Errorf("%d damaged objects: %s", len(names), strings.Join(names, "; "))
+		return damageError{fmt.Errorf("%d damaged objects: %s", len(names), strings.Join(names, "; "))}
 	}
 	return nil
 }
@@ -447,7 +460,7 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
-	repo, err := snapshot.OpenFromEnvironment(ctx, *repoDir)
+	repo, err := openRepository(ctx, *repoDir)
 	if err != nil {
 		return err
 	}
@@ -496,7 +509,7 @@ func runUnlock(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
-	repo, err := snapshot.OpenFromEnvironment(ctx, *repoDir)
+	repo, err := openRepository(ctx, *repoDir)
 	if err != nil {
 		return err
 	}

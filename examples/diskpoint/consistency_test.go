@@ -2,9 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,23 +10,6 @@ import (
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/internal/systest"
 )
-
-// runBinary runs the CLI as a child process (the built test binary acting
-// as diskpoint) and returns its exit status and output.
-func runBinary(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	c := startChild(t, args...)
-	err := c.cmd.Wait()
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		return 0, c.stdout.String(), c.stderr.String()
-	case errors.As(err, &exit):
-		return exit.ExitCode(), c.stdout.String(), c.stderr.String()
-	}
-	t.Fatalf("diskpoint %v: %v", args, err)
-	return 0, "", ""
-}
 
 // createdPoint is what create -json says about the consistency.
 type createdPoint struct {
@@ -75,12 +56,12 @@ func TestCLIContradictoryFlagsAreRefused(t *testing.T) {
 		{[]string{"-consistency", "inconsistent"}, "want crash, filesystem or application"},
 	} {
 		args := append(append([]string{"create", "-repo", repo, "-collection", "vm"}, tc.args...), "d="+img)
-		code, _, errOut := runBinary(t, args...)
+		code, _, errOut := runBinary(t, nil, args...)
 		if code != 2 || !strings.Contains(errOut, tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want exit 2 saying %q", tc.args, code, errOut, tc.want)
 		}
 	}
-	if _, out, _ := runBinary(t, "list", "-repo", repo, "-collection", "vm", "-json"); strings.TrimSpace(out) != "[]" {
+	if _, out, _ := runBinary(t, nil, "list", "-repo", repo, "-collection", "vm", "-json"); strings.TrimSpace(out) != "[]" {
 		t.Errorf("a refused create stored something: %s", out)
 	}
 }
@@ -96,7 +77,7 @@ func TestCLIRecordsWhatHappened(t *testing.T) {
 	mustCLI(t, "init", "-repo", repo)
 	// Two disks with nothing holding them: whether they are read live (no
 	// reflinks here) or cloned one after another, not one instant.
-	code, out, errOut := runBinary(t, "create", "-repo", repo, "-collection", "vm", "-consistency", "application", "-json", "a="+a, "b="+b)
+	code, out, errOut := runBinary(t, nil, "create", "-repo", repo, "-collection", "vm", "-consistency", "application", "-json", "a="+a, "b="+b)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -111,7 +92,7 @@ func TestCLIRecordsWhatHappened(t *testing.T) {
 	if !strings.Contains(errOut, "warning: restore point "+rp.ID+" is inconsistent") {
 		t.Errorf("no warning on stderr: %q", errOut)
 	}
-	_, show, _ := runBinary(t, "show", "-repo", repo, "-collection", "vm", "-point", rp.ID)
+	_, show, _ := runBinary(t, nil, "show", "-repo", repo, "-collection", "vm", "-point", rp.ID)
 	if !strings.Contains(show, "consistency: inconsistent (asked for application)") || !strings.Contains(show, "no application hooks configured") ||
 		!strings.Contains(show, "nothing held the disks still; first to last disk captured over") {
 		t.Errorf("show:\n%s", show)
@@ -132,7 +113,7 @@ func TestCLIFailingPostScriptKeepsThePoint(t *testing.T) {
 	post := script(t, dir, "post.sh", "echo cannot resume >&2\nexit 3\n")
 	create := func(collection string, extra ...string) (int, createdPoint, string) {
 		args := append([]string{"create", "-repo", repo, "-collection", collection, "-consistency", "application", "-pre", pre, "-post", post, "-json"}, extra...)
-		code, out, errOut := runBinary(t, append(args, "d="+img)...)
+		code, out, errOut := runBinary(t, nil, append(args, "d="+img)...)
 		var rp createdPoint
 		if code == 0 {
 			if err := json.Unmarshal([]byte(out), &rp); err != nil {
@@ -152,11 +133,11 @@ func TestCLIFailingPostScriptKeepsThePoint(t *testing.T) {
 		if !strings.Contains(errOut, "warning: restore point "+rp.ID+": post script failed") {
 			t.Errorf("stderr lacks the warning: %q", errOut)
 		}
-		_, show, _ := runBinary(t, "show", "-repo", repo, "-collection", collection, "-point", rp.ID)
+		_, show, _ := runBinary(t, nil, "show", "-repo", repo, "-collection", collection, "-point", rp.ID)
 		if !strings.Contains(show, "warning:") || !strings.Contains(show, "exit status 3") {
 			t.Errorf("show lacks the warning:\n%s", show)
 		}
-		_, log, _ := runBinary(t, "hooks-log", "-repo", repo, "-collection", collection)
+		_, log, _ := runBinary(t, nil, "hooks-log", "-repo", repo, "-collection", collection)
 		if !strings.Contains(log, post) || !strings.Contains(log, "failed") || !strings.Contains(log, "cannot resume") {
 			t.Errorf("hooks-log lacks the failed post script:\n%s", log)
 		}
@@ -171,7 +152,7 @@ func TestCLIFailingPostScriptKeepsThePoint(t *testing.T) {
 	if code, _, errOut := create("strict", "-on-failure", "fail"); code != 1 || !strings.Contains(errOut, "exit status 3") {
 		t.Errorf("-on-failure fail: exit %d: %s", code, errOut)
 	}
-	if _, out, _ := runBinary(t, "list", "-repo", repo, "-collection", "strict", "-json"); strings.TrimSpace(out) != "[]" {
+	if _, out, _ := runBinary(t, nil, "list", "-repo", repo, "-collection", "strict", "-json"); strings.TrimSpace(out) != "[]" {
 		t.Errorf("-on-failure fail stored something: %s", out)
 	}
 

@@ -61,7 +61,7 @@ func TestCLIConsistencyAndHooksLog(t *testing.T) {
 
 	// Rate limits.
 	mustCLI(t, "create", "-repo", repo, "-collection", "vm3", "-rate-limit", "1/1h", "d="+img)
-	if code, _, errOut := cli(t, "create", "-repo", repo, "-collection", "vm3", "-rate-limit", "1/1h", "d="+img); code != 1 || !strings.Contains(errOut, "retry after") {
+	if code, _, errOut := cli(t, "create", "-repo", repo, "-collection", "vm3", "-rate-limit", "1/1h", "d="+img); code != 13 || !strings.Contains(errOut, "retry after") {
 		t.Errorf("second create under 1/1h: exit %d: %s", code, errOut)
 	}
 	for _, bad := range [][]string{{"-consistency", "quantum"}, {"-on-failure", "shrug"}, {"-rate-limit", "lots"}} {

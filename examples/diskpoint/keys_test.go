@@ -36,16 +36,16 @@ func TestCLIEncryptedRepository(t *testing.T) {
 	mustCLI(t, "verify", "-repo", repo)
 
 	t.Setenv("DISKPOINT_KEY_FILE", "")
-	if code, _, errOut := cli(t, "list", "-repo", repo, "-collection", "vm"); code != 1 || !strings.Contains(errOut, "key is required") || !strings.Contains(errOut, "DISKPOINT_KEY") {
+	if code, _, errOut := cli(t, "list", "-repo", repo, "-collection", "vm"); code != 12 || !strings.Contains(errOut, "key is required") || !strings.Contains(errOut, "DISKPOINT_KEY") {
 		t.Errorf("without a key: exit %d: %s", code, errOut)
 	}
 	other := strings.TrimSpace(mustCLI(t, "keygen"))
 	t.Setenv("DISKPOINT_KEY", other)
-	if code, _, errOut := cli(t, "list", "-repo", repo, "-collection", "vm"); code != 1 || !strings.Contains(errOut, "wrong key") {
+	if code, _, errOut := cli(t, "list", "-repo", repo, "-collection", "vm"); code != 12 || !strings.Contains(errOut, "wrong key") {
 		t.Errorf("with another key: exit %d: %s", code, errOut)
 	}
 	t.Setenv("DISKPOINT_KEY", "not-hex")
-	if code, _, errOut := cli(t, "list", "-repo", repo, "-collection", "vm"); code != 1 || !strings.Contains(errOut, "64 hex digits") {
+	if code, _, errOut := cli(t, "list", "-repo", repo, "-collection", "vm"); code != 12 || !strings.Contains(errOut, "64 hex digits") {
 		t.Errorf("with a malformed key: exit %d: %s", code, errOut)
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -18,7 +17,7 @@ import (
 // can kill a real diskpoint process with SIGKILL.
 func TestMain(m *testing.M) {
 	if os.Getenv("DISKPOINT_TEST_CLI") == "1" {
-		os.Exit(runProfiled(context.Background(), &env{stdout: os.Stdout, stderr: os.Stderr, terminal: isTerminal(os.Stderr)}, os.Args[1:]))
+		os.Exit(mainStatus()) // with main's signal handling
 	}
 	os.Exit(m.Run())
 }
@@ -32,8 +31,14 @@ type childRun struct {
 // startChild starts the CLI as a child process.
 func startChild(t *testing.T, args ...string) *childRun {
 	t.Helper()
+	return startChildEnv(t, nil, args...)
+}
+
+// startChildEnv starts the CLI as a child process with more environment.
+func startChildEnv(t *testing.T, env []string, args ...string) *childRun {
+	t.Helper()
 	c := &childRun{cmd: exec.Command(os.Args[0], args...)}
-	c.cmd.Env = append(os.Environ(), "DISKPOINT_TEST_CLI=1")
+	c.cmd.Env = append(append(os.Environ(), "DISKPOINT_TEST_CLI=1"), env...)
 	c.cmd.Stdout, c.cmd.Stderr = &c.stdout, &c.stderr
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -4,12 +4,14 @@
 //
 //	diskpoint init    -repo DIR [-block-size SIZE] [-encrypt]
 //	diskpoint keygen
+//	diskpoint version
+//	diskpoint collections -repo DIR [-json]
 //	diskpoint create  -repo DIR -collection NAME [-exclude DISK]... [-changed DISK=RANGES_FILE]... [-config FILE] [-json]
 //	                  [-consistency crash|filesystem|application] [-freeze MOUNTPOINT]... [-pre SCRIPT] [-post SCRIPT]
 //	                  [-hook-config FILE] [-max-freeze DURATION] [-on-failure fallback|fail|skip] [-rate-limit azure|N/DURATION] DISK=PATH...
 //	diskpoint list    -repo DIR -collection NAME [-json]
-//	diskpoint show    -repo DIR -collection NAME -point ID|latest [-json]
-//	diskpoint restore -repo DIR -collection NAME -point ID|latest -disk DISK -to PATH [-incremental [-from ID]]
+//	diskpoint show    -repo DIR -collection NAME -point ID|PREFIX|latest [-disk DISK] [-json]
+//	diskpoint restore -repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -to PATH|DIR [-force | -incremental [-from ID]] [-sync]
 //	diskpoint verify  -repo DIR [-structure-only | -read-data-subset N/M|P%] [-repair-from DISK=PATH]... [-json]
 //	diskpoint delete  -repo DIR -collection NAME -point ID
 //	diskpoint gc      -repo DIR [-dry-run] [-ignore-damaged] [-lock-wait DURATION] [-json]
@@ -17,22 +19,33 @@
 //	diskpoint unlock  -repo DIR [-all]
 //	diskpoint hooks-log -repo DIR -collection NAME [-json]
 //	diskpoint diff    -repo DIR -collection NAME -from ID -to ID -disk DISK [-json]
-//	diskpoint copy    -repo DIR -collection NAME -point ID -to-repo DIR -to-collection NAME [-json]
+//	diskpoint copy    -repo DIR -collection NAME (-point ID|PREFIX|latest | -all) -to-repo DIR -to-collection NAME
+//	                  [-from-key-file FILE | -from-key-command CMD | -from-no-key] [-rate-limit azure|N/DURATION] [-checkpoint SIZE] [-json]
 //	diskpoint prune   -repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-keep-yearly N]
 //	                  [-keep-within DURATION] [-utc] [-dry-run] [-json]
-//	diskpoint serve-nbd -repo DIR -collection NAME -point ID -disk DISK -listen ADDR
+//	diskpoint serve-nbd -repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -listen ADDR
+//	diskpoint help [COMMAND]
 //
-// Every command also takes -q (draw no progress) and -v (more detail, and a
-// summary line). Progress is drawn on stderr, only when stderr is a terminal.
+// Flags may come before or after the other arguments; "--" ends them.
+// -point takes an ID, a unique prefix of one, or latest (the newest restore
+// point that has the named disk). Every command also takes -q (draw no
+// progress) and -v (more detail, and a summary line). Progress is drawn on
+// stderr, only when stderr is a terminal.
 //
+// Environment: DISKPOINT_REPOSITORY names the repository when -repo is not
+// given. An encrypted repository's key comes from DISKPOINT_KEY (64 hex
+// digits), the file DISKPOINT_KEY_FILE names, or what the shell command
+// DISKPOINT_KEY_COMMAND prints; never from the command line. copy reads its
+// source's key from -from-key-file, -from-key-command or
+// DISKPOINT_FROM_KEY, DISKPOINT_FROM_KEY_FILE, DISKPOINT_FROM_KEY_COMMAND.
 // DISKPOINT_CPUPROFILE=FILE writes a CPU profile of the command to FILE, and
 // DISKPOINT_MEMPROFILE=FILE a heap profile at its end.
 //
-// An encrypted repository's key comes from DISKPOINT_KEY (64 hex digits) or
-// the file DISKPOINT_KEY_FILE names; never from the command line.
-//
-// It exits 0 on success and 1 with a one-line error on stderr otherwise (2
-// for a command line it cannot parse).
+// Exit statuses, numbered as restic 0.17 numbers them: 0 success, 1 failure
+// (with a one-line error on stderr), 2 a command line it cannot parse, 3
+// verify found damage, 10 the repository does not exist, 11 locked, 12 a
+// wrong or missing key, 13 throttled by a rate limit (the error says when
+// to retry), 130 interrupted by Ctrl-C, 143 terminated by SIGTERM.
 package main
 
 import (
@@ -42,12 +55,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strings"
-	"syscall"
 )
 
 // command is one subcommand: its flags are defined by setup, and run does
@@ -74,6 +86,9 @@ var commands = map[string]command{
 	"stats":     {"show sizes: logical, stored, freed if deleted, dedup ratio", runStats},
 	"serve-nbd": {"serve a disk of a restore point read-only over NBD", runServeNBD},
 	"keygen":    {"print a new random key for an encrypted repository", runKeygen},
+
+	"collections": {"list the repository's collections", runCollections},
+	"version":     {"print the versions of diskpoint, Go and the repository format", runVersion},
 }
 
 // env is what commands write to, so tests can run them in-process.
@@ -91,10 +106,16 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	os.Exit(mainStatus())
+}
+
+// mainStatus runs the process's command line and returns its exit status;
+// SIGINT and SIGTERM cancel the command.
+func mainStatus() int {
+	ctx, stop := signalContext()
 	defer stop()
 	e := &env{stdout: os.Stdout, stderr: os.Stderr, terminal: isTerminal(os.Stderr)}
-	os.Exit(runProfiled(ctx, e, os.Args[1:]))
+	return runProfiled(ctx, e, os.Args[1:])
 }
 
 // runProfiled is run, with the profiles DISKPOINT_CPUPROFILE and
@@ -143,59 +164,133 @@ func startProfile(path string) (stop func()) {
 
 // run executes one command line and returns the exit status.
 func run(ctx context.Context, e *env, args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(e.stderr)
-		if len(args) == 0 {
-			return 2
+		return exitUsage
+	}
+	if isHelpFlag(args[0]) || args[0] == "help" {
+		if len(args) > 1 && args[0] == "help" {
+			return commandHelp(ctx, e, args[1])
 		}
-		return 0
+		usage(e.stdout)
+		return exitOK
+	}
+	if args[0] == "-version" || args[0] == "--version" {
+		args[0] = "version"
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(e.stderr, "diskpoint: unknown command %q (try: diskpoint help)\n", args[0])
-		return 2
+		return exitUsage
 	}
-	fs := flag.NewFlagSet("diskpoint "+args[0], flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	fs := newFlagSet(args[0], e.stderr)
+	if wantsHelp(args[1:]) {
+		fs.SetOutput(e.stdout) // asked-for help is output, not an error
+	}
 	addOutputFlags(fs, e)
 	err := cmd.run(ctx, e, fs, args[1:])
-	var ue usageError
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.As(err, &ue):
-		fmt.Fprintf(e.stderr, "diskpoint %s: %s\n", args[0], oneLine(err.Error()))
-		return 2
-	default:
-		fmt.Fprintf(e.stderr, "diskpoint %s: %s\n", args[0], oneLine(err.Error()))
-		return 1
+	return exitStatus(ctx, e, args[0], err)
+}
+
+// newFlagSet returns the flag set of command name, whose usage is the
+// command's synopsis and flags.
+func newFlagSet(name string, output io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("diskpoint "+name, flag.ContinueOnError)
+	fs.SetOutput(output)
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "usage: diskpoint %s %s\n\n%s\n\nflags:\n", name, synopsis(name), commands[name].summary)
+		fs.PrintDefaults()
+		fmt.Fprintln(w, "\nFlags may come before or after the other arguments; -- ends the flags.")
+		if fs.Lookup("repo") != nil {
+			fmt.Fprintln(w, "-repo may be left out when "+repositoryEnv+" names the repository.")
+		}
 	}
+	return fs
+}
+
+func isHelpFlag(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--h", "--help":
+		return true
+	}
+	return false
+}
+
+// wantsHelp reports whether args ask for help before any "--".
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		if isHelpFlag(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// commandHelp prints the help of command name on stdout: its flag set,
+// asked for -h, prints it without running the command.
+func commandHelp(ctx context.Context, e *env, name string) int {
+	cmd, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(e.stderr, "diskpoint help: unknown command %q (try: diskpoint help)\n", name)
+		return exitUsage
+	}
+	fs := newFlagSet(name, e.stdout)
+	addOutputFlags(fs, e)
+	err := cmd.run(ctx, e, fs, []string{"-h"})
+	if !errors.Is(err, flag.ErrHelp) {
+		return exitStatus(ctx, e, name, err)
+	}
+	return exitOK
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: diskpoint COMMAND [flags]\n\ncommands:")
+	fmt.Fprintln(w, "usage: diskpoint COMMAND [flags] [arguments]\n\ncommands:")
 	names := make([]string, 0, len(commands))
 	for name := range commands {
 		names = append(names, name)
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", name, commands[name].summary)
+		fmt.Fprintf(w, "  %-11s %s\n", name, commands[name].summary)
 	}
-	fmt.Fprintln(w, "\nRun 'diskpoint COMMAND -h' for a command's flags.")
+	fmt.Fprintf(w, "  %-11s %s\n", "help", "print this, or with a command's name its flags")
+	fmt.Fprint(w, `
+Run 'diskpoint help COMMAND' (or 'diskpoint COMMAND -h') for a command's flags.
+
+environment:
+  DISKPOINT_REPOSITORY   the repository, when -repo is not given
+  DISKPOINT_KEY          an encrypted repository's key (64 hex digits), or
+  DISKPOINT_KEY_FILE     a file holding it, or
+  DISKPOINT_KEY_COMMAND  a shell command printing it
+
+exit status: 0 success, 1 failure, 2 usage, 3 verify found damage,
+10 no repository, 11 locked, 12 wrong or missing key, 13 throttled,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM)
+`)
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
-// parse parses flags and insists on the required ones.
+// repositoryEnv names the repository when a command's -repo is not given.
+const repositoryEnv = "DISKPOINT_REPOSITORY"
+
+// parse parses flags, which may come before, between or after the
+// positional arguments (restic's and borg's command lines put them
+// anywhere), and insists on the required ones. "--" ends the flags. A
+// missing -repo is taken from DISKPOINT_REPOSITORY.
 func parse(fs *flag.FlagSet, args []string, required map[string]*string) error {
-	if err := fs.Parse(args); err != nil {
+	if err := parseInterleaved(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usageError{err.Error()}
+	}
+	if repo, ok := required["repo"]; ok && *repo == "" {
+		*repo = os.Getenv(repositoryEnv)
 	}
 	var missing []string
 	for name, v := range required {
@@ -205,9 +300,59 @@ func parse(fs *flag.FlagSet, args []string, required map[string]*string) error {
 	}
 	sort.Strings(missing)
 	if len(missing) > 0 {
-		return usageError{"missing " + strings.Join(missing, ", ")}
+		msg := "missing " + strings.Join(missing, ", ")
+		if slices.Contains(missing, "-repo") {
+			msg += " (or set " + repositoryEnv + ")"
+		}
+		return usageError{msg}
 	}
 	return nil
+}
+
+// parseInterleaved parses args with the standard flag package, which stops
+// at the first positional argument: it sets the positional arguments aside
+// and parses on, then leaves them all in fs.Args().
+func parseInterleaved(fs *flag.FlagSet, args []string) error {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		rest := fs.Args()
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" && !isFlagValue(fs, args[:used]) {
+			positional = append(positional, rest...) // after "--", all are arguments
+			break
+		}
+		if len(rest) == 0 {
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+	// Parsing "--" alone sets no flag and leaves the arguments in fs.Args().
+	return fs.Parse(append([]string{"--"}, positional...))
+}
+
+// isFlagValue reports whether the last of parsed is the value of a flag
+// before it (as in -collection --) rather than a flag or "--".
+func isFlagValue(fs *flag.FlagSet, parsed []string) bool {
+	if len(parsed) < 2 {
+		return false
+	}
+	prev := parsed[len(parsed)-2]
+	if !strings.HasPrefix(prev, "-") || prev == "-" || prev == "--" {
+		return false
+	}
+	name := strings.TrimPrefix(strings.TrimPrefix(prev, "-"), "-")
+	if strings.Contains(name, "=") {
+		return false
+	}
+	f := fs.Lookup(name)
+	if f == nil {
+		return false
+	}
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return !ok || !b.IsBoolFlag()
 }
 
 // listFlag is a repeatable string flag.

@@ -123,7 +123,7 @@ func TestCLIEndToEnd(t *testing.T) {
 	if got, _ := os.ReadFile(restored); !bytes.Equal(got, originalData) {
 		t.Fatal("restore of the first point differs from the original data disk")
 	}
-	mustCLI(t, "restore", "-repo", repo, "-collection", "vm1", "-point", "latest", "-disk", "data", "-to", restored)
+	mustCLI(t, "restore", "-repo", repo, "-collection", "vm1", "-point", "latest", "-disk", "data", "-to", restored, "-force")
 	if got, want := readAll(t, restored), readAll(t, dataImg); !bytes.Equal(got, want) {
 		t.Fatal("restore of latest differs from the changed data disk")
 	}
@@ -149,7 +149,7 @@ func TestCLIEndToEnd(t *testing.T) {
 	data[100] ^= 1
 	os.WriteFile(pack, data, 0o600)
 	code, out, errOut := cli(t, "verify", "-repo", repo)
-	if code != 1 || !strings.Contains(out, "DAMAGED") || !strings.Contains(errOut, filepath.Base(pack)) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+	if code != 3 || !strings.Contains(out, "DAMAGED") || !strings.Contains(errOut, filepath.Base(pack)) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
 		t.Fatalf("verify of a damaged repository: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
 }
@@ -184,7 +184,7 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"create", "-repo", repo, "-collection", "vm", "d=" + filepath.Join(dir, "nope.img")}, 1, "nope.img"},
 		{[]string{"create", "-repo", repo, "-collection", "vm", "-changed", "d=" + badRanges, "d=" + img}, 1, "line 2"},
 		{[]string{"create", "-repo", repo, "-collection", "bad/name", "d=" + img}, 1, "bad/name"},
-		{[]string{"create", "-repo", filepath.Join(dir, "norepo"), "-collection", "vm", "d=" + img}, 1, "norepo"},
+		{[]string{"create", "-repo", filepath.Join(dir, "norepo"), "-collection", "vm", "d=" + img}, 10, "norepo"},
 		{[]string{"init", "-repo", repo}, 1, "already exists"},
 		{[]string{"init", "-repo", filepath.Join(dir, "r2"), "-block-size", "1000"}, 1, "block size"},
 		{[]string{"show", "-repo", repo, "-collection", "vm", "-point", "latest"}, 1, "no restore points"},

@@ -43,7 +43,7 @@ func TestCLIUnlock(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(repo, "locks", "live")); err != nil {
 		t.Fatalf("unlock removed a live lock: %v", err)
 	}
-	if code, _, errOut := cli(t, "gc", "-repo", repo); code != 1 || !strings.Contains(errOut, "locked") {
+	if code, _, errOut := cli(t, "gc", "-repo", repo); code != 11 || !strings.Contains(errOut, "locked") {
 		t.Fatalf("gc beside a live exclusive lock: exit %d, %s", code, errOut)
 	}
 	if out := mustCLI(t, "unlock", "-repo", repo, "-all"); !strings.Contains(out, "removed 1 lock") {

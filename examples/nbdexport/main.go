@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 
+	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/nbd"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
@@ -38,7 +39,11 @@ func main() {
 }
 
 func run(ctx context.Context, repoDir, collection, point, disk, listen string) error {
-	repo, err := snapshot.OpenFromEnvironment(ctx, repoDir) // DISKPOINT_KEY(_FILE) for an encrypted repository
+	key, err := keyFromEnvironment()
+	if err != nil {
+		return err
+	}
+	repo, err := snapshot.OpenWithKey(ctx, repoDir, key)
 	if err != nil {
 		return err
 	}
@@ -58,4 +63,26 @@ func run(ctx context.Context, repoDir, collection, point, disk, listen string) e
 	fmt.Printf("serving %s read-only at nbd://%s/%s (Ctrl-C stops)\n", disk, l.Addr(), disk)
 	srv := &nbd.Server{Exports: map[string]*nbd.Export{disk: {Name: disk, Size: r.Size(), Disk: r}}}
 	return srv.Serve(ctx, l)
+}
+
+// keyFromEnvironment returns an encrypted repository's key from
+// DISKPOINT_KEY (64 hex digits) or the file DISKPOINT_KEY_FILE names, or nil
+// when neither is set. (The diskpoint CLI also runs DISKPOINT_KEY_COMMAND.)
+func keyFromEnvironment() ([]byte, error) {
+	text, from := os.Getenv("DISKPOINT_KEY"), "DISKPOINT_KEY"
+	if path := os.Getenv("DISKPOINT_KEY_FILE"); text == "" && path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("DISKPOINT_KEY_FILE: %w", err)
+		}
+		text, from = string(data), "DISKPOINT_KEY_FILE "+path
+	}
+	if text == "" {
+		return nil, nil
+	}
+	key, err := chain.ParseKey(text)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", from, err)
+	}
+	return key, nil
 }

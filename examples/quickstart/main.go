@@ -119,7 +119,7 @@ func run(ctx context.Context, out io.Writer) error {
 	}{{full, fullHashes}, {incr, incrHashes}} {
 		for _, s := range sources {
 			target := filepath.Join(work, "restored-"+s.Name+".img")
-			stats, err := vm.RestoreDisk(ctx, point.rp.ID, s.Name, target, snapshot.RestoreOptions{})
+			stats, err := vm.RestoreDisk(ctx, point.rp.ID, s.Name, target, snapshot.RestoreOptions{Overwrite: true}) // the second point replaces the first
 			if err != nil {
 				return err
 			}
