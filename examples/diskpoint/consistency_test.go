@@ -61,7 +61,7 @@ func TestCLIContradictoryFlagsAreRefused(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want exit 2 saying %q", tc.args, code, errOut, tc.want)
 		}
 	}
-	if _, out, _ := runBinary(t, nil, "list", "-repo", repo, "-collection", "vm", "-json"); strings.TrimSpace(out) != "[]" {
+	if _, out, _ := runBinary(t, nil, "collections", "-repo", repo, "-json"); strings.TrimSpace(out) != "[]" {
 		t.Errorf("a refused create stored something: %s", out)
 	}
 }

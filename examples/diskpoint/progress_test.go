@@ -116,7 +116,7 @@ func TestCLIProgressOnStderrTerminal(t *testing.T) {
 		want string
 	}{
 		{[]string{"verify", "-repo", repo}, "verify: "},
-		{[]string{"restore", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "a", "-to", filepath.Join(dir, "r.img")}, "restore a: "},
+		{[]string{"restore", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "a", "-to", filepath.Join(dir, "r.img"), "-force"}, "restore a: "},
 		{[]string{"copy", "-repo", repo, "-collection", "vm", "-point", "latest", "-to-repo", dr, "-to-collection", "vm"}, "copy "},
 		{[]string{"stats", "-repo", repo}, "stats: "},
 		{[]string{"gc", "-repo", repo}, "gc mark: "},
