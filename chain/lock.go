@@ -424,9 +424,15 @@ func (l *repoLock) create(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The refresh deadline counts from before the write: the object can be
+	// no older than this once it is stored.
+	before := time.Now()
 	if err := l.repo.store.PutIfAbsent(ctx, l.name, data); err != nil {
 		return fmt.Errorf("write lock: %w", err)
 	}
+	l.mu.Lock()
+	l.lastGood = before
+	l.mu.Unlock()
 	return nil
 }
 

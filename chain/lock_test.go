@@ -340,3 +340,103 @@ func TestReaderLockLost(t *testing.T) {
 		t.Fatalf("reader lock: %v, want ErrLockLost", err)
 	}
 }
+
+// lockWriteCounter counts the writes of lock objects: each one after the
+// first is a refresh.
+type lockWriteCounter struct {
+	chain.Store
+	mu     sync.Mutex
+	writes map[string]int
+	cond   *sync.Cond
+}
+
+func newLockWriteCounter(s chain.Store) *lockWriteCounter {
+	c := &lockWriteCounter{Store: s, writes: map[string]int{}}
+	c.cond = sync.NewCond(&c.mu)
+	return c
+}
+
+func (c *lockWriteCounter) count(name string) {
+	if strings.HasPrefix(name, "locks/") {
+		c.mu.Lock()
+		c.writes[name]++
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	}
+}
+
+func (c *lockWriteCounter) Put(ctx context.Context, name string, data []byte) error {
+	err := c.Store.Put(ctx, name, data)
+	if err == nil {
+		c.count(name)
+	}
+	return err
+}
+
+func (c *lockWriteCounter) PutIfAbsent(ctx context.Context, name string, data []byte) error {
+	err := c.Store.PutIfAbsent(ctx, name, data)
+	if err == nil {
+		c.count(name)
+	}
+	return err
+}
+
+// waitEachWritten waits until n lock objects have each been written at
+// least times times, or until one of the lock contexts ends (a lost lock is
+// no longer refreshed).
+func (c *lockWriteCounter) waitEachWritten(n, times int, locks ...context.Context) {
+	for _, ctx := range locks {
+		defer context.AfterFunc(ctx, func() {
+			c.mu.Lock()
+			c.cond.Broadcast()
+			c.mu.Unlock()
+		})()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		for _, ctx := range locks {
+			if ctx.Err() != nil {
+				return
+			}
+		}
+		ok := 0
+		for _, w := range c.writes {
+			if w >= times {
+				ok++
+			}
+		}
+		if ok >= n {
+			return
+		}
+		c.cond.Wait()
+	}
+}
+
+// A healthy lock on a store that works is kept through its refreshes: a
+// writer's and a reader's lock, each refreshed three times, are not lost.
+// (Once, the first refresh measured its deadline from a zero time, so every
+// operation longer than one refresh period failed with ErrLockLost.)
+func TestHealthyLockSurvivesRefreshes(t *testing.T) {
+	defer chain.SetLockTiming(20*time.Millisecond, 10*time.Second, time.Millisecond)()
+	ctx := context.Background()
+	store := newLockWriteCounter(chain.NewMemStore())
+	repo := newRepoOn(t, store)
+	w, err := repo.NewWriter(ctx, "create")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r, err := repo.OpenReader(ctx, "restore", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	store.waitEachWritten(2, 4, w.Context(), r.Context()) // created, then refreshed three times
+	if err := w.Context().Err(); err != nil {
+		t.Errorf("writer lost its lock on a healthy store: %v", context.Cause(w.Context()))
+	}
+	if err := r.Err(); err != nil {
+		t.Errorf("reader lost its lock on a healthy store: %v", err)
+	}
+}
