@@ -19,11 +19,16 @@ type CopyStats struct {
 // node the target already has: an interrupted copy, flushed now and then,
 // resumes without moving again what it moved.
 //
-// That is sound because a repository holding a tree node holds everything
-// under it, even after a crash: a Writer stores a tree pack only once the
-// packs of every blob its nodes name are stored, and lists packs in its
-// index files in the order it stored them (see Writer's commit order). A
-// copy is such a writer too, and puts children before their parents.
+// That is sound because a repository whose index lists a tree node holds
+// everything under it, even after a crash or a GC:
+//   - a Writer stores a tree pack only once the packs of every blob its
+//     nodes name are stored, and lists packs in its index files in the
+//     order it stored them (see Writer's commit order); a copy is such a
+//     writer too, and puts children before their parents;
+//   - GC lists only the live tree nodes of the packs it keeps: a dead
+//     node stays in its pack, unlisted, while what is under it may go;
+//   - an index load does not recover the tree nodes of packs that a GC
+//     dropped and left in place for readers (garbage records).
 type Copier struct {
 	From *Repository
 	To   *Writer

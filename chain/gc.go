@@ -194,7 +194,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 			report.PacksRepacked++
 			report.BlobsRemoved += len(entries) - live
 		default:
-			keep = append(keep, IndexedPack{ID: packID, Entries: entries})
+			keep = append(keep, IndexedPack{ID: packID, Entries: indexedAfterGC(packID, entries, liveIn)})
 			report.BytesAfter += size
 		}
 	}
@@ -204,10 +204,9 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 		if _, ok := state.stored[packID]; ok {
 			continue
 		}
-		for _, e := range entries {
-			if used[e.ID] {
-				keep = append(keep, IndexedPack{ID: packID, Entries: entries})
-				break
+		if slices.ContainsFunc(entries, func(e PackEntry) bool { return used[e.ID] }) {
+			if listed := indexedAfterGC(packID, entries, liveIn); len(listed) > 0 {
+				keep = append(keep, IndexedPack{ID: packID, Entries: listed})
 			}
 		}
 	}
@@ -331,6 +330,22 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 		return report, fmt.Errorf("gc: %w", err)
 	}
 	return report, nil
+}
+
+// indexedAfterGC returns the entries of a pack GC keeps that the new index
+// lists: every data blob (its bytes stay, so a create may deduplicate
+// against it), but only the live tree nodes. A dead tree node stays in the
+// pack, unlisted: the packs of the nodes and chunks under it may go in this
+// very GC, and a tree node in the index promises its whole subtree to a
+// copy (see Copier). Its bytes count as dead only once the whole pack is.
+func indexedAfterGC(pack ID, entries []PackEntry, liveIn func(ID, PackEntry) bool) []PackEntry {
+	var listed []PackEntry
+	for _, e := range entries {
+		if e.Type == DataBlob || liveIn(pack, e) {
+			listed = append(listed, e)
+		}
+	}
+	return listed
 }
 
 // sweep deletes the packs GC dropped and those earlier GCs deferred, once

@@ -169,6 +169,10 @@ func loadIndexStateOnce(ctx context.Context, store Store, log *slog.Logger) (*in
 	if st.stored, err = listPacks(ctx, store); err != nil {
 		return nil, err
 	}
+	dropped, err := droppedPacks(ctx, store, log)
+	if err != nil {
+		return nil, err
+	}
 	for id, size := range st.stored {
 		if _, ok := st.entries[id]; ok {
 			continue
@@ -187,11 +191,51 @@ func loadIndexStateOnce(ctx context.Context, store Store, log *slog.Logger) (*in
 			st.unreadable[id] = err
 			continue
 		}
+		if dropped[id] {
+			entries = dataEntries(entries)
+		}
 		st.entries[id] = entries
 		st.recovered = append(st.recovered, id)
 		st.idx.add("", []IndexedPack{{ID: id, Entries: entries}})
 	}
 	return st, nil
+}
+
+// droppedPacks returns the packs that garbage records list: a GC or a
+// repair dropped them and left them in place for readers. Their tree nodes
+// are not recovered into an index: a tree node in the index promises its
+// whole subtree (see Copier), and the packs under a dropped node may be
+// gone already. Their data blobs are whole where they are and may be read
+// or deduplicated against. A damaged record hides which packs it lists:
+// that is logged, and everything is recovered as before (GC refuses to
+// run until the record is dealt with).
+func droppedPacks(ctx context.Context, store Store, log *slog.Logger) (map[ID]bool, error) {
+	records, err := loadGarbage(ctx, store)
+	if errors.Is(err, ErrCorrupt) {
+		log.Warn("damaged garbage record; the tree nodes of unindexed packs are recovered as they are", "error", err)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	dropped := map[ID]bool{}
+	for _, g := range records {
+		for _, id := range g.Packs {
+			dropped[id] = true
+		}
+	}
+	return dropped, nil
+}
+
+// dataEntries returns the data blobs' entries among entries.
+func dataEntries(entries []PackEntry) []PackEntry {
+	var data []PackEntry
+	for _, e := range entries {
+		if e.Type == DataBlob {
+			data = append(data, e)
+		}
+	}
+	return data
 }
 
 // loadIndex reads the repository's index.

@@ -182,6 +182,15 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (rp *Restor
 		}
 		st.Creates[requested] = recent
 	}
+	w, err := c.repo.chain.NewWriterWait(ctx, "create "+c.name, opts.LockWait)
+	if err != nil {
+		return nil, fmt.Errorf("create in %q: %w", c.name, err)
+	}
+	cp.w = w // closed by cp.end, after anything the capture may still write
+
+	// The parent is chosen under the writer lock: a GC that ran before it
+	// was visible may have collected a point deleted meanwhile, and every
+	// GC from now on waits for this create.
 	previous, err := c.List(ctx)
 	if err != nil {
 		return nil, err
@@ -189,12 +198,6 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (rp *Restor
 	for _, d := range cp.disks {
 		d.parent = parentOf(previous, d.src.Name)
 	}
-
-	w, err := c.repo.chain.NewWriterWait(ctx, "create "+c.name, opts.LockWait)
-	if err != nil {
-		return nil, fmt.Errorf("create in %q: %w", c.name, err)
-	}
-	cp.w = w // closed by cp.end, after anything the capture may still write
 
 	m := chain.Manifest{
 		ID:                   newRestorePointID(now()),
