@@ -135,6 +135,20 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (VerifyRepo
 		return report, fmt.Errorf("verify: %w", err)
 	}
 	defer lock.unlock()
+	// Under the lock's context: once the lock is lost a GC may run beside
+	// us, and what it moves or removes is not damage. Verify then stops
+	// with ErrLockLost rather than report any.
+	ctx = lock.ctx
+	report, err = r.verifyLocked(ctx, opts)
+	if lost := lock.lost(); lost != nil {
+		return VerifyReport{Damage: []Damage{}}, fmt.Errorf("verify: %w, so what it found cannot be told from what a GC did meanwhile", lost)
+	}
+	return report, err
+}
+
+// verifyLocked is Verify under its lock.
+func (r *Repository) verifyLocked(ctx context.Context, opts VerifyOptions) (VerifyReport, error) {
+	var report VerifyReport
 
 	report.Damage = []Damage{}
 	v := &verifier{repo: r, damage: map[string]*Damage{}, badBlobs: map[ID]string{}}
