@@ -255,7 +255,7 @@ func TestLocks(t *testing.T) {
 		}
 	}
 	// A live process elsewhere holds a shared lock: GC is refused and says who.
-	plant("other", chain.LockInfo{Operation: "create", Host: host, PID: os.Getppid(), Created: time.Now(), Refreshed: time.Now()})
+	plant("other", chain.LockInfo{Operation: "create", Host: host, PID: os.Getppid(), ProcessSpace: chain.ProcessSpace(), Created: time.Now(), Refreshed: time.Now()})
 	_, err := repo.GC(ctx, chain.GCOptions{})
 	if !errors.Is(err, chain.ErrLocked) || !strings.Contains(err.Error(), "create") {
 		t.Fatalf("GC beside a live create: %v, want ErrLocked naming it", err)
@@ -267,12 +267,19 @@ func TestLocks(t *testing.T) {
 	}
 	w.Close()
 	// An exclusive lock refuses writers.
-	plant("other", chain.LockInfo{Exclusive: true, Operation: "gc", Host: host, PID: os.Getppid(), Created: time.Now(), Refreshed: time.Now()})
+	plant("other", chain.LockInfo{Exclusive: true, Operation: "gc", Host: host, PID: os.Getppid(), ProcessSpace: chain.ProcessSpace(), Created: time.Now(), Refreshed: time.Now()})
 	if _, err := repo.NewWriter(ctx, "create"); !errors.Is(err, chain.ErrLocked) {
 		t.Fatalf("writer beside exclusive lock: %v, want ErrLocked", err)
 	}
 	// The holder died (no such PID on this host): the lock is stale, cleared.
-	plant("other", chain.LockInfo{Exclusive: true, Operation: "gc", Host: host, PID: 1 << 30, Created: time.Now(), Refreshed: time.Now()})
+	// The same host name, a PID that does not exist here, but another PID
+	// namespace (a container with host networking): nothing can be told
+	// from the PID, so the lock is live until it goes stale by time.
+	plant("other", chain.LockInfo{Exclusive: true, Operation: "gc", Host: host, PID: 1 << 30, ProcessSpace: "another-boot/pid:[1]", Created: time.Now(), Refreshed: time.Now()})
+	if _, err := repo.GC(ctx, chain.GCOptions{}); !errors.Is(err, chain.ErrLocked) {
+		t.Fatalf("GC beside the lock of a process in another PID namespace of this host name: %v, want ErrLocked", err)
+	}
+	plant("other", chain.LockInfo{Exclusive: true, Operation: "gc", Host: host, PID: 1 << 30, ProcessSpace: chain.ProcessSpace(), Created: time.Now(), Refreshed: time.Now()})
 	if _, err := repo.GC(ctx, chain.GCOptions{}); err != nil {
 		t.Fatalf("GC beside a dead holder's lock: %v", err)
 	}

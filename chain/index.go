@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // blobLocation is where the index says a blob is; the pack is a number into
@@ -35,10 +36,16 @@ type index struct {
 	// that they still exist, since a GC may delete them without changing
 	// any index file.
 	recovered map[ID]bool
+
+	// gen orders indexes by when they began to load (see setIndex).
+	gen uint64
 }
 
+// indexGeneration numbers the indexes of this process as they are begun.
+var indexGeneration atomic.Uint64
+
 func newIndex() *index {
-	return &index{files: map[string]bool{}, packNum: map[ID]uint32{}, blobs: map[ID]blobLocation{}}
+	return &index{files: map[string]bool{}, packNum: map[ID]uint32{}, blobs: map[ID]blobLocation{}, gen: indexGeneration.Add(1)}
 }
 
 const indexPrefix = "index/"

@@ -48,9 +48,11 @@ const tempOrphanAge = time.Hour
 
 var tempPattern = fmt.Sprintf("%s%s-%d-*", tempPrefix, hostTag(), os.Getpid())
 
+// hostTag names this host and process space (see processSpace): only a
+// temp file whose tag is ours has a PID worth checking.
 func hostTag() string {
 	host, _ := os.Hostname()
-	h := Hash([]byte(host))
+	h := Hash([]byte(host + "\x00" + processSpace()))
 	return h.String()[:8]
 }
 

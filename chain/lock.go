@@ -46,12 +46,15 @@ type LockInfo struct {
 	// it conflicts only with other locks of the same collection.
 	Collection string `json:"collection,omitempty"`
 	// Exclusive repository locks (GC) conflict with every other repository lock.
-	Exclusive bool      `json:"exclusive"`
-	Operation string    `json:"operation"`
-	Host      string    `json:"host"`
-	PID       int       `json:"pid"`
-	Created   time.Time `json:"created"`
-	Refreshed time.Time `json:"refreshed"`
+	Exclusive bool   `json:"exclusive"`
+	Operation string `json:"operation"`
+	Host      string `json:"host"`
+	PID       int    `json:"pid"`
+	// ProcessSpace names the boot and PID namespace PID belongs to (see
+	// processSpace); a holder is checked for by PID only from the same one.
+	ProcessSpace string    `json:"process_space,omitempty"`
+	Created      time.Time `json:"created"`
+	Refreshed    time.Time `json:"refreshed"`
 	// Reader locks (a restore, an NBD export, a diff, the source of a copy)
 	// conflict with nothing. GC marks their Roots, the blobs they read
 	// from, and keeps the packs they may read through an index they loaded
@@ -79,7 +82,7 @@ func (l LockInfo) stale(now time.Time) bool {
 		return true
 	}
 	host, _ := os.Hostname()
-	if l.Host == host && l.PID != os.Getpid() && l.PID > 0 {
+	if l.Host == host && l.ProcessSpace != "" && l.ProcessSpace == processSpace() && l.PID != os.Getpid() && l.PID > 0 {
 		// Signal 0 checks existence; ESRCH means the holder died.
 		if err := syscall.Kill(l.PID, 0); errors.Is(err, syscall.ESRCH) {
 			return true
@@ -267,7 +270,7 @@ func (l *repoLock) acquire(ctx context.Context) error {
 	}
 	l.name = lockPrefix + hex.EncodeToString(suffix[:])
 	host, _ := os.Hostname()
-	l.info.Host, l.info.PID, l.info.Created = host, os.Getpid(), time.Now().UTC()
+	l.info.Host, l.info.PID, l.info.ProcessSpace, l.info.Created = host, os.Getpid(), processSpace(), time.Now().UTC()
 	if err := l.create(ctx); err != nil {
 		if !errors.Is(err, ErrExists) {
 			// The store may have written it before failing to answer.

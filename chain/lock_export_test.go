@@ -19,3 +19,9 @@ func SetGarbageClockSkew(d time.Duration) (restore func()) {
 	garbageClockSkew = d
 	return func() { garbageClockSkew = old }
 }
+
+// HostTag is this host's and process space's tag in temp file names.
+func HostTag() string { return hostTag() }
+
+// ProcessSpace is what this process writes as a lock's process_space.
+func ProcessSpace() string { return processSpace() }

@@ -44,7 +44,7 @@ func plantLock(t *testing.T, store chain.Store, name string, info chain.LockInfo
 // liveLock is a lock a running process elsewhere on this host holds.
 func liveLock(operation string, exclusive bool) chain.LockInfo {
 	host, _ := os.Hostname()
-	return chain.LockInfo{Exclusive: exclusive, Operation: operation, Host: host, PID: os.Getppid(), Created: time.Now(), Refreshed: time.Now()}
+	return chain.LockInfo{Exclusive: exclusive, Operation: operation, Host: host, PID: os.Getppid(), ProcessSpace: chain.ProcessSpace(), Created: time.Now(), Refreshed: time.Now()}
 }
 
 func lockNames(t *testing.T, store chain.Store) []string {
@@ -297,7 +297,7 @@ func TestUnlock(t *testing.T) {
 	store := repo.Store()
 	host, _ := os.Hostname()
 	long := time.Now().Add(-2 * chain.LockStaleAfter)
-	plantLock(t, store, "dead", chain.LockInfo{Operation: "create", Host: host, PID: 1 << 30, Created: time.Now(), Refreshed: time.Now()})
+	plantLock(t, store, "dead", chain.LockInfo{Operation: "create", Host: host, PID: 1 << 30, ProcessSpace: chain.ProcessSpace(), Created: time.Now(), Refreshed: time.Now()})
 	plantLock(t, store, "old", chain.LockInfo{Operation: "gc", Exclusive: true, Host: "elsewhere", PID: 1, Created: long, Refreshed: long})
 	plantLock(t, store, "live", liveLock("create", false))
 	if err := store.Put(ctx, "locks/garbled", []byte("{")); err != nil {

@@ -136,10 +136,16 @@ func (r *Repository) refreshIndex(ctx context.Context) error {
 	return nil
 }
 
-// setIndex makes idx the index reads and writers use from now on.
+// setIndex makes idx the index reads and writers use from now on, unless
+// an index that began to load after idx did is installed already: two
+// loads racing (a reader's reload, a writer's refresh) must not put back
+// an index from before a GC, which would let a create deduplicate against
+// blobs the GC removed.
 func (r *Repository) setIndex(idx *index) {
 	r.idxMu.Lock()
-	r.idx = idx
+	if r.idx == nil || idx.gen >= r.idx.gen {
+		r.idx = idx
+	}
 	r.idxMu.Unlock()
 }
 

@@ -97,7 +97,7 @@ func TestLocalStorePermissionsAndTemp(t *testing.T) {
 	old := time.Now().Add(-2 * time.Hour)
 	os.Chtimes(leftover, old, old)
 	// A live writer's file (this process's) stays.
-	live := filepath.Join(dir, "packs", "ab", fmt.Sprintf(".tmp-%s-%d-789", hostTagForTest(), os.Getpid()))
+	live := filepath.Join(dir, "packs", "ab", fmt.Sprintf(".tmp-%s-%d-789", chain.HostTag(), os.Getpid()))
 	if err := os.WriteFile(live, []byte("in flight"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -118,13 +118,6 @@ func TestLocalStorePermissionsAndTemp(t *testing.T) {
 	if _, err := os.Stat(live); err != nil {
 		t.Errorf("a live writer's temp file was removed: %v", err)
 	}
-}
-
-// hostTagForTest is this host's tag in temp file names, computed as the
-// store computes it.
-func hostTagForTest() string {
-	host, _ := os.Hostname()
-	return chain.Hash([]byte(host)).String()[:8]
 }
 
 // Objects that must never be replaced are created with PutIfAbsent: of

@@ -17,7 +17,7 @@ import (
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 )
 
-// unlock removes the locks of operations that died and leaves live ones;
+// unlock removes the locks of operations that died (stale) and leaves live ones;
 // unlock -all removes those too.
 func TestCLIUnlock(t *testing.T) {
 	repo := filepath.Join(t.TempDir(), "repo")
@@ -34,7 +34,8 @@ func TestCLIUnlock(t *testing.T) {
 		}
 	}
 	now := time.Now()
-	plant("dead", chain.LockInfo{Operation: "create", Host: host, PID: 1 << 30, Created: now, Refreshed: now})
+	long := now.Add(-2 * chain.LockStaleAfter) // its holder stopped refreshing it long ago
+	plant("dead", chain.LockInfo{Operation: "create", Host: host, PID: 1 << 30, Created: long, Refreshed: long})
 	plant("live", chain.LockInfo{Operation: "gc", Exclusive: true, Host: host, PID: os.Getppid(), Created: now, Refreshed: now})
 
 	if out := mustCLI(t, "unlock", "-repo", repo); !strings.Contains(out, "removed 1 stale lock") {
