@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"strings"
 	"text/tabwriter"
@@ -26,7 +25,7 @@ func runDiff(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "from": from, "to": to, "disk": disk}); err != nil {
 		return err
 	}
-	_, c, err := openCollection(ctx, *repoDir, *collection)
+	_, c, err := openCollection(ctx, e, *repoDir, *collection)
 	if err != nil {
 		return err
 	}
@@ -97,7 +96,7 @@ func runCopy(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 		}
 		opts.RateLimit = &limit
 	}
-	srcRepo, err := openRepositoryWithKey(ctx, *repoDir, sourceKey)
+	srcRepo, err := openRepositoryWithKey(ctx, e, *repoDir, sourceKey)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
@@ -106,7 +105,7 @@ func runCopy(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	if err != nil {
 		return err
 	}
-	_, dst, err := openCollection(ctx, *toRepo, *toCollection)
+	_, dst, err := openCollection(ctx, e, *toRepo, *toCollection)
 	if err != nil {
 		return fmt.Errorf("target: %w", err)
 	}
@@ -228,7 +227,7 @@ func runPrune(ctx context.Context, e *env, fs *flag.FlagSet, args []string) erro
 	if *utc {
 		p.Location = time.UTC
 	}
-	_, c, err := openCollection(ctx, *repoDir, *collection)
+	_, c, err := openCollection(ctx, e, *repoDir, *collection)
 	if err != nil {
 		return err
 	}
@@ -268,7 +267,7 @@ func runServeNBD(ctx context.Context, e *env, fs *flag.FlagSet, args []string) e
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point, "disk": disk, "listen": listen}); err != nil {
 		return err
 	}
-	_, c, err := openCollection(ctx, *repoDir, *collection)
+	_, c, err := openCollection(ctx, e, *repoDir, *collection)
 	if err != nil {
 		return err
 	}
@@ -310,7 +309,7 @@ func serveDisk(ctx context.Context, e *env, c *snapshot.Collection, point, disk 
 	defer r.Close() // releases its reader lock
 	srv := &nbd.Server{
 		Exports: map[string]*nbd.Export{disk: {Name: disk, Description: c.Name() + "/" + rp.ID + "/" + disk, Size: r.Size(), Disk: r}},
-		Log:     slog.New(slog.NewTextHandler(e.stderr, nil)),
+		Log:     e.logger(),
 	}
 	fmt.Fprintf(e.stdout, "serving disk %s of restore point %s (%s), read-only, at %s\n", disk, rp.ID, humanize.IBytes(uint64(r.Size())), url)
 	return srv.Serve(ctx, l)

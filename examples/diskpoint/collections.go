@@ -16,7 +16,7 @@ func runCollections(ctx context.Context, e *env, fs *flag.FlagSet, args []string
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
-	repo, err := openRepository(ctx, *repoDir)
+	repo, err := openRepository(ctx, e, *repoDir)
 	if err != nil {
 		return err
 	}

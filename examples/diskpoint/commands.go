@@ -83,8 +83,8 @@ func binaryUnits(s string) string {
 	return t
 }
 
-func openCollection(ctx context.Context, repoDir, name string) (*snapshot.Repository, *snapshot.Collection, error) {
-	repo, err := openRepository(ctx, repoDir)
+func openCollection(ctx context.Context, e *env, repoDir, name string) (*snapshot.Repository, *snapshot.Collection, error) {
+	repo, err := openRepository(ctx, e, repoDir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -139,7 +139,7 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		}
 		opts.VMConfig = data
 	}
-	_, c, err := openCollection(ctx, *repoDir, *collection)
+	_, c, err := openCollection(ctx, e, *repoDir, *collection)
 	if err != nil {
 		return err
 	}
@@ -218,7 +218,7 @@ func runList(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection}); err != nil {
 		return err
 	}
-	_, c, err := openCollection(ctx, *repoDir, *collection)
+	_, c, err := openCollection(ctx, e, *repoDir, *collection)
 	if err != nil {
 		return err
 	}
@@ -271,7 +271,7 @@ func runShow(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point}); err != nil {
 		return err
 	}
-	_, c, err := openCollection(ctx, *repoDir, *collection)
+	_, c, err := openCollection(ctx, e, *repoDir, *collection)
 	if err != nil {
 		return err
 	}
@@ -316,7 +316,7 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 	if *force && *incremental {
 		return usageError{"-force and -incremental: -incremental updates the target in place, -force replaces it; give one"}
 	}
-	_, c, err := openCollection(ctx, *repoDir, *collection)
+	_, c, err := openCollection(ctx, e, *repoDir, *collection)
 	if err != nil {
 		return err
 	}
@@ -375,7 +375,7 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		}
 		repairPaths = append(repairPaths, path)
 	}
-	repo, err := openRepository(ctx, *repoDir)
+	repo, err := openRepository(ctx, e, *repoDir)
 	if err != nil {
 		return err
 	}
@@ -440,7 +440,7 @@ func runDelete(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point}); err != nil {
 		return err
 	}
-	_, c, err := openCollection(ctx, *repoDir, *collection)
+	_, c, err := openCollection(ctx, e, *repoDir, *collection)
 	if err != nil {
 		return err
 	}
@@ -460,7 +460,7 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
-	repo, err := openRepository(ctx, *repoDir)
+	repo, err := openRepository(ctx, e, *repoDir)
 	if err != nil {
 		return err
 	}
@@ -509,7 +509,7 @@ func runUnlock(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
-	repo, err := openRepository(ctx, *repoDir)
+	repo, err := openRepository(ctx, e, *repoDir)
 	if err != nil {
 		return err
 	}

@@ -162,7 +162,7 @@ func runHooksLog(ctx context.Context, e *env, fs *flag.FlagSet, args []string) e
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection}); err != nil {
 		return err
 	}
-	_, c, err := openCollection(ctx, *repoDir, *collection)
+	_, c, err := openCollection(ctx, e, *repoDir, *collection)
 	if err != nil {
 		return err
 	}

@@ -118,14 +118,14 @@ func runKeyCommand(ctx context.Context, command string) (string, error) {
 }
 
 // openRepository opens the repository in dir with the environment's key.
-func openRepository(ctx context.Context, dir string) (*snapshot.Repository, error) {
-	return openRepositoryWithKey(ctx, dir, environmentKey(keyVariables))
+func openRepository(ctx context.Context, e *env, dir string) (*snapshot.Repository, error) {
+	return openRepositoryWithKey(ctx, e, dir, environmentKey(keyVariables))
 }
 
 // openRepositoryWithKey opens the repository in dir with the key source
 // names, if any. A missing key for an encrypted repository says which
 // variables to set; no other error does.
-func openRepositoryWithKey(ctx context.Context, dir string, source keySource) (*snapshot.Repository, error) {
+func openRepositoryWithKey(ctx context.Context, e *env, dir string, source keySource) (*snapshot.Repository, error) {
 	key, err := source.load(ctx)
 	if err != nil {
 		return nil, err
@@ -136,6 +136,9 @@ func openRepositoryWithKey(ctx context.Context, dir string, source keySource) (*
 		return nil, fmt.Errorf("%w (%s)", err, source.hint())
 	case errors.Is(err, snapshot.ErrNotFound):
 		return nil, noRepositoryError{err}
+	case err != nil:
+		return nil, err
 	}
-	return repo, err
+	repo.SetLogger(e.logger())
+	return repo, nil
 }

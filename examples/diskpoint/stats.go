@@ -20,7 +20,7 @@ func runStats(ctx context.Context, e *env, fs *flag.FlagSet, args []string) erro
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
-	repo, err := openRepository(ctx, *repoDir)
+	repo, err := openRepository(ctx, e, *repoDir)
 	if err != nil {
 		return err
 	}
