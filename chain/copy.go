@@ -11,6 +11,10 @@ type CopyStats struct {
 	Bytes        int64 `json:"bytes_copied"`  // plaintext
 	Stored       int64 `json:"bytes_stored"`  // compressed, in the target
 	BlobsPresent int64 `json:"blobs_present"` // already in the target, not moved
+	// Covered is how much of the disks' logical size the copy has dealt
+	// with, moved or found present: the measure of its progress, since
+	// what it will move is not known until it is done.
+	Covered int64 `json:"bytes_covered"`
 }
 
 // Copier moves the blobs of disk restore points from one repository into a
@@ -76,10 +80,12 @@ func (c *Copier) Flush(ctx context.Context) error {
 
 func (c *Copier) copyNode(ctx context.Context, t *TreeReader, id ID, level int, n int64) error {
 	if id.IsZero() {
+		c.cover(t.g.SubtreeBytes(level, n))
 		return nil
 	}
 	if c.To.Has(id) {
 		c.stats.BlobsPresent++
+		c.cover(t.g.SubtreeBytes(level, n))
 		return nil // and so everything under it
 	}
 	ids, err := t.node(ctx, id, level, n, false)
@@ -100,7 +106,18 @@ func (c *Copier) copyNode(ctx context.Context, t *TreeReader, id ID, level int, 
 			return err
 		}
 	}
+	if level == 0 {
+		c.cover(t.g.LeafBytes(n))
+	}
 	return c.move(ctx, TreeBlob, id)
+}
+
+// cover counts n more bytes of the disk as dealt with, and reports it.
+func (c *Copier) cover(n int64) {
+	c.stats.Covered += n
+	if c.Progress != nil {
+		c.Progress(c.stats)
+	}
 }
 
 func (c *Copier) move(ctx context.Context, t BlobType, id ID) error {

@@ -68,3 +68,50 @@ func TestCopierResumes(t *testing.T) {
 		t.Fatalf("verify target: %+v %v", vr, err)
 	}
 }
+
+// A copy's progress is how much of the disk it has dealt with, moved or
+// found present: it ends at the disk's size whether the copy moves all of
+// it, part of it (an incremental point whose parent the target has) or
+// nothing, and it never goes back.
+func TestCopyProgressCoversTheDisk(t *testing.T) {
+	ctx := context.Background()
+	src := newRepo(t)
+	rng := rand.New(rand.NewPCG(9, 9))
+	ids, data := randomBlocks(rng, 301, 5) // 301 blocks: the last leaf and node are short
+	first := commit(t, src, "p1", ids, data)
+	changed, more := randomBlocks(rng, 20, 0)
+	for i, id := range changed {
+		ids[i*15] = id
+		data[id] = more[id]
+	}
+	second := commit(t, src, "p2", ids, data)
+	size := first.Disks[0].Size
+
+	dst := newRepo(t)
+	for _, tc := range []struct {
+		name  string
+		point *chain.Manifest
+	}{{"whole", first}, {"incremental", second}, {"present", second}} {
+		w, err := dst.NewWriter(ctx, "copy")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var last int64
+		c := &chain.Copier{From: src, To: w, Progress: func(s chain.CopyStats) {
+			if s.Covered < last || s.Covered > size {
+				t.Errorf("%s: progress went from %d to %d of %d", tc.name, last, s.Covered, size)
+			}
+			last = s.Covered
+		}}
+		if err := c.CopyDisk(ctx, tc.point.Disks[0]); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		if s := c.Stats(); s.Covered != size {
+			t.Errorf("%s copy (%d bytes moved) covered %d bytes of a %d-byte disk", tc.name, s.Bytes, s.Covered, size)
+		}
+	}
+}

@@ -38,6 +38,16 @@ func (g Geometry) LeafOffset(j int64) int64 { return j * g.LeafSpan() }
 // LeafSpan is the bytes a full leaf covers.
 func (g Geometry) LeafSpan() int64 { return int64(g.Fanout) * int64(g.BlockSize) }
 
+// SubtreeBytes is the number of disk bytes node n of level covers (a
+// leaf's are LeafBytes).
+func (g Geometry) SubtreeBytes(level int, n int64) int64 {
+	first := n * g.leavesUnder(level)
+	if first >= g.Leaves() {
+		return 0
+	}
+	return min(g.leavesUnder(level)*g.LeafSpan(), g.Size-g.LeafOffset(first))
+}
+
 // Height is the level of the root: 0 when one leaf holds every block.
 func (g Geometry) Height() int {
 	h := 0

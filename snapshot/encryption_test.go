@@ -146,7 +146,7 @@ func TestCopyBetweenKeys(t *testing.T) {
 		if err != nil {
 			t.Fatalf("copy between differently keyed repositories: %v", err)
 		}
-		if stats.Blobs == 0 || copied.ID != rp.ID || copied.Disks[0].Root == rp.Disks[0].Root {
+		if stats.Blobs == 0 || stats.Covered != rp.Disks[0].Size || copied.ID != rp.ID || copied.Disks[0].Root == rp.Disks[0].Root {
 			t.Errorf("copy across keys: %+v, root %s (source %s)", stats, copied.Disks[0].Root, rp.Disks[0].Root)
 		}
 		restoreAndCompare(t, c, rp.ID, "d", readFile(t, disk))

@@ -74,6 +74,10 @@ func (c *rekeyCopier) disk(ctx context.Context, d chain.DiskManifest) (chain.Dis
 		if err := builder.AddLeaf(ctx, renamed); err != nil {
 			return d, err
 		}
+		c.stats.Covered += g.LeafBytes(j)
+		if c.progress != nil {
+			c.progress(c.stats)
+		}
 	}
 	root, err := builder.Finish(ctx)
 	if err != nil {

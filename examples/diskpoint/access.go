@@ -136,7 +136,7 @@ func runCopy(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 			for _, d := range rp.Disks {
 				total += d.Size
 			}
-			opts.Progress = func(s chain.CopyStats) { progress.update(s.Bytes, total) }
+			opts.Progress = func(s chain.CopyStats) { progress.update(s.Covered, total) }
 		}
 		_, err := dst.Get(ctx, rp.ID)
 		present := err == nil // then Copy succeeds and moves nothing

@@ -153,3 +153,24 @@ func TestCLIProgressTotalOfABlockDevice(t *testing.T) {
 		t.Errorf("create of block device %s drew %q; want a total of 6.0 MiB", dev, drawn)
 	}
 }
+
+// A copy's progress ends at the point's logical size even when it moves a
+// fraction of it (an incremental point whose parent the target has): what
+// it counts is how much of the disks it has dealt with.
+func TestCLICopyProgressReachesTheTotal(t *testing.T) {
+	dir := t.TempDir()
+	repo, dr, img := filepath.Join(dir, "repo"), filepath.Join(dir, "dr"), filepath.Join(dir, "a.img")
+	mustBinary(t, nil, "init", "-repo", repo)
+	mustBinary(t, nil, "init", "-repo", dr)
+	demodisk.Create(img, 4<<20, 1, demodisk.MixedImage)
+	mustBinary(t, nil, "create", "-repo", repo, "-collection", "vm", "a="+img)
+	mustBinary(t, nil, "copy", "-repo", repo, "-collection", "vm", "-point", "latest", "-to-repo", dr, "-to-collection", "vm")
+	if _, err := demodisk.Scatter(img, 0.05, 2); err != nil {
+		t.Fatal(err)
+	}
+	mustBinary(t, nil, "create", "-repo", repo, "-collection", "vm", "a="+img)
+	drawn := mustOnTerminal(t, "copy", "-repo", repo, "-collection", "vm", "-point", "latest", "-to-repo", dr, "-to-collection", "vm", "-v")
+	if !strings.Contains(drawn, "4.0 MiB / 4.0 MiB") {
+		t.Errorf("an incremental copy drew %q; want its progress to end at 4.0 MiB / 4.0 MiB", drawn)
+	}
+}
