@@ -18,8 +18,8 @@ import (
 func runDiff(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory`")
 	collection := fs.String("collection", "", "collection `name`")
-	from := fs.String("from", "", "restore point `ID` (or latest)")
-	to := fs.String("to", "", "restore point `ID` (or latest)")
+	from := fs.String("from", "", "the older restore point: `ID`, a unique prefix of one, or latest (the newest that has the disk)")
+	to := fs.String("to", "", "the newer restore point: `ID`, a unique prefix of one, or latest (the newest that has the disk)")
 	disk := fs.String("disk", "", "disk `name`")
 	asJSON := fs.Bool("json", false, "print the ranges as JSON")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "from": from, "to": to, "disk": disk}); err != nil {

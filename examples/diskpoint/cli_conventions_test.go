@@ -416,3 +416,28 @@ func TestCLICopy(t *testing.T) {
 		t.Fatal("restore after a copy out of an encrypted repository differs")
 	}
 }
+
+// delete takes an ID or a unique prefix, says which point it deleted, and
+// refuses latest (it changes meaning with every create) and an ambiguous
+// prefix, deleting nothing.
+func TestCLIDeleteNamesItsPoint(t *testing.T) {
+	repo, ids, _ := twoPoints(t)
+	if code, _, errOut := runBinary(t, nil, "delete", "-repo", repo, "-collection", "vm", "-point", "latest"); code != 2 || !strings.Contains(errOut, "by its ID") {
+		t.Errorf("delete -point latest: exit %d, %q; want a usage error", code, errOut)
+	}
+	if code, _, errOut := runBinary(t, nil, "delete", "-repo", repo, "-collection", "vm", "-point", ids[0][:2]); code != 1 || !strings.Contains(errOut, "ambiguous") {
+		t.Errorf("delete of an ambiguous prefix: exit %d, %q", code, errOut)
+	}
+	out := mustBinary(t, nil, "delete", "-repo", repo, "-collection", "vm", "-point", ids[0][:len(ids[0])-2])
+	if !strings.Contains(out, "deleted restore point "+ids[0]) {
+		t.Errorf("delete by prefix said %q; want the full ID %s", out, ids[0])
+	}
+	var left []jsonPoint
+	json.Unmarshal([]byte(mustBinary(t, nil, "list", "-repo", repo, "-collection", "vm", "-json")), &left)
+	if len(left) != 1 || left[0].ID != ids[1] {
+		t.Errorf("after deleting %s by prefix the collection holds %+v", ids[0], left)
+	}
+	if out := mustBinary(t, nil, "show", "-repo", repo, "-collection", "vm", "-point", ids[1]); !strings.Contains(out, "STORED AT CREATE") {
+		t.Errorf("show's disk table does not say its STORED column is what the disk added at create:\n%s", out)
+	}
+}

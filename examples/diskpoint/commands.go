@@ -190,7 +190,8 @@ func readRanges(ctx context.Context, path, diskPath string) ([]blockdiff.Range, 
 
 func printDisks(e *env, rp *snapshot.RestorePoint) {
 	tw := tabwriter.NewWriter(e.stdout, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "  DISK\tSIZE\tCHANGED\tSTORED\tPARENT")
+	// STORED is what the disk added to the repository at create, as in list.
+	fmt.Fprintln(tw, "  DISK\tSIZE\tCHANGED\tSTORED AT CREATE\tPARENT")
 	for _, d := range rp.Disks {
 		parent := d.Parent
 		if parent == "" {
@@ -436,18 +437,27 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 func runDelete(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory`")
 	collection := fs.String("collection", "", "collection `name`")
-	point := fs.String("point", "", "restore point `ID`")
+	point := fs.String("point", "", "restore point `ID` (or a unique prefix of one)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point}); err != nil {
 		return err
+	}
+	if *point == snapshot.Latest {
+		// What latest names changes with every create: a deletion names
+		// the point it means.
+		return usageError{"delete -point latest: name the restore point by its ID (or a unique prefix)"}
 	}
 	_, c, err := openCollection(ctx, e, *repoDir, *collection)
 	if err != nil {
 		return err
 	}
-	if err := c.Delete(ctx, *point); err != nil {
+	rp, err := c.Get(ctx, *point)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "deleted restore point %s from %s (run gc to reclaim its space)\n", *point, *collection)
+	if err := c.Delete(ctx, rp.ID); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "deleted restore point %s from %s (run gc to reclaim its space)\n", rp.ID, *collection)
 	return nil
 }
 

@@ -13,12 +13,12 @@
 //	diskpoint show    -repo DIR -collection NAME -point ID|PREFIX|latest [-disk DISK] [-json]
 //	diskpoint restore -repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -to PATH|DIR [-force | -incremental [-from ID]] [-sync]
 //	diskpoint verify  -repo DIR [-structure-only | -read-data-subset N/M|P%] [-repair-from DISK=PATH]... [-json]
-//	diskpoint delete  -repo DIR -collection NAME -point ID
+//	diskpoint delete  -repo DIR -collection NAME -point ID|PREFIX
 //	diskpoint gc      -repo DIR [-dry-run] [-ignore-damaged] [-lock-wait DURATION] [-json]
 //	diskpoint stats   -repo DIR [-collection NAME] [-json]
 //	diskpoint unlock  -repo DIR [-all]
 //	diskpoint hooks-log -repo DIR -collection NAME [-json]
-//	diskpoint diff    -repo DIR -collection NAME -from ID -to ID -disk DISK [-json]
+//	diskpoint diff    -repo DIR -collection NAME -from ID|PREFIX|latest -to ID|PREFIX|latest -disk DISK [-json]
 //	diskpoint copy    -repo DIR -collection NAME (-point ID|PREFIX|latest | -all) -to-repo DIR -to-collection NAME
 //	                  [-from-key-file FILE | -from-key-command CMD | -from-no-key] [-rate-limit azure|N/DURATION] [-checkpoint SIZE] [-json]
 //	diskpoint prune   -repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-keep-yearly N]
