@@ -154,8 +154,8 @@ func runCopy(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 			fmt.Fprintf(e.stdout, "restore point %s is in %s in %s already: nothing to copy\n", copied.ID, *toCollection, *toRepo)
 			continue
 		}
-		fmt.Fprintf(e.stdout, "copied restore point %s to %s in %s: moved %d blobs (%s, %s stored); %d were there already\n",
-			copied.ID, *toCollection, *toRepo, stats.Blobs, humanize.IBytes(uint64(stats.Bytes)), humanize.IBytes(uint64(stats.Stored)), stats.BlobsPresent)
+		fmt.Fprintf(e.stdout, "copied restore point %s to %s in %s: moved %s (%s, %s stored); %s there already\n",
+			copied.ID, *toCollection, *toRepo, count(stats.Blobs, "blob"), humanize.IBytes(uint64(stats.Bytes)), humanize.IBytes(uint64(stats.Stored)), count(stats.BlobsPresent, "blob"))
 	}
 	switch {
 	case *asJSON && *all:

@@ -5,11 +5,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -440,4 +443,94 @@ func TestCLIDeleteNamesItsPoint(t *testing.T) {
 	if out := mustBinary(t, nil, "show", "-repo", repo, "-collection", "vm", "-point", ids[1]); !strings.Contains(out, "STORED AT CREATE") {
 		t.Errorf("show's disk table does not say its STORED column is what the disk added at create:\n%s", out)
 	}
+}
+
+// The README's first session works as shown: every "$" line of the block
+// between <!-- session:begin --> and <!-- session:end --> runs in a shell
+// whose diskpoint is the CLI, exits 0 (or as its "# exit N" says), and each
+// output line shown appears in the command's output, once IDs, times,
+// sizes, durations and rates are masked.
+func TestCLIREADMESession(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "<!-- session:begin -->")
+	block, _, ok2 := strings.Cut(block, "<!-- session:end -->")
+	if !ok || !ok2 {
+		t.Fatal("README has no session block")
+	}
+	type step struct {
+		command string
+		exit    int
+		shown   []string
+	}
+	var steps []step
+	for _, line := range strings.Split(block, "\n") {
+		switch {
+		case strings.HasPrefix(line, "$ "):
+			st := step{command: strings.TrimPrefix(line, "$ ")}
+			if cmd, comment, ok := strings.Cut(st.command, "# exit "); ok {
+				st.command = cmd
+				st.exit, _ = strconv.Atoi(strings.TrimSpace(comment))
+			}
+			steps = append(steps, st)
+		case strings.HasPrefix(line, "```") || line == "" || len(steps) == 0:
+		default:
+			steps[len(steps)-1].shown = append(steps[len(steps)-1].shown, line)
+		}
+	}
+	if len(steps) < 10 {
+		t.Fatalf("the README session has %d commands", len(steps))
+	}
+	// A directory whose diskpoint is this test binary acting as the CLI.
+	bin := t.TempDir()
+	self, err := filepath.Abs(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(self, filepath.Join(bin, "diskpoint")); err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	var exports []string // what the session exported so far
+	for _, st := range steps {
+		if name, value, ok := strings.Cut(strings.TrimPrefix(st.command, "export "), "="); ok && strings.HasPrefix(st.command, "export ") {
+			exports = append(exports, name+"="+strings.TrimSpace(value))
+			continue
+		}
+		cmd := exec.Command("/bin/sh", "-c", st.command)
+		cmd.Dir = work
+		cmd.Env = append(append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "DISKPOINT_TEST_CLI=1"), exports...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != st.exit {
+			t.Errorf("$ %s: exit %d, the README says %d:\n%s", st.command, code, st.exit, out)
+			continue
+		}
+		got := map[string]bool{}
+		for _, l := range strings.Split(string(out), "\n") {
+			got[maskVarying(l)] = true
+		}
+		for _, want := range st.shown {
+			if !got[maskVarying(want)] {
+				t.Errorf("$ %s: the README shows %q, which the output lacks:\n%s", st.command, want, out)
+			}
+		}
+	}
+}
+
+// varying matches what differs between runs of the same session.
+var varying = regexp.MustCompile(`\d{8}-\d{6}-[0-9a-f]{6}|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d( [+-]\d\d:\d\d| UTC)?|\d+(\.\d+)?( ?[KMGT]?i?B(/s)?|ms|µs|s|x)?`)
+
+// maskVarying masks IDs, times and numbers in line and collapses runs of
+// spaces (column widths follow the values).
+func maskVarying(line string) string {
+	return strings.Join(strings.Fields(varying.ReplaceAllString(line, "#")), " ")
 }

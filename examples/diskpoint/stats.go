@@ -45,9 +45,9 @@ func runStats(ctx context.Context, e *env, fs *flag.FlagSet, args []string) erro
 // is every collection.
 func printRepositoryStats(e *env, repoDir string, all bool, st snapshot.RepositoryStats) {
 	w := e.stdout
-	fmt.Fprintf(w, "repository %s: %d restore points", repoDir, st.RestorePoints)
+	fmt.Fprintf(w, "repository %s: %s", repoDir, count(st.RestorePoints, "restore point"))
 	if all {
-		fmt.Fprintf(w, " in %d collections", len(st.Collections))
+		fmt.Fprintf(w, " in %s", count(len(st.Collections), "collection"))
 	}
 	if st.DamagedPoints > 0 {
 		fmt.Fprintf(w, " (and %d damaged, not counted: run verify)", st.DamagedPoints)
@@ -56,7 +56,7 @@ func printRepositoryStats(e *env, repoDir string, all bool, st snapshot.Reposito
 	fmt.Fprintf(w, "  logical size:  %s (the disks' sizes, summed over restore points)\n", size(st.LogicalBytes))
 	fmt.Fprintf(w, "  stored size:   %s (what the restore points need, compressed)\n", size(st.StoredBytes))
 	fmt.Fprintf(w, "  dedup ratio:   %s\n", ratio(st.DedupRatio))
-	fmt.Fprintf(w, "  chunks:        %d, in %d packs\n", st.Chunks, st.Packs)
+	fmt.Fprintf(w, "  chunks:        %d, in %s\n", st.Chunks, count(st.Packs, "pack"))
 	fmt.Fprintf(w, "  packs on disk: %d files, %s (gc reclaims what no restore point needs)\n", st.PackFiles, size(st.PackBytes))
 	if st.MissingBlobs > 0 {
 		fmt.Fprintf(w, "  missing:       %d blobs the index lacks (run verify)\n", st.MissingBlobs)
@@ -86,4 +86,17 @@ func printRepositoryStats(e *env, repoDir string, all bool, st snapshot.Reposito
 
 func size(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
 
-func ratio(r float64) string { return strconv.FormatFloat(r, 'f', 2, 64) + "x" }
+func ratio(r float64) string {
+	if r == 0 {
+		return "-" // nothing stored (the disks are all zeros): no ratio
+	}
+	return strconv.FormatFloat(r, 'f', 2, 64) + "x"
+}
+
+// count is n things, in the singular for one.
+func count[N ~int | ~int64](n N, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
+}
