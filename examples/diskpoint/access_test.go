@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
-	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -93,28 +89,10 @@ func TestCLIDiffRestoreCopyPrune(t *testing.T) {
 
 // serve-nbd exports a restore point that qemu-img reads bit-exact.
 func TestCLIServeNBD(t *testing.T) {
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("qemu-img is missing (.ci/run installs qemu-utils)")
-		}
-		t.Skip("needs qemu-img (apt-get install qemu-utils)")
-	}
+	requireQemuImg(t)
 	repo, ids, images := twoPoints(t)
-	sock := filepath.Join(t.TempDir(), "nbd.sock")
-	ctx, cancel := context.WithCancel(context.Background())
-	stdout, w := io.Pipe()
-	done := make(chan int, 1)
-	var errOut bytes.Buffer
-	go func() {
-		done <- run(ctx, &env{stdout: w, stderr: &errOut}, []string{"serve-nbd", "-repo", repo, "-collection", "vm", "-point", ids[0], "-disk", "d", "-listen", "unix:" + sock})
-		w.Close()
-	}()
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("serve-nbd said nothing: %v %s", err, errOut.String())
-	}
-	go io.Copy(io.Discard, stdout)
-	url := strings.TrimSpace(line[strings.LastIndex(line, " ")+1:])
+	serving := startServeNBD(t, "-repo", repo, "-collection", "vm", "-point", ids[0], "-disk", "d")
+	url := serving.url
 	out := filepath.Join(t.TempDir(), "copy.img")
 	if b, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "raw", url, out).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img convert %s: %v\n%s", url, err, b)
@@ -122,8 +100,7 @@ func TestCLIServeNBD(t *testing.T) {
 	if !bytes.Equal(readAll(t, out), images[0]) {
 		t.Fatal("qemu-img read something other than the restore point")
 	}
-	cancel()
-	if code := <-done; code != 0 {
-		t.Errorf("serve-nbd exit %d: %s", code, errOut.String())
+	if code, errOut := serving.stop(); code != 0 {
+		t.Errorf("serve-nbd exit %d: %s", code, errOut)
 	}
 }

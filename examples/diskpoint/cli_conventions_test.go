@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -286,23 +284,10 @@ func TestCLIPointReferences(t *testing.T) {
 	}
 
 	// serve-nbd exports the newest point that has the disk.
-	sock := filepath.Join(t.TempDir(), "nbd.sock")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stdout, w := io.Pipe()
-	done := make(chan int, 1)
-	var serveErr bytes.Buffer
-	go func() {
-		done <- run(ctx, &env{stdout: w, stderr: &serveErr}, []string{"serve-nbd", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "d", "-listen", "unix:" + sock})
-		w.Close()
-	}()
-	line, _ := bufio.NewReader(stdout).ReadString('\n')
-	go io.Copy(io.Discard, stdout)
-	if !strings.Contains(line, "of restore point "+ids[1]) {
-		t.Errorf("serve-nbd -point latest -disk d said %q (%s), want point %s", line, serveErr.String(), ids[1])
+	serving := startServeNBD(t, "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "d")
+	if !strings.Contains(serving.line, "of restore point "+ids[1]) {
+		t.Errorf("serve-nbd -point latest -disk d said %q, want point %s", serving.line, ids[1])
 	}
-	cancel()
-	<-done
 }
 
 // collections lists the repository's collections; list of a name never

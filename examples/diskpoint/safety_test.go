@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -88,29 +86,10 @@ func TestCLIGCIgnoreDamaged(t *testing.T) {
 // meanwhile keeps serving it bit-exact; once the export stops, gc reclaims
 // the point's space.
 func TestCLIExportOfADeletedPoint(t *testing.T) {
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("qemu-img is missing (.ci/run installs qemu-utils)")
-		}
-		t.Skip("needs qemu-img (apt-get install qemu-utils)")
-	}
+	requireQemuImg(t)
 	repo, ids, images := twoPoints(t)
-	sock := filepath.Join(t.TempDir(), "nbd.sock")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stdout, w := io.Pipe()
-	done := make(chan int, 1)
-	var errOut bytes.Buffer
-	go func() {
-		done <- run(ctx, &env{stdout: w, stderr: &errOut}, []string{"serve-nbd", "-repo", repo, "-collection", "vm", "-point", ids[0], "-disk", "d", "-listen", "unix:" + sock})
-		w.Close()
-	}()
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("serve-nbd said nothing: %v %s", err, errOut.String())
-	}
-	go io.Copy(io.Discard, stdout)
-	url := strings.TrimSpace(line[strings.LastIndex(line, " ")+1:])
+	serving := startServeNBD(t, "-repo", repo, "-collection", "vm", "-point", ids[0], "-disk", "d")
+	url := serving.url
 
 	mustCLI(t, "delete", "-repo", repo, "-collection", "vm", "-point", ids[0])
 	mustCLI(t, "gc", "-repo", repo)
@@ -121,9 +100,8 @@ func TestCLIExportOfADeletedPoint(t *testing.T) {
 	if !bytes.Equal(readAll(t, out), images[0]) {
 		t.Fatal("the export served something other than its restore point after gc")
 	}
-	cancel()
-	if code := <-done; code != 0 {
-		t.Fatalf("serve-nbd exit %d: %s", code, errOut.String())
+	if code, errOut := serving.stop(); code != 0 {
+		t.Fatalf("serve-nbd exit %d: %s", code, errOut)
 	}
 	var report struct {
 		BlobsRemoved int `json:"blobs_removed"`
