@@ -129,6 +129,9 @@ func TestIndexLoadDoesNotRecoverDroppedTreeNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := other.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if other.HasBlob(small.Disks[0].Root) {
 		t.Errorf("a fresh index lists the root node of a dropped pack")
 	}

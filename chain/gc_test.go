@@ -425,8 +425,11 @@ func TestWriterDoesNotDeduplicateAgainstAPackGCDeleted(t *testing.T) {
 	}
 	// A full pack was written, and no index file: the create failed.
 	w.Close()
-	other, err := chain.Open(ctx, store, nil) // recovers the pack from its header
+	other, err := chain.Open(ctx, store, nil)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.LoadIndex(ctx); err != nil { // recovers the pack from its header
 		t.Fatal(err)
 	}
 	if !other.HasBlob(ids[0]) {

@@ -39,6 +39,18 @@ type index struct {
 
 	// gen orders indexes by when they began to load (see setIndex).
 	gen uint64
+	// unloaded: a placeholder for an index not read yet (Open reads none);
+	// refresh loads it, and a read that misses in it reloads.
+	unloaded bool
+}
+
+// newUnloadedIndex is the index of a repository whose index files have not
+// been read yet. It must not outrank an index loaded since, so it takes
+// generation 0.
+func newUnloadedIndex() *index {
+	x := newIndex()
+	x.gen, x.unloaded = 0, true
+	return x
 }
 
 // indexGeneration numbers the indexes of this process as they are begun.
@@ -258,6 +270,9 @@ func loadIndex(ctx context.Context, store Store, log *slog.Logger) (*index, erro
 // any was removed (a GC ran elsewhere), the whole index is reloaded, since
 // its packs may be gone. It returns the index to use from now on.
 func (x *index) refresh(ctx context.Context, store Store, log *slog.Logger) (*index, error) {
+	if x.unloaded {
+		return loadIndex(ctx, store, log)
+	}
 	names, err := listNames(ctx, store, indexPrefix)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/diskpoint/diskpoint/chain"
@@ -48,6 +49,9 @@ func TestIndexLoadWhileGCReplacesIt(t *testing.T) {
 				if reader, err = chain.Open(ctx, faulty, nil); err != nil {
 					t.Fatal(err)
 				}
+				if err := reader.LoadIndex(ctx); err != nil {
+					t.Fatal(err)
+				}
 			}
 			// The victim's index file is new to the loader, which lists it,
 			// and the GC below removes it.
@@ -78,6 +82,9 @@ func TestIndexLoadWhileGCReplacesIt(t *testing.T) {
 					return
 				}
 				r, err := chain.Open(ctx, faulty, nil)
+				if err == nil {
+					err = r.LoadIndex(ctx)
+				}
 				done <- result{r, err}
 			}()
 			<-entered // the loader has listed the index and is reading a file of it
@@ -104,5 +111,54 @@ func TestIndexLoadWhileGCReplacesIt(t *testing.T) {
 				t.Fatalf("read the kept point after the load: %v", err)
 			}
 		})
+	}
+}
+
+// indexReads counts the reads of index files.
+type indexReads struct {
+	chain.Store
+	n atomic.Int64
+}
+
+func (s *indexReads) Get(ctx context.Context, name string) ([]byte, error) {
+	if strings.HasPrefix(name, "index/") {
+		s.n.Add(1)
+	}
+	return s.Store.Get(ctx, name)
+}
+
+func (s *indexReads) ReadAt(ctx context.Context, name string, p []byte, off int64) error {
+	if strings.HasPrefix(name, "index/") {
+		s.n.Add(1)
+	}
+	return s.Store.ReadAt(ctx, name, p, off)
+}
+
+// Opening a repository and listing its restore points read no index file:
+// their cost does not grow with the number of chunks. The first blob read
+// loads the index.
+func TestOpenAndListReadNoIndex(t *testing.T) {
+	ctx := context.Background()
+	mem := chain.NewMemStore()
+	repo := newRepoOn(t, mem)
+	ids, data := randomBlocks(rand.New(rand.NewPCG(12, 12)), 40, 0)
+	m := commit(t, repo, "p1", ids, data)
+
+	store := &indexReads{Store: mem}
+	opened, err := chain.Open(ctx, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if points, err := opened.ListManifests(ctx, "vm"); err != nil || len(points) != 1 {
+		t.Fatalf("list: %d points, %v", len(points), err)
+	}
+	if n := store.n.Load(); n != 0 {
+		t.Errorf("open and list read %d index files; want none", n)
+	}
+	if err := readAll(t, opened, m); err != nil {
+		t.Fatalf("the first read after a lazy open: %v", err)
+	}
+	if store.n.Load() == 0 {
+		t.Error("reading a blob did not load the index")
 	}
 }

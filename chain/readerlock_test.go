@@ -64,13 +64,18 @@ func TestReaderWithAnOlderIndexReadsOn(t *testing.T) {
 	runs, data := overlapping(21, 2, 100)
 	commit(t, repo, "p1", runs[0], data)
 	p2 := commit(t, repo, "p2", runs[1], data)
-	older, err := chain.Open(ctx, store, nil) // loads the index as it is now
+	older, err := chain.Open(ctx, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	olderToo, err := chain.Open(ctx, store, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, r := range []*chain.Repository{older, olderToo} {
+		if err := r.LoadIndex(ctx); err != nil { // the index as it is now
+			t.Fatal(err)
+		}
 	}
 	shared := runs[1][0]
 	was, _ := older.LocateBlob(shared)

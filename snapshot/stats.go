@@ -124,6 +124,9 @@ func (t statsTally) finish() {
 // dozen bytes per distinct blob in memory.
 func (r *Repository) Stats(ctx context.Context, opts StatsOptions) (RepositoryStats, error) {
 	rs := RepositoryStats{Collections: []CollectionStats{}}
+	if err := r.chain.LoadIndex(ctx); err != nil { // sizes and packs come from it
+		return rs, fmt.Errorf("stats: %w", err)
+	}
 	names, err := r.chain.ListCollections(ctx)
 	if err != nil {
 		return rs, fmt.Errorf("stats: %w", err)
