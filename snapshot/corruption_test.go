@@ -72,10 +72,14 @@ func newCorruptionFixture(t *testing.T) *corruptionFixture {
 
 func (f *corruptionFixture) blockIDs(t *testing.T, point string) []chain.ID {
 	t.Helper()
-	tr := f.repo.Chain().OpenTree(f.points[point].Disks[0])
+	rp := f.points[point]
+	m, err := f.repo.Chain().LoadManifest(context.Background(), rp.Collection, rp.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := f.repo.Chain().OpenTree(m.Disks[0])
 	var ids []chain.ID
 	for j := int64(0); j < tr.Geometry().Leaves(); j++ {
-		var err error
 		if ids, err = tr.Leaf(context.Background(), j, ids); err != nil {
 			t.Fatal(err)
 		}

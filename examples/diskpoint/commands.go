@@ -14,6 +14,7 @@ import (
 
 	"github.com/diskpoint/diskpoint/blockdiff"
 	"github.com/diskpoint/diskpoint/chain"
+	"github.com/diskpoint/diskpoint/consistency"
 	"github.com/diskpoint/diskpoint/snapshot"
 	"github.com/dustin/go-humanize"
 )
@@ -156,7 +157,7 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		return printJSON(e, rp)
 	}
 	fmt.Fprintf(e.stdout, "created restore point %s in %s in %s: %s", rp.ID, rp.Collection, time.Since(start).Round(time.Millisecond), consistencyLabel(rp))
-	if rp.FreezeMillis > 0 && rp.Consistency != consistencyInconsistent {
+	if rp.FreezeMillis > 0 && rp.Consistency != consistency.Inconsistent {
 		fmt.Fprintf(e.stdout, ", held still for %d ms", rp.FreezeMillis)
 	}
 	fmt.Fprintln(e.stdout)

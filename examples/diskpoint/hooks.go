@@ -112,7 +112,7 @@ func (h *hookFlags) apply(opts *snapshot.CreateOptions) error {
 // that did not spoil it (a post script). The exit status stays 0: the
 // restore point is stored.
 func warnCreated(e *env, rp *snapshot.RestorePoint) {
-	if rp.Consistency == consistencyInconsistent {
+	if rp.Consistency == consistency.Inconsistent {
 		fmt.Fprintf(e.stderr, "diskpoint create: warning: restore point %s is inconsistent (not even crash-consistent): %s\n", rp.ID, oneLine(rp.FallbackReason))
 	}
 	for _, w := range rp.Warnings {
@@ -120,23 +120,19 @@ func warnCreated(e *env, rp *snapshot.RestorePoint) {
 	}
 }
 
-// consistencyInconsistent is the label of a restore point whose disks were
-// not captured at one instant.
-const consistencyInconsistent = string(consistency.Inconsistent)
-
 // consistencyLabel is a restore point's achieved mode as people read it.
 func consistencyLabel(rp *snapshot.RestorePoint) string {
-	if rp.Consistency == consistencyInconsistent {
+	if rp.Consistency == consistency.Inconsistent {
 		return "inconsistent"
 	}
-	return rp.Consistency + "-consistent"
+	return string(rp.Consistency) + "-consistent"
 }
 
 // captureSummary says how long the disks were held still, if anything held
 // them, and how far apart the first and last disk were captured.
 func captureSummary(rp *snapshot.RestorePoint) string {
 	held := fmt.Sprintf("held still %d ms", rp.FreezeMillis)
-	if rp.Consistency == consistencyInconsistent {
+	if rp.Consistency == consistency.Inconsistent {
 		held = "nothing held the disks still"
 	}
 	return fmt.Sprintf("%s; first to last disk captured over %d ms", held, rp.CaptureSpreadMillis)
