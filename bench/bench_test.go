@@ -223,7 +223,7 @@ func BenchmarkVerify(b *testing.B) {
 	var report chain.VerifyReport
 	for b.Loop() {
 		var err error
-		if report, err = repo.Verify(context.Background(), chain.VerifyOptions{}); err != nil {
+		if report, err = repo.Verify(context.Background(), snapshot.VerifyOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
 
@@ -54,7 +53,7 @@ func TestCreateRefusesBadInput(t *testing.T) {
 			if points, _ := vm.List(ctx); len(points) != 0 {
 				t.Errorf("a failed create left %d restore points", len(points))
 			}
-			if vr, err := repo.Verify(ctx, chain.VerifyOptions{}); err != nil || !vr.OK() {
+			if vr, err := repo.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !vr.OK() {
 				t.Errorf("verify after failed create: %+v, %v", vr, err)
 			}
 		})

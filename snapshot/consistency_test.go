@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/consistency"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
@@ -309,7 +308,7 @@ func TestCreateRefusesUnknownMode(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "quantum") {
 		t.Fatalf("unknown mode: %v", err)
 	}
-	if vr, err := repo.Verify(context.Background(), chain.VerifyOptions{}); err != nil || !vr.OK() {
+	if vr, err := repo.Verify(context.Background(), snapshot.VerifyOptions{}); err != nil || !vr.OK() {
 		t.Fatal(vr, err)
 	}
 }

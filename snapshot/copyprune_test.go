@@ -121,7 +121,7 @@ func TestCopyInterruptedResumes(t *testing.T) {
 		t.Errorf("interrupted after %d bytes, the rerun moved %d; the disk has %d chunk bytes", first.Bytes, second.Bytes, rp.Disks[0].NewChunkBytes)
 	}
 	restoreAndCompare(t, dr, rp.ID, "d", readFile(t, disk))
-	if vr, err := dstRepo.Verify(ctx, chain.VerifyOptions{}); err != nil || !vr.OK() {
+	if vr, err := dstRepo.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !vr.OK() {
 		t.Fatal(vr, err)
 	}
 }
@@ -208,7 +208,7 @@ func TestPruneKeepsWhatThePolicySays(t *testing.T) {
 	if len(points) != 6 {
 		t.Fatalf("%d points after prune, want 6", len(points))
 	}
-	if _, err := repo.GC(ctx, chain.GCOptions{}); err != nil {
+	if _, err := repo.GC(ctx, snapshot.GCOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if after := packBytes(t, repoDir); after >= before {

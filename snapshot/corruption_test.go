@@ -172,7 +172,7 @@ func TestCorruptionIsFoundAndContained(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.repo = repo
-			report, err := repo.Verify(ctx, chain.VerifyOptions{})
+			report, err := repo.Verify(ctx, snapshot.VerifyOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -222,7 +222,7 @@ func TestCorruptionIsFoundAndContained(t *testing.T) {
 			// GC never makes it worse: what restored before still does. With
 			// a block-map node or a manifest damaged it cannot know what lies
 			// below, so it refuses, naming the object, and removes nothing.
-			if _, err := repo.GC(ctx, chain.GCOptions{}); err != nil {
+			if _, err := repo.GC(ctx, snapshot.GCOptions{}); err != nil {
 				if tc.name != "a block-map node" && tc.name != "a damaged manifest" || !errors.Is(err, chain.ErrCorrupt) || !strings.Contains(err.Error(), named) {
 					t.Fatalf("gc: %v", err)
 				}
@@ -234,7 +234,7 @@ func TestCorruptionIsFoundAndContained(t *testing.T) {
 				restoreAndCompare(t, f.collection(name), rp.ID, "d", f.images[name])
 			}
 			if len(tc.hits) == 0 { // index damage: GC rewrote the index, all is well again
-				if vr, err := repo.Verify(ctx, chain.VerifyOptions{}); err != nil || !vr.OK() || vr.UnindexedPacks != 0 {
+				if vr, err := repo.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !vr.OK() || vr.UnindexedPacks != 0 {
 					t.Errorf("after GC: %+v, %v", vr, err)
 				}
 			}
@@ -249,7 +249,7 @@ func TestRepairFromDisk(t *testing.T) {
 	path, loc := f.blobFile(t, f.uniqueA)
 	flipAt(t, path, loc.Offset+1)
 	repo, _ := snapshot.Open(ctx, f.dir)
-	report, err := repo.Verify(ctx, chain.VerifyOptions{})
+	report, err := repo.Verify(ctx, snapshot.VerifyOptions{})
 	if err != nil || report.OK() {
 		t.Fatalf("verify: %+v, %v", report, err)
 	}
@@ -258,12 +258,12 @@ func TestRepairFromDisk(t *testing.T) {
 	if err != nil || fixed.Repaired == 0 || fixed.Found != fixed.Wanted {
 		t.Fatalf("repair: %+v, %v", fixed, err)
 	}
-	if vr, err := repo.Verify(ctx, chain.VerifyOptions{}); err != nil || !vr.OK() {
+	if vr, err := repo.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !vr.OK() {
 		t.Fatalf("verify after repair: %+v, %v", vr, err)
 	}
 	vm, _ := repo.Collection("vm")
 	restoreAndCompare(t, vm, f.points["A"].ID, "d", f.images["A"])
-	if _, err := repo.GC(ctx, chain.GCOptions{}); err != nil {
+	if _, err := repo.GC(ctx, snapshot.GCOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	restoreAndCompare(t, vm, f.points["A"].ID, "d", f.images["A"])

@@ -203,7 +203,7 @@ func ExampleCollection_Prune() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if _, err := repo.GC(ctx, chain.GCOptions{}); err != nil {
+	if _, err := repo.GC(ctx, snapshot.GCOptions{}); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Printf("kept %d, deleted %d\n", len(result.Kept), len(result.Deleted))

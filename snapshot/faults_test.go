@@ -133,10 +133,10 @@ func faultRun(t *testing.T, seed uint64) (hits int) {
 			mayBeGone[id] = true
 			checkClean(t, "delete "+id, src.Delete(ctx, id))
 		case op < 9:
-			_, err := repos[0].GC(ctx, chain.GCOptions{RepackUnused: 0.01})
+			_, err := repos[0].GC(ctx, snapshot.GCOptions{RepackUnused: 0.01})
 			checkClean(t, "gc", err)
 		default:
-			report, err := repos[0].Verify(ctx, chain.VerifyOptions{})
+			report, err := repos[0].Verify(ctx, snapshot.VerifyOptions{})
 			if checkClean(t, "verify", err) && !report.OK() {
 				t.Fatalf("verify against a failing (not damaged) store reports damage: %+v", report.Damage)
 			}
@@ -158,10 +158,10 @@ func faultRun(t *testing.T, seed uint64) (hits int) {
 		if _, err := repo.Unlock(ctx, true); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := repo.GC(ctx, chain.GCOptions{RepackUnused: 0.01}); err != nil {
+		if _, err := repo.GC(ctx, snapshot.GCOptions{RepackUnused: 0.01}); err != nil {
 			t.Fatalf("repository %d: gc once the store is well: %v", i, err)
 		}
-		report, err := repo.Verify(ctx, chain.VerifyOptions{})
+		report, err := repo.Verify(ctx, snapshot.VerifyOptions{})
 		if err != nil || !report.OK() {
 			t.Fatalf("repository %d: verify once the store is well: %+v, %v", i, report.Damage, err)
 		}

@@ -13,7 +13,6 @@ import (
 	"testing"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
 
@@ -188,7 +187,7 @@ func TestLiveWriteStoresWhatItHashed(t *testing.T) {
 	idle := readFile(t, img)
 	idleID := create()
 
-	vr, err := repo.Verify(ctx, chain.VerifyOptions{})
+	vr, err := repo.Verify(ctx, snapshot.VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
@@ -136,7 +135,7 @@ func TestChainOfRestorePointsRestoresBitExact(t *testing.T) {
 	if err := vm.Delete(ctx, states[2].id); err != nil {
 		t.Fatal(err)
 	}
-	report, err := repo.GC(ctx, chain.GCOptions{})
+	report, err := repo.GC(ctx, snapshot.GCOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +154,7 @@ func TestChainOfRestorePointsRestoresBitExact(t *testing.T) {
 		restoreAndCompare(t, vm, s.id, "os", s.os)
 		restoreAndCompare(t, vm, s.id, "data", s.data)
 	}
-	vr, err := repo.Verify(ctx, chain.VerifyOptions{})
+	vr, err := repo.Verify(ctx, snapshot.VerifyOptions{})
 	if err != nil || !vr.OK() {
 		t.Fatalf("verify: %+v, %v", vr, err)
 	}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/consistency"
 	"github.com/diskpoint/diskpoint/snapshot"
 	"github.com/dustin/go-humanize"
@@ -357,12 +356,12 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
-	opts := chain.VerifyOptions{StructureOnly: *structureOnly}
+	opts := snapshot.VerifyOptions{StructureOnly: *structureOnly}
 	if *subset != "" {
 		if *structureOnly {
 			return usageError{"-read-data-subset and -structure-only exclude each other"}
 		}
-		ds, err := chain.ParseDataSubset(*subset)
+		ds, err := snapshot.ParseDataSubset(*subset)
 		if err != nil {
 			return usageError{"-read-data-subset: " + err.Error()}
 		}
@@ -395,7 +394,7 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 			return err
 		}
 		fmt.Fprintf(e.stderr, "repair: %d damaged chunks, %d found on the disks, %d re-stored; verifying again\n", fixed.Wanted, fixed.Found, fixed.Repaired)
-		if report, err = repo.Verify(ctx, chain.VerifyOptions{StructureOnly: opts.StructureOnly, ReadData: opts.ReadData}); err != nil {
+		if report, err = repo.Verify(ctx, snapshot.VerifyOptions{StructureOnly: opts.StructureOnly, ReadData: opts.ReadData}); err != nil {
 			return err
 		}
 	}
@@ -466,9 +465,9 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 		return err
 	}
 	progress := newProgress(e, *asJSON, "gc")
-	opts := chain.GCOptions{DryRun: *dryRun, LockWait: *lockWait, IgnoreDamaged: *ignoreDamaged}
+	opts := snapshot.GCOptions{DryRun: *dryRun, LockWait: *lockWait, IgnoreDamaged: *ignoreDamaged}
 	if progress != nil {
-		opts.Progress = func(p chain.GCProgress) {
+		opts.Progress = func(p snapshot.GCProgress) {
 			progress.stage("gc " + p.Phase)
 			switch p.Phase {
 			case "repack":

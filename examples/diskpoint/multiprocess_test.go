@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
@@ -50,7 +49,7 @@ func TestProcessesShareARepository(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if report, err := r.Verify(ctx, chain.VerifyOptions{}); err != nil || !report.OK() {
+	if report, err := r.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !report.OK() {
 		t.Fatalf("verify: %+v %v", report, err)
 	}
 	for key, image := range expected {

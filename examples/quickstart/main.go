@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/snapshot"
 	"github.com/dustin/go-humanize"
@@ -139,7 +138,7 @@ func run(ctx context.Context, out io.Writer) error {
 		len(sources), size(restored), elapsed.Round(time.Millisecond), size(int64(float64(restored)/elapsed.Seconds())))
 
 	// 5. Verify re-reads and re-hashes every chunk in the repository.
-	report, err := repo.Verify(ctx, chain.VerifyOptions{})
+	report, err := repo.Verify(ctx, snapshot.VerifyOptions{})
 	if err != nil {
 		return err
 	}
