@@ -133,7 +133,7 @@ func TestUnknownThingsAreNamed(t *testing.T) {
 		{rp.ID, "nope", `"nope"`},
 		{"../../etc", "d", "../../etc"},
 	} {
-		_, err := vm.RestoreDisk(ctx, tc.id, tc.disk, out, snapshot.RestoreOptions{})
+		_, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: tc.id, Disk: tc.disk, Path: out})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("RestoreDisk(%s, %s) = %v, want an error naming %s", tc.id, tc.disk, err, tc.want)
 		}

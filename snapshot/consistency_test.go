@@ -288,7 +288,7 @@ func captureCounterDisks(t *testing.T, dir string, n int) ([]string, *snapshot.C
 			off  int
 		}{{"a", 4096}, {"b", 8192}} {
 			out := filepath.Join(t.TempDir(), disk.name)
-			if _, err := vm.RestoreDisk(ctx, id, disk.name, out, snapshot.RestoreOptions{}); err != nil {
+			if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: id, Disk: disk.name, Path: out}); err != nil {
 				t.Fatal(err)
 			}
 			counters[i] = binary.LittleEndian.Uint64(readFile(t, out)[disk.off:])

@@ -187,7 +187,7 @@ func TestPruneKeepsWhatThePolicySays(t *testing.T) {
 		}
 		return strings.Join(out, " ")
 	}
-	dry, err := vm.Prune(ctx, policy, true)
+	dry, err := vm.Prune(ctx, snapshot.PruneOptions{Policy: policy, DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestPruneKeepsWhatThePolicySays(t *testing.T) {
 		t.Fatalf("dry run deleted: %d points left", len(points))
 	}
 	before := packBytes(t, repoDir)
-	if _, err := vm.Prune(ctx, policy, false); err != nil {
+	if _, err := vm.Prune(ctx, snapshot.PruneOptions{Policy: policy}); err != nil {
 		t.Fatal(err)
 	}
 	points, _ := vm.List(ctx)
@@ -214,7 +214,7 @@ func TestPruneKeepsWhatThePolicySays(t *testing.T) {
 	if after := packBytes(t, repoDir); after >= before {
 		t.Errorf("GC after prune: %d -> %d bytes", before, after)
 	}
-	if _, err := vm.Prune(ctx, snapshot.RetentionPolicy{}, false); err == nil {
+	if _, err := vm.Prune(ctx, snapshot.PruneOptions{Policy: snapshot.RetentionPolicy{}}); err == nil {
 		t.Error("an empty policy was accepted")
 	}
 }

@@ -200,7 +200,7 @@ func TestCorruptionIsFoundAndContained(t *testing.T) {
 			}
 			for name, rp := range f.points {
 				out := filepath.Join(t.TempDir(), name+".img")
-				_, err := f.collection(name).RestoreDisk(ctx, rp.ID, "d", out, snapshot.RestoreOptions{})
+				_, err := f.collection(name).RestoreDisk(ctx, snapshot.RestoreOptions{Point: rp.ID, Disk: "d", Path: out})
 				if affected[name] {
 					if !errors.Is(err, tc.restoreErr) || (named != "" && !strings.Contains(err.Error(), named) && !strings.Contains(err.Error(), "blob")) {
 						t.Errorf("restore of affected point %s: %v, want %v naming the damage", name, err, tc.restoreErr)

@@ -115,7 +115,7 @@ func TestEncryptedRepository(t *testing.T) {
 	if err != nil || vr.OK() || !strings.Contains(vr.Damage[0].Object, ids[3].String()) {
 		t.Fatalf("verify after a flipped sealed byte: %+v %v", vr, err)
 	}
-	if _, err := vm.RestoreDisk(ctx, rp.ID, "d", filepath.Join(work, "out.img"), snapshot.RestoreOptions{}); !errors.Is(err, chain.ErrCorrupt) {
+	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: rp.ID, Disk: "d", Path: filepath.Join(work, "out.img")}); !errors.Is(err, chain.ErrCorrupt) {
 		t.Errorf("restore across a damaged sealed chunk: %v", err)
 	}
 }

@@ -108,7 +108,7 @@ func faultRun(t *testing.T, seed uint64) (hits int) {
 				continue
 			}
 			out := filepath.Join(work, "restored.img")
-			_, err := src.RestoreDisk(ctx, id, "d", out, snapshot.RestoreOptions{})
+			_, err := src.RestoreDisk(ctx, snapshot.RestoreOptions{Point: id, Disk: "d", Path: out})
 			if checkClean(t, "restore "+id, err) {
 				if got := sha256.Sum256(readFile(t, out)); got != state {
 					t.Fatalf("restore %s reported success with the wrong contents", id)
@@ -178,7 +178,7 @@ func faultRun(t *testing.T, seed uint64) (hits int) {
 		for _, rp := range points {
 			listed[rp.ID] = true
 			out := filepath.Join(work, "final.img")
-			if _, err := c.RestoreDisk(ctx, rp.ID, "d", out, snapshot.RestoreOptions{}); err != nil {
+			if _, err := c.RestoreDisk(ctx, snapshot.RestoreOptions{Point: rp.ID, Disk: "d", Path: out}); err != nil {
 				t.Fatalf("repository %d: restore %s once the store is well: %v", i, rp.ID, err)
 			}
 			got := sha256.Sum256(readFile(t, out))

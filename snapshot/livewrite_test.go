@@ -202,7 +202,7 @@ func TestLiveWriteStoresWhatItHashed(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "restored.img")
 	restore := func(what, id string) []byte {
 		t.Helper()
-		if _, err := vm.RestoreDisk(ctx, id, "d", out, snapshot.RestoreOptions{}); err != nil {
+		if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: id, Disk: "d", Path: out}); err != nil {
 			t.Errorf("%s: %v", what, err)
 			return nil
 		}

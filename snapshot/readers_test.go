@@ -132,7 +132,7 @@ func TestRestoreBesideDeleteAndGC(t *testing.T) {
 		report, gcErr = other.GC(ctx, snapshot.GCOptions{RepackUnused: 0.01})
 	}
 	out := filepath.Join(t.TempDir(), "out.img")
-	if _, err := vm.RestoreDisk(ctx, ids[1], "d", out, snapshot.RestoreOptions{Workers: 1, Progress: progress}); err != nil {
+	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: ids[1], Disk: "d", Path: out, Workers: 1, Progress: progress}); err != nil {
 		t.Fatalf("restore beside delete and GC: %v", err)
 	}
 	if !gcRan || gcErr != nil {
@@ -221,7 +221,7 @@ func TestDiffBesideDeleteAndGC(t *testing.T) {
 	}
 	vm, _ := repo.Collection("vm")
 	ids, _ := pointsOf(t, vm, 16<<20, 2)
-	want, err := vm.Diff(ctx, ids[0], ids[1], "d")
+	want, err := vm.Diff(ctx, snapshot.DiffOptions{Disk: "d", From: ids[0], To: ids[1]})
 	if err != nil || len(want) == 0 {
 		t.Fatalf("diff: %v, %v", want, err)
 	}
@@ -244,7 +244,7 @@ func TestDiffBesideDeleteAndGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	readerVM, _ := reader.Collection("vm")
-	got, err := readerVM.Diff(ctx, ids[0], ids[1], "d")
+	got, err := readerVM.Diff(ctx, snapshot.DiffOptions{Disk: "d", From: ids[0], To: ids[1]})
 	if gcErr != nil {
 		t.Fatalf("the GC beside the diff: %v", gcErr)
 	}

@@ -45,7 +45,7 @@ func readFile(t *testing.T, path string) []byte {
 func restoreAndCompare(t *testing.T, c *snapshot.Collection, id, disk string, want []byte) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), disk+".restored")
-	stats, err := c.RestoreDisk(context.Background(), id, disk, out, snapshot.RestoreOptions{})
+	stats, err := c.RestoreDisk(context.Background(), snapshot.RestoreOptions{Point: id, Disk: disk, Path: out})
 	if err != nil {
 		t.Fatalf("restore %s disk %s: %v", id, disk, err)
 	}
@@ -263,7 +263,7 @@ func TestRestoreLeavesHoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "out.img")
-	if _, err := vm.RestoreDisk(ctx, rp.ID, "d", out, snapshot.RestoreOptions{}); err != nil {
+	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: rp.ID, Disk: "d", Path: out}); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(readFile(t, out), readFile(t, path)) {

@@ -321,12 +321,12 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 		return err
 	}
 	progress := newProgress(e, false, "restore "+*disk)
-	opts := snapshot.RestoreOptions{Incremental: *incremental, From: *from, Sync: *sync, Overwrite: *force}
+	opts := snapshot.RestoreOptions{Point: *point, Disk: *disk, Path: *to, Incremental: *incremental, From: *from, Sync: *sync, Overwrite: *force}
 	if progress != nil {
 		opts.Progress = progress.update
 	}
 	start := time.Now()
-	stats, err := c.RestoreDisk(ctx, *point, *disk, *to, opts)
+	stats, err := c.RestoreDisk(ctx, opts)
 	progress.done()
 	if errors.Is(err, snapshot.ErrExists) {
 		// The library's hint names its option; the CLI's are flags.

@@ -474,7 +474,7 @@ func (h *harness) check(when string) {
 				c, _ := repo.Collection(name)
 				for disk, image := range want {
 					out := filepath.Join(t.TempDir(), disk)
-					if _, err := c.RestoreDisk(ctx, id, disk, out, snapshot.RestoreOptions{}); err != nil {
+					if _, err := c.RestoreDisk(ctx, snapshot.RestoreOptions{Point: id, Disk: disk, Path: out}); err != nil {
 						t.Fatalf("%s: restore %s/%s disk %s: %v", when, name, id, disk, err)
 					}
 					if !bytes.Equal(readAll(t, out), image) {

@@ -56,7 +56,7 @@ func TestProcessesShareARepository(t *testing.T) {
 		name, id := filepath.Dir(key), filepath.Base(key)
 		c, _ := r.Collection(name)
 		out := filepath.Join(t.TempDir(), "out.img")
-		if _, err := c.RestoreDisk(ctx, id, "d", out, snapshot.RestoreOptions{}); err != nil {
+		if _, err := c.RestoreDisk(ctx, snapshot.RestoreOptions{Point: id, Disk: "d", Path: out}); err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(readAll(t, out), image) {

@@ -118,7 +118,7 @@ func run(ctx context.Context, out io.Writer) error {
 	}{{full, fullHashes}, {incr, incrHashes}} {
 		for _, s := range sources {
 			target := filepath.Join(work, "restored-"+s.Name+".img")
-			stats, err := vm.RestoreDisk(ctx, point.rp.ID, s.Name, target, snapshot.RestoreOptions{Overwrite: true}) // the second point replaces the first
+			stats, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: point.rp.ID, Disk: s.Name, Path: target, Overwrite: true}) // the second point replaces the first
 			if err != nil {
 				return err
 			}
