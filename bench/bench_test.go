@@ -209,7 +209,7 @@ func BenchmarkRestore(b *testing.B) {
 	b.ReportAllocs()
 	out := filepath.Join(dir, "restored.img")
 	for b.Loop() {
-		if _, err := c.RestoreDisk(context.Background(), rp.ID, "d", out, snapshot.RestoreOptions{Overwrite: true}); err != nil {
+		if _, err := c.RestoreDisk(context.Background(), snapshot.RestoreOptions{Point: rp.ID, Disk: "d", Path: out, Overwrite: true}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -223,7 +223,7 @@ func BenchmarkVerify(b *testing.B) {
 	var report chain.VerifyReport
 	for b.Loop() {
 		var err error
-		if report, err = repo.Verify(context.Background(), chain.VerifyOptions{}); err != nil {
+		if report, err = repo.Verify(context.Background(), snapshot.VerifyOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -288,12 +288,12 @@ func BenchmarkRestoreIncremental(b *testing.B) {
 	var stats snapshot.RestoreStats
 	for b.Loop() {
 		b.StopTimer()
-		if _, err := c.RestoreDisk(ctx, points[0].ID, "d", target, snapshot.RestoreOptions{Overwrite: true}); err != nil {
+		if _, err := c.RestoreDisk(ctx, snapshot.RestoreOptions{Point: points[0].ID, Disk: "d", Path: target, Overwrite: true}); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
 		var err error
-		if stats, err = c.RestoreDisk(ctx, next.ID, "d", target, snapshot.RestoreOptions{Incremental: true}); err != nil {
+		if stats, err = c.RestoreDisk(ctx, snapshot.RestoreOptions{Point: next.ID, Disk: "d", Path: target, Incremental: true}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -309,14 +309,14 @@ func BenchmarkDiff(b *testing.B) {
 	next := create(b, c, snapshot.DiskSource{Name: "d", Path: path})
 	points, _ := c.List(ctx)
 	counted, read := countPackReads(b, repo, c.Name())
-	if _, err := counted.Diff(ctx, points[0].ID, next.ID, "d"); err != nil {
+	if _, err := counted.Diff(ctx, snapshot.DiffOptions{Disk: "d", From: points[0].ID, To: next.ID}); err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(read.Load())
 	b.ReportAllocs()
 	var ranges int
 	for b.Loop() {
-		r, err := c.Diff(ctx, points[0].ID, next.ID, "d")
+		r, err := c.Diff(ctx, snapshot.DiffOptions{Disk: "d", From: points[0].ID, To: next.ID})
 		if err != nil {
 			b.Fatal(err)
 		}

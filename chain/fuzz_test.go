@@ -12,7 +12,7 @@ import (
 // never allocates more than the input can describe.
 
 func FuzzPackHeader(f *testing.F) {
-	entries := []PackEntry{
+	entries := []packEntry{
 		{ID: Hash([]byte("a")), Type: DataBlob, Compressed: true, Length: 10, RawLength: 100},
 		{ID: Hash([]byte("b")), Type: TreeBlob, Length: 7, RawLength: 7, Offset: 10},
 	}
@@ -46,7 +46,7 @@ func FuzzPackHeader(f *testing.F) {
 }
 
 func FuzzIndexFile(f *testing.F) {
-	f.Add(encodeIndexFile([]IndexedPack{{ID: Hash([]byte("p")), Entries: []PackEntry{
+	f.Add(encodeIndexFile([]indexedPack{{ID: Hash([]byte("p")), Entries: []packEntry{
 		{ID: Hash([]byte("a")), Type: DataBlob, Compressed: true, Offset: 0, Length: 10, RawLength: 100},
 	}}}))
 	f.Add(encodeIndexFile(nil))

@@ -143,17 +143,17 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 	// A blob is live in a pack when a restore point uses it and the index
 	// serves it from that pack; other copies (two creates that stored the
 	// same new blob at once) are dead weight.
-	liveIn := func(pack ID, e PackEntry) bool {
+	liveIn := func(pack ID, e packEntry) bool {
 		loc, servedFrom, ok := idx.lookup(e.ID)
 		return ok && used[e.ID] && servedFrom == pack && loc.offset == e.Offset
 	}
-	var keep []IndexedPack
+	var keep []indexedPack
 	var drop []ID
-	var repack []IndexedPack
+	var repack []indexedPack
 	for packID, size := range state.stored {
 		report.BytesBefore += size
 		entries, ok := state.entries[packID]
-		if deferred[packID] && (!ok || recovered[packID]) && !slices.ContainsFunc(entries, func(e PackEntry) bool { return liveIn(packID, e) }) {
+		if deferred[packID] && (!ok || recovered[packID]) && !slices.ContainsFunc(entries, func(e packEntry) bool { return liveIn(packID, e) }) {
 			// Left in place for readers by an earlier GC; sweep deletes it
 			// when they are done. One that serves a live blob no index file
 			// lists (a create deduplicated against its recovered entries)
@@ -190,11 +190,11 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 			report.PacksDeleted++
 			report.BlobsRemoved += len(entries)
 		case float64(deadBytes) > opts.RepackUnused*float64(size):
-			repack = append(repack, IndexedPack{ID: packID, Entries: entries})
+			repack = append(repack, indexedPack{ID: packID, Entries: entries})
 			report.PacksRepacked++
 			report.BlobsRemoved += len(entries) - live
 		default:
-			keep = append(keep, IndexedPack{ID: packID, Entries: indexedAfterGC(packID, entries, liveIn)})
+			keep = append(keep, indexedPack{ID: packID, Entries: indexedAfterGC(packID, entries, liveIn)})
 			report.BytesAfter += size
 		}
 	}
@@ -204,9 +204,9 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 		if _, ok := state.stored[packID]; ok {
 			continue
 		}
-		if slices.ContainsFunc(entries, func(e PackEntry) bool { return used[e.ID] }) {
+		if slices.ContainsFunc(entries, func(e packEntry) bool { return used[e.ID] }) {
 			if listed := indexedAfterGC(packID, entries, liveIn); len(listed) > 0 {
-				keep = append(keep, IndexedPack{ID: packID, Entries: listed})
+				keep = append(keep, indexedPack{ID: packID, Entries: listed})
 			}
 		}
 	}
@@ -255,7 +255,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 		opts.report("repack", repacked, repackTotal)
 		var blobs [][]byte
 		var damaged bool
-		var live []PackEntry
+		var live []packEntry
 		for _, e := range p.Entries {
 			if liveIn(p.ID, e) {
 				live = append(live, e)
@@ -338,8 +338,8 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 // pack, unlisted: the packs of the nodes and chunks under it may go in this
 // very GC, and a tree node in the index promises its whole subtree to a
 // copy (see Copier). Its bytes count as dead only once the whole pack is.
-func indexedAfterGC(pack ID, entries []PackEntry, liveIn func(ID, PackEntry) bool) []PackEntry {
-	var listed []PackEntry
+func indexedAfterGC(pack ID, entries []packEntry, liveIn func(ID, packEntry) bool) []packEntry {
+	var listed []packEntry
 	for _, e := range entries {
 		if e.Type == DataBlob || liveIn(pack, e) {
 			listed = append(listed, e)
@@ -495,7 +495,7 @@ func (w *Writer) flushPacks(ctx context.Context) error {
 	return w.err
 }
 
-func packSize(entries []PackEntry) int64 {
+func packSize(entries []packEntry) int64 {
 	n := int64(len(entries)*packEntrySize + packTrailerSize)
 	for _, e := range entries {
 		n += int64(e.Length)

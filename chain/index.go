@@ -81,20 +81,20 @@ func (x *index) has(id ID) bool {
 
 // packEntries returns, per pack, the entries of the blobs the index serves
 // from that pack: a copy, so that the caller may read it while x changes.
-func (x *index) packEntries() map[ID][]PackEntry {
+func (x *index) packEntries() map[ID][]packEntry {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	byPack := make(map[ID][]PackEntry, len(x.packs))
+	byPack := make(map[ID][]packEntry, len(x.packs))
 	for id, loc := range x.blobs {
 		p := x.packs[loc.pack]
-		byPack[p] = append(byPack[p], PackEntry{ID: id, Type: loc.typ, Compressed: loc.compressed, Offset: loc.offset, Length: loc.length, RawLength: loc.rawLength})
+		byPack[p] = append(byPack[p], packEntry{ID: id, Type: loc.typ, Compressed: loc.compressed, Offset: loc.offset, Length: loc.length, RawLength: loc.rawLength})
 	}
 	return byPack
 }
 
 // add records packs from the index object name ("" for packs recovered
 // from their own headers).
-func (x *index) add(name string, packs []IndexedPack) {
+func (x *index) add(name string, packs []indexedPack) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if name != "" {
@@ -129,7 +129,7 @@ type indexState struct {
 	idx        *index
 	files      []string           // every index object, sound or damaged
 	damaged    map[string]error   // index objects that could not be read
-	entries    map[ID][]PackEntry // per pack, from index files or its own header
+	entries    map[ID][]packEntry // per pack, from index files or its own header
 	stored     map[ID]int64       // packs in the store, with their sizes
 	recovered  []ID               // packs no sound index lists, read from their headers
 	unreadable map[ID]error       // packs no index lists whose header is damaged too
@@ -166,7 +166,7 @@ func loadIndexStateOnce(ctx context.Context, store Store, log *slog.Logger) (*in
 	if err != nil {
 		return nil, fmt.Errorf("list index: %w", err)
 	}
-	st := &indexState{idx: newIndex(), files: names, damaged: map[string]error{}, entries: map[ID][]PackEntry{}, unreadable: map[ID]error{}}
+	st := &indexState{idx: newIndex(), files: names, damaged: map[string]error{}, entries: map[ID][]packEntry{}, unreadable: map[ID]error{}}
 	for _, name := range names {
 		packs, err := readIndexFile(ctx, store, name)
 		if err != nil {
@@ -215,7 +215,7 @@ func loadIndexStateOnce(ctx context.Context, store Store, log *slog.Logger) (*in
 		}
 		st.entries[id] = entries
 		st.recovered = append(st.recovered, id)
-		st.idx.add("", []IndexedPack{{ID: id, Entries: entries}})
+		st.idx.add("", []indexedPack{{ID: id, Entries: entries}})
 	}
 	return st, nil
 }
@@ -247,8 +247,8 @@ func droppedPacks(ctx context.Context, store Store, log *slog.Logger) (map[ID]bo
 }
 
 // dataEntries returns the data blobs' entries among entries.
-func dataEntries(entries []PackEntry) []PackEntry {
-	var data []PackEntry
+func dataEntries(entries []packEntry) []packEntry {
+	var data []packEntry
 	for _, e := range entries {
 		if e.Type == DataBlob {
 			data = append(data, e)
@@ -320,7 +320,7 @@ func (x *index) refresh(ctx context.Context, store Store, log *slog.Logger) (*in
 	return x, nil
 }
 
-func readIndexFile(ctx context.Context, store Store, name string) ([]IndexedPack, error) {
+func readIndexFile(ctx context.Context, store Store, name string) ([]indexedPack, error) {
 	data, err := store.Get(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("read index: %w", err)
@@ -336,7 +336,7 @@ func readIndexFile(ctx context.Context, store Store, name string) ([]IndexedPack
 }
 
 // writeIndexFile stores packs as a new index object and returns its name.
-func writeIndexFile(ctx context.Context, store Store, packs []IndexedPack) (string, error) {
+func writeIndexFile(ctx context.Context, store Store, packs []indexedPack) (string, error) {
 	data := encodeIndexFile(packs)
 	name := indexPrefix + Hash(data).String()
 	if err := store.Put(ctx, name, data); err != nil {
@@ -359,7 +359,7 @@ func listNames(ctx context.Context, store Store, prefix string) ([]string, error
 // how many old files it deleted. The new file is durable before any old one
 // goes, so a crash leaves either the old index or both (duplicates, which
 // the next GC folds). Callers hold the exclusive lock.
-func (r *Repository) replaceIndex(ctx context.Context, packs []IndexedPack, old []string) (int, error) {
+func (r *Repository) replaceIndex(ctx context.Context, packs []indexedPack, old []string) (int, error) {
 	var name string
 	if len(packs) > 0 {
 		var err error

@@ -15,13 +15,13 @@ import (
 //	  uvarint raw length, blob ID (32)
 const indexMagic = "dpi1"
 
-// IndexedPack is one pack and its entries, as an index file records it.
-type IndexedPack struct {
+// indexedPack is one pack and its entries, as an index file records it.
+type indexedPack struct {
 	ID      ID
-	Entries []PackEntry
+	Entries []packEntry
 }
 
-func encodeIndexFile(packs []IndexedPack) []byte {
+func encodeIndexFile(packs []indexedPack) []byte {
 	size := len(indexMagic) + binary.MaxVarintLen64
 	for _, p := range packs { // sized up front: no garbage from growing it
 		size += IDSize + binary.MaxVarintLen64 + len(p.Entries)*(2+3*binary.MaxVarintLen32+IDSize)
@@ -47,18 +47,18 @@ func encodeIndexFile(packs []IndexedPack) []byte {
 }
 
 // decodeIndexFile parses an index file. It never panics on hostile input.
-func decodeIndexFile(data []byte) ([]IndexedPack, error) {
+func decodeIndexFile(data []byte) ([]indexedPack, error) {
 	d := decoderOf(data)
 	if string(d.bytes(len(indexMagic))) != indexMagic {
 		return nil, fmt.Errorf("index: bad magic")
 	}
 	npacks := d.count(IDSize + 1)
-	packs := make([]IndexedPack, 0, npacks)
+	packs := make([]indexedPack, 0, npacks)
 	for range npacks {
-		var p IndexedPack
+		var p indexedPack
 		copy(p.ID[:], d.bytes(IDSize))
 		nblobs := d.count(2 + 3 + IDSize)
-		p.Entries = make([]PackEntry, 0, nblobs)
+		p.Entries = make([]packEntry, 0, nblobs)
 		for range nblobs {
 			head := d.bytes(2)
 			if d.err != nil {
@@ -67,7 +67,7 @@ func decodeIndexFile(data []byte) ([]IndexedPack, error) {
 			if head[1]&^flagCompressed != 0 {
 				return nil, fmt.Errorf("index: pack %s: unknown blob flags %#x", p.ID.Short(), head[1])
 			}
-			e := PackEntry{Type: BlobType(head[0]), Compressed: head[1]&flagCompressed != 0}
+			e := packEntry{Type: BlobType(head[0]), Compressed: head[1]&flagCompressed != 0}
 			e.Offset = d.uint32()
 			e.Length = d.uint32()
 			e.RawLength = d.uint32()

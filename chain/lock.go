@@ -26,10 +26,10 @@ import (
 var (
 	// LockStaleAfter: a lock not refreshed for this long is stale.
 	LockStaleAfter = 30 * time.Minute
-	// LockSettle: after writing its lock and finding no conflicting one, a
+	// lockSettle: after writing its lock and finding no conflicting one, a
 	// taker waits this long and looks again, so that two processes whose
 	// lock objects appeared at the same moment cannot both miss the other's.
-	LockSettle      = 100 * time.Millisecond
+	lockSettle      = 100 * time.Millisecond
 	lockRefreshEach = 5 * time.Minute
 )
 
@@ -286,7 +286,7 @@ func (l *repoLock) acquire(ctx context.Context) error {
 	err := l.checkOthers(ctx)
 	if err == nil {
 		select {
-		case <-time.After(LockSettle):
+		case <-time.After(lockSettle):
 		case <-ctx.Done():
 			err = ctx.Err()
 		}

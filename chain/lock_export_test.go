@@ -7,9 +7,9 @@ import "time"
 // returned function restores the previous values. Locks taken before the
 // call keep the timing they were taken with.
 func SetLockTiming(refreshEach, staleAfter, settle time.Duration) (restore func()) {
-	oldRefresh, oldStale, oldSettle := lockRefreshEach, LockStaleAfter, LockSettle
-	lockRefreshEach, LockStaleAfter, LockSettle = refreshEach, staleAfter, settle
-	return func() { lockRefreshEach, LockStaleAfter, LockSettle = oldRefresh, oldStale, oldSettle }
+	oldRefresh, oldStale, oldSettle := lockRefreshEach, LockStaleAfter, lockSettle
+	lockRefreshEach, LockStaleAfter, lockSettle = refreshEach, staleAfter, settle
+	return func() { lockRefreshEach, LockStaleAfter, lockSettle = oldRefresh, oldStale, oldSettle }
 }
 
 // SetGarbageClockSkew sets the clock-skew margin of garbage records for a

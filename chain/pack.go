@@ -26,8 +26,8 @@ func (t BlobType) String() string {
 	return fmt.Sprintf("blobtype(%d)", uint8(t))
 }
 
-// PackEntry locates one blob inside a pack.
-type PackEntry struct {
+// packEntry locates one blob inside a pack.
+type packEntry struct {
 	ID         ID
 	Type       BlobType
 	Compressed bool
@@ -50,7 +50,7 @@ const (
 )
 
 // appendPackHeader appends the header and trailer that describe entries.
-func appendPackHeader(dst []byte, entries []PackEntry) []byte {
+func appendPackHeader(dst []byte, entries []packEntry) []byte {
 	start := len(dst)
 	for _, e := range entries {
 		var flags byte
@@ -81,17 +81,17 @@ func packHeaderLength(trailer []byte, packSize int64) (int, error) {
 
 // decodePackHeader parses a header (without the trailer) of a pack whose
 // blobs occupy the first dataSize bytes.
-func decodePackHeader(header []byte, dataSize int64) ([]PackEntry, error) {
+func decodePackHeader(header []byte, dataSize int64) ([]packEntry, error) {
 	if len(header)%packEntrySize != 0 {
 		return nil, fmt.Errorf("pack header of %d bytes is not whole entries", len(header))
 	}
-	entries := make([]PackEntry, 0, len(header)/packEntrySize)
+	entries := make([]packEntry, 0, len(header)/packEntrySize)
 	var offset int64
 	for p := header; len(p) > 0; p = p[packEntrySize:] {
 		if p[1]&^flagCompressed != 0 {
 			return nil, fmt.Errorf("pack entry %d: unknown flags %#x", len(entries), p[1])
 		}
-		e := PackEntry{
+		e := packEntry{
 			Type:       BlobType(p[0]),
 			Compressed: p[1]&flagCompressed != 0,
 			Offset:     uint32(offset),
@@ -114,7 +114,7 @@ func decodePackHeader(header []byte, dataSize int64) ([]PackEntry, error) {
 	return entries, nil
 }
 
-func (e PackEntry) check() error {
+func (e packEntry) check() error {
 	switch {
 	case e.Type != DataBlob && e.Type != TreeBlob:
 		return fmt.Errorf("blob %s: unknown type %d", e.ID.Short(), e.Type)
@@ -135,7 +135,7 @@ func packName(id ID) string {
 }
 
 // readPackHeader reads a stored pack's own header.
-func readPackHeader(ctx context.Context, store Store, id ID, size int64) ([]PackEntry, error) {
+func readPackHeader(ctx context.Context, store Store, id ID, size int64) ([]packEntry, error) {
 	name := packName(id)
 	if size < packTrailerSize {
 		return nil, corrupt(name, "%d bytes is too short for a pack", size)

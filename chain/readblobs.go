@@ -26,7 +26,7 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 	type want struct {
 		i    int
 		pack ID
-		e    PackEntry
+		e    packEntry
 	}
 	idx := r.index()
 	wants := make([]want, 0, len(ids))
@@ -46,7 +46,7 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 				return fmt.Errorf("%s blob %s: index changed while reading", t, id)
 			}
 		}
-		wants = append(wants, want{i, pack, PackEntry{ID: id, Type: t, Compressed: loc.compressed, Offset: loc.offset, Length: loc.length, RawLength: loc.rawLength}})
+		wants = append(wants, want{i, pack, packEntry{ID: id, Type: t, Compressed: loc.compressed, Offset: loc.offset, Length: loc.length, RawLength: loc.rawLength}})
 	}
 	sort.Slice(wants, func(a, b int) bool {
 		if wants[a].pack != wants[b].pack {

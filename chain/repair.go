@@ -42,7 +42,7 @@ func (r *Repository) RepairBlobs(ctx context.Context, t BlobType, blobs map[ID][
 		if countRepaired(entries, repaired) == 0 {
 			continue
 		}
-		var rest []PackEntry
+		var rest []packEntry
 		var data [][]byte
 		sound := true
 		for _, e := range entries {
@@ -71,7 +71,7 @@ func (r *Repository) RepairBlobs(ctx context.Context, t BlobType, blobs map[ID][
 	}
 	// The new index: every pack as it was, less the repaired blobs' old
 	// entries, plus the new packs.
-	var keep []IndexedPack
+	var keep []indexedPack
 	newPacks := map[ID]bool{}
 	for _, p := range w.written {
 		newPacks[p.ID] = true
@@ -80,14 +80,14 @@ func (r *Repository) RepairBlobs(ctx context.Context, t BlobType, blobs map[ID][
 		if newPacks[id] || slices.Contains(evacuated, id) {
 			continue
 		}
-		var kept []PackEntry
+		var kept []packEntry
 		for _, e := range entries {
 			if !repaired[e.ID] {
 				kept = append(kept, e)
 			}
 		}
 		if len(kept) > 0 {
-			keep = append(keep, IndexedPack{ID: id, Entries: kept})
+			keep = append(keep, indexedPack{ID: id, Entries: kept})
 		}
 	}
 	keep = append(keep, w.written...)
@@ -132,7 +132,7 @@ func (r *Repository) dropPacks(ctx context.Context, packs []ID) error {
 	return nil
 }
 
-func countRepaired(entries []PackEntry, repaired map[ID]bool) int {
+func countRepaired(entries []packEntry, repaired map[ID]bool) int {
 	n := 0
 	for _, e := range entries {
 		if repaired[e.ID] {

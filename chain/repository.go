@@ -245,14 +245,14 @@ func (r *Repository) readBlobIn(ctx context.Context, idx *index, t BlobType, id 
 	if loc.typ != t {
 		return nil, corrupt(object, "index says it is a %s blob", loc.typ)
 	}
-	return r.readBlobAt(ctx, pack, PackEntry{ID: id, Type: t, Compressed: loc.compressed, Offset: loc.offset, Length: loc.length, RawLength: loc.rawLength}, dst)
+	return r.readBlobAt(ctx, pack, packEntry{ID: id, Type: t, Compressed: loc.compressed, Offset: loc.offset, Length: loc.length, RawLength: loc.rawLength}, dst)
 }
 
 // readBlobAt reads the blob that entry e places in pack, checking its hash.
 // A store failure (the pack missing, EIO, a timeout) is returned as it is,
 // wrapped with the blob and pack it was reading: only bytes that were read
 // and are wrong, or a pack shorter than the index says, are ErrCorrupt.
-func (r *Repository) readBlobAt(ctx context.Context, pack ID, e PackEntry, dst []byte) ([]byte, error) {
+func (r *Repository) readBlobAt(ctx context.Context, pack ID, e packEntry, dst []byte) ([]byte, error) {
 	object := fmt.Sprintf("%s blob %s in pack %s", e.Type, e.ID, pack)
 	buf := getBuffer(int(e.Length))
 	defer putBuffer(buf)
@@ -279,7 +279,7 @@ func readError(object string, err error) error {
 
 // decodeStored turns a blob's stored bytes back into its plaintext: opens
 // the seal (encrypted repositories), decompresses, and checks the ID.
-func (r *Repository) decodeStored(dst, stored []byte, e PackEntry) ([]byte, error) {
+func (r *Repository) decodeStored(dst, stored []byte, e packEntry) ([]byte, error) {
 	if r.keys != nil {
 		opened, err := r.keys.open(nil, stored, e.ID[:])
 		if err != nil {

@@ -362,7 +362,7 @@ func (v *verifier) checkPacks(ctx context.Context, idx *index, stored map[ID]int
 	return err
 }
 
-func (v *verifier) checkPack(ctx context.Context, id ID, size int64, entries []PackEntry) error {
+func (v *verifier) checkPack(ctx context.Context, id ID, size int64, entries []packEntry) error {
 	name := packName(id)
 	data, err := v.repo.store.Get(ctx, name)
 	if err != nil {
@@ -399,7 +399,7 @@ func (v *verifier) checkPack(ctx context.Context, id ID, size int64, entries []P
 }
 
 // checkPackHeader checks that the pack's own header agrees with the index.
-func checkPackHeader(data []byte, entries []PackEntry) error {
+func checkPackHeader(data []byte, entries []packEntry) error {
 	if len(data) < packTrailerSize {
 		return errors.New("too short for a pack trailer")
 	}
@@ -412,7 +412,7 @@ func checkPackHeader(data []byte, entries []PackEntry) error {
 	if err != nil {
 		return err
 	}
-	own := map[ID]PackEntry{}
+	own := map[ID]packEntry{}
 	for _, e := range header {
 		own[e.ID] = e
 	}

@@ -29,7 +29,7 @@ type Writer struct {
 	mu      sync.Mutex
 	pending map[ID]struct{} // blobs added by this writer, written or not
 	open    [3]*openPack    // per BlobType, so tree nodes pack together
-	written []IndexedPack   // packs stored but not yet in an index file
+	written []indexedPack   // packs stored but not yet in an index file
 	// claimed counts the PutBlobs between claiming a blob in pending and
 	// adding it to an open pack, since the last tree pack was stored: a
 	// tree node may already name a blob that another PutBlob is still
@@ -56,7 +56,7 @@ type Writer struct {
 type openPack struct {
 	buf     *packBuffer
 	data    []byte // in buf's memory, unless a huge blob outgrew it
-	entries []PackEntry
+	entries []packEntry
 }
 
 // NewWriter starts a writer for operation (named in the lock, for people).
@@ -168,7 +168,7 @@ func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (i
 		p = &openPack{buf: buf, data: buf.mem[:0]}
 		w.open[t] = p
 	}
-	p.entries = append(p.entries, PackEntry{
+	p.entries = append(p.entries, packEntry{
 		ID: id, Type: t, Compressed: compressed,
 		Offset: uint32(len(p.data)), Length: uint32(len(stored)), RawLength: uint32(len(data)),
 	})
@@ -296,7 +296,7 @@ func (w *Writer) writePack(ctx context.Context, p *openPack) error {
 		w.mu.Unlock()
 		return err
 	}
-	w.written = append(w.written, IndexedPack{ID: id, Entries: p.entries})
+	w.written = append(w.written, indexedPack{ID: id, Entries: p.entries})
 	checkpoint := !w.repacking && len(w.written) >= indexCheckpointPacks // GC and repair write one index themselves
 	w.mu.Unlock()
 	if !checkpoint {
@@ -335,7 +335,7 @@ var indexCheckpointPacks = 64
 
 // writeIndex writes an index file for packs already stored, adds them to
 // the repository's index, and forgets their blobs (the index has them).
-func (w *Writer) writeIndex(ctx context.Context, packs []IndexedPack) error {
+func (w *Writer) writeIndex(ctx context.Context, packs []indexedPack) error {
 	name, err := writeIndexFile(ctx, w.repo.store, packs)
 	w.mu.Lock()
 	defer w.mu.Unlock()

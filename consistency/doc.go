@@ -21,6 +21,8 @@
 // configured like Azure's VMSnapshotScriptPluginConfig.json), [FSFreezeHook]
 // (Linux FIFREEZE/FITHAW) and [FuncHook] (a function in the same process:
 // a database flushing itself, or a hypervisor pausing a VM's I/O).
+// [PlanHooks] makes them from an operator's settings as Azure Backup does:
+// a script config, the file systems to freeze, the failure policy.
 //
 // The [Coordinator] runs them in order: wait until every hook is ready,
 // pre (application) hooks, freeze (file system, then pause hooks), capture,

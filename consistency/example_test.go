@@ -2,6 +2,7 @@ package consistency_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 
@@ -43,4 +44,38 @@ func ExampleHook() {
 	// pause web01
 	// capture the disks
 	// resume web01
+}
+
+// Mapping an Azure-style VMSnapshotScriptPluginConfig.json to hooks and a
+// failure policy, as the diskpoint CLI does: continueBackupOnFailure false
+// makes a failing pre script fail the create.
+func ExamplePlanHooks() {
+	cfg, err := consistency.ParseScriptConfig([]byte(`{
+		"preScriptLocation": "/etc/azure/pre.sh",
+		"postScriptLocation": "/etc/azure/post.sh",
+		"continueBackupOnFailure": false
+	}`)) // or LoadScriptConfig(path, false), which checks the file's permissions
+	if err != nil {
+		log.Fatal(err)
+	}
+	plan, err := consistency.PlanHooks(consistency.HookSettings{
+		Mode:              consistency.Application,
+		ScriptConfig:      &cfg,
+		FreezeMountPoints: []string{"/srv/db"},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, h := range plan.Hooks {
+		fmt.Println(h.Name(), h.Level())
+	}
+	fmt.Println("fails on hook failure:", plan.OnFailure == consistency.Fail, "script timeout:", cfg.TimeoutInSeconds, "s")
+
+	_, err = consistency.PlanHooks(consistency.HookSettings{Mode: consistency.Crash, FreezeMountPoints: []string{"/srv/db"}})
+	fmt.Println(errors.Is(err, consistency.ErrConflictingSettings))
+	// Output:
+	// script application
+	// fsfreeze filesystem
+	// fails on hook failure: true script timeout: 60 s
+	// true
 }

@@ -73,7 +73,7 @@ func ParseScriptConfig(data []byte) (ScriptConfig, error) {
 // neither root nor the user running diskpoint, unless allowInsecure.
 func LoadScriptConfig(path string, allowInsecure bool) (ScriptConfig, error) {
 	if !allowInsecure {
-		if err := CheckOwnerOnly(path); err != nil {
+		if err := checkOwnerOnly(path); err != nil {
 			return ScriptConfig{}, err
 		}
 	}
@@ -88,10 +88,10 @@ func LoadScriptConfig(path string, allowInsecure bool) (ScriptConfig, error) {
 	return cfg, nil
 }
 
-// CheckOwnerOnly refuses a file that group or others can write, or that is
+// checkOwnerOnly refuses a file that group or others can write, or that is
 // owned by someone other than root or the current user: whoever can change a
 // hook script can run code as diskpoint's user.
-func CheckOwnerOnly(path string) error {
+func checkOwnerOnly(path string) error {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return fmt.Errorf("check permissions: %w", err)
@@ -136,7 +136,7 @@ func (h *ScriptHook) Ready(ctx context.Context, run *Run) error {
 			return fmt.Errorf("script %s is not an executable file", path)
 		}
 		if !h.AllowInsecure {
-			if err := CheckOwnerOnly(path); err != nil {
+			if err := checkOwnerOnly(path); err != nil {
 				return fmt.Errorf("script: %w", err)
 			}
 		}

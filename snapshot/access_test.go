@@ -76,7 +76,7 @@ func TestDiffEqualsComparingRestoredImages(t *testing.T) {
 	ctx := context.Background()
 	vm, ids, images := chainOfThree(t)
 	for _, pair := range [][2]int{{0, 1}, {1, 2}, {0, 2}, {2, 0}, {1, 1}} {
-		got, err := vm.Diff(ctx, ids[pair[0]], ids[pair[1]], "d")
+		got, err := vm.Diff(ctx, snapshot.DiffOptions{Disk: "d", From: ids[pair[0]], To: ids[pair[1]]})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,7 +85,7 @@ func TestDiffEqualsComparingRestoredImages(t *testing.T) {
 			t.Errorf("diff %d..%d: %d ranges %v\nwant %d ranges %v", pair[0], pair[1], len(got), got, len(want), want)
 		}
 	}
-	if _, err := vm.Diff(ctx, ids[0], ids[1], "nope"); !errors.Is(err, snapshot.ErrNotFound) {
+	if _, err := vm.Diff(ctx, snapshot.DiffOptions{Disk: "nope", From: ids[0], To: ids[1]}); !errors.Is(err, snapshot.ErrNotFound) {
 		t.Errorf("diff of an unknown disk: %v", err)
 	}
 }
@@ -112,14 +112,14 @@ func TestIncrementalRestore(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			target := filepath.Join(t.TempDir(), "target.img")
-			if _, err := vm.RestoreDisk(ctx, ids[tc.from], "d", target, snapshot.RestoreOptions{}); err != nil {
+			if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: ids[tc.from], Disk: "d", Path: target}); err != nil {
 				t.Fatal(err)
 			}
-			opts := snapshot.RestoreOptions{Incremental: true}
+			opts := snapshot.RestoreOptions{Point: ids[tc.to], Disk: "d", Path: target, Incremental: true}
 			if tc.useFrom {
 				opts.From = ids[tc.from]
 			}
-			stats, err := vm.RestoreDisk(ctx, ids[tc.to], "d", target, opts)
+			stats, err := vm.RestoreDisk(ctx, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -140,7 +140,7 @@ func TestIncrementalRestore(t *testing.T) {
 		})
 	}
 	// A target that does not exist, or From without Incremental, is refused.
-	if _, err := vm.RestoreDisk(ctx, ids[0], "d", filepath.Join(t.TempDir(), "none"), snapshot.RestoreOptions{Incremental: true}); err == nil {
+	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: ids[0], Disk: "d", Path: filepath.Join(t.TempDir(), "none"), Incremental: true}); err == nil {
 		t.Error("incremental restore onto nothing succeeded")
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
 
@@ -54,7 +53,7 @@ func TestCreateRefusesBadInput(t *testing.T) {
 			if points, _ := vm.List(ctx); len(points) != 0 {
 				t.Errorf("a failed create left %d restore points", len(points))
 			}
-			if vr, err := repo.Verify(ctx, chain.VerifyOptions{}); err != nil || !vr.OK() {
+			if vr, err := repo.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !vr.OK() {
 				t.Errorf("verify after failed create: %+v, %v", vr, err)
 			}
 		})
@@ -134,7 +133,7 @@ func TestUnknownThingsAreNamed(t *testing.T) {
 		{rp.ID, "nope", `"nope"`},
 		{"../../etc", "d", "../../etc"},
 	} {
-		_, err := vm.RestoreDisk(ctx, tc.id, tc.disk, out, snapshot.RestoreOptions{})
+		_, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: tc.id, Disk: tc.disk, Path: out})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("RestoreDisk(%s, %s) = %v, want an error naming %s", tc.id, tc.disk, err, tc.want)
 		}

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/consistency"
 	"github.com/diskpoint/diskpoint/internal/systest"
 	"github.com/diskpoint/diskpoint/snapshot"
@@ -64,7 +63,7 @@ func TestCaptureReflinkCloneFinishedAfterTimeoutIsRemoved(t *testing.T) {
 		}
 		// The capture's writer holds the repository lock until everything
 		// is released: GC, which needs it exclusively, waits for that.
-		if _, err := repo.GC(ctx, chain.GCOptions{LockWait: waitLong}); err != nil {
+		if _, err := repo.GC(ctx, snapshot.GCOptions{LockWait: waitLong}); err != nil {
 			t.Fatalf("gc after create %d: %v", i, err)
 		}
 		entries, err := os.ReadDir(mnt)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/consistency"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
@@ -205,7 +204,7 @@ func TestLateReleaseErrorReachesHookLog(t *testing.T) {
 	}
 	// The capture's writer holds the repository lock until the release has
 	// been logged: GC, which needs the lock exclusively, waits for that.
-	if _, err := repo.GC(ctx, chain.GCOptions{LockWait: waitLong}); err != nil {
+	if _, err := repo.GC(ctx, snapshot.GCOptions{LockWait: waitLong}); err != nil {
 		t.Fatal(err)
 	}
 	if n := snap.releases.Load(); n != 1 {

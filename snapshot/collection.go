@@ -15,12 +15,6 @@ type Collection struct {
 	name string
 }
 
-// RestorePoint is one point in time of a collection: its disks' block maps,
-// the VM configuration stored with it, and the consistency achieved.
-type RestorePoint struct {
-	chain.Manifest
-}
-
 // Latest is the restore point reference that Get, RestoreDisk, OpenDisk,
 // Diff and Copy read as "the newest restore point of the collection" (that
 // has the disk, where one is named).
@@ -40,7 +34,7 @@ func (c *Collection) List(ctx context.Context) ([]*RestorePoint, error) {
 	}
 	out := make([]*RestorePoint, len(ms))
 	for i, m := range ms {
-		out[i] = &RestorePoint{*m}
+		out[i] = pointFromManifest(m)
 	}
 	return out, nil
 }
@@ -73,7 +67,7 @@ func (c *Collection) GetWithDisk(ctx context.Context, ref, disk string) (*Restor
 	}
 	m, err := c.repo.chain.LoadManifest(ctx, c.name, ref)
 	if err == nil {
-		return &RestorePoint{*m}, nil
+		return pointFromManifest(m), nil
 	}
 	if !errors.Is(err, ErrNotFound) || ref == "" {
 		return nil, err

@@ -64,7 +64,7 @@ func TestGCDuringCreates(t *testing.T) {
 	}
 	wg.Go(func() {
 		for range 6 {
-			if _, err := repo.GC(ctx, chain.GCOptions{RepackUnused: 0.01}); err != nil && !errors.Is(err, chain.ErrLocked) {
+			if _, err := repo.GC(ctx, snapshot.GCOptions{RepackUnused: 0.01}); err != nil && !errors.Is(err, chain.ErrLocked) {
 				errs <- fmt.Errorf("gc: %w", err)
 				return
 			}
@@ -75,13 +75,13 @@ func TestGCDuringCreates(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if _, err := repo.GC(ctx, chain.GCOptions{RepackUnused: 0.01}); err != nil {
+	if _, err := repo.GC(ctx, snapshot.GCOptions{RepackUnused: 0.01}); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range kept {
 		restoreAndCompare(t, p.c, p.id, "d", p.want)
 	}
-	if vr, err := repo.Verify(ctx, chain.VerifyOptions{}); err != nil || !vr.OK() {
+	if vr, err := repo.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !vr.OK() {
 		t.Fatalf("verify: %+v, %v", vr, err)
 	}
 }

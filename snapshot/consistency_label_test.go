@@ -56,7 +56,7 @@ func TestConsistencyIsWhatHappened(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rp.Consistency != string(tc.want) || rp.RequestedConsistency != string(tc.mode) || rp.Disks[0].Capture != tc.capture {
+			if rp.Consistency != tc.want || rp.RequestedConsistency != tc.mode || rp.Disks[0].Capture != tc.capture {
 				t.Errorf("asked %s: recorded %q (capture %q), want %q (capture %q)", rp.RequestedConsistency, rp.Consistency, rp.Disks[0].Capture, tc.want, tc.capture)
 			}
 			for _, w := range tc.why {
@@ -138,7 +138,7 @@ func TestSeveralDisksNeedOneInstant(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rp.Consistency != string(tc.want) || !strings.Contains(rp.FallbackReason, tc.why) || (tc.why == "" && rp.FallbackReason != "") {
+			if rp.Consistency != tc.want || !strings.Contains(rp.FallbackReason, tc.why) || (tc.why == "" && rp.FallbackReason != "") {
 				t.Errorf("recorded %q because %q; want %q because %q", rp.Consistency, rp.FallbackReason, tc.want, tc.why)
 			}
 			if rp.CaptureSpreadMillis < 0 || rp.CaptureSpreadMillis > rp.FreezeMillis+1 {

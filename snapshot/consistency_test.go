@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/consistency"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
@@ -289,7 +288,7 @@ func captureCounterDisks(t *testing.T, dir string, n int) ([]string, *snapshot.C
 			off  int
 		}{{"a", 4096}, {"b", 8192}} {
 			out := filepath.Join(t.TempDir(), disk.name)
-			if _, err := vm.RestoreDisk(ctx, id, disk.name, out, snapshot.RestoreOptions{}); err != nil {
+			if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: id, Disk: disk.name, Path: out}); err != nil {
 				t.Fatal(err)
 			}
 			counters[i] = binary.LittleEndian.Uint64(readFile(t, out)[disk.off:])
@@ -309,7 +308,7 @@ func TestCreateRefusesUnknownMode(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "quantum") {
 		t.Fatalf("unknown mode: %v", err)
 	}
-	if vr, err := repo.Verify(context.Background(), chain.VerifyOptions{}); err != nil || !vr.OK() {
+	if vr, err := repo.Verify(context.Background(), snapshot.VerifyOptions{}); err != nil || !vr.OK() {
 		t.Fatal(vr, err)
 	}
 }

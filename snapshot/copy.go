@@ -63,7 +63,7 @@ func (c *Collection) Copy(ctx context.Context, id string, to *Collection, opts C
 	}
 	defer unlock()
 	if existing, err := dst.LoadManifest(ctx, to.name, rp.ID); err == nil {
-		return &RestorePoint{*existing}, stats, nil // there already: nothing to do
+		return pointFromManifest(existing), stats, nil // there already: nothing to do
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, stats, err
 	}
@@ -84,7 +84,7 @@ func (c *Collection) Copy(ctx context.Context, id string, to *Collection, opts C
 		return nil, stats, fmt.Errorf("copy to %q: %w", to.name, err)
 	}
 	defer w.Close()
-	copied := rp.Manifest
+	copied := rp.manifest()
 	copied.Collection = to.name
 	var copyStats func() chain.CopyStats
 	if sameChunkNames(c.repo.chain, dst) {
@@ -94,7 +94,7 @@ func (c *Collection) Copy(ctx context.Context, id string, to *Collection, opts C
 			return nil, copier.Stats(), err
 		}
 		for _, d := range rp.Disks {
-			if err := copier.CopyDisk(ctx, d); err != nil {
+			if err := copier.CopyDisk(ctx, d.manifest()); err != nil {
 				return nil, copier.Stats(), fmt.Errorf("copy %s disk %q to %q: %w", rp.ID, d.Name, to.name, err)
 			}
 		}
@@ -106,7 +106,7 @@ func (c *Collection) Copy(ctx context.Context, id string, to *Collection, opts C
 		}
 		copied.Disks = make([]chain.DiskManifest, len(rp.Disks))
 		for i, d := range rp.Disks {
-			if copied.Disks[i], err = copier.disk(ctx, d); err != nil {
+			if copied.Disks[i], err = copier.disk(ctx, d.manifest()); err != nil {
 				return nil, copier.stats, fmt.Errorf("copy %s disk %q to %q: %w", rp.ID, d.Name, to.name, err)
 			}
 		}
@@ -120,5 +120,5 @@ func (c *Collection) Copy(ctx context.Context, id string, to *Collection, opts C
 			return nil, copyStats(), fmt.Errorf("copy to %q: restore point %s is copied, but: %w", to.name, rp.ID, err)
 		}
 	}
-	return &RestorePoint{copied}, copyStats(), nil
+	return pointFromManifest(&copied), copyStats(), nil
 }

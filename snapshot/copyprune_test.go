@@ -121,7 +121,7 @@ func TestCopyInterruptedResumes(t *testing.T) {
 		t.Errorf("interrupted after %d bytes, the rerun moved %d; the disk has %d chunk bytes", first.Bytes, second.Bytes, rp.Disks[0].NewChunkBytes)
 	}
 	restoreAndCompare(t, dr, rp.ID, "d", readFile(t, disk))
-	if vr, err := dstRepo.Verify(ctx, chain.VerifyOptions{}); err != nil || !vr.OK() {
+	if vr, err := dstRepo.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !vr.OK() {
 		t.Fatal(vr, err)
 	}
 }
@@ -187,7 +187,7 @@ func TestPruneKeepsWhatThePolicySays(t *testing.T) {
 		}
 		return strings.Join(out, " ")
 	}
-	dry, err := vm.Prune(ctx, policy, true)
+	dry, err := vm.Prune(ctx, snapshot.PruneOptions{Policy: policy, DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,20 +201,20 @@ func TestPruneKeepsWhatThePolicySays(t *testing.T) {
 		t.Fatalf("dry run deleted: %d points left", len(points))
 	}
 	before := packBytes(t, repoDir)
-	if _, err := vm.Prune(ctx, policy, false); err != nil {
+	if _, err := vm.Prune(ctx, snapshot.PruneOptions{Policy: policy}); err != nil {
 		t.Fatal(err)
 	}
 	points, _ := vm.List(ctx)
 	if len(points) != 6 {
 		t.Fatalf("%d points after prune, want 6", len(points))
 	}
-	if _, err := repo.GC(ctx, chain.GCOptions{}); err != nil {
+	if _, err := repo.GC(ctx, snapshot.GCOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if after := packBytes(t, repoDir); after >= before {
 		t.Errorf("GC after prune: %d -> %d bytes", before, after)
 	}
-	if _, err := vm.Prune(ctx, snapshot.RetentionPolicy{}, false); err == nil {
+	if _, err := vm.Prune(ctx, snapshot.PruneOptions{Policy: snapshot.RetentionPolicy{}}); err == nil {
 		t.Error("an empty policy was accepted")
 	}
 }

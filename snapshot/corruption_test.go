@@ -72,10 +72,14 @@ func newCorruptionFixture(t *testing.T) *corruptionFixture {
 
 func (f *corruptionFixture) blockIDs(t *testing.T, point string) []chain.ID {
 	t.Helper()
-	tr := f.repo.Chain().OpenTree(f.points[point].Disks[0])
+	rp := f.points[point]
+	m, err := f.repo.Chain().LoadManifest(context.Background(), rp.Collection, rp.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := f.repo.Chain().OpenTree(m.Disks[0])
 	var ids []chain.ID
 	for j := int64(0); j < tr.Geometry().Leaves(); j++ {
-		var err error
 		if ids, err = tr.Leaf(context.Background(), j, ids); err != nil {
 			t.Fatal(err)
 		}
@@ -168,7 +172,7 @@ func TestCorruptionIsFoundAndContained(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.repo = repo
-			report, err := repo.Verify(ctx, chain.VerifyOptions{})
+			report, err := repo.Verify(ctx, snapshot.VerifyOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -196,7 +200,7 @@ func TestCorruptionIsFoundAndContained(t *testing.T) {
 			}
 			for name, rp := range f.points {
 				out := filepath.Join(t.TempDir(), name+".img")
-				_, err := f.collection(name).RestoreDisk(ctx, rp.ID, "d", out, snapshot.RestoreOptions{})
+				_, err := f.collection(name).RestoreDisk(ctx, snapshot.RestoreOptions{Point: rp.ID, Disk: "d", Path: out})
 				if affected[name] {
 					if !errors.Is(err, tc.restoreErr) || (named != "" && !strings.Contains(err.Error(), named) && !strings.Contains(err.Error(), "blob")) {
 						t.Errorf("restore of affected point %s: %v, want %v naming the damage", name, err, tc.restoreErr)
@@ -218,7 +222,7 @@ func TestCorruptionIsFoundAndContained(t *testing.T) {
 			// GC never makes it worse: what restored before still does. With
 			// a block-map node or a manifest damaged it cannot know what lies
 			// below, so it refuses, naming the object, and removes nothing.
-			if _, err := repo.GC(ctx, chain.GCOptions{}); err != nil {
+			if _, err := repo.GC(ctx, snapshot.GCOptions{}); err != nil {
 				if tc.name != "a block-map node" && tc.name != "a damaged manifest" || !errors.Is(err, chain.ErrCorrupt) || !strings.Contains(err.Error(), named) {
 					t.Fatalf("gc: %v", err)
 				}
@@ -230,7 +234,7 @@ func TestCorruptionIsFoundAndContained(t *testing.T) {
 				restoreAndCompare(t, f.collection(name), rp.ID, "d", f.images[name])
 			}
 			if len(tc.hits) == 0 { // index damage: GC rewrote the index, all is well again
-				if vr, err := repo.Verify(ctx, chain.VerifyOptions{}); err != nil || !vr.OK() || vr.UnindexedPacks != 0 {
+				if vr, err := repo.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !vr.OK() || vr.UnindexedPacks != 0 {
 					t.Errorf("after GC: %+v, %v", vr, err)
 				}
 			}
@@ -245,7 +249,7 @@ func TestRepairFromDisk(t *testing.T) {
 	path, loc := f.blobFile(t, f.uniqueA)
 	flipAt(t, path, loc.Offset+1)
 	repo, _ := snapshot.Open(ctx, f.dir)
-	report, err := repo.Verify(ctx, chain.VerifyOptions{})
+	report, err := repo.Verify(ctx, snapshot.VerifyOptions{})
 	if err != nil || report.OK() {
 		t.Fatalf("verify: %+v, %v", report, err)
 	}
@@ -254,12 +258,12 @@ func TestRepairFromDisk(t *testing.T) {
 	if err != nil || fixed.Repaired == 0 || fixed.Found != fixed.Wanted {
 		t.Fatalf("repair: %+v, %v", fixed, err)
 	}
-	if vr, err := repo.Verify(ctx, chain.VerifyOptions{}); err != nil || !vr.OK() {
+	if vr, err := repo.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !vr.OK() {
 		t.Fatalf("verify after repair: %+v, %v", vr, err)
 	}
 	vm, _ := repo.Collection("vm")
 	restoreAndCompare(t, vm, f.points["A"].ID, "d", f.images["A"])
-	if _, err := repo.GC(ctx, chain.GCOptions{}); err != nil {
+	if _, err := repo.GC(ctx, snapshot.GCOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	restoreAndCompare(t, vm, f.points["A"].ID, "d", f.images["A"])

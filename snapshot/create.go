@@ -256,7 +256,7 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (rp *Restor
 			return nil, fmt.Errorf("create in %q: restore point %s is stored, but: %w", c.name, m.ID, err)
 		}
 	}
-	return &RestorePoint{m}, nil
+	return pointFromManifest(&m), nil
 }
 
 // endCreate ends the capture's life (cp.end) and saves the hook log of
@@ -347,7 +347,7 @@ func (c *Collection) selectDisks(opts CreateOptions) ([]DiskSource, []string, er
 func parentOf(points []*RestorePoint, name string) *pointDisk {
 	for i := len(points) - 1; i >= 0; i-- {
 		if d, ok := points[i].Disk(name); ok {
-			return &pointDisk{point: points[i].ID, disk: d}
+			return &pointDisk{point: points[i].ID, disk: d.manifest()}
 		}
 	}
 	return nil

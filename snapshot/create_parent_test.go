@@ -69,7 +69,7 @@ func TestCreateWhoseParentIsCollectedMeanwhile(t *testing.T) {
 		if err := otherVM.Delete(ctx, parent.ID); err != nil {
 			t.Error(err)
 		}
-		if gc, err = other.GC(ctx, chain.GCOptions{}); err != nil {
+		if gc, err = other.GC(ctx, snapshot.GCOptions{}); err != nil {
 			t.Error(err)
 		}
 	})

@@ -7,12 +7,26 @@ import (
 	"github.com/diskpoint/diskpoint/blockdiff"
 )
 
-// Diff returns the byte ranges of disk that differ between restore points
-// from and to (the analogue of Azure's page-range diff and EBS's
-// ListChangedBlocks), at block granularity, in order. The two need not be
-// neighbours. It reads only the block-map nodes over what changed. Each
-// point is named as Collection.OpenDisk names it.
-func (c *Collection) Diff(ctx context.Context, from, to, disk string) ([]blockdiff.Range, error) {
+// DiffOptions say what Diff compares. All three are required.
+type DiffOptions struct {
+	// Disk names the disk to compare.
+	Disk string
+	// From and To name the two restore points, as Collection.OpenDisk
+	// names one: an ID, a unique prefix of one, or Latest (the newest that
+	// has Disk).
+	From, To string
+}
+
+// Diff returns the byte ranges of disk opts.Disk that differ between
+// restore points opts.From and opts.To (the analogue of Azure's page-range
+// diff and EBS's ListChangedBlocks), at block granularity, in order. The
+// two need not be neighbours. It reads only the block-map nodes over what
+// changed.
+func (c *Collection) Diff(ctx context.Context, opts DiffOptions) ([]blockdiff.Range, error) {
+	from, to, disk := opts.From, opts.To, opts.Disk
+	if from == "" || to == "" || disk == "" {
+		return nil, fmt.Errorf("diff in %q: DiffOptions.Disk, From and To are required (got %q, %q, %q)", c.name, disk, from, to)
+	}
 	points, lock, err := c.lockPointsWithDisk(ctx, "diff", disk, from, to)
 	if err != nil {
 		return nil, err

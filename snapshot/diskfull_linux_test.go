@@ -8,7 +8,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/internal/systest"
 	"github.com/diskpoint/diskpoint/snapshot"
@@ -57,7 +56,7 @@ func TestRepositoryRunsOutOfSpace(t *testing.T) {
 		t.Fatal(err)
 	}
 	vm, _ = repo.Collection("vm")
-	if report, err := repo.Verify(ctx, chain.VerifyOptions{}); err != nil || !report.OK() {
+	if report, err := repo.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !report.OK() {
 		t.Fatalf("verify after the failed create: %+v, %v", report, err)
 	}
 	points, _ := vm.List(ctx)
@@ -65,11 +64,11 @@ func TestRepositoryRunsOutOfSpace(t *testing.T) {
 		t.Fatalf("restore points after the failed create: %v", points)
 	}
 	restoreAndCompare(t, vm, first.ID, "d", readFile(t, small))
-	if _, err := repo.GC(ctx, chain.GCOptions{}); err != nil {
+	if _, err := repo.GC(ctx, snapshot.GCOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// Whatever the failed create left (packs that made it, temp files) is gone.
-	if report, _ := repo.Verify(ctx, chain.VerifyOptions{}); report.UnindexedPacks != 0 {
+	if report, _ := repo.Verify(ctx, snapshot.VerifyOptions{}); report.UnindexedPacks != 0 {
 		t.Errorf("%d unindexed packs after GC", report.UnindexedPacks)
 	}
 	if temps, _ := filepath.Glob(filepath.Join(repoDir, "packs", "*", ".tmp-*")); len(temps) != 0 {

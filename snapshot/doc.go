@@ -15,7 +15,7 @@
 //		{Name: "os", Path: "/images/vm1-os.img"},
 //		{Name: "data", Path: "/images/vm1-data.img"},
 //	}})
-//	_, _ = vm.RestoreDisk(ctx, rp.ID, "data", "/tmp/data.img", snapshot.RestoreOptions{})
+//	_, _ = vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: rp.ID, Disk: "data", Path: "/tmp/data.img"})
 //
 // The package builds on blockdiff (reading disks and finding changes) and
 // chain (the repository format).

@@ -101,21 +101,21 @@ func TestEncryptedRepository(t *testing.T) {
 	if err := vm.Delete(ctx, again.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := reopened.GC(ctx, chain.GCOptions{}); err != nil {
+	if _, err := reopened.GC(ctx, snapshot.GCOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if vr, err := reopened.Verify(ctx, chain.VerifyOptions{}); err != nil || !vr.OK() {
+	if vr, err := reopened.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !vr.OK() {
 		t.Fatalf("verify: %+v %v", vr, err)
 	}
 	restoreAndCompare(t, vm, rp.ID, "d", image)
 	ids := (&corruptionFixture{repo: reopened, points: map[string]*snapshot.RestorePoint{"A": rp}}).blockIDs(t, "A")
 	loc, _ := reopened.Chain().LocateBlob(ids[3])
 	flipAt(t, filepath.Join(dir, loc.Pack), loc.Offset+loc.Length/2)
-	vr, err := reopened.Verify(ctx, chain.VerifyOptions{})
+	vr, err := reopened.Verify(ctx, snapshot.VerifyOptions{})
 	if err != nil || vr.OK() || !strings.Contains(vr.Damage[0].Object, ids[3].String()) {
 		t.Fatalf("verify after a flipped sealed byte: %+v %v", vr, err)
 	}
-	if _, err := vm.RestoreDisk(ctx, rp.ID, "d", filepath.Join(work, "out.img"), snapshot.RestoreOptions{}); !errors.Is(err, chain.ErrCorrupt) {
+	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: rp.ID, Disk: "d", Path: filepath.Join(work, "out.img")}); !errors.Is(err, chain.ErrCorrupt) {
 		t.Errorf("restore across a damaged sealed chunk: %v", err)
 	}
 }
@@ -153,7 +153,7 @@ func TestCopyBetweenKeys(t *testing.T) {
 		if cfg, err := c.VMConfig(ctx, copied); string(cfg) != "vm config" || err != nil {
 			t.Errorf("VM config after a copy across keys: %q, %v", cfg, err)
 		}
-		if report, err := target.Verify(ctx, chain.VerifyOptions{}); err != nil || !report.OK() {
+		if report, err := target.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !report.OK() {
 			t.Errorf("verify of the copy across keys: %+v, %v", report.Damage, err)
 		}
 		if _, stats, err := vm.Copy(ctx, rp.ID, c, snapshot.CopyOptions{}); err != nil || stats != (chain.CopyStats{}) {

@@ -53,7 +53,7 @@ func Example() {
 	fmt.Println("disks:", len(rp.Disks))
 
 	out := filepath.Join(dir, "data.restored")
-	if _, err := vm.RestoreDisk(ctx, rp.ID, "data", out, snapshot.RestoreOptions{}); err != nil {
+	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: rp.ID, Disk: "data", Path: out}); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println("bit-exact:", sameFile(data, out))
@@ -152,7 +152,7 @@ func ExampleCollection_Diff() {
 	f.Close()
 	second, _ := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "os", Path: path}}})
 
-	ranges, err := vm.Diff(ctx, first.ID, second.ID, "os")
+	ranges, err := vm.Diff(ctx, snapshot.DiffOptions{Disk: "os", From: first.ID, To: second.ID})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -199,11 +199,11 @@ func ExampleCollection_Prune() {
 		}
 	}
 
-	result, err := vm.Prune(ctx, snapshot.RetentionPolicy{Last: 1}, false)
+	result, err := vm.Prune(ctx, snapshot.PruneOptions{Policy: snapshot.RetentionPolicy{Last: 1}})
 	if err != nil {
 		log.Fatal(err)
 	}
-	if _, err := repo.GC(ctx, chain.GCOptions{}); err != nil {
+	if _, err := repo.GC(ctx, snapshot.GCOptions{}); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Printf("kept %d, deleted %d\n", len(result.Kept), len(result.Deleted))

@@ -108,7 +108,7 @@ func faultRun(t *testing.T, seed uint64) (hits int) {
 				continue
 			}
 			out := filepath.Join(work, "restored.img")
-			_, err := src.RestoreDisk(ctx, id, "d", out, snapshot.RestoreOptions{})
+			_, err := src.RestoreDisk(ctx, snapshot.RestoreOptions{Point: id, Disk: "d", Path: out})
 			if checkClean(t, "restore "+id, err) {
 				if got := sha256.Sum256(readFile(t, out)); got != state {
 					t.Fatalf("restore %s reported success with the wrong contents", id)
@@ -133,10 +133,10 @@ func faultRun(t *testing.T, seed uint64) (hits int) {
 			mayBeGone[id] = true
 			checkClean(t, "delete "+id, src.Delete(ctx, id))
 		case op < 9:
-			_, err := repos[0].GC(ctx, chain.GCOptions{RepackUnused: 0.01})
+			_, err := repos[0].GC(ctx, snapshot.GCOptions{RepackUnused: 0.01})
 			checkClean(t, "gc", err)
 		default:
-			report, err := repos[0].Verify(ctx, chain.VerifyOptions{})
+			report, err := repos[0].Verify(ctx, snapshot.VerifyOptions{})
 			if checkClean(t, "verify", err) && !report.OK() {
 				t.Fatalf("verify against a failing (not damaged) store reports damage: %+v", report.Damage)
 			}
@@ -158,10 +158,10 @@ func faultRun(t *testing.T, seed uint64) (hits int) {
 		if _, err := repo.Unlock(ctx, true); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := repo.GC(ctx, chain.GCOptions{RepackUnused: 0.01}); err != nil {
+		if _, err := repo.GC(ctx, snapshot.GCOptions{RepackUnused: 0.01}); err != nil {
 			t.Fatalf("repository %d: gc once the store is well: %v", i, err)
 		}
-		report, err := repo.Verify(ctx, chain.VerifyOptions{})
+		report, err := repo.Verify(ctx, snapshot.VerifyOptions{})
 		if err != nil || !report.OK() {
 			t.Fatalf("repository %d: verify once the store is well: %+v, %v", i, report.Damage, err)
 		}
@@ -178,7 +178,7 @@ func faultRun(t *testing.T, seed uint64) (hits int) {
 		for _, rp := range points {
 			listed[rp.ID] = true
 			out := filepath.Join(work, "final.img")
-			if _, err := c.RestoreDisk(ctx, rp.ID, "d", out, snapshot.RestoreOptions{}); err != nil {
+			if _, err := c.RestoreDisk(ctx, snapshot.RestoreOptions{Point: rp.ID, Disk: "d", Path: out}); err != nil {
 				t.Fatalf("repository %d: restore %s once the store is well: %v", i, rp.ID, err)
 			}
 			got := sha256.Sum256(readFile(t, out))

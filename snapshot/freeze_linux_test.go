@@ -127,7 +127,7 @@ func e2fsck(t *testing.T, image string) {
 func restoreTo(t *testing.T, c *snapshot.Collection, id, disk string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), disk+".img")
-	if _, err := c.RestoreDisk(context.Background(), id, disk, out, snapshot.RestoreOptions{}); err != nil {
+	if _, err := c.RestoreDisk(context.Background(), snapshot.RestoreOptions{Point: id, Disk: disk, Path: out}); err != nil {
 		t.Fatal(err)
 	}
 	return out

@@ -80,7 +80,7 @@ func TestDeleteAndPruneRemoveHookLogs(t *testing.T) {
 		t.Fatalf("after deleting %s: hook logs %v, want %v", ids[1], got, want)
 	}
 
-	res, err := vm.Prune(ctx, snapshot.RetentionPolicy{Last: 1}, false)
+	res, err := vm.Prune(ctx, snapshot.PruneOptions{Policy: snapshot.RetentionPolicy{Last: 1}})
 	if err != nil || len(res.Deleted) != 2 || len(res.Kept) != 1 {
 		t.Fatalf("prune: %+v, %v", res, err)
 	}

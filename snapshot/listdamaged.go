@@ -38,7 +38,7 @@ func (c *Collection) ListWithDamaged(ctx context.Context) ([]ListedPoint, error)
 		if l.Damage != nil {
 			p.Damaged, p.DamageReason, p.Stored = true, damageReason(l.Damage), l.Stored
 		} else {
-			p.RestorePoint = &RestorePoint{*l.Manifest}
+			p.RestorePoint = pointFromManifest(l.Manifest)
 		}
 		out[i] = p
 	}

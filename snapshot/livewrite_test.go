@@ -13,7 +13,6 @@ import (
 	"testing"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
 
@@ -188,7 +187,7 @@ func TestLiveWriteStoresWhatItHashed(t *testing.T) {
 	idle := readFile(t, img)
 	idleID := create()
 
-	vr, err := repo.Verify(ctx, chain.VerifyOptions{})
+	vr, err := repo.Verify(ctx, snapshot.VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +202,7 @@ func TestLiveWriteStoresWhatItHashed(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "restored.img")
 	restore := func(what, id string) []byte {
 		t.Helper()
-		if _, err := vm.RestoreDisk(ctx, id, "d", out, snapshot.RestoreOptions{}); err != nil {
+		if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: id, Disk: "d", Path: out}); err != nil {
 			t.Errorf("%s: %v", what, err)
 			return nil
 		}

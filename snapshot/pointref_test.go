@@ -64,7 +64,7 @@ func TestPointReferences(t *testing.T) {
 
 	// Restore, OpenDisk and Diff resolve references the same way.
 	out := filepath.Join(dir, "out.img")
-	if _, err := vm.RestoreDisk(ctx, snapshot.Latest, "b", out, snapshot.RestoreOptions{}); err != nil {
+	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: snapshot.Latest, Disk: "b", Path: out}); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(readFile(t, out), imageB) {
@@ -79,7 +79,7 @@ func TestPointReferences(t *testing.T) {
 	if !bytes.Equal(got, imageB) {
 		t.Error("OpenDisk of latest b did not open the newest point that has b")
 	}
-	if ranges, err := vm.Diff(ctx, withB.ID[:len(withB.ID)-1], snapshot.Latest, "b"); err != nil || len(ranges) != 0 {
+	if ranges, err := vm.Diff(ctx, snapshot.DiffOptions{Disk: "b", From: withB.ID[:len(withB.ID)-1], To: snapshot.Latest}); err != nil || len(ranges) != 0 {
 		t.Errorf("Diff of a prefix and latest b: %v, %v", ranges, err)
 	}
 }

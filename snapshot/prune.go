@@ -48,10 +48,19 @@ type PrunedPoint struct {
 	Reasons []string  `json:"reasons,omitempty"`
 }
 
-// Prune deletes the restore points the policy does not keep, with their
-// hook logs, and reports them; with dryRun it only reports. Run GC
+// PruneOptions configure Prune.
+type PruneOptions struct {
+	// Policy says which restore points to keep; it must have a rule.
+	Policy RetentionPolicy
+	// DryRun reports what the policy would delete, and deletes nothing.
+	DryRun bool
+}
+
+// Prune deletes the restore points opts.Policy does not keep, with their
+// hook logs, and reports them; with opts.DryRun it only reports. Run GC
 // afterwards to reclaim the space.
-func (c *Collection) Prune(ctx context.Context, policy RetentionPolicy, dryRun bool) (PruneResult, error) {
+func (c *Collection) Prune(ctx context.Context, opts PruneOptions) (PruneResult, error) {
+	policy, dryRun := opts.Policy, opts.DryRun
 	result := PruneResult{DryRun: dryRun, Kept: []PrunedPoint{}, Deleted: []PrunedPoint{}}
 	if policy.IsEmpty() {
 		return result, errors.New("prune: the policy keeps nothing; give at least one rule")

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/diskpoint/diskpoint/chain"
 )
 
 // pointsAt makes restore points (oldest first) created at the given RFC 3339 times.
@@ -18,7 +16,7 @@ func pointsAt(t *testing.T, times ...string) []*RestorePoint {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, &RestorePoint{chain.Manifest{ID: string(rune('A' + i)), Created: at}})
+		out = append(out, &RestorePoint{ID: string(rune('A' + i)), Created: at})
 	}
 	return out
 }

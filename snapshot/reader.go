@@ -114,7 +114,7 @@ func diskIn(c *Collection, rp *RestorePoint, disk string) (*pointDisk, error) {
 	if !ok {
 		return nil, fmt.Errorf("restore point %s/%s has no disk %q: %w", c.name, rp.ID, disk, ErrNotFound)
 	}
-	return &pointDisk{point: rp.ID, disk: d}, nil
+	return &pointDisk{point: rp.ID, disk: d.manifest()}, nil
 }
 
 // Size is the disk's size in bytes.

@@ -68,7 +68,7 @@ func TestExportOfADeletedPointReadsOn(t *testing.T) {
 	if err := otherVM.Delete(ctx, ids[0]); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.GC(ctx, chain.GCOptions{RepackUnused: 0.01}); err != nil {
+	if _, err := other.GC(ctx, snapshot.GCOptions{RepackUnused: 0.01}); err != nil {
 		t.Fatalf("GC beside an export: %v", err)
 	}
 	var got bytes.Buffer
@@ -85,7 +85,7 @@ func TestExportOfADeletedPointReadsOn(t *testing.T) {
 	if _, err := r.ReadAt(make([]byte, 10), 0); err == nil {
 		t.Error("a closed DiskReader still reads")
 	}
-	report, err := other.GC(ctx, chain.GCOptions{RepackUnused: 0.01})
+	report, err := other.GC(ctx, snapshot.GCOptions{RepackUnused: 0.01})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,10 +129,10 @@ func TestRestoreBesideDeleteAndGC(t *testing.T) {
 				return
 			}
 		}
-		report, gcErr = other.GC(ctx, chain.GCOptions{RepackUnused: 0.01})
+		report, gcErr = other.GC(ctx, snapshot.GCOptions{RepackUnused: 0.01})
 	}
 	out := filepath.Join(t.TempDir(), "out.img")
-	if _, err := vm.RestoreDisk(ctx, ids[1], "d", out, snapshot.RestoreOptions{Workers: 1, Progress: progress}); err != nil {
+	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: ids[1], Disk: "d", Path: out, Workers: 1, Progress: progress}); err != nil {
 		t.Fatalf("restore beside delete and GC: %v", err)
 	}
 	if !gcRan || gcErr != nil {
@@ -145,12 +145,12 @@ func TestRestoreBesideDeleteAndGC(t *testing.T) {
 		t.Fatal("restore beside delete and GC wrote wrong bytes")
 	}
 	// Its lock released, the next GC deletes what the restore held back.
-	after, err := other.GC(ctx, chain.GCOptions{RepackUnused: 0.01})
+	after, err := other.GC(ctx, snapshot.GCOptions{RepackUnused: 0.01})
 	if err != nil || after.GarbagePacksDeleted != report.PacksDeferred || after.BlobsRemoved == 0 {
 		t.Fatalf("GC after the restore: %+v, %v; want the %d deferred packs and the restored point's own blobs gone", after, err, report.PacksDeferred)
 	}
 	restoreAndCompare(t, otherVM, ids[2], "d", images[2])
-	if vr, err := other.Verify(ctx, chain.VerifyOptions{}); err != nil || !vr.OK() || vr.UnindexedPacks != 0 {
+	if vr, err := other.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !vr.OK() || vr.UnindexedPacks != 0 {
 		t.Fatalf("verify: %+v, %v", vr, err)
 	}
 }
@@ -182,7 +182,7 @@ func TestCopyBesideDeleteAndGCOfItsSource(t *testing.T) {
 		}
 		gcRan = true
 		if gcErr = otherVM.Delete(ctx, ids[0]); gcErr == nil {
-			_, gcErr = other.GC(ctx, chain.GCOptions{RepackUnused: 0.01})
+			_, gcErr = other.GC(ctx, snapshot.GCOptions{RepackUnused: 0.01})
 		}
 	}
 	if _, _, err := vm.Copy(ctx, ids[0], to, snapshot.CopyOptions{Progress: progress}); err != nil {
@@ -221,7 +221,7 @@ func TestDiffBesideDeleteAndGC(t *testing.T) {
 	}
 	vm, _ := repo.Collection("vm")
 	ids, _ := pointsOf(t, vm, 16<<20, 2)
-	want, err := vm.Diff(ctx, ids[0], ids[1], "d")
+	want, err := vm.Diff(ctx, snapshot.DiffOptions{Disk: "d", From: ids[0], To: ids[1]})
 	if err != nil || len(want) == 0 {
 		t.Fatalf("diff: %v, %v", want, err)
 	}
@@ -237,14 +237,14 @@ func TestDiffBesideDeleteAndGC(t *testing.T) {
 				return
 			}
 		}
-		_, gcErr = other.GC(ctx, chain.GCOptions{RepackUnused: 0.01})
+		_, gcErr = other.GC(ctx, snapshot.GCOptions{RepackUnused: 0.01})
 	}}
 	reader, err := snapshot.OpenStore(ctx, watched, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	readerVM, _ := reader.Collection("vm")
-	got, err := readerVM.Diff(ctx, ids[0], ids[1], "d")
+	got, err := readerVM.Diff(ctx, snapshot.DiffOptions{Disk: "d", From: ids[0], To: ids[1]})
 	if gcErr != nil {
 		t.Fatalf("the GC beside the diff: %v", gcErr)
 	}

@@ -142,18 +142,6 @@ func (r *Repository) Collections(ctx context.Context) ([]string, error) {
 	return r.chain.ListCollections(ctx)
 }
 
-// GC removes the chunks and packs that no restore point needs any more.
-// While a create runs, in this process or another, it refuses (ErrLocked),
-// or waits up to opts.LockWait.
-func (r *Repository) GC(ctx context.Context, opts chain.GCOptions) (chain.GCReport, error) {
-	return r.chain.GC(ctx, opts)
-}
-
-// Verify reads and checks everything in the repository; see chain.Repository.Verify.
-func (r *Repository) Verify(ctx context.Context, opts chain.VerifyOptions) (chain.VerifyReport, error) {
-	return r.chain.Verify(ctx, opts)
-}
-
 // Unlock removes stale locks, those of operations that died; with all, it
 // removes every lock, which is only safe when no diskpoint runs anywhere.
 // See chain.Repository.Unlock.

@@ -19,8 +19,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// RestoreOptions configure RestoreDisk.
+// RestoreOptions say what RestoreDisk restores, where, and how. Point,
+// Disk and Path are required.
 type RestoreOptions struct {
+	// Point names the restore point: an ID, a unique prefix of one, or
+	// Latest, the newest restore point that has Disk.
+	Point string
+	// Disk names the disk of the restore point to restore.
+	Disk string
+	// Path is the target: a file (written beside it and renamed into place
+	// when complete), a block device, a symbolic link to either, or a
+	// directory (the disk is then written to DIR/DISK.img).
+	Path string
 	// Workers fetch, decompress, verify and write in parallel; 0 means
 	// twice GOMAXPROCS (restores wait on I/O as much as on the CPU).
 	Workers int
@@ -61,9 +71,9 @@ type RestoreStats struct {
 	BlocksSkipped int64  `json:"blocks_skipped"` // blocks left as they were
 }
 
-// RestoreDisk writes disk of restore point id (an ID, a unique prefix, or
-// Latest: the newest point that has the disk) to path,
-// bit-exact. A new regular file is written under a temporary name beside
+// RestoreDisk writes disk opts.Disk of restore point opts.Point (an ID, a
+// unique prefix, or Latest: the newest point that has the disk) to
+// opts.Path, bit-exact. A new regular file is written under a temporary name beside
 // path and renamed into place when complete, so a failed restore never
 // leaves a half-written file at path; zero blocks become holes. See
 // RestoreOptions.Sync for durability. A block device must be at least the
@@ -78,7 +88,11 @@ type RestoreStats struct {
 //
 // Every chunk is checked against its hash: a damaged one fails the restore
 // with an error wrapping ErrCorrupt that names it.
-func (c *Collection) RestoreDisk(ctx context.Context, id, disk, path string, opts RestoreOptions) (RestoreStats, error) {
+func (c *Collection) RestoreDisk(ctx context.Context, opts RestoreOptions) (RestoreStats, error) {
+	id, disk, path := opts.Point, opts.Disk, opts.Path
+	if id == "" || disk == "" || path == "" {
+		return RestoreStats{}, fmt.Errorf("restore from %q: RestoreOptions.Point, Disk and Path are required (got %q, %q, %q)", c.name, id, disk, path)
+	}
 	if opts.From != "" && !opts.Incremental {
 		return RestoreStats{}, fmt.Errorf("restore: From needs Incremental")
 	}

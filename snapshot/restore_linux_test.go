@@ -30,7 +30,7 @@ func TestRestoreToBlockDevice(t *testing.T) {
 	dev := systest.Loop(t, backing)
 
 	// A device is written only when asked to, and through a link to it too.
-	if _, err := vm.RestoreDisk(ctx, ids[0], "d", dev, snapshot.RestoreOptions{}); !errors.Is(err, snapshot.ErrExists) {
+	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: ids[0], Disk: "d", Path: dev}); !errors.Is(err, snapshot.ErrExists) {
 		t.Fatalf("restore onto a device without Overwrite: %v, want ErrExists", err)
 	}
 	if got := readDevice(t, dev, devSize); !bytes.Equal(got, junk) {
@@ -40,7 +40,7 @@ func TestRestoreToBlockDevice(t *testing.T) {
 	if err := os.Symlink(dev, link); err != nil {
 		t.Fatal(err)
 	}
-	stats, err := vm.RestoreDisk(ctx, ids[0], "d", link, snapshot.RestoreOptions{Overwrite: true})
+	stats, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: ids[0], Disk: "d", Path: link, Overwrite: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestRestoreToBlockDevice(t *testing.T) {
 		t.Errorf("the link to the device was replaced: %v %v", fi.Mode(), err)
 	}
 
-	stats, err = vm.RestoreDisk(ctx, ids[2], "d", dev, snapshot.RestoreOptions{Incremental: true})
+	stats, err = vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: ids[2], Disk: "d", Path: dev, Incremental: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestRestoreToBlockDevice(t *testing.T) {
 	}
 
 	small := systest.Loop(t, systest.Sparse(t, filepath.Join(t.TempDir(), "small.img"), size/2))
-	if _, err := vm.RestoreDisk(ctx, ids[0], "d", small, snapshot.RestoreOptions{Overwrite: true}); err == nil || !strings.Contains(err.Error(), "smaller") {
+	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: ids[0], Disk: "d", Path: small, Overwrite: true}); err == nil || !strings.Contains(err.Error(), "smaller") {
 		t.Errorf("restore onto a device smaller than the disk: %v", err)
 	}
 }

@@ -19,7 +19,8 @@ func TestRestoreTargets(t *testing.T) {
 	vm, ids, images := chainOfThree(t)
 	dir := t.TempDir()
 	restore := func(path string, opts snapshot.RestoreOptions) error {
-		_, err := vm.RestoreDisk(ctx, ids[0], "d", path, opts)
+		opts.Point, opts.Disk, opts.Path = ids[0], "d", path
+		_, err := vm.RestoreDisk(ctx, opts)
 		return err
 	}
 	mustHold := func(path string, want []byte) {
@@ -51,7 +52,7 @@ func TestRestoreTargets(t *testing.T) {
 	}
 
 	// Incremental updates an existing target without Overwrite.
-	if _, err := vm.RestoreDisk(ctx, ids[1], "d", existing, snapshot.RestoreOptions{Incremental: true}); err != nil {
+	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: ids[1], Disk: "d", Path: existing, Incremental: true}); err != nil {
 		t.Fatal(err)
 	}
 	mustHold(existing, images[1])
@@ -99,7 +100,7 @@ func TestRestoreTargets(t *testing.T) {
 	if err := restore(into, snapshot.RestoreOptions{}); !errors.Is(err, snapshot.ErrExists) {
 		t.Fatalf("second restore into the directory: %v, want ErrExists", err)
 	}
-	if _, err := vm.RestoreDisk(ctx, ids[2], "d", into, snapshot.RestoreOptions{Incremental: true}); err != nil {
+	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: ids[2], Disk: "d", Path: into, Incremental: true}); err != nil {
 		t.Fatal(err)
 	}
 	mustHold(filepath.Join(into, "d.img"), images[2])

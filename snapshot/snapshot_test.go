@@ -8,7 +8,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
@@ -46,7 +45,7 @@ func readFile(t *testing.T, path string) []byte {
 func restoreAndCompare(t *testing.T, c *snapshot.Collection, id, disk string, want []byte) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), disk+".restored")
-	stats, err := c.RestoreDisk(context.Background(), id, disk, out, snapshot.RestoreOptions{})
+	stats, err := c.RestoreDisk(context.Background(), snapshot.RestoreOptions{Point: id, Disk: disk, Path: out})
 	if err != nil {
 		t.Fatalf("restore %s disk %s: %v", id, disk, err)
 	}
@@ -136,7 +135,7 @@ func TestChainOfRestorePointsRestoresBitExact(t *testing.T) {
 	if err := vm.Delete(ctx, states[2].id); err != nil {
 		t.Fatal(err)
 	}
-	report, err := repo.GC(ctx, chain.GCOptions{})
+	report, err := repo.GC(ctx, snapshot.GCOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +154,7 @@ func TestChainOfRestorePointsRestoresBitExact(t *testing.T) {
 		restoreAndCompare(t, vm, s.id, "os", s.os)
 		restoreAndCompare(t, vm, s.id, "data", s.data)
 	}
-	vr, err := repo.Verify(ctx, chain.VerifyOptions{})
+	vr, err := repo.Verify(ctx, snapshot.VerifyOptions{})
 	if err != nil || !vr.OK() {
 		t.Fatalf("verify: %+v, %v", vr, err)
 	}
@@ -264,7 +263,7 @@ func TestRestoreLeavesHoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "out.img")
-	if _, err := vm.RestoreDisk(ctx, rp.ID, "d", out, snapshot.RestoreOptions{}); err != nil {
+	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: rp.ID, Disk: "d", Path: out}); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(readFile(t, out), readFile(t, path)) {

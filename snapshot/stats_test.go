@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
@@ -88,7 +87,7 @@ func TestStatsSizesAndWhatDeletingFrees(t *testing.T) {
 	if err := vm1.Delete(ctx, a.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := repo.GC(ctx, chain.GCOptions{RepackUnused: 1e-9}); err != nil {
+	if _, err := repo.GC(ctx, snapshot.GCOptions{RepackUnused: 1e-9}); err != nil {
 		t.Fatal(err)
 	}
 	freed := before - packBytes(t, repoDir)

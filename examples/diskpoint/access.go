@@ -29,7 +29,7 @@ func runDiff(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	if err != nil {
 		return err
 	}
-	ranges, err := c.Diff(ctx, *from, *to, *disk)
+	ranges, err := c.Diff(ctx, snapshot.DiffOptions{Disk: *disk, From: *from, To: *to})
 	if err != nil {
 		return err
 	}
@@ -231,7 +231,7 @@ func runPrune(ctx context.Context, e *env, fs *flag.FlagSet, args []string) erro
 	if err != nil {
 		return err
 	}
-	result, err := c.Prune(ctx, p, *dryRun)
+	result, err := c.Prune(ctx, snapshot.PruneOptions{Policy: p, DryRun: *dryRun})
 	if err != nil {
 		return err
 	}

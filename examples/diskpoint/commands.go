@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
-	"github.com/diskpoint/diskpoint/chain"
+	"github.com/diskpoint/diskpoint/consistency"
 	"github.com/diskpoint/diskpoint/snapshot"
 	"github.com/dustin/go-humanize"
 )
@@ -156,7 +156,7 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		return printJSON(e, rp)
 	}
 	fmt.Fprintf(e.stdout, "created restore point %s in %s in %s: %s", rp.ID, rp.Collection, time.Since(start).Round(time.Millisecond), consistencyLabel(rp))
-	if rp.FreezeMillis > 0 && rp.Consistency != consistencyInconsistent {
+	if rp.FreezeMillis > 0 && rp.Consistency != consistency.Inconsistent {
 		fmt.Fprintf(e.stdout, ", held still for %d ms", rp.FreezeMillis)
 	}
 	fmt.Fprintln(e.stdout)
@@ -322,12 +322,12 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 		return err
 	}
 	progress := newProgress(e, false, "restore "+*disk)
-	opts := snapshot.RestoreOptions{Incremental: *incremental, From: *from, Sync: *sync, Overwrite: *force}
+	opts := snapshot.RestoreOptions{Point: *point, Disk: *disk, Path: *to, Incremental: *incremental, From: *from, Sync: *sync, Overwrite: *force}
 	if progress != nil {
 		opts.Progress = progress.update
 	}
 	start := time.Now()
-	stats, err := c.RestoreDisk(ctx, *point, *disk, *to, opts)
+	stats, err := c.RestoreDisk(ctx, opts)
 	progress.done()
 	if errors.Is(err, snapshot.ErrExists) {
 		// The library's hint names its option; the CLI's are flags.
@@ -357,12 +357,12 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
-	opts := chain.VerifyOptions{StructureOnly: *structureOnly}
+	opts := snapshot.VerifyOptions{StructureOnly: *structureOnly}
 	if *subset != "" {
 		if *structureOnly {
 			return usageError{"-read-data-subset and -structure-only exclude each other"}
 		}
-		ds, err := chain.ParseDataSubset(*subset)
+		ds, err := snapshot.ParseDataSubset(*subset)
 		if err != nil {
 			return usageError{"-read-data-subset: " + err.Error()}
 		}
@@ -395,7 +395,7 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 			return err
 		}
 		fmt.Fprintf(e.stderr, "repair: %d damaged chunks, %d found on the disks, %d re-stored; verifying again\n", fixed.Wanted, fixed.Found, fixed.Repaired)
-		if report, err = repo.Verify(ctx, chain.VerifyOptions{StructureOnly: opts.StructureOnly, ReadData: opts.ReadData}); err != nil {
+		if report, err = repo.Verify(ctx, snapshot.VerifyOptions{StructureOnly: opts.StructureOnly, ReadData: opts.ReadData}); err != nil {
 			return err
 		}
 	}
@@ -475,9 +475,9 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 		return err
 	}
 	progress := newProgress(e, *asJSON, "gc")
-	opts := chain.GCOptions{DryRun: *dryRun, LockWait: *lockWait, IgnoreDamaged: *ignoreDamaged}
+	opts := snapshot.GCOptions{DryRun: *dryRun, LockWait: *lockWait, IgnoreDamaged: *ignoreDamaged}
 	if progress != nil {
-		opts.Progress = func(p chain.GCProgress) {
+		opts.Progress = func(p snapshot.GCProgress) {
 			progress.stage("gc " + p.Phase)
 			switch p.Phase {
 			case "repack":

@@ -47,8 +47,8 @@ func TestCLIContradictoryFlagsAreRefused(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"-consistency", "crash", "-freeze", dir}, "-freeze with -consistency crash"},
-		{[]string{"-freeze", dir}, "-freeze with -consistency crash"}, // crash is the default
+		{[]string{"-consistency", "crash", "-freeze", dir}, "crash mode freezes nothing; ask for filesystem or application consistency (given: -consistency crash -freeze)"},
+		{[]string{"-freeze", dir}, "crash mode freezes nothing"}, // crash is the default
 		{[]string{"-consistency", "filesystem", "-pre", pre}, "scripts run only in application mode"},
 		{[]string{"-consistency", "crash", "-hook-config", noFreeze}, "scripts run only in application mode"},
 		{[]string{"-consistency", "crash", "-on-failure", "fail"}, "crash mode runs no hooks"},

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"strconv"
@@ -43,60 +44,50 @@ func addHookFlags(fs *flag.FlagSet) *hookFlags {
 	return h
 }
 
-// apply turns the flags into hooks and policies. A command line whose
-// flags the mode would ignore is refused: a restore point records what
-// happened, and a flag that silently does nothing would make that a surprise.
+// apply turns the flags into hooks and policies, by consistency.PlanHooks,
+// the same mapping a library user gets. A command line whose flags the
+// mode would ignore is refused (a usage error): a restore point records
+// what happened, and a flag that silently does nothing would make that a
+// surprise.
 func (h *hookFlags) apply(opts *snapshot.CreateOptions) error {
 	mode, err := consistency.ParseMode(*h.mode)
 	if err != nil {
 		return usageError{err.Error()}
 	}
-	opts.Consistency, opts.MaxFreeze, opts.LockWait = mode, *h.maxFreeze, *h.lockWait
-	scripts := *h.config != "" || *h.pre != "" || *h.post != ""
-	switch {
-	case mode == consistency.Crash && len(h.freeze) > 0:
-		return usageError{"-freeze with -consistency crash: crash mode freezes nothing; ask for -consistency filesystem or application"}
-	case mode != consistency.Application && scripts:
-		return usageError{fmt.Sprintf("-pre, -post and -hook-config with -consistency %s: scripts run only in application mode", mode)}
-	case mode == consistency.Crash && *h.onFailure != "":
-		return usageError{"-on-failure with -consistency crash: crash mode runs no hooks that could fail"}
-	case *h.config != "" && (*h.pre != "" || *h.post != ""):
-		return usageError{"give scripts either with -pre/-post or in -hook-config, not both"}
-	}
-	fsFreeze := true
-	switch {
-	case *h.config != "":
-		cfg, err := consistency.LoadScriptConfig(*h.config, *h.allowInsecure)
-		if err != nil {
-			return err
-		}
-		if !cfg.FsFreezeEnabled && len(h.freeze) > 0 {
-			return usageError{fmt.Sprintf("-freeze with %s, which sets fsFreezeEnabled false: drop one of them", *h.config)}
-		}
-		opts.Hooks = append(opts.Hooks, &consistency.ScriptHook{Config: cfg, AllowInsecure: *h.allowInsecure})
-		fsFreeze = cfg.FsFreezeEnabled
-		if !cfg.ContinueBackupOnFailure {
-			opts.OnFailure = consistency.Fail
-		}
-	case *h.pre != "" || *h.post != "":
-		opts.Hooks = append(opts.Hooks, &consistency.ScriptHook{AllowInsecure: *h.allowInsecure, Config: consistency.ScriptConfig{
-			PreScriptLocation: *h.pre, PostScriptLocation: *h.post, TimeoutInSeconds: 60, ContinueBackupOnFailure: true, FsFreezeEnabled: true,
-		}})
-	}
-	if len(h.freeze) > 0 && fsFreeze {
-		opts.Hooks = append(opts.Hooks, &consistency.FSFreezeHook{MountPoints: h.freeze})
+	settings := consistency.HookSettings{
+		Mode:              mode,
+		PreScript:         *h.pre,
+		PostScript:        *h.post,
+		FreezeMountPoints: h.freeze,
+		AllowInsecure:     *h.allowInsecure,
 	}
 	switch *h.onFailure {
 	case "":
 	case "fallback":
-		opts.OnFailure = consistency.FallBack
+		settings.OnFailure = new(consistency.FallBack)
 	case "fail":
-		opts.OnFailure = consistency.Fail
+		settings.OnFailure = new(consistency.Fail)
 	case "skip":
-		opts.OnFailure = consistency.Skip
+		settings.OnFailure = new(consistency.Skip)
 	default:
 		return usageError{fmt.Sprintf("-on-failure %q: want fallback, fail or skip", *h.onFailure)}
 	}
+	if *h.config != "" {
+		cfg, err := consistency.LoadScriptConfig(*h.config, *h.allowInsecure)
+		if err != nil {
+			return err
+		}
+		settings.ScriptConfig = &cfg
+	}
+	plan, err := consistency.PlanHooks(settings)
+	if errors.Is(err, consistency.ErrConflictingSettings) {
+		return usageError{fmt.Sprintf("%v (given: -consistency %s%s)", err, mode, h.given())}
+	}
+	if err != nil {
+		return err
+	}
+	opts.Consistency, opts.Hooks, opts.OnFailure = plan.Mode, plan.Hooks, plan.OnFailure
+	opts.MaxFreeze, opts.LockWait = *h.maxFreeze, *h.lockWait
 	if *h.rateLimit != "" {
 		limit, err := parseRateLimit(*h.rateLimit)
 		if err != nil {
@@ -112,7 +103,7 @@ func (h *hookFlags) apply(opts *snapshot.CreateOptions) error {
 // that did not spoil it (a post script). The exit status stays 0: the
 // restore point is stored.
 func warnCreated(e *env, rp *snapshot.RestorePoint) {
-	if rp.Consistency == consistencyInconsistent {
+	if rp.Consistency == consistency.Inconsistent {
 		fmt.Fprintf(e.stderr, "diskpoint create: warning: restore point %s is inconsistent (not even crash-consistent): %s\n", rp.ID, oneLine(rp.FallbackReason))
 	}
 	for _, w := range rp.Warnings {
@@ -120,26 +111,40 @@ func warnCreated(e *env, rp *snapshot.RestorePoint) {
 	}
 }
 
-// consistencyInconsistent is the label of a restore point whose disks were
-// not captured at one instant.
-const consistencyInconsistent = string(consistency.Inconsistent)
-
 // consistencyLabel is a restore point's achieved mode as people read it.
 func consistencyLabel(rp *snapshot.RestorePoint) string {
-	if rp.Consistency == consistencyInconsistent {
+	if rp.Consistency == consistency.Inconsistent {
 		return "inconsistent"
 	}
-	return rp.Consistency + "-consistent"
+	return string(rp.Consistency) + "-consistent"
 }
 
 // captureSummary says how long the disks were held still, if anything held
 // them, and how far apart the first and last disk were captured.
 func captureSummary(rp *snapshot.RestorePoint) string {
 	held := fmt.Sprintf("held still %d ms", rp.FreezeMillis)
-	if rp.Consistency == consistencyInconsistent {
+	if rp.Consistency == consistency.Inconsistent {
 		held = "nothing held the disks still"
 	}
 	return fmt.Sprintf("%s; first to last disk captured over %d ms", held, rp.CaptureSpreadMillis)
+}
+
+// given lists the hook flags given on the command line, for an error that
+// names them.
+func (h *hookFlags) given() string {
+	var flags strings.Builder
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"-freeze", len(h.freeze) > 0}, {"-pre", *h.pre != ""}, {"-post", *h.post != ""},
+		{"-hook-config", *h.config != ""}, {"-on-failure", *h.onFailure != ""},
+	} {
+		if f.set {
+			flags.WriteString(" " + f.name)
+		}
+	}
+	return flags.String()
 }
 
 func parseRateLimit(s string) (snapshot.RateLimit, error) {

@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
@@ -455,7 +454,7 @@ func (h *harness) check(when string) {
 	ctx := context.Background()
 	for _, dir := range []string{h.repo, h.dr} {
 		repo := h.open(dir)
-		report, err := repo.Verify(ctx, chain.VerifyOptions{})
+		report, err := repo.Verify(ctx, snapshot.VerifyOptions{})
 		if err != nil || !report.OK() {
 			t.Fatalf("%s: verify %s: %+v, %v", when, dir, report.Damage, err)
 		}
@@ -475,7 +474,7 @@ func (h *harness) check(when string) {
 				c, _ := repo.Collection(name)
 				for disk, image := range want {
 					out := filepath.Join(t.TempDir(), disk)
-					if _, err := c.RestoreDisk(ctx, id, disk, out, snapshot.RestoreOptions{}); err != nil {
+					if _, err := c.RestoreDisk(ctx, snapshot.RestoreOptions{Point: id, Disk: disk, Path: out}); err != nil {
 						t.Fatalf("%s: restore %s/%s disk %s: %v", when, name, id, disk, err)
 					}
 					if !bytes.Equal(readAll(t, out), image) {
@@ -487,7 +486,7 @@ func (h *harness) check(when string) {
 		}
 		// The next operation succeeds, and GC leaves nothing behind: no temp
 		// files, no locks of dead processes, no unindexed packs.
-		if _, err := repo.GC(ctx, chain.GCOptions{}); err != nil {
+		if _, err := repo.GC(ctx, snapshot.GCOptions{}); err != nil {
 			t.Fatalf("%s: gc %s after a kill: %v", when, dir, err)
 		}
 		var leftovers []string
@@ -501,7 +500,7 @@ func (h *harness) check(when string) {
 		if len(leftovers) > 0 {
 			t.Fatalf("%s: left behind in %s after GC: %v", when, dir, leftovers)
 		}
-		if report, _ := repo.Verify(ctx, chain.VerifyOptions{}); report.UnindexedPacks != 0 {
+		if report, _ := repo.Verify(ctx, snapshot.VerifyOptions{}); report.UnindexedPacks != 0 {
 			t.Fatalf("%s: %d unindexed packs after GC", when, report.UnindexedPacks)
 		}
 	}

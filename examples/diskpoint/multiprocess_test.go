@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
@@ -50,14 +49,14 @@ func TestProcessesShareARepository(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if report, err := r.Verify(ctx, chain.VerifyOptions{}); err != nil || !report.OK() {
+	if report, err := r.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !report.OK() {
 		t.Fatalf("verify: %+v %v", report, err)
 	}
 	for key, image := range expected {
 		name, id := filepath.Dir(key), filepath.Base(key)
 		c, _ := r.Collection(name)
 		out := filepath.Join(t.TempDir(), "out.img")
-		if _, err := c.RestoreDisk(ctx, id, "d", out, snapshot.RestoreOptions{}); err != nil {
+		if _, err := c.RestoreDisk(ctx, snapshot.RestoreOptions{Point: id, Disk: "d", Path: out}); err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(readAll(t, out), image) {

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/snapshot"
 	"github.com/dustin/go-humanize"
@@ -119,7 +118,7 @@ func run(ctx context.Context, out io.Writer) error {
 	}{{full, fullHashes}, {incr, incrHashes}} {
 		for _, s := range sources {
 			target := filepath.Join(work, "restored-"+s.Name+".img")
-			stats, err := vm.RestoreDisk(ctx, point.rp.ID, s.Name, target, snapshot.RestoreOptions{Overwrite: true}) // the second point replaces the first
+			stats, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: point.rp.ID, Disk: s.Name, Path: target, Overwrite: true}) // the second point replaces the first
 			if err != nil {
 				return err
 			}
@@ -139,7 +138,7 @@ func run(ctx context.Context, out io.Writer) error {
 		len(sources), size(restored), elapsed.Round(time.Millisecond), size(int64(float64(restored)/elapsed.Seconds())))
 
 	// 5. Verify re-reads and re-hashes every chunk in the repository.
-	report, err := repo.Verify(ctx, chain.VerifyOptions{})
+	report, err := repo.Verify(ctx, snapshot.VerifyOptions{})
 	if err != nil {
 		return err
 	}
