@@ -119,3 +119,55 @@ func TestSubkeys2AreIndependent(t *testing.T) {
 		t.Fatal("the data key opens what the metadata key sealed")
 	}
 }
+
+// BenchmarkSealBlob compares sealing a 64 KiB blob (the default block
+// size) in version 1 (AES-256-GCM) and version 2 (XChaCha20-Poly1305);
+// FORMAT.md quotes the figures.
+func BenchmarkSealBlob(b *testing.B) {
+	master, err := NewKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	v1, err := deriveKeys(master)
+	if err != nil {
+		b.Fatal(err)
+	}
+	v2, err := deriveSubkeys2(master, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	blob := testPlaintext(DefaultBlockSize)
+	id := v2.hash(blob)
+	dst := make([]byte, 0, len(blob)+sealOverhead2)
+	b.Run("v1-aes-256-gcm/seal", func(b *testing.B) {
+		b.SetBytes(int64(len(blob)))
+		for b.Loop() {
+			v1.seal(dst[:0], blob, id[:])
+		}
+	})
+	b.Run("v2-xchacha20-poly1305/seal", func(b *testing.B) {
+		b.SetBytes(int64(len(blob)))
+		for b.Loop() {
+			v2.sealBlob(dst[:0], id, blob)
+		}
+	})
+	sealed1 := v1.seal(nil, blob, id[:])
+	sealed2 := v2.sealBlob(nil, id, blob)
+	out := make([]byte, 0, len(blob))
+	b.Run("v1-aes-256-gcm/open", func(b *testing.B) {
+		b.SetBytes(int64(len(blob)))
+		for b.Loop() {
+			if _, err := v1.open(out[:0], sealed1, id[:]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("v2-xchacha20-poly1305/open", func(b *testing.B) {
+		b.SetBytes(int64(len(blob)))
+		for b.Loop() {
+			if _, err := v2.openBlob(out[:0], id, sealed2); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
