@@ -68,7 +68,7 @@ type Argon2Params struct {
 
 // DefaultArgon2Params are RFC 9106's second recommended setting (section
 // 4: t=3, 64 MiB, 4 lanes), more than OWASP's minimum (19 MiB, t=2, p=1):
-// about a quarter of a second per unlock on one core of a current server.
+// a quarter of a second per unlock attempt on an idle 2-core machine.
 var DefaultArgon2Params = Argon2Params{Time: 3, MemoryKiB: 64 << 10, Threads: 4}
 
 // Bounds on what a key object may ask of Argon2id: a key object is read
