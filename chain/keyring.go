@@ -176,14 +176,22 @@ func decodeKeyObject(name string, data []byte) (*keyObject, error) {
 	if len(data) > keyObjectMaxLen {
 		return nil, corrupt(name, "key object of %d bytes, more than %d", len(data), keyObjectMaxLen)
 	}
+	// The version first, leniently: a newer key object may have members
+	// this build does not know, and is then unsupported, not damaged.
+	var version struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(data, &version); err != nil {
+		return nil, corrupt(name, "%v", err)
+	}
+	if version.Version != keyObjectFormat {
+		return nil, fmt.Errorf("%s: key object version %d (this build reads %d): %w", name, version.Version, keyObjectFormat, ErrUnsupportedVersion)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var o keyObject
 	if err := dec.Decode(&o); err != nil {
 		return nil, corrupt(name, "%v", err)
-	}
-	if o.Version != keyObjectFormat {
-		return nil, fmt.Errorf("%s: key object version %d (this build reads %d): %w", name, o.Version, keyObjectFormat, ErrUnsupportedVersion)
 	}
 	switch o.KDF {
 	case KDFNone:
@@ -328,6 +336,9 @@ func initKeyring(ctx context.Context, store Store, cred Credential, opts KeyOpti
 // none is ErrWrongKey; key objects that cannot be read or decoded are named
 // in that error too, and do not stop the others from being tried.
 func UnlockKeyring(ctx context.Context, store Store, cred Credential) (*Keyring, error) {
+	if cred.key == nil && cred.password == nil {
+		return nil, errors.New("unlock: no credential: use KeyCredential or PasswordCredential")
+	}
 	names, err := keyObjectNames(ctx, store)
 	if err != nil {
 		return nil, err

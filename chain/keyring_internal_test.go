@@ -405,3 +405,31 @@ func TestKeyringKeepsAVersion1IDKey(t *testing.T) {
 		t.Fatal("a new repository's ID key is the version 1 key's")
 	}
 }
+
+// A key object of a later version is reported as such, even with members
+// this build does not know; an unknown member in this version is damage.
+func TestKeyObjectVersions(t *testing.T) {
+	newer := []byte(`{"version":3,"kdf":"scrypt","n":32768}`)
+	if _, err := decodeKeyObject("keys/x", newer); !errors.Is(err, ErrUnsupportedVersion) {
+		t.Errorf("a version 3 key object: %v, want ErrUnsupportedVersion", err)
+	}
+	extra := []byte(`{"version":2,"kdf":"none","n":32768}`)
+	if _, err := decodeKeyObject("keys/x", extra); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("a version 2 key object with an unknown member: %v, want ErrCorrupt", err)
+	}
+}
+
+// The zero Credential is no credential, not an empty password.
+func TestKeyringUnlockRefusesNoCredential(t *testing.T) {
+	ctx := context.Background()
+	store := NewMemStore()
+	if _, err := InitKeyring(ctx, store, testPassword(t, "pw"), KeyOptions{Argon2: cheapArgon2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := UnlockKeyring(ctx, store, Credential{}); err == nil || errors.Is(err, ErrWrongKey) {
+		t.Errorf("unlock with no credential: %v, want a refusal", err)
+	}
+	if _, err := InitKeyring(ctx, NewMemStore(), Credential{}, KeyOptions{}); err == nil {
+		t.Error("made a key object for no credential")
+	}
+}
