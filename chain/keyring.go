@@ -279,7 +279,8 @@ func (c Credential) describe() string {
 }
 
 // Keyring is an unlocked key ring: the master key, its subkeys, and the key
-// object that opened it.
+// object that opened it. Its methods may run concurrently, except ChangeKey,
+// which changes the key in use.
 type Keyring struct {
 	secret []byte // master key, then the ID key if the repository keeps one
 	keys   *subkeys2

@@ -433,3 +433,26 @@ func TestKeyringUnlockRefusesNoCredential(t *testing.T) {
 		t.Error("made a key object for no credential")
 	}
 }
+
+func TestCredentialsRefuseBadInput(t *testing.T) {
+	for _, n := range []int{0, KeySize - 1, KeySize + 1} {
+		if _, err := KeyCredential(make([]byte, n)); err == nil {
+			t.Errorf("a key of %d bytes was taken", n)
+		}
+	}
+	if _, err := PasswordCredential(""); err == nil {
+		t.Error("an empty password was taken")
+	}
+	key := make([]byte, KeySize)
+	cred, err := KeyCredential(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key[0] = 1 // the caller's buffer may be reused or cleared
+	if cred.key[0] != 0 {
+		t.Error("the credential shares the caller's key buffer")
+	}
+	if _, err := newKeyObject(cred, KeyOptions{Label: "tab\there"}); err == nil {
+		t.Error("a label with a control character was taken")
+	}
+}
