@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -354,5 +355,53 @@ func TestIndexV2ReadErrorIsNotCorrupt(t *testing.T) {
 	}
 	if _, err := openIndexV2(ctx, name, storeObjectRange{store, name}, info.Size); !errors.Is(err, ErrNotFound) {
 		t.Errorf("open of a deleted object: %v", err)
+	}
+}
+
+// The filter's query is part of the format (FORMAT.md spells it out): a
+// library upgrade that changed it would make old files deny blobs they
+// list. This computes it from the file's bytes as documented and holds the
+// library's answers to it.
+func TestIndexV2FilterAsDocumented(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	entries := randomIndexEntries(rng, 20_000, randomIDs(rng, 50))
+	data := mustEncodeIndexV2(t, entries, time.Now())
+	r, _ := openIndexV2Bytes(t, "index/x", data)
+
+	f := data[r.layout.filter:r.layout.trailer]
+	seed := binary.LittleEndian.Uint64(f)
+	segLen := binary.LittleEndian.Uint32(f[8:])
+	segCount := binary.LittleEndian.Uint32(f[12:])
+	fingerprints := f[indexV2FilterHeaderSize:]
+	mayHold := func(key uint64) bool {
+		h := key + seed
+		h ^= h >> 33
+		h *= 0xff51afd7ed558ccd
+		h ^= h >> 33
+		h *= 0xc4ceb9fe1a85ec53
+		h ^= h >> 33
+		fp := byte(h ^ h>>32)
+		h0, _ := bits.Mul64(h, uint64(segCount*segLen))
+		h1 := (uint32(h0) + segLen) ^ (uint32(h>>18) & (segLen - 1))
+		h2 := (uint32(h0) + 2*segLen) ^ (uint32(h) & (segLen - 1))
+		return fp^fingerprints[h0]^fingerprints[h1]^fingerprints[h2] == 0
+	}
+	for _, e := range entries {
+		if key := indexV2FilterKey(&e.ID); !mayHold(key) || !r.filter.Contains(key) {
+			t.Fatalf("blob %s: the documented query says %v, the library %v", e.ID.Short(), mayHold(key), r.filter.Contains(key))
+		}
+	}
+	passed := 0
+	for range 100_000 {
+		key := rng.Uint64()
+		if mayHold(key) != r.filter.Contains(key) {
+			t.Fatalf("key %#x: the documented query says %v, the library %v", key, mayHold(key), r.filter.Contains(key))
+		}
+		if mayHold(key) {
+			passed++
+		}
+	}
+	if passed == 0 || passed > 600 {
+		t.Errorf("%d of 100000 absent keys pass the filter", passed)
 	}
 }
