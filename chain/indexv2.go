@@ -46,7 +46,7 @@ const (
 
 	// maxIndexEntries is how many entries a writer puts in one file, so
 	// that writing or merging one holds a bounded amount of memory
-	// (about 24 MiB at this size) and a file is about 14 MB.
+	// (about 25 MiB at this size) and a file is about 14 MB.
 	maxIndexEntries = 1 << 18
 
 	// indexV2MaxReadEntries is the most entries a reader accepts in one
