@@ -97,7 +97,11 @@ func TestIndexV2MergeEqualsSortedUnion(t *testing.T) {
 func TestIndexV2MergeBoundedMemory(t *testing.T) {
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(9, 10))
-	const inputs, perInput, perFile = 8, 1 << 16, 1 << 14
+	const inputs = 8
+	perInput, perFile := 1<<16, 1<<14
+	if testing.Short() {
+		perInput, perFile = 1<<15, 1<<13
+	}
 	var readers []*indexV2Reader
 	var sources []*countingRange
 	largestBucket := 0
