@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/bits"
 	"math/rand/v2"
 	"slices"
@@ -455,5 +456,35 @@ func TestIndexV2ConcurrentReaders(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// A file that is shorter than its reader was told is a failed read
+// (io.ErrUnexpectedEOF), not damage; a cancelled context stops lookups
+// and merges.
+func TestIndexV2ShortReadAndCancel(t *testing.T) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(19, 20))
+	entries := randomIndexEntries(rng, 2000, randomIDs(rng, 5))
+	data := mustEncodeIndexV2(t, entries, time.Now())
+	src := &readerAtRange{bytes.NewReader(data)}
+	r, err := openIndexV2(ctx, "index/x", src, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.r = bytes.NewReader(data[:r.layout.entries+int64(len(entries)/2)*indexV2EntrySize])
+	_, _, _, err = r.lookup(ctx, entries[len(entries)-1].ID)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, ErrCorrupt) {
+		t.Errorf("lookup past the end of a short file: %v", err)
+	}
+	src.r = bytes.NewReader(data)
+
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, _, _, err := r.lookup(cancelled, entries[0].ID); !errors.Is(err, context.Canceled) {
+		t.Errorf("lookup with a cancelled context: %v", err)
+	}
+	if _, err := mergeIndexV2(cancelled, []*indexV2Reader{r}, func(indexEntry) bool { return true }, 0, func(context.Context, []byte) error { return nil }); !errors.Is(err, context.Canceled) {
+		t.Errorf("merge with a cancelled context: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package chain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 )
@@ -37,7 +38,7 @@ func (r readerAtRange) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if n == len(p) {
 		return nil // io.ReaderAt may report io.EOF with a read that ends at the end
 	}
-	if err == nil || err == io.EOF {
+	if err == nil || errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF
 	}
 	return fmt.Errorf("read %d bytes at %d: got %d: %w", len(p), off, n, err)
