@@ -67,6 +67,16 @@ type CreateOptions struct {
 	// instant only if a hook holds them still or the snapshotter is a
 	// ConsistentSnapshotter that says it snapshots them atomically.
 	Snapshotter blockdiff.Snapshotter
+	// SpoolMemory bounds the memory that holds, from the freeze window to
+	// the thaw, the changed blocks and block IDs of disks read while held
+	// still (disks that can be neither cloned nor snapshotted): inside the
+	// window they are only read, hashed and kept; compressing and storing
+	// them waits for the thaw. Beyond SpoolMemory bytes they go to a
+	// temporary file, in the repository's directory when it is local, else
+	// in os.TempDir (which must then not be on a file system the hooks
+	// freeze); it is unlinked as soon as it is created. 0 means
+	// DefaultSpoolMemory; a negative value keeps nothing in memory.
+	SpoolMemory int64
 	// RateLimit, if set, limits creates per collection and requested mode;
 	// a refused create returns a *ThrottledError.
 	RateLimit *RateLimit
@@ -93,7 +103,9 @@ const maxVMConfig = 16 << 20
 // systems, every disk is captured at one instant (reflink clones, the
 // caller's snapshotter, or reading while frozen), everything is thawed, and
 // only then are the captured disks read, compared with their previous
-// restore points in this collection, and their changed blocks stored. The
+// restore points in this collection, and their changed blocks stored (a
+// disk read while frozen is read and compared inside the window, its
+// changed blocks kept in a spool, see SpoolMemory, and stored after). The
 // restore point becomes visible only when every disk's block map is
 // durable; if Create fails, nothing is visible and what was written is
 // garbage for GC.
