@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -139,7 +140,9 @@ func (sd *spooledDisk) buildMap(ctx context.Context) (chain.DiskManifest, error)
 		switch {
 		case seg.reused:
 		case seg.zero:
-			s.IDs = append(ids[:0], make([]chain.ID, seg.blocks)...)
+			ids = slices.Grow(ids[:0], seg.blocks)[:seg.blocks]
+			clear(ids)
+			s.IDs = ids
 		default:
 			raw, err := sd.sp.get(seg.ids, &buf)
 			if err != nil {
