@@ -2,6 +2,7 @@ package snapshot_test
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -197,14 +198,31 @@ func TestDiskWrittenWhileStoringIsStoredAsRead(t *testing.T) {
 	}
 }
 
+// zeroFirstSegment writes zeros over the first block-map segment of the
+// disk at path (256 blocks of testBlockSize), so that its block IDs are all
+// zeros.
+func zeroFirstSegment(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(make([]byte, chain.DefaultTreeFanout*testBlockSize), 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A create that spools stores exactly what one that stores as it reads
 // does: the same block maps (so the same blocks, by ID), the same bytes
 // stored, for a first restore point and an incremental one, with blocks
-// that two disks share and with most of the spool in its file.
+// that two disks share, a segment of zeros, and most of the spool in its
+// file.
 func TestSpooledCaptureStoresWhatADirectOneDoes(t *testing.T) {
 	ctx := context.Background()
 	dir := noReflinkDir(t)
 	a := makeDisk(t, dir, "a.img", 6<<20, 11)
+	zeroFirstSegment(t, a)
 	b := filepath.Join(dir, "b.img")
 	copyFile(t, a, b)
 	if _, err := demodisk.Scatter(b, 0.3, 12); err != nil {
