@@ -122,7 +122,6 @@ func (sp *spool) close() error {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	sp.closed = true
-	sp.claimed = nil
 	if sp.file == nil {
 		return nil
 	}
