@@ -47,8 +47,11 @@ type diskCapture struct {
 	parent *pointDisk
 	copy   string // a point-in-time copy to read instead (clone or snapshot)
 	method string
-	done   bool
-	result chain.DiskManifest
+	// spooled is what a read inside the freeze window found, to be stored
+	// after the thaw.
+	spooled *spooledDisk
+	done    bool
+	result  chain.DiskManifest
 	// from and to bound the instant the disk was captured at: the clone or
 	// snapshot call, or the whole read of a disk read as it is.
 	from, to time.Time
@@ -68,6 +71,7 @@ type capture struct {
 	opts  CreateOptions
 	disks []*diskCapture
 	snap  blockdiff.Snapshot
+	spool *spool // what disks read inside the freeze window found
 
 	mu      sync.Mutex
 	started bool          // take was entered
@@ -129,7 +133,8 @@ func (cp *capture) end(ctx context.Context, late func(error)) error {
 
 // take runs inside the freeze window: it must be quick. It clones the disks
 // (or has the caller's snapshotter capture them); disks that cannot be
-// cloned are read now when readNow, that is while hooks hold them still.
+// cloned are read now when readNow, that is while hooks hold them still,
+// and what changed on them is stored after the thaw (readFrozen).
 func (cp *capture) take(ctx context.Context, readNow bool) error {
 	if cp.opts.Snapshotter != nil {
 		paths := make([]string, len(cp.disks))
@@ -179,18 +184,121 @@ func (cp *capture) take(ctx context.Context, readNow bool) error {
 	for _, d := range direct {
 		d.method = captureReadFrozen
 	}
-	return cp.scan(ctx, direct)
+	return cp.readFrozen(ctx, direct)
 }
 
-// scanRest reads every disk not read yet: from its copy, or as it is.
+// readFrozen reads disks while hooks hold them still, which is their
+// capture, in parallel. Of all a create does with a disk only this must
+// happen inside the window: reading, hashing, comparing with the parent,
+// and copying the changed blocks and the block IDs into the spool.
+// Compressing, storing and building block maps wait for the thaw
+// (storeSpooled), so that applications are held still no longer than the
+// read takes.
+func (cp *capture) readFrozen(ctx context.Context, disks []*diskCapture) error {
+	if len(disks) == 0 {
+		return nil
+	}
+	cp.spool = newSpool(cp.spoolDir(), cp.spoolMemory())
+	g, gctx := errgroup.WithContext(ctx)
+	for _, d := range disks {
+		g.Go(func() error {
+			d.from = time.Now()
+			defer func() { d.to = time.Now() }()
+			dw := cp.coll.newDiskWriter(cp.w, d.src, d.live.Size, d.parent)
+			sd := newSpooledDisk(cp.spool, dw, cp.coll.repo.chain.HashBlob)
+			stats, err := cp.coll.scanDisk(gctx, d.src, d.live, dw, sd, func() int64 { return 0 }, cp.opts)
+			if err != nil {
+				return fmt.Errorf("disk %q: %w", d.src.Name, err)
+			}
+			sd.stats = stats
+			d.spooled = sd
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// spoolDir is where the spool's file goes: beside the repository when it
+// is a local directory, else in os.TempDir.
+func (cp *capture) spoolDir() string {
+	if local, ok := cp.coll.repo.chain.Store().(interface{ Root() string }); ok {
+		return local.Root()
+	}
+	return os.TempDir()
+}
+
+func (cp *capture) spoolMemory() int64 {
+	if cp.opts.SpoolMemory == 0 {
+		return DefaultSpoolMemory
+	}
+	return cp.opts.SpoolMemory
+}
+
+// scanRest, after the thaw, stores what the disks read inside the window
+// found and reads every other disk: from its copy, or as it is.
 func (cp *capture) scanRest(ctx context.Context) error {
-	var rest []*diskCapture
+	var rest, spooled []*diskCapture
 	for _, d := range cp.disks {
-		if !d.done {
+		switch {
+		case d.done:
+		case d.spooled != nil:
+			spooled = append(spooled, d)
+		default:
 			rest = append(rest, d)
 		}
 	}
-	return cp.scan(ctx, rest)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return cp.storeSpooled(gctx, spooled) })
+	g.Go(func() error { return cp.scan(gctx, rest) })
+	return g.Wait()
+}
+
+// storeSpooled stores what the disks read inside the freeze window found,
+// in parallel: first every disk's blocks, then the block maps, since a
+// block one disk's map names may have been spooled from another disk. It
+// closes the spool once done.
+func (cp *capture) storeSpooled(ctx context.Context, disks []*diskCapture) error {
+	if len(disks) == 0 {
+		return nil
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, d := range disks {
+		g.Go(func() error {
+			progress := func() {}
+			if cp.opts.Progress != nil {
+				progress = func() {
+					cp.opts.Progress(Progress{Disk: d.src.Name, Scan: d.spooled.stats, Bytes: d.spooled.dw.storedBytes()})
+				}
+			}
+			if err := d.spooled.storeBlocks(gctx, cp.opts.Workers, progress); err != nil {
+				return fmt.Errorf("disk %q: %w", d.src.Name, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	g, gctx = errgroup.WithContext(ctx)
+	for _, d := range disks {
+		g.Go(func() error {
+			sd := d.spooled
+			dm, err := sd.buildMap(gctx)
+			if err != nil {
+				return fmt.Errorf("disk %q: %w", d.src.Name, err)
+			}
+			dm.Capture = d.method
+			d.result, d.done, d.spooled = dm, true, nil
+			if cp.opts.Progress != nil {
+				cp.opts.Progress(Progress{Disk: d.src.Name, Scan: sd.stats, Bytes: dm.StoredBytes})
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return cp.spool.close()
 }
 
 // scan reads disks in parallel, each compared with its parent. Reading a
@@ -287,6 +395,9 @@ func (cp *capture) release(ctx context.Context) error {
 // repository lock protects what take stored (and tells GC when a capture
 // that outlived its create is done).
 func (cp *capture) close() {
+	if cp.spool != nil {
+		cp.spool.close()
+	}
 	for _, d := range cp.disks {
 		if d.live != nil {
 			d.live.Close()

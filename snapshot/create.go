@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
@@ -68,6 +67,16 @@ type CreateOptions struct {
 	// instant only if a hook holds them still or the snapshotter is a
 	// ConsistentSnapshotter that says it snapshots them atomically.
 	Snapshotter blockdiff.Snapshotter
+	// SpoolMemory bounds the memory that holds, from the freeze window to
+	// the thaw, the changed blocks and block IDs of disks read while held
+	// still (disks that can be neither cloned nor snapshotted): inside the
+	// window they are only read, hashed and kept; compressing and storing
+	// them waits for the thaw. Beyond SpoolMemory bytes they go to a
+	// temporary file, in the repository's directory when it is local, else
+	// in os.TempDir (which must then not be on a file system the hooks
+	// freeze); it is unlinked as soon as it is created. 0 means
+	// DefaultSpoolMemory; a negative value keeps nothing in memory.
+	SpoolMemory int64
 	// RateLimit, if set, limits creates per collection and requested mode;
 	// a refused create returns a *ThrottledError.
 	RateLimit *RateLimit
@@ -94,7 +103,9 @@ const maxVMConfig = 16 << 20
 // systems, every disk is captured at one instant (reflink clones, the
 // caller's snapshotter, or reading while frozen), everything is thawed, and
 // only then are the captured disks read, compared with their previous
-// restore points in this collection, and their changed blocks stored. The
+// restore points in this collection, and their changed blocks stored (a
+// disk read while frozen is read and compared inside the window, its
+// changed blocks kept in a spool, see SpoolMemory, and stored after). The
 // restore point becomes visible only when every disk's block map is
 // durable; if Create fails, nothing is visible and what was written is
 // garbage for GC.
@@ -357,71 +368,6 @@ func parentOf(points []*RestorePoint, name string) *pointDisk {
 type pointDisk struct {
 	point string
 	disk  chain.DiskManifest
-}
-
-// treeParent lets blockdiff read the parent's block IDs from its block map.
-type treeParent struct{ tree *chain.TreeReader }
-
-func (p treeParent) Size() int64 { return p.tree.Geometry().Size }
-
-func (p treeParent) SegmentIDs(ctx context.Context, j int64, dst []chain.ID) ([]chain.ID, error) {
-	return p.tree.Leaf(ctx, j, dst)
-}
-
-// captureDisk scans one disk and writes its block map.
-func (c *Collection) captureDisk(ctx context.Context, w *chain.Writer, src DiskSource, disk *blockdiff.Disk, parent *pointDisk, opts CreateOptions) (chain.DiskManifest, error) {
-	cfg := c.repo.chain.Config()
-	dm := chain.DiskManifest{Name: src.Name, Size: disk.Size, BlockSize: cfg.BlockSize}
-	tree := chain.NewTreeBuilder(w, chain.Geometry{Size: disk.Size, BlockSize: cfg.BlockSize, Fanout: cfg.TreeFanout})
-	var parentTree *chain.TreeReader
-	scanOpts := blockdiff.Options{
-		BlockSize:     cfg.BlockSize,
-		SegmentBlocks: cfg.TreeFanout,
-		Workers:       opts.Workers,
-		Hash:          c.repo.chain.HashBlob,
-	}
-	if parent != nil && parent.disk.BlockSize == cfg.BlockSize {
-		dm.Parent = parent.point
-		parentTree = c.repo.chain.OpenTree(parent.disk)
-		scanOpts.Parent = treeParent{parentTree}
-		scanOpts.ChangedOnly, scanOpts.Changed = src.ChangedOnly, src.Changed
-	}
-	var stored, newChunks atomic.Int64
-	scanOpts.Store = func(ctx context.Context, b blockdiff.Block) error {
-		n, err := w.PutBlob(ctx, chain.DataBlob, b.ID, b.Data)
-		if n > 0 {
-			stored.Add(int64(n))
-			newChunks.Add(int64(len(b.Data)))
-		}
-		return err
-	}
-	scanOpts.Segment = func(ctx context.Context, s blockdiff.Segment) error {
-		if s.Reused {
-			id, err := parentTree.LeafID(ctx, s.Index)
-			if err != nil {
-				return err
-			}
-			return tree.AddLeafID(ctx, id)
-		}
-		return tree.AddLeaf(ctx, s.IDs)
-	}
-	if opts.Progress != nil {
-		scanOpts.Progress = func(st blockdiff.Stats) {
-			opts.Progress(Progress{Disk: src.Name, Scan: st, Bytes: stored.Load() + tree.StoredBytes()})
-		}
-	}
-	stats, err := blockdiff.Scan(ctx, disk, scanOpts)
-	if err != nil {
-		return dm, err
-	}
-	if dm.Root, err = tree.Finish(ctx); err != nil {
-		return dm, err
-	}
-	dm.ChangedBytes = stats.ChangedBytes
-	dm.MetadataBytes = tree.StoredBytes()
-	dm.StoredBytes = stored.Load() + dm.MetadataBytes
-	dm.NewChunkBytes = newChunks.Load()
-	return dm, nil
 }
 
 // newRestorePointID returns an ID that sorts by time and reads well:
