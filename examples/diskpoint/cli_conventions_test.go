@@ -519,3 +519,30 @@ var varying = regexp.MustCompile(`\d{8}-\d{6}-[0-9a-f]{6}|\d{4}-\d\d-\d\d \d\d:\
 func maskVarying(line string) string {
 	return strings.Join(strings.Fields(varying.ReplaceAllString(line, "#")), " ")
 }
+
+// The README's CLI section names every command and every flag each
+// command's help lists: in its synopsis, or in the prose right after.
+func TestCLIREADMENamesEveryCommandAndFlag(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "\n## The CLI\n")
+	section, _, _ = strings.Cut(section, "\n## ")
+	flagLine := regexp.MustCompile(`^  (-[a-z][a-z0-9-]*)`)
+	for name := range commands {
+		if !strings.Contains(section, "diskpoint "+name) {
+			t.Errorf("the README's CLI section has no synopsis of %s", name)
+		}
+		out := mustBinary(t, nil, "help", name)
+		for _, line := range strings.Split(out, "\n") {
+			m := flagLine.FindStringSubmatch(line)
+			if m == nil {
+				continue
+			}
+			if !regexp.MustCompile(regexp.QuoteMeta(m[1]) + `\b`).MatchString(section) {
+				t.Errorf("the README's CLI section does not name %s's flag %s", name, m[1])
+			}
+		}
+	}
+}
