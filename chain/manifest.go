@@ -282,6 +282,24 @@ func (r *Repository) ListManifestsWithDamaged(ctx context.Context, collection st
 	return out, nil
 }
 
+// ListManifestIDs returns the IDs of collection's restore points, sorted,
+// without reading them: one listing, however many points there are.
+func (r *Repository) ListManifestIDs(ctx context.Context, collection string) ([]string, error) {
+	if err := CheckName("collection", collection); err != nil {
+		return nil, err
+	}
+	prefix := manifestPrefix + collection + "/"
+	var ids []string
+	if err := r.store.List(ctx, prefix, func(info ObjectInfo) error {
+		ids = append(ids, strings.TrimPrefix(info.Name, prefix))
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list restore points of %q: %w", collection, err)
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
 // ListCollections returns the names of the collections that have restore points.
 func (r *Repository) ListCollections(ctx context.Context) ([]string, error) {
 	names, err := listNames(ctx, r.store, manifestPrefix)

@@ -51,14 +51,12 @@ func (c *Collection) Get(ctx context.Context, ref string) (*RestorePoint, error)
 // any restore point.
 func (c *Collection) GetWithDisk(ctx context.Context, ref, disk string) (*RestorePoint, error) {
 	if ref == Latest {
-		points, err := c.List(ctx)
+		newest, err := c.newestWithDisks(ctx, []string{disk})
 		if err != nil {
 			return nil, err
 		}
-		for i := len(points) - 1; i >= 0; i-- {
-			if _, ok := points[i].Disk(disk); ok || disk == "" {
-				return points[i], nil
-			}
+		if rp := newest[disk]; rp != nil {
+			return rp, nil
 		}
 		if disk != "" {
 			return nil, fmt.Errorf("collection %q has no restore point of disk %q: %w", c.name, disk, ErrNotFound)
@@ -72,28 +70,28 @@ func (c *Collection) GetWithDisk(ctx context.Context, ref, disk string) (*Restor
 	if !errors.Is(err, ErrNotFound) || ref == "" {
 		return nil, err
 	}
-	// Not an ID: a prefix of one?
-	points, lerr := c.List(ctx)
+	// Not an ID: a prefix of one? The names say, without reading them.
+	ids, lerr := c.repo.chain.ListManifestIDs(ctx, c.name)
 	if lerr != nil {
 		return nil, lerr
 	}
-	var matches []*RestorePoint
-	for _, rp := range points {
-		if strings.HasPrefix(rp.ID, ref) {
-			matches = append(matches, rp)
+	var matches []string
+	for _, id := range ids {
+		if strings.HasPrefix(id, ref) {
+			matches = append(matches, id)
 		}
 	}
 	switch len(matches) {
 	case 0:
 		return nil, err
 	case 1:
-		return matches[0], nil
+		m, err := c.repo.chain.LoadManifest(ctx, c.name, matches[0])
+		if err != nil {
+			return nil, err
+		}
+		return pointFromManifest(m), nil
 	}
-	ids := make([]string, len(matches))
-	for i, rp := range matches {
-		ids[i] = rp.ID
-	}
-	return nil, fmt.Errorf("restore point %q in collection %q: %w: it begins %s", ref, c.name, ErrAmbiguous, strings.Join(ids, ", "))
+	return nil, fmt.Errorf("restore point %q in collection %q: %w: it begins %s", ref, c.name, ErrAmbiguous, strings.Join(matches, ", "))
 }
 
 // Used reports whether the collection has been used: it has restore

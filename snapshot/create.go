@@ -202,12 +202,16 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (rp *Restor
 	// The parent is chosen under the writer lock: a GC that ran before it
 	// was visible may have collected a point deleted meanwhile, and every
 	// GC from now on waits for this create.
-	previous, err := c.List(ctx)
+	names := make([]string, len(cp.disks))
+	for i, d := range cp.disks {
+		names[i] = d.src.Name
+	}
+	parents, err := c.newestWithDisks(ctx, names)
 	if err != nil {
 		return nil, err
 	}
 	for _, d := range cp.disks {
-		d.parent = parentOf(previous, d.src.Name)
+		d.parent = parentOf(parents[d.src.Name], d.src.Name)
 	}
 
 	m := chain.Manifest{
@@ -354,14 +358,17 @@ func (c *Collection) selectDisks(opts CreateOptions) ([]DiskSource, []string, er
 	return disks, excluded, nil
 }
 
-// parentOf finds the newest restore point that holds disk name.
-func parentOf(points []*RestorePoint, name string) *pointDisk {
-	for i := len(points) - 1; i >= 0; i-- {
-		if d, ok := points[i].Disk(name); ok {
-			return &pointDisk{point: points[i].ID, disk: d.manifest()}
-		}
+// parentOf is disk name of restore point rp (the newest that has it), or
+// nil if there is none.
+func parentOf(rp *RestorePoint, name string) *pointDisk {
+	if rp == nil {
+		return nil
 	}
-	return nil
+	d, ok := rp.Disk(name)
+	if !ok {
+		return nil
+	}
+	return &pointDisk{point: rp.ID, disk: d.manifest()}
 }
 
 // pointDisk is one disk of one restore point.
