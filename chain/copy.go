@@ -31,8 +31,8 @@ type CopyStats struct {
 //     writer too, and puts children before their parents;
 //   - GC lists only the live tree nodes of the packs it keeps: a dead
 //     node stays in its pack, unlisted, while what is under it may go;
-//   - an index load does not recover the tree nodes of packs that a GC
-//     dropped and left in place for readers (garbage records).
+//   - a tree node known only from a pack's own header (no index file
+//     lists it) is readable but not held (see index.has).
 type Copier struct {
 	From *Repository
 	To   *Writer

@@ -135,8 +135,8 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 	report.RestorePoints, report.LiveBlobs = points, len(used)
 	missing := 0
 	for id := range used {
-		if !idx.has(id) {
-			missing++
+		if _, _, ok := idx.lookup(id); !ok {
+			missing++ // in no index file and no readable pack header
 		}
 	}
 
@@ -224,7 +224,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 	}
 	// Garbage that no index lists goes first, to free space on a full disk,
 	// unless a reader may read it through an index that recovered it.
-	if err := lock.lost(); err != nil {
+	if err := lock.stillHeld(ctx); err != nil {
 		return report, fmt.Errorf("gc: %w (nothing was removed)", err)
 	}
 	readers, err := liveReaders(ctx, r.store)
@@ -302,13 +302,13 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 	// Commit: the new index first, then remove the old indexes, then packs.
 	// A crash before the new index is durable leaves the old state; a crash
 	// after it leaves duplicates and garbage that the next GC removes.
-	if err := lock.lost(); err != nil {
+	if err := lock.stillHeld(ctx); err != nil {
 		return report, fmt.Errorf("gc: %w", err)
 	}
 	if report.IndexFiles, err = r.replaceIndex(ctx, keep, indexNames); err != nil {
 		return report, fmt.Errorf("gc: %w", err)
 	}
-	if err := lock.lost(); err != nil {
+	if err := lock.stillHeld(ctx); err != nil {
 		return report, fmt.Errorf("gc: %w", err)
 	}
 	kept := map[ID]bool{}

@@ -19,6 +19,10 @@ type blobLocation struct {
 	rawLength  uint32
 	typ        BlobType
 	compressed bool
+	// unlisted: a tree node known only from its pack's own header, which no
+	// index file lists. It can be read, but it promises nothing about the
+	// nodes and chunks under it (see has).
+	unlisted bool
 }
 
 // index is the in-memory union of the repository's index files. Writers
@@ -72,11 +76,18 @@ func (x *index) lookup(id ID) (blobLocation, ID, bool) {
 	return loc, x.packs[loc.pack], true
 }
 
+// has reports whether the repository holds blob id, and, for a tree node,
+// everything under it: a writer need not store it again, and a copy may
+// skip its subtree. Only index files make that promise (a writer lists a
+// tree pack only after the packs under it, and GC unlists dead nodes);
+// a tree node recovered from a pack's header may be a dead one whose
+// subtree a GC swept, or one a crash or a half-done sweep left without
+// its children, so it is readable (lookup) but not held.
 func (x *index) has(id ID) bool {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	_, ok := x.blobs[id]
-	return ok
+	loc, ok := x.blobs[id]
+	return ok && !loc.unlisted
 }
 
 // packEntries returns, per pack, the entries of the blobs the index serves
@@ -115,10 +126,12 @@ func (x *index) add(name string, packs []indexedPack) {
 			x.packNum[p.ID] = num
 		}
 		for _, e := range p.Entries {
-			if _, dup := x.blobs[e.ID]; dup {
-				continue // the same blob in two packs: the first one serves
+			loc := blobLocation{pack: num, offset: e.Offset, length: e.Length, rawLength: e.RawLength, typ: e.Type, compressed: e.Compressed,
+				unlisted: name == "" && e.Type == TreeBlob}
+			if old, dup := x.blobs[e.ID]; dup && (!old.unlisted || loc.unlisted) {
+				continue // the same blob in two packs: the first one serves, unless a listed one comes
 			}
-			x.blobs[e.ID] = blobLocation{pack: num, offset: e.Offset, length: e.Length, rawLength: e.RawLength, typ: e.Type, compressed: e.Compressed}
+			x.blobs[e.ID] = loc
 		}
 	}
 }
@@ -188,10 +201,6 @@ func loadIndexStateOnce(ctx context.Context, store Store, log *slog.Logger) (*in
 	if st.stored, err = listPacks(ctx, store); err != nil {
 		return nil, err
 	}
-	dropped, err := droppedPacks(ctx, store, log)
-	if err != nil {
-		return nil, err
-	}
 	for id, size := range st.stored {
 		if _, ok := st.entries[id]; ok {
 			continue
@@ -210,51 +219,11 @@ func loadIndexStateOnce(ctx context.Context, store Store, log *slog.Logger) (*in
 			st.unreadable[id] = err
 			continue
 		}
-		if dropped[id] {
-			entries = dataEntries(entries)
-		}
 		st.entries[id] = entries
 		st.recovered = append(st.recovered, id)
 		st.idx.add("", []indexedPack{{ID: id, Entries: entries}})
 	}
 	return st, nil
-}
-
-// droppedPacks returns the packs that garbage records list: a GC or a
-// repair dropped them and left them in place for readers. Their tree nodes
-// are not recovered into an index: a tree node in the index promises its
-// whole subtree (see Copier), and the packs under a dropped node may be
-// gone already. Their data blobs are whole where they are and may be read
-// or deduplicated against. A damaged record hides which packs it lists:
-// that is logged, and everything is recovered as before (GC refuses to
-// run until the record is dealt with).
-func droppedPacks(ctx context.Context, store Store, log *slog.Logger) (map[ID]bool, error) {
-	records, err := loadGarbage(ctx, store)
-	if errors.Is(err, ErrCorrupt) {
-		log.Warn("damaged garbage record; the tree nodes of unindexed packs are recovered as they are", "error", err)
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	dropped := map[ID]bool{}
-	for _, g := range records {
-		for _, id := range g.Packs {
-			dropped[id] = true
-		}
-	}
-	return dropped, nil
-}
-
-// dataEntries returns the data blobs' entries among entries.
-func dataEntries(entries []packEntry) []packEntry {
-	var data []packEntry
-	for _, e := range entries {
-		if e.Type == DataBlob {
-			data = append(data, e)
-		}
-	}
-	return data
 }
 
 // loadIndex reads the repository's index.

@@ -121,7 +121,7 @@ type repoLock struct {
 
 	mu       sync.Mutex
 	info     LockInfo
-	lastGood time.Time // when the lock object was last written
+	lastGood time.Time // when the lock object was last written, by the wall clock
 }
 
 // lock takes the repository's shared or exclusive lock for operation, or
@@ -349,7 +349,7 @@ func (l *repoLock) write(ctx context.Context) error {
 		return fmt.Errorf("write lock %s: %w", l.name, err)
 	}
 	l.mu.Lock()
-	l.lastGood = now
+	l.lastGood = now.Round(0)
 	l.mu.Unlock()
 	return nil
 }
@@ -406,6 +406,39 @@ func (l *repoLock) refreshOnce(ctx context.Context) error {
 	return l.write(ctx)
 }
 
+// stillHeld is lost, made sure of now: before an operation does what only
+// a held lock allows (commits a manifest, reports damage, deletes), it
+// checks that its lock object is still there and was written less than
+// staleAfter/2 ago by the wall clock, rather than trust the refresher to
+// have noticed. The refresher may be up to a refresh period behind, and
+// Go's monotonic clock stands still while the host is suspended, when
+// other hosts' wall clocks, which judge staleness, do not. A lock found
+// lost is cancelled with ErrLockLost.
+func (l *repoLock) stillHeld(ctx context.Context) error {
+	if l == nil {
+		return nil
+	}
+	if err := l.lost(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	age := time.Now().Round(0).Sub(l.lastGood)
+	l.mu.Unlock()
+	var cause error
+	if age >= l.staleAfter/2 {
+		cause = fmt.Errorf("%w: %s (%s) was last written %s ago, and others may take it for stale", ErrLockLost, l.name, l.info.Operation, age.Round(time.Second))
+	} else if _, err := l.repo.store.Stat(ctx, l.name); errors.Is(err, ErrNotFound) {
+		cause = fmt.Errorf("%w: %s (%s) was removed by someone else", ErrLockLost, l.name, l.info.Operation)
+	} else if err != nil {
+		return fmt.Errorf("check lock %s: %w", l.name, err)
+	}
+	if cause != nil {
+		l.cancel(cause)
+		return cause
+	}
+	return nil
+}
+
 // lost returns an error wrapping ErrLockLost if the lock was lost, else nil.
 func (l *repoLock) lost() error {
 	if l == nil {
@@ -428,8 +461,9 @@ func (l *repoLock) create(ctx context.Context) error {
 		return err
 	}
 	// The refresh deadline counts from before the write: the object can be
-	// no older than this once it is stored.
-	before := time.Now()
+	// no older than this once it is stored. Wall clock, not monotonic (see
+	// stillHeld).
+	before := time.Now().Round(0)
 	if err := l.repo.store.PutIfAbsent(ctx, l.name, data); err != nil {
 		return fmt.Errorf("write lock: %w", err)
 	}

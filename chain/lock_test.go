@@ -440,3 +440,28 @@ func TestHealthyLockSurvivesRefreshes(t *testing.T) {
 		t.Errorf("reader lost its lock on a healthy store: %v", err)
 	}
 }
+
+// A writer whose lock was last written more than half the stale time ago
+// commits nothing, even when its refresher has not noticed yet (here it
+// would refresh in an hour): the commit checks its lock by the wall clock
+// first. Time must pass for that, so this test waits for the lock to age.
+func TestCommitChecksTheLocksAgeItself(t *testing.T) {
+	defer chain.SetLockTiming(time.Hour, 200*time.Millisecond, time.Millisecond)()
+	ctx := context.Background()
+	repo := newRepo(t)
+	ids, data := randomBlocks(rand.New(rand.NewPCG(5, 5)), 8, 0)
+	w, err := repo.NewWriter(ctx, "create")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	d := writeMap(t, w, "disk", int64(len(ids))*chain.DefaultBlockSize, ids, data)
+	time.Sleep(150 * time.Millisecond) // the lock ages past half the stale time
+	err = w.SaveManifest(ctx, manifest("vm", "p1", d))
+	if !errors.Is(err, chain.ErrLockLost) {
+		t.Fatalf("commit with a lock last written 150ms ago (stale after 200ms): %v; want ErrLockLost", err)
+	}
+	if _, err := repo.LoadManifest(ctx, "vm", "p1"); !errors.Is(err, chain.ErrNotFound) {
+		t.Errorf("the point was committed anyway: %v", err)
+	}
+}

@@ -91,7 +91,7 @@ func (r *Repository) RepairBlobs(ctx context.Context, t BlobType, blobs map[ID][
 		}
 	}
 	keep = append(keep, w.written...)
-	if err := lock.lost(); err != nil {
+	if err := lock.stillHeld(ctx); err != nil {
 		return 0, fmt.Errorf("repair: %w", err)
 	}
 	if _, err := r.replaceIndex(ctx, keep, state.files); err != nil {

@@ -140,8 +140,10 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (VerifyRepo
 	// with ErrLockLost rather than report any.
 	ctx = lock.ctx
 	report, err = r.verifyLocked(ctx, opts)
-	if lost := lock.lost(); lost != nil {
-		return VerifyReport{Damage: []Damage{}}, fmt.Errorf("verify: %w, so what it found cannot be told from what a GC did meanwhile", lost)
+	// Made sure of now, not as the refresher last saw it: damage reported
+	// must not be a GC's work.
+	if held := lock.stillHeld(context.WithoutCancel(ctx)); held != nil {
+		return VerifyReport{Damage: []Damage{}}, fmt.Errorf("verify: %w, so what it found cannot be told from what a GC did meanwhile", held)
 	}
 	return report, err
 }

@@ -399,7 +399,7 @@ func (w *Writer) SaveManifest(ctx context.Context, m *Manifest) error {
 	}
 	// A lock lost may be taken for stale elsewhere, and a GC there may
 	// sweep what this writer deduplicated against: commit nothing.
-	if err := w.lock.lost(); err != nil {
+	if err := w.lock.stillHeld(ctx); err != nil {
 		return fmt.Errorf("save restore point %s/%s: %w", m.Collection, m.ID, err)
 	}
 	return w.repo.saveManifest(ctx, m)
