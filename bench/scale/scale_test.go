@@ -51,7 +51,7 @@ func TestScaleSmoke(t *testing.T) {
 			t.Errorf("the table has no row for step %q:\n%s", step, out)
 		}
 	}
-	for _, want := range []string{"| 6 points |", "bit-exact", "| sound |", "4.7 MiB changed", "300 blocks hashed"} {
+	for _, want := range []string{"| 6 points |", "of it index files", "bit-exact", "| sound |", "4.7 MiB changed", "300 blocks hashed"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the table does not say %q:\n%s", want, out)
 		}

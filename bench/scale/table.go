@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -48,16 +50,17 @@ var stepOrder = []string{
 }
 
 // renderTable renders the steps and the targets they measure.
-func renderTable(p params, results map[string][]result) string {
+func renderTable(p params, results map[string][]result, size repoSize) string {
 	var t strings.Builder
 	host, _ := os.Hostname()
 	var self syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &self)
 	logical := p.chunks * int64(p.blockSize)
-	fmt.Fprintf(&t, "Measured %s on %s (%d CPUs, %s): format %d, block size %s, a generated disk of %s blocks (%s), %s points in the collection of many; the one-block creates are the median of %d runs each. Every step is a process of its own; its peak RSS starts from this program's own, %s.\n\n",
+	fmt.Fprintf(&t, "Measured %s on %s (%d CPUs, %s): format %d, block size %s, a generated disk of %s blocks (%s), %s points in the collection of many; the one-block creates are the median of %d runs each. Every step is a process of its own (this program itself peaked at %s). After the two creates of the big disk the repository took %s on disk, %s of it index files.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, runtime.NumCPU(), runtime.Version(), p.format,
 		humanize.IBytes(uint64(p.blockSize)), humanize.Comma(p.chunks), humanize.IBytes(uint64(logical)),
-		humanize.Comma(int64(p.points)), p.runs, humanize.IBytes(uint64(self.Maxrss)*1024))
+		humanize.Comma(int64(p.points)), p.runs, humanize.IBytes(uint64(self.Maxrss)*1024),
+		humanize.IBytes(uint64(size.total)), humanize.IBytes(uint64(size.index)))
 	fmt.Fprintf(&t, "| step | wall time | in the process | peak RSS | what it did |\n| --- | --- | --- | --- | --- |\n")
 	sums := map[string]summary{}
 	for _, step := range stepOrder {
@@ -131,4 +134,26 @@ func writeBetweenMarkers(path string, p params, table string) error {
 		updated = slices.Concat(old[:k], []byte(block+"\n\n"), old[k:])
 	}
 	return os.WriteFile(path, updated, 0o644)
+}
+
+// repoSize is the space a repository's files take on disk (allocated
+// blocks), in all and in its index files.
+type repoSize struct{ total, index int64 }
+
+func measureRepo(dir string) repoSize {
+	var s repoSize
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			n := fi.Sys().(*syscall.Stat_t).Blocks * 512
+			s.total += n
+			if rel, _ := filepath.Rel(dir, path); strings.HasPrefix(rel, "index"+string(filepath.Separator)) {
+				s.index += n
+			}
+		}
+		return nil
+	})
+	return s
 }
