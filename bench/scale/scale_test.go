@@ -28,24 +28,17 @@ func scale(t *testing.T, args ...string) (string, error) {
 }
 
 // The program runs every step at a tiny size, each in a child, and puts its
-// table between the markers of its size in the results file: replacing the
-// table of the same size, adding one for another size.
+// table between the markers of its size in the results file.
 func TestScaleSmoke(t *testing.T) {
 	dir := t.TempDir()
 	results := filepath.Join(dir, "RESULTS.md")
-	const prose = "# Results\n\nprose before\n\n<!-- scale:begin -->\n<!-- scale:end -->\n\nprose after\n"
-	if err := os.WriteFile(results, []byte(prose), 0o644); err != nil {
+	if err := os.WriteFile(results, []byte("<!-- scale:begin -->\n<!-- scale:end -->\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run := func(chunks string) string {
-		t.Helper()
-		out, err := scale(t, "-chunks", chunks, "-points", "6", "-runs", "1", "-work", filepath.Join(dir, "work"+chunks), "-out", results)
-		if err != nil {
-			t.Fatalf("scale -chunks %s: %v\n%s", chunks, err, out)
-		}
-		return out
+	out, err := scale(t, "-chunks", "300", "-points", "6", "-runs", "1", "-work", filepath.Join(dir, "work"), "-out", results)
+	if err != nil {
+		t.Fatalf("scale: %v\n%s", err, out)
 	}
-	out := run("300")
 	for _, step := range stepOrder {
 		if !strings.Contains(out, "| "+step+" |") {
 			t.Errorf("the table has no row for step %q:\n%s", step, out)
@@ -56,21 +49,52 @@ func TestScaleSmoke(t *testing.T) {
 			t.Errorf("the table does not say %q:\n%s", want, out)
 		}
 	}
-	run("300") // again: replaces its table
-	run("200") // another size: a table of its own
 	data, err := os.ReadFile(results)
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := string(data)
-	if n := strings.Count(text, "<!-- scale:300:1:begin -->"); n != 1 {
-		t.Errorf("the results file has %d tables of the 300-chunk run, want 1:\n%s", n, text)
+	table := out[strings.Index(out, "Measured"):]
+	if want := "<!-- scale:begin -->\n<!-- scale:300:1:begin -->\n\n" + table + "\n<!-- scale:300:1:end -->\n\n<!-- scale:end -->\n"; string(data) != want {
+		t.Errorf("the results file is\n%s\nwant\n%s", data, want)
 	}
-	if !strings.Contains(text, "<!-- scale:200:1:begin -->") || !strings.Contains(text, "a generated disk of 200 blocks") {
-		t.Errorf("the results file has no table of the 200-chunk run:\n%s", text)
+}
+
+// A run's table replaces the one of the same size and format, and a run of
+// another size gets a place of its own; the prose around stays.
+func TestWriteBetweenMarkers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "RESULTS.md")
+	const prose = "# Results\n\nprose before\n\n<!-- scale:begin -->\n<!-- scale:end -->\n\nprose after\n"
+	if err := os.WriteFile(path, []byte(prose), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	if !strings.HasPrefix(text, "# Results\n\nprose before\n\n<!-- scale:begin -->\n") || !strings.HasSuffix(text, "<!-- scale:end -->\n\nprose after\n") {
-		t.Errorf("the prose around the markers changed:\n%s", text)
+	write := func(chunks int64, format int, table string) string {
+		t.Helper()
+		if err := writeBetweenMarkers(path, params{chunks: chunks, format: format}, table); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	write(300, 1, "first\n")
+	write(200, 1, "other size\n")
+	write(300, 2, "other format\n")
+	got := write(300, 1, "again\n")
+	want := "# Results\n\nprose before\n\n<!-- scale:begin -->\n" +
+		"<!-- scale:300:1:begin -->\n\nagain\n\n<!-- scale:300:1:end -->\n\n" +
+		"<!-- scale:200:1:begin -->\n\nother size\n\n<!-- scale:200:1:end -->\n\n" +
+		"<!-- scale:300:2:begin -->\n\nother format\n\n<!-- scale:300:2:end -->\n\n" +
+		"<!-- scale:end -->\n\nprose after\n"
+	if got != want {
+		t.Errorf("the results file is\n%s\nwant\n%s", got, want)
+	}
+	if err := os.WriteFile(path, []byte("no markers\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeBetweenMarkers(path, params{chunks: 1, format: 1}, "x\n"); err == nil || !strings.Contains(err.Error(), "scale:end") {
+		t.Errorf("a file without markers: %v, want an error naming the line it lacks", err)
 	}
 }
 
