@@ -3,6 +3,7 @@ package blockdiff
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"sync/atomic"
 	"unsafe"
@@ -10,8 +11,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Disk is an open disk: a regular file or a block device, read-only.
+// Disk is an open disk, read-only: a regular file or a block device
+// (OpenDisk), or any io.ReaderAt of known size (NewReaderDisk).
 type Disk struct {
+	// Path is the file's path, or the name a reader disk was given: what
+	// messages call the disk.
 	Path        string
 	Size        int64
 	BlockDevice bool
@@ -21,6 +25,7 @@ type Disk struct {
 	// before the last restore point.
 	Direct bool
 	file   *os.File
+	reader io.ReaderAt // a reader disk's source; file is nil then
 	noMap  atomic.Bool // the file system refused mmap: read with pread
 }
 
@@ -93,17 +98,28 @@ func blockDeviceSize(f *os.File) (int64, error) {
 }
 
 // ReadAt reads from the disk.
-func (d *Disk) ReadAt(p []byte, off int64) (int, error) { return d.file.ReadAt(p, off) }
+func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
+	if d.reader != nil {
+		return d.reader.ReadAt(p, off)
+	}
+	return d.file.ReadAt(p, off)
+}
 
-// Close closes the disk.
-func (d *Disk) Close() error { return d.file.Close() }
+// Close closes the disk. A reader disk's source is the caller's to close.
+func (d *Disk) Close() error {
+	if d.file == nil {
+		return nil
+	}
+	return d.file.Close()
+}
 
 // dataExtents returns the parts of [off, off+length) that hold data: for a
 // sparse file, everything but its holes (found with SEEK_DATA/SEEK_HOLE);
-// for a block device, or a file system without hole reporting, all of it.
+// for a block device, a reader disk, or a file system without hole
+// reporting, all of it.
 func (d *Disk) dataExtents(off, length int64, dst []Range) []Range {
 	dst = dst[:0]
-	if d.BlockDevice {
+	if d.BlockDevice || d.reader != nil {
 		return append(dst, Range{off, length})
 	}
 	end := off + length

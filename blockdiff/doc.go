@@ -1,6 +1,8 @@
 // Package blockdiff reads disks and finds what changed.
 //
-// [OpenDisk] opens a raw disk image (sparse or not) or a Linux block device.
+// [OpenDisk] opens a raw disk image (sparse or not) or a Linux block device;
+// [NewReaderDisk] makes a disk of any io.ReaderAt of known size (a disk
+// that is not a file: an NBD client's, or one generated for a test).
 // [Scan] reads a disk in parallel, in aligned reads into pooled buffers,
 // skipping the holes of sparse files without reading them; it hashes every
 // block (BLAKE3-256, the same ID the repository names chunks by), recognises

@@ -30,9 +30,9 @@ type segmentMap struct {
 
 // mapSegment maps [off, off+length) of d. It returns nil, nil when d is not
 // to be mapped (a block device, or a file the kernel refuses to map), in
-// which case the caller reads with pread.
+// which case the caller reads with pread (or a reader disk's ReadAt).
 func (d *Disk) mapSegment(off, length int64) (*segmentMap, error) {
-	if d.Direct || d.BlockDevice || d.noMap.Load() || length == 0 {
+	if d.file == nil || d.Direct || d.BlockDevice || d.noMap.Load() || length == 0 {
 		return nil, nil
 	}
 	data, err := unix.Mmap(int(d.file.Fd()), off, int(length), unix.PROT_READ, unix.MAP_SHARED)

@@ -42,12 +42,19 @@ type scanResult struct {
 // reused segments from the parent.
 func scan(t *testing.T, path string, parent *sliceParent, changed []blockdiff.Range) scanResult {
 	t.Helper()
-	ctx := context.Background()
-	d, err := blockdiff.OpenDisk(ctx, path)
+	d, err := blockdiff.OpenDisk(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
+	return scanDisk(t, d, parent, changed)
+}
+
+// scanDisk is scan of an open disk.
+func scanDisk(t *testing.T, d *blockdiff.Disk, parent *sliceParent, changed []blockdiff.Range) scanResult {
+	t.Helper()
+	ctx := context.Background()
+	var err error
 	res := scanResult{stored: map[int64]chain.ID{}}
 	var mu sync.Mutex
 	opts := blockdiff.Options{

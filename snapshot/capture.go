@@ -159,7 +159,7 @@ func (cp *capture) take(ctx context.Context, readNow bool) error {
 	}
 	var direct []*diskCapture
 	for _, d := range cp.disks {
-		if d.live.BlockDevice {
+		if !d.live.IsFile() { // a block device, or a reader: no clone to make
 			direct = append(direct, d)
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +23,16 @@ type DiskSource struct {
 	Name string
 	// Path is a disk image file or a block device.
 	Path string
+	// Reader and Size give a disk that is not a file instead of Path
+	// (exactly one of the two): its first Size bytes, read through
+	// Reader.ReadAt, from several goroutines at once. For tests,
+	// benchmarks and callers whose disks are not files (a hypervisor's NBD
+	// client, say). Such a disk has no reflink clone and no Snapshotter can
+	// take it: it is read as it is, while hooks hold it still if they do,
+	// and the restore point's consistency says so as for any live read.
+	// Every block is read; the caller closes Reader.
+	Reader io.ReaderAt
+	Size   int64
 	// ChangedOnly says Changed lists every byte range written since the
 	// disk's previous restore point (a hypervisor's dirty bitmap): only
 	// blocks those ranges touch are read. Without a previous restore point
@@ -167,7 +178,7 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (rp *Restor
 	pointID := ""
 	defer func() { err = c.endCreate(ctx, cp, hookLog, pointID, rp, err) }()
 	for _, src := range disks {
-		live, err := blockdiff.OpenDisk(ctx, src.Path)
+		live, err := src.open(ctx, opts.Snapshotter != nil)
 		if err != nil {
 			return nil, fmt.Errorf("create in %q: disk %q: %w", c.name, src.Name, err)
 		}

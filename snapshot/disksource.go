@@ -1,0 +1,28 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+
+	"github.com/diskpoint/diskpoint/blockdiff"
+)
+
+// open opens the disk s names: its file or block device, or its reader.
+// snapshotter says a Snapshotter will capture the disks, which it can only
+// do by path.
+func (s DiskSource) open(ctx context.Context, snapshotter bool) (*blockdiff.Disk, error) {
+	switch {
+	case s.Reader == nil && s.Size != 0:
+		return nil, errors.New("Size is given without a Reader")
+	case s.Reader == nil:
+		return blockdiff.OpenDisk(ctx, s.Path)
+	case s.Path != "":
+		return nil, errors.New("both Path and Reader are given: a disk is one or the other")
+	case snapshotter:
+		return nil, errors.New("a Snapshotter captures disks by path, and this one is a Reader")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return blockdiff.NewReaderDisk(s.Name, s.Reader, s.Size)
+}
