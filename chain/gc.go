@@ -105,7 +105,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 			return report, fmt.Errorf("gc: %w", err)
 		}
 	}
-	state, err := loadIndexState(ctx, r.store, r.Logger())
+	state, err := loadIndexState(ctx, r.store, r.config.Version, r.Logger())
 	if err != nil {
 		return report, fmt.Errorf("gc: %w", err)
 	}
@@ -124,8 +124,16 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 		recovered[id] = true
 	}
 	idx := state.idx
-	// Mark and repack read through the index just loaded.
-	r.setIndex(idx)
+	// Mark and repack read through the index just loaded (in version 2,
+	// the repository's own index, refreshed: the state's is held whole
+	// and is no version 2 index to keep reading through).
+	if r.config.Version == FormatVersion2 {
+		if err := r.refreshIndex(ctx); err != nil {
+			return report, fmt.Errorf("gc: %w", err)
+		}
+	} else {
+		r.setIndex(idx)
+	}
 
 	used, points, damaged, err := r.mark(ctx, opts)
 	if err != nil {

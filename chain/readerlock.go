@@ -123,8 +123,11 @@ func (r *Repository) markRoot(ctx context.Context, id ID, used, seen map[ID]bool
 		return nil
 	}
 	used[id] = true
-	loc, _, ok := r.index().lookup(id)
-	if !ok || loc.typ != TreeBlob {
+	e, _, ok, err := r.index().find(ctx, id)
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", id, err)
+	}
+	if !ok || e.Type != TreeBlob {
 		return nil // a VM config, or a blob gone already: nothing under it
 	}
 	return r.markNode(ctx, id, -1, used, seen)

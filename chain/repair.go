@@ -32,7 +32,7 @@ func (r *Repository) RepairBlobs(ctx context.Context, t BlobType, blobs map[ID][
 		}
 		repaired[id] = true
 	}
-	state, err := loadIndexState(ctx, r.store, r.Logger())
+	state, err := loadIndexState(ctx, r.store, r.config.Version, r.Logger())
 	if err != nil {
 		return 0, fmt.Errorf("repair: %w", err)
 	}

@@ -162,7 +162,7 @@ func (r *Repository) verifyLocked(ctx context.Context, opts VerifyOptions) (Veri
 	if err != nil {
 		return report, err
 	}
-	state, err := loadIndexState(ctx, r.store, r.Logger())
+	state, err := loadIndexState(ctx, r.store, r.config.Version, r.Logger())
 	if err != nil {
 		return report, fmt.Errorf("verify: %w", err)
 	}
