@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -29,13 +30,20 @@ type indexV2Set struct {
 	// recovered: the packs of the overlay. Refresh checks that they still
 	// exist, since a GC may delete them without changing any index file.
 	recovered map[ID]bool
+	// recoveredEntries: every entry of each recovered pack, as its header
+	// lists it (the overlay holds only the first copy of a blob), for GC.
+	recoveredEntries map[ID][]packEntry
+	// damaged: index files that did not open, or that a check excluded;
+	// unreadable: unindexed packs whose header is damaged. For GC.
+	damaged    []string
+	unreadable map[ID]error
 
 	gen      uint64 // see index.gen
 	unloaded bool   // see index.unloaded
 }
 
 func newIndexV2Set() *indexV2Set {
-	return &indexV2Set{names: map[string]bool{}, overlay: map[ID]indexEntry{}, recovered: map[ID]bool{}, gen: indexGeneration.Add(1)}
+	return &indexV2Set{names: map[string]bool{}, overlay: map[ID]indexEntry{}, recovered: map[ID]bool{}, recoveredEntries: map[ID][]packEntry{}, unreadable: map[ID]error{}, gen: indexGeneration.Add(1)}
 }
 
 // newUnloadedIndexV2Set is the index of a version 2 repository whose index
@@ -98,6 +106,7 @@ func (x *indexV2Set) addRecovered(pack ID, entries []packEntry) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.recovered[pack] = true
+	x.recoveredEntries[pack] = entries
 	for _, e := range entries {
 		if _, dup := x.overlay[e.ID]; !dup {
 			x.overlay[e.ID] = indexEntry{packEntry: e, Pack: pack}
@@ -109,9 +118,16 @@ func (x *indexV2Set) addRecovered(pack ID, entries []packEntry) {
 // index file (damaged ones are skipped, their packs recovered from their
 // own headers), and recovers the packs no file lists. As loadIndexState,
 // it starts again when an object it listed is gone.
-func loadIndexV2Set(ctx context.Context, store Store, log *slog.Logger) (*indexV2Set, error) {
+//
+// Files named in exclude are taken for damaged (GC excludes those it found
+// damaged past their tables).
+func loadIndexV2Set(ctx context.Context, store Store, log *slog.Logger, exclude ...map[string]bool) (*indexV2Set, error) {
+	excluded := map[string]bool{}
+	for _, ex := range exclude {
+		maps.Copy(excluded, ex)
+	}
 	for attempt := 1; ; attempt++ {
-		x, err := loadIndexV2SetOnce(ctx, store, log)
+		x, err := loadIndexV2SetOnce(ctx, store, log, excluded)
 		if !errors.Is(err, errListingChanged) {
 			return x, err
 		}
@@ -121,7 +137,7 @@ func loadIndexV2Set(ctx context.Context, store Store, log *slog.Logger) (*indexV
 	}
 }
 
-func loadIndexV2SetOnce(ctx context.Context, store Store, log *slog.Logger) (*indexV2Set, error) {
+func loadIndexV2SetOnce(ctx context.Context, store Store, log *slog.Logger, exclude map[string]bool) (*indexV2Set, error) {
 	x := newIndexV2Set()
 	infos, err := listObjects(ctx, store, indexPrefix)
 	if err != nil {
@@ -129,6 +145,10 @@ func loadIndexV2SetOnce(ctx context.Context, store Store, log *slog.Logger) (*in
 	}
 	listed := map[ID]bool{} // packs some sound index file lists
 	for _, info := range infos {
+		if exclude[info.Name] {
+			x.damaged = append(x.damaged, info.Name)
+			continue
+		}
 		f, err := openIndexV2(ctx, info.Name, storeObjectRange{store, info.Name}, info.Size)
 		if err != nil {
 			if errors.Is(err, ErrNotFound) {
@@ -137,6 +157,7 @@ func loadIndexV2SetOnce(ctx context.Context, store Store, log *slog.Logger) (*in
 			if !errors.As(err, new(*CorruptError)) {
 				return nil, err
 			}
+			x.damaged = append(x.damaged, info.Name)
 			log.Warn("damaged index file; its packs are read from their own headers", "object", info.Name, "error", err)
 			continue
 		}
@@ -169,6 +190,7 @@ func loadIndexV2SetOnce(ctx context.Context, store Store, log *slog.Logger) (*in
 				return nil, fmt.Errorf("read the header of unindexed pack %s: %w", id, err)
 			}
 			log.Warn("unindexed pack with a damaged header left out of the index", "pack", id, "error", err)
+			x.unreadable[id] = err
 			continue
 		}
 		if dropped[id] {
