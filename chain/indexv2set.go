@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -33,10 +34,13 @@ type indexV2Set struct {
 	// recoveredEntries: every entry of each recovered pack, as its header
 	// lists it (the overlay holds only the first copy of a blob), for GC.
 	recoveredEntries map[ID][]packEntry
-	// damaged: index files that did not open, or that a check excluded;
+	// damaged: index files that did not open, or that were set aside;
 	// unreadable: unindexed packs whose header is damaged. For GC.
 	damaged    []string
 	unreadable map[ID]error
+	// setAside: index files that opened but were found damaged past their
+	// tables (a bucket), and are left out of this index and its refreshes.
+	setAside map[string]bool
 
 	gen      uint64 // see index.gen
 	unloaded bool   // see index.unloaded
@@ -128,6 +132,9 @@ func loadIndexV2Set(ctx context.Context, store Store, log *slog.Logger, exclude 
 	}
 	for attempt := 1; ; attempt++ {
 		x, err := loadIndexV2SetOnce(ctx, store, log, excluded)
+		if err == nil {
+			x.setAside = excluded
+		}
 		if !errors.Is(err, errListingChanged) {
 			return x, err
 		}
@@ -214,12 +221,16 @@ func (x *indexV2Set) refresh(ctx context.Context, store Store, log *slog.Logger)
 	}
 	x.mu.RLock()
 	var added []ObjectInfo
+	kept := 0 // files of x still listed
 	for _, info := range infos {
-		if !x.names[info.Name] {
+		switch {
+		case x.names[info.Name]:
+			kept++
+		case !x.setAside[info.Name]:
 			added = append(added, info)
 		}
 	}
-	removed := len(infos)-len(added) != len(x.names)
+	removed := kept != len(x.names)
 	var recovered []ID
 	for id := range x.recovered {
 		recovered = append(recovered, id)
@@ -236,7 +247,7 @@ func (x *indexV2Set) refresh(ctx context.Context, store Store, log *slog.Logger)
 		}
 	}
 	if removed {
-		return loadIndexV2Set(ctx, store, log)
+		return loadIndexV2Set(ctx, store, log, x.setAsideWith(""))
 	}
 	for _, info := range added {
 		f, err := openIndexV2(ctx, info.Name, storeObjectRange{store, info.Name}, info.Size)
@@ -245,7 +256,7 @@ func (x *indexV2Set) refresh(ctx context.Context, store Store, log *slog.Logger)
 			continue // verify reports it; GC rewrites the index
 		}
 		if errors.Is(err, ErrNotFound) {
-			return loadIndexV2Set(ctx, store, log) // a GC replaced it meanwhile
+			return loadIndexV2Set(ctx, store, log, x.setAsideWith("")) // a GC replaced it meanwhile
 		}
 		if err != nil {
 			return nil, err
@@ -253,6 +264,26 @@ func (x *indexV2Set) refresh(ctx context.Context, store Store, log *slog.Logger)
 		x.addFile(f)
 	}
 	return x, nil
+}
+
+// setAsideWith returns the files x sets aside, and name (unless "").
+func (x *indexV2Set) setAsideWith(name string) map[string]bool {
+	out := maps.Clone(x.setAside)
+	if out == nil {
+		out = map[string]bool{}
+	}
+	if name != "" {
+		out[name] = true
+	}
+	return out
+}
+
+// damagedIndexFile returns the index file err says is damaged, or "".
+func damagedIndexFile(err error) string {
+	if ce, ok := errors.AsType[*CorruptError](err); ok && strings.HasPrefix(ce.Object, indexPrefix) {
+		return ce.Object
+	}
+	return ""
 }
 
 // listObjects lists the objects under prefix, with their sizes.

@@ -125,7 +125,7 @@ func (r *Repository) markRoot(ctx context.Context, id ID, use func(context.Conte
 	if err := use(ctx, id); err != nil {
 		return err
 	}
-	e, _, ok, err := r.index().find(ctx, id)
+	e, _, ok, err := r.findBlob(ctx, r.index(), id)
 	if err != nil {
 		return fmt.Errorf("look up %s: %w", id, err)
 	}

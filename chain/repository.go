@@ -178,8 +178,23 @@ func (r *Repository) HasBlob(id ID) bool {
 // hasBlob reports whether the index holds the blob; an error is a failed
 // read of the index, not a missing blob.
 func (r *Repository) hasBlob(ctx context.Context, id ID) (bool, error) {
-	_, _, ok, err := r.index().find(ctx, id)
+	_, _, ok, err := r.findBlob(ctx, r.index(), id)
 	return ok, err
+}
+
+// findBlob looks id up in idx. A version 2 index file found damaged past
+// its tables is set aside, as version 1 skips a damaged index file: the
+// index is loaded again without it (its packs recovered from their own
+// headers), and the lookup is tried there.
+func (r *Repository) findBlob(ctx context.Context, idx blobIndex, id ID) (packEntry, ID, bool, error) {
+	e, pack, ok, err := idx.find(ctx, id)
+	if damagedIndexFile(err) == "" {
+		return e, pack, ok, err
+	}
+	if rerr := r.reloadIndex(ctx, idx, err); rerr != nil {
+		return e, pack, false, fmt.Errorf("%w, and reloading the index to look again failed: %w", err, rerr)
+	}
+	return r.index().find(ctx, id)
 }
 
 // BlobLocation is where a blob's stored bytes are.
@@ -213,7 +228,7 @@ func (r *Repository) ReadBlob(ctx context.Context, t BlobType, id ID, dst []byte
 	idx := r.index()
 	data, err := r.readBlobIn(ctx, idx, t, id, dst)
 	if err != nil && mayHaveMoved(err) && ctx.Err() == nil {
-		if rerr := r.reloadIndex(ctx, idx); rerr != nil {
+		if rerr := r.reloadIndex(ctx, idx, err); rerr != nil {
 			return nil, fmt.Errorf("%s blob %s: %w, and reloading the index to look again failed: %w", t, id, err, rerr)
 		}
 		data, err = r.readBlobIn(ctx, r.index(), t, id, dst)
@@ -242,14 +257,22 @@ func mayHaveMoved(err error) bool {
 }
 
 // reloadIndex loads the whole index again, unless another reader has done
-// so since stale was current.
-func (r *Repository) reloadIndex(ctx context.Context, stale blobIndex) error {
+// so since stale was current. cause is the failure that made the caller
+// look again: a version 2 index file it names as damaged is set aside in
+// the new load (see indexV2Set.setAside).
+func (r *Repository) reloadIndex(ctx context.Context, stale blobIndex, cause error) error {
 	r.reloadMu.Lock()
 	defer r.reloadMu.Unlock()
 	if r.index() != stale {
 		return nil
 	}
-	idx, err := r.loadIndex(ctx)
+	var idx blobIndex
+	var err error
+	if x, ok := stale.(*indexV2Set); ok {
+		idx, err = loadIndexV2Set(ctx, r.store, r.Logger(), x.setAsideWith(damagedIndexFile(cause)))
+	} else {
+		idx, err = r.loadIndex(ctx)
+	}
 	if err != nil {
 		return err
 	}
@@ -259,7 +282,7 @@ func (r *Repository) reloadIndex(ctx context.Context, stale blobIndex) error {
 
 // readBlobIn reads the blob where idx says it is.
 func (r *Repository) readBlobIn(ctx context.Context, idx blobIndex, t BlobType, id ID, dst []byte) ([]byte, error) {
-	e, pack, ok, err := idx.find(ctx, id)
+	e, pack, ok, err := r.findBlob(ctx, idx, id)
 	if err != nil {
 		return nil, fmt.Errorf("%s blob %s: look it up: %w", t, id, err)
 	}
