@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/zeebo/blake3"
 )
 
 // indexV2Marks is what GC's mark keeps in a version 2 repository: a bit
@@ -82,34 +84,63 @@ func (t *packTally) add(e packEntry, live bool) {
 	}
 }
 
-// loadIndexV2ForGC loads the index and reads every file through once, so
+// loadIndexV2Checked loads the index and reads every file through once, so
 // that a file damaged past its tables (a bucket's checksum) is taken for
-// damaged, its packs recovered from their headers, before the mark relies
-// on it.
-func (r *Repository) loadIndexV2ForGC(ctx context.Context) (*indexV2Set, error) {
+// damaged, its packs recovered from their headers, before GC or verify
+// relies on it. With checkNames, each file's bytes are also checked
+// against its name. It returns why each damaged file is damaged.
+func (r *Repository) loadIndexV2Checked(ctx context.Context, checkNames bool) (*indexV2Set, map[string]error, error) {
 	exclude := map[string]bool{}
+	reasons := map[string]error{}
 	for {
 		x, err := loadIndexV2Set(ctx, r.store, r.Logger(), exclude)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		bad := ""
 		for _, f := range x.files {
 			err := f.iterate(ctx, func(int, indexEntry) error { return nil })
+			if err == nil && checkNames {
+				err = checkIndexV2Name(ctx, f)
+			}
 			if errors.As(err, new(*CorruptError)) {
-				r.Logger().Warn("gc: damaged index file; its packs are read from their own headers", "object", f.name, "error", err)
-				bad = f.name
+				r.Logger().Warn("damaged index file; its packs are read from their own headers", "object", f.name, "error", err)
+				bad, reasons[f.name] = f.name, err
 				break
 			}
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		if bad == "" {
-			return x, nil
+			for name, err := range x.openErrs {
+				reasons[name] = err
+			}
+			return x, reasons, nil
 		}
 		exclude[bad] = true
 	}
+}
+
+// checkIndexV2Name reads f's file through, a piece at a time, and checks
+// it against its name.
+func checkIndexV2Name(ctx context.Context, f *indexV2Reader) error {
+	h := blake3.New()
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < f.layout.size; {
+		n := min(int64(len(buf)), f.layout.size-off)
+		if err := f.src.ReadAt(ctx, buf[:n], off); err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
+		h.Write(buf[:n])
+		off += n
+	}
+	var id ID
+	copy(id[:], h.Sum(nil))
+	if indexPrefix+id.String() != f.name {
+		return corrupt(f.name, "content does not match its name")
+	}
+	return nil
 }
 
 // gcV2 is GC of a version 2 repository, under the lock GC took. It follows
@@ -120,7 +151,7 @@ func (r *Repository) loadIndexV2ForGC(ctx context.Context) (*indexV2Set, error) 
 // the old files (mergeIndexV2At) that keeps the live entries of the packs
 // that stay, plus files for the repacked and recovered packs.
 func (r *Repository) gcV2(ctx context.Context, lock *repoLock, opts GCOptions, report *GCReport) error {
-	x, err := r.loadIndexV2ForGC(ctx)
+	x, _, err := r.loadIndexV2Checked(ctx, false)
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,7 @@ type indexV2Set struct {
 	// damaged: index files that did not open, or that were set aside;
 	// unreadable: unindexed packs whose header is damaged. For GC.
 	damaged    []string
+	openErrs   map[string]error // why each damaged file that was opened did not open
 	unreadable map[ID]error
 	// setAside: index files that opened but were found damaged past their
 	// tables (a bucket), and are left out of this index and its refreshes.
@@ -165,6 +166,10 @@ func loadIndexV2SetOnce(ctx context.Context, store Store, log *slog.Logger, excl
 				return nil, err
 			}
 			x.damaged = append(x.damaged, info.Name)
+			if x.openErrs == nil {
+				x.openErrs = map[string]error{}
+			}
+			x.openErrs[info.Name] = err
 			log.Warn("damaged index file; its packs are read from their own headers", "object", info.Name, "error", err)
 			continue
 		}
