@@ -3,6 +3,7 @@ package chain_test
 import (
 	"context"
 	"encoding/binary"
+	"math/rand/v2"
 	"runtime"
 	"testing"
 
@@ -11,8 +12,10 @@ import (
 
 // fillRepository stores n tiny distinct data blobs and one restore point
 // whose block map names them all (the blobs stand for chunks: the mark
-// does not read them), in a repository of format version in dir.
-func fillRepository(t *testing.T, dir string, version, n int) {
+// does not read them), in a repository of format version in dir. Blobs
+// are 8 bytes; with blobSize > 8 they are that long and incompressible
+// (see fillBlob), in packs of 1 MiB, so that a pack holds few of them.
+func fillRepository(t *testing.T, dir string, version, n, blobSize int) {
 	t.Helper()
 	ctx := context.Background()
 	store, err := chain.NewLocalStore(dir) // not in memory: the heap measured is the index's
@@ -25,6 +28,9 @@ func fillRepository(t *testing.T, dir string, version, n int) {
 		t.Fatal(err)
 	}
 	cfg.Version = version
+	if blobSize > 8 {
+		cfg.PackSize = 1 << 20
+	}
 	repo, err := chain.Init(ctx, store, cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -37,12 +43,12 @@ func fillRepository(t *testing.T, dir string, version, n int) {
 	g := chain.Geometry{Size: int64(n) * int64(cfg.BlockSize), BlockSize: cfg.BlockSize, Fanout: cfg.TreeFanout}
 	b := chain.NewTreeBuilder(w, g)
 	leaf := make([]chain.ID, cfg.TreeFanout)
-	var data [8]byte
+	data := make([]byte, max(8, blobSize))
 	for j := int64(0); j < g.Leaves(); j++ {
 		for k := range leaf {
-			binary.LittleEndian.PutUint64(data[:], uint64(j)*uint64(len(leaf))+uint64(k)+1)
-			leaf[k] = chain.Hash(data[:])
-			if _, err := w.PutBlob(ctx, chain.DataBlob, leaf[k], data[:]); err != nil {
+			fillBlob(data, uint64(j)*uint64(len(leaf))+uint64(k)+1)
+			leaf[k] = chain.Hash(data)
+			if _, err := w.PutBlob(ctx, chain.DataBlob, leaf[k], data); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -60,6 +66,16 @@ func fillRepository(t *testing.T, dir string, version, n int) {
 	}
 }
 
+// fillBlob fills b with blob number i of fillRepository: i, then (past 8
+// bytes) bytes drawn from a source seeded with i.
+func fillBlob(b []byte, i uint64) {
+	binary.LittleEndian.PutUint64(b, i)
+	rng := rand.New(rand.NewPCG(i, i))
+	for k := 8; k < len(b); k++ {
+		b[k] = byte(rng.Uint32())
+	}
+}
+
 // GC's mark in a version 2 repository keeps a bit per index entry, not a
 // map of the live blobs, and reads the index through version 2's readers:
 // the live Go heap at the end of the mark, measured by GC's progress
@@ -74,7 +90,7 @@ func TestGCMarkMemoryIsBounded(t *testing.T) {
 	heap := map[int]float64{} // bytes a blob
 	for _, version := range []int{chain.FormatVersion, chain.FormatVersion2} {
 		dir := t.TempDir()
-		fillRepository(t, dir, version, n)
+		fillRepository(t, dir, version, n, 0)
 		store, err := chain.NewLocalStore(dir)
 		if err != nil {
 			t.Fatal(err)

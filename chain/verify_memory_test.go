@@ -54,7 +54,7 @@ func TestVerifyMemoryIsBounded(t *testing.T) {
 	ctx := context.Background()
 	for _, version := range []int{chain.FormatVersion, chain.FormatVersion2} {
 		dir := t.TempDir()
-		fillRepository(t, dir, version, n)
+		fillRepository(t, dir, version, n, 0)
 		local, err := chain.NewLocalStore(dir)
 		if err != nil {
 			t.Fatal(err)
@@ -85,5 +85,44 @@ func TestVerifyMemoryIsBounded(t *testing.T) {
 			}
 		}
 		local.Close()
+	}
+}
+
+// A repair of one blob in a version 2 repository holds the entries of the
+// pack it evacuates and one new index file being merged (at most 2^18
+// entries, about 60 bytes each), not the index: beyond that, a few bytes a
+// blob of the repository.
+func TestRepairMemoryIsBounded(t *testing.T) {
+	n := 1 << 18 // fewer would fit under the limit whole
+	ctx := context.Background()
+	for _, version := range []int{chain.FormatVersion, chain.FormatVersion2} {
+		dir := t.TempDir()
+		fillRepository(t, dir, version, n, 512) // 2,000 blobs a pack
+		local, err := chain.NewLocalStore(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		store := &heapSampler{Store: local}
+		repo, err := chain.Open(ctx, store, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := make([]byte, 512)
+		fillBlob(data, 1) // the first blob fillRepository stores
+		var before runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		if _, err := repo.RepairBlobs(ctx, chain.DataBlob, map[chain.ID][]byte{chain.Hash(data): data}); err != nil {
+			t.Fatal(err)
+		}
+		local.Close()
+		if store.samples == 0 {
+			t.Fatalf("version %d: repair read too little to be measured", version)
+		}
+		held := store.peak - min(store.peak, before.HeapAlloc)
+		t.Logf("version %d: repair of 1 blob among %d: live heap up to %.1f MiB (%.1f bytes a blob)", version, n, float64(held)/(1<<20), float64(held)/float64(n))
+		if limit := uint64(1<<18*64 + 8*n); version == chain.FormatVersion2 && held > limit {
+			t.Errorf("version 2 repair held %.1f MiB; want at most one merged index file and a few bytes a blob (%.1f MiB)", float64(held)/(1<<20), float64(limit)/(1<<20))
+		}
 	}
 }
