@@ -66,8 +66,11 @@ func (c *Copier) CopyBlob(ctx context.Context, t BlobType, id ID) error {
 	if !c.From.sameIDs(c.To.repo) {
 		return fmt.Errorf("copy: the repositories name chunks differently (one is encrypted, or they have different keys)")
 	}
-	if id.IsZero() || c.To.Has(id) {
+	if id.IsZero() {
 		return nil
+	}
+	if has, err := c.To.has(ctx, id); err != nil || has {
+		return err
 	}
 	return c.move(ctx, t, id)
 }
@@ -83,7 +86,9 @@ func (c *Copier) copyNode(ctx context.Context, t *TreeReader, id ID, level int, 
 		c.cover(t.g.SubtreeBytes(level, n))
 		return nil
 	}
-	if c.To.Has(id) {
+	if has, err := c.To.has(ctx, id); err != nil {
+		return fmt.Errorf("copy: %w", err)
+	} else if has {
 		c.stats.BlobsPresent++
 		c.cover(t.g.SubtreeBytes(level, n))
 		return nil // and so everything under it
@@ -94,7 +99,12 @@ func (c *Copier) copyNode(ctx context.Context, t *TreeReader, id ID, level int, 
 	}
 	for i, child := range ids {
 		if level == 0 {
-			if child.IsZero() || c.To.Has(child) {
+			if child.IsZero() {
+				continue
+			}
+			if has, err := c.To.has(ctx, child); err != nil {
+				return fmt.Errorf("copy: %w", err)
+			} else if has {
 				continue
 			}
 			if err := c.move(ctx, DataBlob, child); err != nil {

@@ -21,7 +21,7 @@ const (
 )
 
 func crashConfig(t testing.TB) Config {
-	cfg, err := NewConfig(0)
+	cfg, err := NewTestConfig(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestCopyIntoRepositoryCrashedAfterCheckpoint(t *testing.T) {
 // Open would find it (from an index file or the pack's own header).
 func storesTreeBlob(t *testing.T, store Store) bool {
 	t.Helper()
-	state, err := loadIndexState(context.Background(), store, discardLogger)
+	state, err := loadIndexState(context.Background(), store, testFormat(), discardLogger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,7 +123,7 @@ func FuzzConfig(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if c.Version != FormatVersion || CheckBlockSize(c.BlockSize) != nil || c.TreeFanout < 2 || c.PackSize < 1<<20 {
+		if c.Version != FormatVersion && c.Version != FormatVersion2 || c.Version == FormatVersion2 && c.Encryption != "" || CheckBlockSize(c.BlockSize) != nil || c.TreeFanout < 2 || c.PackSize < 1<<20 {
 			t.Fatalf("accepted a bad config %+v", c)
 		}
 	})

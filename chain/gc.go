@@ -105,7 +105,13 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 			return report, fmt.Errorf("gc: %w", err)
 		}
 	}
-	state, err := loadIndexState(ctx, r.store, r.Logger())
+	if r.config.Version == FormatVersion2 {
+		if err := r.gcV2(ctx, lock, opts, &report); err != nil {
+			return report, fmt.Errorf("gc: %w", err)
+		}
+		return report, nil
+	}
+	state, err := loadIndexState(ctx, r.store, r.config.Version, r.Logger())
 	if err != nil {
 		return report, fmt.Errorf("gc: %w", err)
 	}
@@ -127,7 +133,11 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 	// Mark and repack read through the index just loaded.
 	r.setIndex(idx)
 
-	used, points, damaged, err := r.mark(ctx, opts)
+	used := map[ID]bool{}
+	points, damaged, err := r.mark(ctx, opts, func(_ context.Context, id ID) error {
+		used[id] = true
+		return nil
+	})
 	if err != nil {
 		return report, fmt.Errorf("gc: mark: %w (nothing was removed)", err)
 	}
@@ -410,19 +420,19 @@ func (r *Repository) sweep(ctx context.Context, report *GCReport, state *indexSt
 	return nil
 }
 
-// mark returns every blob reachable from a manifest, and how many
-// manifests there are. It reads every manifest object itself (ListManifests
+// mark calls use for every blob reachable from a manifest or a live
+// reader's root (more than once for some), and returns how many manifests
+// there are. It reads every manifest object itself (ListManifests
 // leaves damaged ones out): a damaged manifest is an error naming it, since
 // the chunks only it needs would otherwise be swept and the point lost for
 // good; with ignoreDamaged it is treated as deleted and returned in damaged. Any unreadable tree node is an
 // error too: a sweep after an incomplete mark could delete live data.
-func (r *Repository) mark(ctx context.Context, opts GCOptions) (used map[ID]bool, points int, damaged []string, err error) {
+func (r *Repository) mark(ctx context.Context, opts GCOptions, use func(context.Context, ID) error) (points int, damaged []string, err error) {
 	ignoreDamaged := opts.IgnoreDamaged
-	used = map[ID]bool{}
 	seen := map[ID]bool{}
 	names, err := listNames(ctx, r.store, manifestPrefix)
 	if err != nil {
-		return nil, 0, nil, fmt.Errorf("list restore points: %w", err)
+		return 0, nil, fmt.Errorf("list restore points: %w", err)
 	}
 	sort.Strings(names)
 	for i, name := range names {
@@ -437,29 +447,35 @@ func (r *Repository) mark(ctx context.Context, opts GCOptions) (used map[ID]bool
 			continue
 		}
 		if errors.Is(err, ErrCorrupt) {
-			return nil, 0, nil, fmt.Errorf("manifest %s is damaged, so what it needs is unknown (if it cannot be put back from a copy, gc -ignore-damaged treats it as deleted): %w", name, err)
+			return 0, nil, fmt.Errorf("manifest %s is damaged, so what it needs is unknown (if it cannot be put back from a copy, gc -ignore-damaged treats it as deleted): %w", name, err)
 		}
 		if err != nil {
-			return nil, 0, nil, fmt.Errorf("manifest %s cannot be read, so what it needs is unknown: %w", name, err)
+			return 0, nil, fmt.Errorf("manifest %s cannot be read, so what it needs is unknown: %w", name, err)
 		}
 		points++
 		if !m.Config.IsZero() {
-			used[m.Config] = true
+			if err := use(ctx, m.Config); err != nil {
+				return 0, nil, err
+			}
 		}
 		for _, d := range m.Disks {
 			err := r.OpenTree(d).WalkNodes(ctx, seen, func(id ID, level int, ids []ID) error {
-				used[id] = true
+				if err := use(ctx, id); err != nil {
+					return err
+				}
 				if level == 0 {
 					for _, b := range ids {
 						if !b.IsZero() {
-							used[b] = true
+							if err := use(ctx, b); err != nil {
+								return err
+							}
 						}
 					}
 				}
 				return nil
 			})
 			if err != nil {
-				return nil, 0, nil, fmt.Errorf("restore point %s/%s disk %s: %w", m.Collection, m.ID, d.Name, err)
+				return 0, nil, fmt.Errorf("restore point %s/%s disk %s: %w", m.Collection, m.ID, d.Name, err)
 			}
 		}
 	}
@@ -469,16 +485,16 @@ func (r *Repository) mark(ctx context.Context, opts GCOptions) (used map[ID]bool
 	// and so was opening a manifest that this mark has read.
 	readers, err := liveReaders(ctx, r.store)
 	if err != nil {
-		return nil, 0, nil, err
+		return 0, nil, err
 	}
 	for _, reader := range readers {
 		for _, root := range reader.Roots {
-			if err := r.markRoot(ctx, root, used, seen); err != nil {
-				return nil, 0, nil, fmt.Errorf("root %s of %s: %w", root, reader, err)
+			if err := r.markRoot(ctx, root, use, seen); err != nil {
+				return 0, nil, fmt.Errorf("root %s of %s: %w", root, reader, err)
 			}
 		}
 	}
-	return used, points, damaged, nil
+	return points, damaged, nil
 }
 
 // flushPacks writes the open packs without writing an index file.

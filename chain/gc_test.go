@@ -185,7 +185,7 @@ func TestGCRemovesPacksOfFailedCreate(t *testing.T) {
 func TestVerifyFindsCorruptionAndNamesRestorePoints(t *testing.T) {
 	ctx := context.Background()
 	store := chain.NewMemStore()
-	cfg, _ := chain.NewConfig(0)
+	cfg, _ := chain.NewTestConfig(0)
 	cfg.TreeFanout = 4
 	repo, err := chain.Init(ctx, store, cfg, nil)
 	if err != nil {

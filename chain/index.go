@@ -155,9 +155,12 @@ type indexState struct {
 // A GC elsewhere writes its new index file before it removes the old ones
 // and their packs, so an index file or pack that vanishes between listing
 // and reading means the listing is out of date: the load starts again.
-func loadIndexState(ctx context.Context, store Store, log *slog.Logger) (*indexState, error) {
+//
+// The state holds every entry in memory, in version 2 as in version 1:
+// version 2 files are read whole (readIndexV2File) into the same maps.
+func loadIndexState(ctx context.Context, store Store, version int, log *slog.Logger) (*indexState, error) {
 	for attempt := 1; ; attempt++ {
-		st, err := loadIndexStateOnce(ctx, store, log)
+		st, err := loadIndexStateOnce(ctx, store, version, log)
 		if !errors.Is(err, errListingChanged) {
 			return st, err
 		}
@@ -174,14 +177,18 @@ const maxIndexLoads = 8
 // errListingChanged: an object listed a moment ago is gone.
 var errListingChanged = errors.New("an object listed a moment ago is gone")
 
-func loadIndexStateOnce(ctx context.Context, store Store, log *slog.Logger) (*indexState, error) {
+func loadIndexStateOnce(ctx context.Context, store Store, version int, log *slog.Logger) (*indexState, error) {
 	names, err := listNames(ctx, store, indexPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list index: %w", err)
 	}
 	st := &indexState{idx: newIndex(), files: names, damaged: map[string]error{}, entries: map[ID][]packEntry{}, unreadable: map[ID]error{}}
+	read := readIndexFile
+	if version == FormatVersion2 {
+		read = readIndexV2File
+	}
 	for _, name := range names {
-		packs, err := readIndexFile(ctx, store, name)
+		packs, err := read(ctx, store, name)
 		if err != nil {
 			if errors.Is(err, ErrNotFound) {
 				return nil, fmt.Errorf("%s: %w: %w", name, errListingChanged, err)
@@ -195,7 +202,10 @@ func loadIndexStateOnce(ctx context.Context, store Store, log *slog.Logger) (*in
 		}
 		st.idx.add(name, packs)
 		for _, p := range packs {
-			st.entries[p.ID] = p.Entries
+			// A version 2 file may list part of a pack (a merge splits
+			// files by ID), and two files the same entries (a GC that
+			// stopped before deleting the old files).
+			st.entries[p.ID] = appendNewEntries(st.entries[p.ID], p.Entries)
 		}
 	}
 	if st.stored, err = listPacks(ctx, store); err != nil {
@@ -226,9 +236,28 @@ func loadIndexStateOnce(ctx context.Context, store Store, log *slog.Logger) (*in
 	return st, nil
 }
 
-// loadIndex reads the repository's index.
+// appendNewEntries appends to have the entries of more whose blobs it
+// does not list yet.
+func appendNewEntries(have, more []packEntry) []packEntry {
+	if len(have) == 0 {
+		return more
+	}
+	listed := make(map[ID]bool, len(have))
+	for _, e := range have {
+		listed[e.ID] = true
+	}
+	for _, e := range more {
+		if !listed[e.ID] {
+			have = append(have, e)
+			listed[e.ID] = true
+		}
+	}
+	return have
+}
+
+// loadIndex reads the index of a version 1 repository.
 func loadIndex(ctx context.Context, store Store, log *slog.Logger) (*index, error) {
-	st, err := loadIndexState(ctx, store, log)
+	st, err := loadIndexState(ctx, store, FormatVersion, log)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +267,7 @@ func loadIndex(ctx context.Context, store Store, log *slog.Logger) (*index, erro
 // refresh brings x up to date with the store: new index files are added; if
 // any was removed (a GC ran elsewhere), the whole index is reloaded, since
 // its packs may be gone. It returns the index to use from now on.
-func (x *index) refresh(ctx context.Context, store Store, log *slog.Logger) (*index, error) {
+func (x *index) refresh(ctx context.Context, store Store, log *slog.Logger) (blobIndex, error) {
 	if x.unloaded {
 		return loadIndex(ctx, store, log)
 	}
@@ -323,22 +352,27 @@ func listNames(ctx context.Context, store Store, prefix string) ([]string, error
 	return names, err
 }
 
-// replaceIndex makes packs the whole index: it writes one index file for
-// them, deletes the old index files, and serves the new index. It returns
-// how many old files it deleted. The new file is durable before any old one
-// goes, so a crash leaves either the old index or both (duplicates, which
-// the next GC folds). Callers hold the exclusive lock.
+// replaceIndex makes packs the whole index: it writes index files for
+// them (one in version 1; in version 2, files of at most maxIndexEntries
+// entries), deletes the old index files, and serves the new index. It
+// returns how many old files it deleted. The new files are durable before
+// any old one goes, so a crash leaves either the old index or both
+// (duplicates, which the next GC folds). Callers hold the exclusive lock.
 func (r *Repository) replaceIndex(ctx context.Context, packs []indexedPack, old []string) (int, error) {
-	var name string
+	var files []writtenIndex
 	if len(packs) > 0 {
 		var err error
-		if name, err = writeIndexFile(ctx, r.store, packs); err != nil {
+		if files, err = r.writeIndexFiles(ctx, packs); err != nil {
 			return 0, err
 		}
 	}
+	written := map[string]bool{}
+	for _, f := range files {
+		written[f.name] = true
+	}
 	deleted := 0
 	for _, o := range old {
-		if o == name {
+		if written[o] {
 			continue
 		}
 		if err := r.store.Delete(ctx, o); err != nil && !errors.Is(err, ErrNotFound) {
@@ -346,10 +380,39 @@ func (r *Repository) replaceIndex(ctx context.Context, packs []indexedPack, old 
 		}
 		deleted++
 	}
-	fresh := newIndex()
-	if name != "" {
-		fresh.add(name, packs)
+	fresh := r.newIndex()
+	if err := fresh.addWritten(ctx, r.store, files); err != nil {
+		return deleted, err
 	}
 	r.setIndex(fresh)
 	return deleted, nil
+}
+
+// writeIndexFiles stores index files of the repository's format for packs
+// already stored.
+func (r *Repository) writeIndexFiles(ctx context.Context, packs []indexedPack) ([]writtenIndex, error) {
+	if r.config.Version == FormatVersion2 {
+		return writeIndexV2Files(ctx, r.store, packs)
+	}
+	name, err := writeIndexFile(ctx, r.store, packs)
+	if err != nil {
+		return nil, err
+	}
+	return []writtenIndex{{name: name, packs: packs}}, nil
+}
+
+// newIndex returns an empty, loaded index of the repository's format.
+func (r *Repository) newIndex() blobIndex {
+	if r.config.Version == FormatVersion2 {
+		return newIndexV2Set()
+	}
+	return newIndex()
+}
+
+// loadIndex reads the repository's index.
+func (r *Repository) loadIndex(ctx context.Context) (blobIndex, error) {
+	if r.config.Version == FormatVersion2 {
+		return loadIndexV2Set(ctx, r.store, r.Logger())
+	}
+	return loadIndex(ctx, r.store, r.Logger())
 }

@@ -28,6 +28,13 @@ type indexV2MergeStats struct {
 // Memory is one bucket per input (the cursors read a bucket at a time) and
 // one output file's entries, whatever the inputs hold in total.
 func mergeIndexV2(ctx context.Context, inputs []*indexV2Reader, keep func(indexEntry) bool, maxEntries int, put func(ctx context.Context, file []byte) error) (indexV2MergeStats, error) {
+	return mergeIndexV2At(ctx, inputs, func(_, _ int, e indexEntry) bool { return keep(e) }, maxEntries, put)
+}
+
+// mergeIndexV2At is mergeIndexV2 whose keep is also told where the entry
+// is: its input's number and its position in that input, so that GC can
+// keep what its bitmap of positions marked.
+func mergeIndexV2At(ctx context.Context, inputs []*indexV2Reader, keep func(input, pos int, e indexEntry) bool, maxEntries int, put func(ctx context.Context, file []byte) error) (indexV2MergeStats, error) {
 	var stats indexV2MergeStats
 	if maxEntries <= 0 {
 		maxEntries = maxIndexEntries
@@ -70,7 +77,7 @@ func mergeIndexV2(ctx context.Context, inputs []*indexV2Reader, keep func(indexE
 		e := heads[0].entry
 		stats.Read++
 		switch {
-		case !keep(e):
+		case !keep(heads[0].input, heads[0].pos, e):
 			stats.Dropped++
 		case stats.Written > 0 && e.ID == last:
 			stats.Duplicates++
@@ -107,13 +114,14 @@ func mergeIndexV2(ctx context.Context, inputs []*indexV2Reader, keep func(indexE
 // mergeHead is an input's next entry.
 type mergeHead struct {
 	entry  indexEntry
+	pos    int // the entry's position in its input
 	input  int
 	cursor *indexV2Cursor
 }
 
 func (h *mergeHead) advance(ctx context.Context) (bool, error) {
-	e, _, ok, err := h.cursor.next(ctx)
-	h.entry = e
+	e, pos, ok, err := h.cursor.next(ctx)
+	h.entry, h.pos = e, pos
 	return ok, err
 }
 

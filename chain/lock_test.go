@@ -19,7 +19,7 @@ import (
 // newRepoOn makes a repository like newRepo's in store.
 func newRepoOn(t *testing.T, store chain.Store) *chain.Repository {
 	t.Helper()
-	cfg, err := chain.NewConfig(0)
+	cfg, err := chain.NewTestConfig(0)
 	if err != nil {
 		t.Fatal(err)
 	}

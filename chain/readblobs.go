@@ -34,19 +34,21 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 		if id.IsZero() {
 			continue
 		}
-		loc, pack, ok := idx.lookup(id)
-		if !ok || loc.typ != t {
-			// ReadBlob reloads an index that does not list the blob, or
-			// gives the precise error.
+		e, pack, ok, err := idx.find(ctx, id)
+		if err != nil || !ok || e.Type != t {
+			// ReadBlob reloads an index that does not list the blob or
+			// cannot be read, or gives the precise error.
 			if _, err := r.ReadBlob(ctx, t, id, nil); err != nil {
 				return err
 			}
 			idx = r.index()
-			if loc, pack, ok = idx.lookup(id); !ok || loc.typ != t {
+			if e, pack, ok, err = idx.find(ctx, id); err != nil {
+				return fmt.Errorf("%s blob %s: look it up: %w", t, id, err)
+			} else if !ok || e.Type != t {
 				return fmt.Errorf("%s blob %s: index changed while reading", t, id)
 			}
 		}
-		wants = append(wants, want{i, pack, packEntry{ID: id, Type: t, Compressed: loc.compressed, Offset: loc.offset, Length: loc.length, RawLength: loc.rawLength}})
+		wants = append(wants, want{i, pack, e})
 	}
 	sort.Slice(wants, func(a, b int) bool {
 		if wants[a].pack != wants[b].pack {

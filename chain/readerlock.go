@@ -115,25 +115,30 @@ func liveReaders(ctx context.Context, store Store) ([]LockInfo, error) {
 	return readers, nil
 }
 
-// markRoot adds to used the blob id, a reader's root, and, if it is a
+// markRoot calls use for the blob id, a reader's root, and, if it is a
 // block-map node, everything under it. Nodes in seen were marked already
 // (with their subtrees); the nodes visited are added to it.
-func (r *Repository) markRoot(ctx context.Context, id ID, used, seen map[ID]bool) error {
+func (r *Repository) markRoot(ctx context.Context, id ID, use func(context.Context, ID) error, seen map[ID]bool) error {
 	if id.IsZero() {
 		return nil
 	}
-	used[id] = true
-	loc, _, ok := r.index().lookup(id)
-	if !ok || loc.typ != TreeBlob {
+	if err := use(ctx, id); err != nil {
+		return err
+	}
+	e, _, ok, err := r.findBlob(ctx, r.index(), id)
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", id, err)
+	}
+	if !ok || e.Type != TreeBlob {
 		return nil // a VM config, or a blob gone already: nothing under it
 	}
-	return r.markNode(ctx, id, -1, used, seen)
+	return r.markNode(ctx, id, -1, use, seen)
 }
 
 // markNode marks tree node id and its subtree; level is the level it must
 // have, or -1 for a root, whose level only its content says (a reader's
 // lock records roots, not disk geometries).
-func (r *Repository) markNode(ctx context.Context, id ID, level int, used, seen map[ID]bool) error {
+func (r *Repository) markNode(ctx context.Context, id ID, level int, use func(context.Context, ID) error, seen map[ID]bool) error {
 	if id.IsZero() || seen[id] {
 		return nil
 	}
@@ -148,14 +153,18 @@ func (r *Repository) markNode(ctx context.Context, id ID, level int, used, seen 
 	if level >= 0 && got != level {
 		return corrupt("tree blob "+id.String(), "level %d where level %d belongs", got, level)
 	}
-	used[id] = true
+	if err := use(ctx, id); err != nil {
+		return err
+	}
 	for _, child := range ids {
 		switch {
 		case child.IsZero():
 		case got == 0:
-			used[child] = true
+			if err := use(ctx, child); err != nil {
+				return err
+			}
 		default:
-			if err := r.markNode(ctx, child, got-1, used, seen); err != nil {
+			if err := r.markNode(ctx, child, got-1, use, seen); err != nil {
 				return err
 			}
 		}

@@ -20,7 +20,7 @@ func TestReadErrorsAreNotCorruption(t *testing.T) {
 	ctx := context.Background()
 	mem := chain.NewMemStore()
 	faulty := storetest.NewFaultStore(mem, 1)
-	cfg, err := chain.NewConfig(0)
+	cfg, err := chain.NewTestConfig(0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,17 @@ func (r *Repository) RepairBlobs(ctx context.Context, t BlobType, blobs map[ID][
 		}
 		repaired[id] = true
 	}
-	state, err := loadIndexState(ctx, r.store, r.Logger())
+	if r.config.Version == FormatVersion2 {
+		dropped, err := r.repairIndexV2(ctx, lock, w, repaired)
+		if err != nil {
+			return 0, fmt.Errorf("repair: %w", err)
+		}
+		if err := r.dropPacks(ctx, dropped); err != nil {
+			return len(repaired), fmt.Errorf("repair: %w", err)
+		}
+		return len(repaired), nil
+	}
+	state, err := loadIndexState(ctx, r.store, r.config.Version, r.Logger())
 	if err != nil {
 		return 0, fmt.Errorf("repair: %w", err)
 	}

@@ -28,7 +28,7 @@ type Repository struct {
 	busy   map[string]string // collection -> operation holding its lock here
 
 	idxMu sync.Mutex
-	idx   *index
+	idx   blobIndex
 	// reloadMu: one reload at a time when reads find the index out of date.
 	reloadMu sync.Mutex
 
@@ -39,9 +39,14 @@ type Repository struct {
 
 // Init writes a new repository's config into store. It refuses a store that
 // already holds a repository. With a key (KeySize bytes), the repository is
-// encrypted (see crypt.go); nil makes a plain one.
+// encrypted (see crypt.go); nil makes a plain one. cfg.Version is
+// FormatVersion or FormatVersion2; a version 2 repository cannot be
+// encrypted yet.
 func Init(ctx context.Context, store Store, cfg Config, key []byte) (*Repository, error) {
 	var k *keys
+	if key != nil && cfg.Version == FormatVersion2 {
+		return nil, fmt.Errorf("init repository: format version 2 cannot be encrypted yet (its key ring is not wired in); use version 1 for an encrypted repository: %w", ErrUnsupportedVersion)
+	}
 	if key != nil {
 		var err error
 		if k, err = deriveKeys(key); err != nil {
@@ -49,7 +54,7 @@ func Init(ctx context.Context, store Store, cfg Config, key []byte) (*Repository
 		}
 		cfg.ChunkHash, cfg.Encryption, cfg.KeyCheck = "blake3-256-keyed", "aes-256-gcm", k.checkValue()
 	}
-	if cfg.Version != FormatVersion {
+	if cfg.Version != FormatVersion && cfg.Version != FormatVersion2 {
 		return nil, fmt.Errorf("init repository: config version %d: %w", cfg.Version, ErrUnsupportedVersion)
 	}
 	data, err := jsonIndent(cfg)
@@ -64,7 +69,9 @@ func Init(ctx context.Context, store Store, cfg Config, key []byte) (*Repository
 	if err := store.PutIfAbsent(ctx, configName, data); err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
 	}
-	return &Repository{store: store, config: cfg, idx: newIndex(), keys: k}, nil
+	r := &Repository{store: store, config: cfg, keys: k}
+	r.idx = r.newIndex()
+	return r, nil
 }
 
 // Open reads the repository in store: its config, and nothing else. The
@@ -99,14 +106,18 @@ func Open(ctx context.Context, store Store, key []byte) (*Repository, error) {
 			return nil, fmt.Errorf("open repository: %w", ErrWrongKey)
 		}
 	}
-	return &Repository{store: store, config: cfg, idx: newUnloadedIndex(), keys: k}, nil
+	r := &Repository{store: store, config: cfg, keys: k, idx: newUnloadedIndex()}
+	if cfg.Version == FormatVersion2 {
+		r.idx = newUnloadedIndexV2Set()
+	}
+	return r, nil
 }
 
 // LoadIndex reads the index, unless this Repository has read it already.
 // HasBlob and LocateBlob answer from the index as read; operations that
 // need it (writers, readers, GC, verify) read it themselves.
 func (r *Repository) LoadIndex(ctx context.Context) error {
-	if !r.index().unloaded {
+	if !r.index().isUnloaded() {
 		return nil
 	}
 	return r.refreshIndex(ctx)
@@ -127,7 +138,7 @@ func (r *Repository) localLock() *semaphore.Weighted {
 	return r.local
 }
 
-func (r *Repository) index() *index {
+func (r *Repository) index() blobIndex {
 	r.idxMu.Lock()
 	defer r.idxMu.Unlock()
 	return r.idx
@@ -148,17 +159,50 @@ func (r *Repository) refreshIndex(ctx context.Context) error {
 // loads racing (a reader's reload, a writer's refresh) must not put back
 // an index from before a GC, which would let a create deduplicate against
 // blobs the GC removed.
-func (r *Repository) setIndex(idx *index) {
+func (r *Repository) setIndex(idx blobIndex) {
 	r.idxMu.Lock()
-	if r.idx == nil || idx.gen >= r.idx.gen {
+	if r.idx == nil || idx.generation() >= r.idx.generation() {
 		r.idx = idx
 	}
 	r.idxMu.Unlock()
 }
 
 // HasBlob reports whether the index holds the blob (false for every blob
-// until the index is read: see LoadIndex).
-func (r *Repository) HasBlob(id ID) bool { return r.index().has(id) }
+// until the index is read: see LoadIndex). A version 2 index is read as it
+// is looked up: a lookup that fails reports false.
+func (r *Repository) HasBlob(id ID) bool {
+	ok, err := r.hasBlob(context.Background(), id)
+	return ok && err == nil
+}
+
+// hasBlob reports whether the index holds the blob; an error is a failed
+// read of the index, not a missing blob.
+func (r *Repository) hasBlob(ctx context.Context, id ID) (bool, error) {
+	idx := r.index()
+	ok, err := idx.holds(ctx, id)
+	if damagedIndexFile(err) == "" {
+		return ok, err
+	}
+	if rerr := r.reloadIndex(ctx, idx, err); rerr != nil {
+		return false, fmt.Errorf("%w, and reloading the index to look again failed: %w", err, rerr)
+	}
+	return r.index().holds(ctx, id)
+}
+
+// findBlob looks id up in idx. A version 2 index file found damaged past
+// its tables is set aside, as version 1 skips a damaged index file: the
+// index is loaded again without it (its packs recovered from their own
+// headers), and the lookup is tried there.
+func (r *Repository) findBlob(ctx context.Context, idx blobIndex, id ID) (packEntry, ID, bool, error) {
+	e, pack, ok, err := idx.find(ctx, id)
+	if damagedIndexFile(err) == "" {
+		return e, pack, ok, err
+	}
+	if rerr := r.reloadIndex(ctx, idx, err); rerr != nil {
+		return e, pack, false, fmt.Errorf("%w, and reloading the index to look again failed: %w", err, rerr)
+	}
+	return r.index().find(ctx, id)
+}
 
 // BlobLocation is where a blob's stored bytes are.
 type BlobLocation struct {
@@ -169,13 +213,13 @@ type BlobLocation struct {
 
 // LocateBlob says which pack holds the blob and where: for tools that
 // inspect or repair a repository. Like HasBlob, it answers from the index
-// as read (see LoadIndex).
+// as read (see LoadIndex), and a lookup that fails reports false.
 func (r *Repository) LocateBlob(id ID) (BlobLocation, bool) {
-	loc, pack, ok := r.index().lookup(id)
-	if !ok {
+	e, pack, ok, err := r.index().find(context.Background(), id)
+	if !ok || err != nil {
 		return BlobLocation{}, false
 	}
-	return BlobLocation{Pack: packName(pack), Offset: int64(loc.offset), Length: int64(loc.length)}, true
+	return BlobLocation{Pack: packName(pack), Offset: int64(e.Offset), Length: int64(e.Length)}, true
 }
 
 // ReadBlob returns the plaintext of the blob id of type t, reusing dst's
@@ -191,7 +235,7 @@ func (r *Repository) ReadBlob(ctx context.Context, t BlobType, id ID, dst []byte
 	idx := r.index()
 	data, err := r.readBlobIn(ctx, idx, t, id, dst)
 	if err != nil && mayHaveMoved(err) && ctx.Err() == nil {
-		if rerr := r.reloadIndex(ctx, idx); rerr != nil {
+		if rerr := r.reloadIndex(ctx, idx, err); rerr != nil {
 			return nil, fmt.Errorf("%s blob %s: %w, and reloading the index to look again failed: %w", t, id, err, rerr)
 		}
 		data, err = r.readBlobIn(ctx, r.index(), t, id, dst)
@@ -220,14 +264,22 @@ func mayHaveMoved(err error) bool {
 }
 
 // reloadIndex loads the whole index again, unless another reader has done
-// so since stale was current.
-func (r *Repository) reloadIndex(ctx context.Context, stale *index) error {
+// so since stale was current. cause is the failure that made the caller
+// look again: a version 2 index file it names as damaged is set aside in
+// the new load (see indexV2Set.setAside).
+func (r *Repository) reloadIndex(ctx context.Context, stale blobIndex, cause error) error {
 	r.reloadMu.Lock()
 	defer r.reloadMu.Unlock()
 	if r.index() != stale {
 		return nil
 	}
-	idx, err := loadIndex(ctx, r.store, r.Logger())
+	var idx blobIndex
+	var err error
+	if x, ok := stale.(*indexV2Set); ok {
+		idx, err = loadIndexV2Set(ctx, r.store, r.Logger(), x.setAsideWith(damagedIndexFile(cause)))
+	} else {
+		idx, err = r.loadIndex(ctx)
+	}
 	if err != nil {
 		return err
 	}
@@ -236,16 +288,19 @@ func (r *Repository) reloadIndex(ctx context.Context, stale *index) error {
 }
 
 // readBlobIn reads the blob where idx says it is.
-func (r *Repository) readBlobIn(ctx context.Context, idx *index, t BlobType, id ID, dst []byte) ([]byte, error) {
-	loc, pack, ok := idx.lookup(id)
+func (r *Repository) readBlobIn(ctx context.Context, idx blobIndex, t BlobType, id ID, dst []byte) ([]byte, error) {
+	e, pack, ok, err := r.findBlob(ctx, idx, id)
+	if err != nil {
+		return nil, fmt.Errorf("%s blob %s: look it up: %w", t, id, err)
+	}
 	if !ok {
 		return nil, errNotIndexed
 	}
 	object := fmt.Sprintf("%s blob %s in pack %s", t, id, pack)
-	if loc.typ != t {
-		return nil, corrupt(object, "index says it is a %s blob", loc.typ)
+	if e.Type != t {
+		return nil, corrupt(object, "index says it is a %s blob", e.Type)
 	}
-	return r.readBlobAt(ctx, pack, packEntry{ID: id, Type: t, Compressed: loc.compressed, Offset: loc.offset, Length: loc.length, RawLength: loc.rawLength}, dst)
+	return r.readBlobAt(ctx, pack, e, dst)
 }
 
 // readBlobAt reads the blob that entry e places in pack, checking its hash.

@@ -205,7 +205,7 @@ func TestConfigAndManifestsAreCreatedOnce(t *testing.T) {
 func TestLocksAreCreatedNotReplaced(t *testing.T) {
 	ctx := context.Background()
 	store := storetest.NewFaultStore(chain.NewMemStore(), 1)
-	cfg, _ := chain.NewConfig(0)
+	cfg, _ := chain.NewTestConfig(0)
 	repo, err := chain.Init(ctx, store, cfg, nil)
 	if err != nil {
 		t.Fatal(err)

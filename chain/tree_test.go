@@ -12,7 +12,7 @@ import (
 
 func newRepo(t *testing.T) *chain.Repository {
 	t.Helper()
-	cfg, err := chain.NewConfig(0)
+	cfg, err := chain.NewTestConfig(0)
 	if err != nil {
 		t.Fatal(err)
 	}

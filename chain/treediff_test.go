@@ -74,7 +74,9 @@ type countingStore struct {
 }
 
 func (s *countingStore) ReadAt(ctx context.Context, name string, p []byte, off int64) error {
-	s.reads.Add(1)
+	if strings.HasPrefix(name, "packs/") { // not a version 2 index file's bucket
+		s.reads.Add(1)
+	}
 	return s.Store.ReadAt(ctx, name, p, off)
 }
 
@@ -84,7 +86,7 @@ func (s *countingStore) ReadAt(ctx context.Context, name string, p []byte, off i
 func TestDiffTreesIsCheap(t *testing.T) {
 	ctx := context.Background()
 	store := &countingStore{Store: chain.NewMemStore()}
-	cfg, _ := chain.NewConfig(0)
+	cfg, _ := chain.NewTestConfig(0)
 	repo, err := chain.Init(ctx, store, cfg, nil)
 	if err != nil {
 		t.Fatal(err)

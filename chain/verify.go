@@ -2,6 +2,7 @@ package chain
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -164,22 +165,42 @@ func (r *Repository) verifyLocked(ctx context.Context, opts VerifyOptions) (Veri
 	if err != nil {
 		return report, err
 	}
-	state, err := loadIndexState(ctx, r.store, r.Logger())
-	if err != nil {
-		return report, fmt.Errorf("verify: %w", err)
-	}
 	garbage, err := loadGarbage(ctx, r.store)
 	if err != nil {
 		return report, fmt.Errorf("verify: %w", err)
 	}
-	v.checkIndex(state, garbage, &report)
 	// Verify reads through the index it loaded and never installs it as the
 	// repository's: writers in this process keep adding to theirs meanwhile.
-	idx := state.idx
-	if err := v.checkPacks(ctx, idx, state.stored, opts, &report); err != nil {
+	var idx verifiedIndex
+	var view *Repository
+	var stored map[ID]int64
+	if r.config.Version == FormatVersion2 {
+		// Version 2 is read a file and a batch of packs at a time, not
+		// held whole.
+		x, damagedFiles, err := r.loadIndexV2Checked(ctx, true)
+		if err != nil {
+			return report, fmt.Errorf("verify: %w", err)
+		}
+		if stored, err = listPacks(ctx, r.store); err != nil {
+			return report, fmt.Errorf("verify: %w", err)
+		}
+		v.checkIndexV2(x, damagedFiles, garbage, &report)
+		idx, view = x, r.readingThrough(x)
+	} else {
+		state, err := loadIndexState(ctx, r.store, r.config.Version, r.Logger())
+		if err != nil {
+			return report, fmt.Errorf("verify: %w", err)
+		}
+		v.checkIndex(state, garbage, &report)
+		idx, view, stored = verifiedV1{state.idx, state.idx.packEntries()}, r.readingThrough(state.idx), state.stored
+	}
+	if err := v.checkPacks(ctx, idx, stored, opts, &report); err != nil {
 		return report, err
 	}
-	if err := v.checkRestorePoints(ctx, r.readingThrough(idx), idx, points); err != nil {
+	if x, ok := idx.(verifiedV1); ok {
+		idx = verifiedV1{index: x.index} // the walk only looks up: let the entries by pack go
+	}
+	if err := v.checkRestorePoints(ctx, view, idx, points); err != nil {
 		return report, err
 	}
 	if v.err != nil {
@@ -297,20 +318,49 @@ func (v *verifier) checkIndex(state *indexState, garbage map[string]garbageRecor
 	}
 }
 
+// checkIndexV2 is checkIndex for a version 2 index: damagedFiles are the
+// index files that did not open or read back sound, with the reason.
+func (v *verifier) checkIndexV2(x *indexV2Set, damagedFiles map[string]error, garbage map[string]garbageRecord, report *VerifyReport) {
+	report.IndexFiles = len(x.files) + len(x.damaged)
+	deferred := map[ID]bool{}
+	for _, g := range garbage {
+		for _, id := range g.Packs {
+			deferred[id] = true
+		}
+	}
+	for id := range x.recovered {
+		if !deferred[id] {
+			report.UnindexedPacks++
+		}
+	}
+	for name, err := range damagedFiles {
+		v.found(objectRefNamed(name), reason(err))
+	}
+	for id, err := range x.unreadable {
+		v.found(packRef(id), "no index lists it and its header is damaged: "+reason(err))
+	}
+}
+
 // readingThrough returns a view of r that reads blobs through idx instead
 // of r's own index. It is for reading only: it holds no locks.
-func (r *Repository) readingThrough(idx *index) *Repository {
+func (r *Repository) readingThrough(idx blobIndex) *Repository {
 	return &Repository{store: r.store, config: r.config, keys: r.keys, idx: idx}
 }
 
 // checkPacks reads every stored pack (or those opts picks) and checks
 // every blob the index places in it.
-func (v *verifier) checkPacks(ctx context.Context, idx *index, stored map[ID]int64, opts VerifyOptions, report *VerifyReport) error {
-	byPack := idx.packEntries()
+func (v *verifier) checkPacks(ctx context.Context, idx verifiedIndex, stored map[ID]int64, opts VerifyOptions, report *VerifyReport) error {
+	listed, err := idx.listedPacks(ctx)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
 	var present []ID
-	for id := range byPack {
+	missing := map[ID]bool{}
+	for id := range listed {
 		if _, ok := stored[id]; ok {
 			present = append(present, id)
+		} else {
+			missing[id] = true
 		}
 	}
 	sort.Slice(present, func(i, j int) bool { return bytes.Compare(present[i][:], present[j][:]) < 0 })
@@ -329,21 +379,20 @@ func (v *verifier) checkPacks(ctx context.Context, idx *index, stored map[ID]int
 	for id := range read {
 		total += stored[id]
 	}
-	for id, entries := range byPack {
-		if _, ok := stored[id]; !ok {
-			for _, e := range entries {
-				v.badBlob(e.ID, e.Type, packRef(id), "missing: the index lists it but the store does not have it")
-			}
+	err = idx.eachPack(ctx, missing, func(id ID, entries []packEntry) error {
+		for _, e := range entries {
+			v.badBlob(e.ID, e.Type, packRef(id), "missing: the index lists it but the store does not have it")
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
 	}
 	var done, blobs atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
-	for id, entries := range byPack {
+	err = idx.eachPack(gctx, read, func(id ID, entries []packEntry) error {
 		size := stored[id]
-		if !read[id] {
-			continue
-		}
 		report.Packs++
 		g.Go(func() error {
 			if err := v.checkPack(gctx, id, size, entries); err != nil {
@@ -358,8 +407,11 @@ func (v *verifier) checkPacks(ctx context.Context, idx *index, stored map[ID]int
 			}
 			return nil
 		})
+		return nil
+	})
+	if werr := g.Wait(); werr != nil || err != nil {
+		err = cmp.Or(werr, err)
 	}
-	err := g.Wait()
 	report.BytesRead, report.Blobs = done.Load(), int(blobs.Load())
 	return err
 }
@@ -462,7 +514,7 @@ func (v *verifier) readRestorePoints(ctx context.Context, report *VerifyReport) 
 // needs a damaged or missing object. view reads tree nodes through idx. A
 // subtree's verdict is remembered by node ID, so maps that share nodes are
 // checked once.
-func (v *verifier) checkRestorePoints(ctx context.Context, view *Repository, idx *index, points []restorePoint) error {
+func (v *verifier) checkRestorePoints(ctx context.Context, view *Repository, idx verifiedIndex, points []restorePoint) error {
 	memo := map[ID][]string{}
 	for _, p := range points {
 		point := strings.TrimPrefix(p.name, manifestPrefix)
@@ -474,7 +526,7 @@ func (v *verifier) checkRestorePoints(ctx context.Context, view *Repository, idx
 		m := p.manifest
 		var bad []string
 		if !m.Config.IsZero() {
-			bad = append(bad, v.blobDamage(idx, DataBlob, m.Config)...)
+			bad = append(bad, v.blobDamage(ctx, idx, DataBlob, m.Config)...)
 		}
 		for _, d := range m.Disks {
 			if err := ctx.Err(); err != nil {
@@ -493,12 +545,16 @@ func (v *verifier) checkRestorePoints(ctx context.Context, view *Repository, idx
 }
 
 // blobDamage returns the damaged object the blob depends on, if any.
-func (v *verifier) blobDamage(idx *index, t BlobType, id ID) []string {
+func (v *verifier) blobDamage(ctx context.Context, idx verifiedIndex, t BlobType, id ID) []string {
 	if object, ok := v.badBlobs[id]; ok {
 		return []string{object}
 	}
-	loc, _, ok := idx.lookup(id)
-	if !ok || loc.typ != t {
+	e, _, ok, err := idx.find(ctx, id)
+	if err != nil {
+		v.fail(err) // not damage: Verify fails at the end instead
+		return nil
+	}
+	if !ok || e.Type != t {
 		ref := blobRef(t, id, ZeroID)
 		v.badBlob(id, t, ref, "missing: no index or pack has it")
 		return []string{ref.String()}
@@ -506,26 +562,26 @@ func (v *verifier) blobDamage(idx *index, t BlobType, id ID) []string {
 	return nil
 }
 
-func (v *verifier) subtreeDamage(ctx context.Context, idx *index, t *TreeReader, id ID, level int, n int64, memo map[ID][]string) []string {
+func (v *verifier) subtreeDamage(ctx context.Context, idx verifiedIndex, t *TreeReader, id ID, level int, n int64, memo map[ID][]string) []string {
 	if id.IsZero() {
 		return nil
 	}
 	if bad, ok := memo[id]; ok {
 		return bad
 	}
-	bad := v.blobDamage(idx, TreeBlob, id)
+	bad := v.blobDamage(ctx, idx, TreeBlob, id)
 	if bad == nil {
 		ids, err := t.node(ctx, id, level, n, false)
 		switch {
 		case err != nil && couldNotCheck(ctx, err):
 			v.fail(err) // not damage: Verify fails at the end instead
 		case err != nil:
-			_, pack, _ := idx.lookup(id)
+			_, pack, _, _ := idx.find(ctx, id) // found a moment ago
 			bad = []string{v.found(blobRef(TreeBlob, id, pack), reason(err))}
 		case level == 0:
 			for _, b := range ids {
 				if !b.IsZero() {
-					bad = append(bad, v.blobDamage(idx, DataBlob, b)...)
+					bad = append(bad, v.blobDamage(ctx, idx, DataBlob, b)...)
 				}
 			}
 		default:

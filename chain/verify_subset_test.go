@@ -18,7 +18,7 @@ func verifySubsetRepo(t *testing.T) (*chain.Repository, chain.Store, chain.ID, s
 	t.Helper()
 	ctx := context.Background()
 	store := chain.NewMemStore()
-	cfg, _ := chain.NewConfig(0)
+	cfg, _ := chain.NewTestConfig(0)
 	cfg.TreeFanout = 4
 	repo, err := chain.Init(ctx, store, cfg, nil)
 	if err != nil {

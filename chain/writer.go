@@ -96,14 +96,22 @@ func (w *Writer) Context() context.Context {
 func (w *Writer) Repository() *Repository { return w.repo }
 
 // Has reports whether the blob is stored or being stored by this writer.
+// A lookup that fails (a version 2 index is read as it is looked up)
+// reports false: PutBlob then looks again, and reports the failure.
 func (w *Writer) Has(id ID) bool {
-	if w.repo.HasBlob(id) {
-		return true
+	ok, err := w.has(context.Background(), id)
+	return ok && err == nil
+}
+
+// has is Has that reports a failed lookup.
+func (w *Writer) has(ctx context.Context, id ID) (bool, error) {
+	if ok, err := w.repo.hasBlob(ctx, id); ok || err != nil {
+		return ok, err
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	_, ok := w.pending[id]
-	return ok
+	return ok, nil
 }
 
 // PutBlob stores data, whose ID the caller computed with Hash, unless the
@@ -126,8 +134,12 @@ func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (i
 	if len(data) > maxBlobSize {
 		return 0, fmt.Errorf("put blob %s: %d bytes is over the %d-byte limit", id.Short(), len(data), maxBlobSize)
 	}
-	if !w.repacking && w.repo.HasBlob(id) {
-		return 0, nil
+	if !w.repacking {
+		if ok, err := w.repo.hasBlob(ctx, id); err != nil {
+			return 0, fmt.Errorf("put blob %s: %w", id.Short(), err)
+		} else if ok {
+			return 0, nil
+		}
 	}
 	w.mu.Lock()
 	if err := w.usable(); err != nil {
@@ -336,7 +348,10 @@ var indexCheckpointPacks = 64
 // writeIndex writes an index file for packs already stored, adds them to
 // the repository's index, and forgets their blobs (the index has them).
 func (w *Writer) writeIndex(ctx context.Context, packs []indexedPack) error {
-	name, err := writeIndexFile(ctx, w.repo.store, packs)
+	files, err := w.repo.writeIndexFiles(ctx, packs)
+	if err == nil {
+		err = w.repo.index().addWritten(ctx, w.repo.store, files)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err != nil {
@@ -346,7 +361,6 @@ func (w *Writer) writeIndex(ctx context.Context, packs []indexedPack) error {
 		}
 		return err
 	}
-	w.repo.index().add(name, packs)
 	for _, p := range packs {
 		for _, e := range p.Entries {
 			delete(w.pending, e.ID)

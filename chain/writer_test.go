@@ -30,7 +30,7 @@ func (s *fullStore) Put(ctx context.Context, name string, data []byte) error {
 
 func newTestRepository(t *testing.T, store Store) *Repository {
 	t.Helper()
-	cfg, err := NewConfig(0)
+	cfg, err := NewTestConfig(0)
 	if err != nil {
 		t.Fatal(err)
 	}

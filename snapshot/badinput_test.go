@@ -3,6 +3,7 @@ package snapshot_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -164,20 +165,20 @@ func TestRepositoryOpenErrors(t *testing.T) {
 		t.Errorf("Open empty dir: %v", err)
 	}
 	repoDir := filepath.Join(dir, "repo")
-	if _, err := snapshot.Init(ctx, repoDir, snapshot.InitOptions{}); err != nil {
+	if _, err := snapshot.Init(ctx, repoDir, snapshot.InitOptions{Format: testFormat()}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := snapshot.Init(ctx, repoDir, snapshot.InitOptions{}); !errors.Is(err, snapshot.ErrExists) {
+	if _, err := snapshot.Init(ctx, repoDir, snapshot.InitOptions{Format: testFormat()}); !errors.Is(err, snapshot.ErrExists) {
 		t.Errorf("Init twice: %v, want ErrExists", err)
 	}
 	for _, bs := range []int{1000, 8 << 10, 32<<20 + 0, 3 << 14} {
-		if _, err := snapshot.Init(ctx, filepath.Join(dir, "bs"), snapshot.InitOptions{BlockSize: bs}); err == nil || !strings.Contains(err.Error(), "block size") {
+		if _, err := snapshot.Init(ctx, filepath.Join(dir, "bs"), snapshot.InitOptions{BlockSize: bs, Format: testFormat()}); err == nil || !strings.Contains(err.Error(), "block size") {
 			t.Errorf("Init with block size %d: %v", bs, err)
 		}
 	}
 	cfgPath := filepath.Join(repoDir, "config")
 	cfg := readFile(t, cfgPath)
-	os.WriteFile(cfgPath, []byte(strings.Replace(string(cfg), `"version": 1`, `"version": 99`, 1)), 0o600)
+	os.WriteFile(cfgPath, []byte(strings.Replace(string(cfg), fmt.Sprintf(`"version": %d`, max(testFormat(), 1)), `"version": 99`, 1)), 0o600)
 	if _, err := snapshot.Open(ctx, repoDir); !errors.Is(err, snapshot.ErrUnsupportedVersion) || !strings.Contains(err.Error(), "99") {
 		t.Errorf("Open unknown version: %v", err)
 	}

@@ -45,7 +45,7 @@ func (s *beforeWriterLock) PutIfAbsent(ctx context.Context, name string, data []
 func TestCreateWhoseParentIsCollectedMeanwhile(t *testing.T) {
 	ctx := context.Background()
 	store := &beforeWriterLock{Store: chain.NewMemStore()}
-	repo, err := snapshot.InitStore(ctx, store, snapshot.InitOptions{})
+	repo, err := snapshot.InitStore(ctx, store, snapshot.InitOptions{Format: testFormat()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ func TestRepositoryRunsOutOfSpace(t *testing.T) {
 	ctx := context.Background()
 	_, mnt := systest.FileSystem(t, t.TempDir(), "ext4", 40<<20)
 	repoDir := filepath.Join(mnt, "repo")
-	repo, err := snapshot.Init(ctx, repoDir, snapshot.InitOptions{})
+	repo, err := snapshot.Init(ctx, repoDir, snapshot.InitOptions{Format: testFormat()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,7 +62,7 @@ func faultRun(t *testing.T, seed uint64) (hits int) {
 	var repos [2]*snapshot.Repository
 	for i := range stores {
 		mems[i] = chain.NewMemStore()
-		if _, err := snapshot.InitStore(ctx, mems[i], snapshot.InitOptions{BlockSize: testBlockSize}); err != nil {
+		if _, err := snapshot.InitStore(ctx, mems[i], snapshot.InitOptions{BlockSize: testBlockSize, Format: testFormat()}); err != nil {
 			t.Fatal(err)
 		}
 		stores[i] = storetest.NewFaultStore(mems[i], seed*2+uint64(i))

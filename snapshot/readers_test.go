@@ -105,7 +105,7 @@ func TestExportOfADeletedPointReadsOn(t *testing.T) {
 func TestRestoreBesideDeleteAndGC(t *testing.T) {
 	ctx := context.Background()
 	store := chain.NewMemStore()
-	repo, err := snapshot.InitStore(ctx, store, snapshot.InitOptions{BlockSize: testBlockSize})
+	repo, err := snapshot.InitStore(ctx, store, snapshot.InitOptions{BlockSize: testBlockSize, Format: testFormat()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestRestoreBesideDeleteAndGC(t *testing.T) {
 func TestCopyBesideDeleteAndGCOfItsSource(t *testing.T) {
 	ctx := context.Background()
 	store := chain.NewMemStore() // no cached descriptors: see TestRestoreBesideDeleteAndGC
-	src, err := snapshot.InitStore(ctx, store, snapshot.InitOptions{BlockSize: testBlockSize})
+	src, err := snapshot.InitStore(ctx, store, snapshot.InitOptions{BlockSize: testBlockSize, Format: testFormat()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func (s *onFirstPackRead) ReadAt(ctx context.Context, name string, p []byte, off
 func TestDiffBesideDeleteAndGC(t *testing.T) {
 	ctx := context.Background()
 	store := chain.NewMemStore()
-	repo, err := snapshot.InitStore(ctx, store, snapshot.InitOptions{BlockSize: testBlockSize})
+	repo, err := snapshot.InitStore(ctx, store, snapshot.InitOptions{BlockSize: testBlockSize, Format: testFormat()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,6 +35,10 @@ type InitOptions struct {
 	// sealed with AES-256-GCM, chunks named by keyed BLAKE3. Keep it safe:
 	// without it nothing can be restored.
 	Key []byte
+	// Format is the repository format version: 0 or chain.FormatVersion
+	// (1, the default), or chain.FormatVersion2, whose index is read a
+	// bucket at a time instead of being held in memory (not encrypted yet).
+	Format int
 }
 
 // ErrWrongKey and ErrKeyRequired: opening an encrypted repository with
@@ -63,6 +67,9 @@ func InitStore(ctx context.Context, store chain.Store, opts InitOptions) (*Repos
 	cfg, err := chain.NewConfig(opts.BlockSize)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Format != 0 {
+		cfg.Version = opts.Format
 	}
 	cr, err := chain.Init(ctx, store, cfg, opts.Key)
 	if err != nil {

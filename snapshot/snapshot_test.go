@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 
@@ -14,10 +15,17 @@ import (
 
 const testBlockSize = 16 << 10
 
+// testFormat is the format version of the repositories the tests make:
+// DISKPOINT_TEST_FORMAT=2 runs them against version 2; unset, version 1.
+func testFormat() int {
+	v, _ := strconv.Atoi(os.Getenv("DISKPOINT_TEST_FORMAT"))
+	return v
+}
+
 func newRepo(t *testing.T) (*snapshot.Repository, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "repo")
-	repo, err := snapshot.Init(context.Background(), dir, snapshot.InitOptions{BlockSize: testBlockSize})
+	repo, err := snapshot.Init(context.Background(), dir, snapshot.InitOptions{BlockSize: testBlockSize, Format: testFormat()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ func TestStatsSizesAndWhatDeletingFrees(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	repoDir, disk, other := filepath.Join(dir, "repo"), filepath.Join(dir, "d.img"), filepath.Join(dir, "o.img")
-	repo, err := snapshot.Init(ctx, repoDir, snapshot.InitOptions{})
+	repo, err := snapshot.Init(ctx, repoDir, snapshot.InitOptions{Format: testFormat()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestStatsSizesAndWhatDeletingFrees(t *testing.T) {
 	if err != nil || len(only.Collections) != 1 || only.Collections[0].Name != "vm2" {
 		t.Fatalf("stats of vm2 only: %+v, %v", only.Collections, err)
 	}
-	empty, _ := snapshot.Init(ctx, filepath.Join(dir, "empty"), snapshot.InitOptions{})
+	empty, _ := snapshot.Init(ctx, filepath.Join(dir, "empty"), snapshot.InitOptions{Format: testFormat()})
 	es, err := empty.Stats(ctx, snapshot.StatsOptions{})
 	if data, _ := json.Marshal(es); err != nil || strings.Contains(string(data), "null") {
 		t.Errorf("stats of an empty repository: %s, %v", data, err)

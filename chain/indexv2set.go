@@ -1,0 +1,379 @@
+package chain
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// indexV2Set is the index of a version 2 repository: a reader per index
+// file, each holding only its file's small tables (about 1.4 bytes per
+// entry) and reading a bucket per lookup, plus an overlay of the blobs of
+// packs that no index file lists, recovered from their own headers (a
+// failed create's, or packs a GC left for readers). The blobs a writer of
+// this process stored but has not indexed yet are the writer's (its
+// pending set), as in version 1. So the Go heap it holds does not grow
+// with the number of blobs, only with the number of files and recovered
+// blobs. It is safe for concurrent use.
+type indexV2Set struct {
+	mu    sync.RWMutex
+	files []*indexV2Reader // in load order: the first that lists a blob serves it
+	names map[string]bool  // the index objects in files
+	// overlay: blobs of recovered packs, served after the files'.
+	overlay map[ID]indexEntry
+	// recovered: the packs of the overlay. Refresh checks that they still
+	// exist, since a GC may delete them without changing any index file.
+	recovered map[ID]bool
+	// recoveredEntries: every entry of each recovered pack, as its header
+	// lists it (the overlay holds only the first copy of a blob), for GC.
+	recoveredEntries map[ID][]packEntry
+	// damaged: index files that did not open, or that were set aside;
+	// unreadable: unindexed packs whose header is damaged. For GC.
+	damaged    []string
+	openErrs   map[string]error // why each damaged file that was opened did not open
+	unreadable map[ID]error
+	// setAside: index files that opened but were found damaged past their
+	// tables (a bucket), and are left out of this index and its refreshes.
+	setAside map[string]bool
+
+	gen      uint64 // see index.gen
+	unloaded bool   // see index.unloaded
+}
+
+func newIndexV2Set() *indexV2Set {
+	return &indexV2Set{names: map[string]bool{}, overlay: map[ID]indexEntry{}, recovered: map[ID]bool{}, recoveredEntries: map[ID][]packEntry{}, unreadable: map[ID]error{}, gen: indexGeneration.Add(1)}
+}
+
+// newUnloadedIndexV2Set is the index of a version 2 repository whose index
+// files have not been read yet (see newUnloadedIndex).
+func newUnloadedIndexV2Set() *indexV2Set {
+	x := newIndexV2Set()
+	x.gen, x.unloaded = 0, true
+	return x
+}
+
+func (x *indexV2Set) generation() uint64 { return x.gen }
+
+func (x *indexV2Set) isUnloaded() bool { return x.unloaded }
+
+func (x *indexV2Set) find(ctx context.Context, id ID) (packEntry, ID, bool, error) {
+	x.mu.RLock()
+	files := x.files // appended to only: this prefix stays as it is
+	x.mu.RUnlock()
+	for _, f := range files {
+		e, _, ok, err := f.lookup(ctx, id)
+		if err != nil {
+			return packEntry{}, ID{}, false, err
+		}
+		if ok {
+			return e.packEntry, e.Pack, true, nil
+		}
+	}
+	x.mu.RLock()
+	e, ok := x.overlay[id]
+	x.mu.RUnlock()
+	return e.packEntry, e.Pack, ok, nil
+}
+
+// holds is find that counts a tree node only when an index file lists it
+// (see index.has): one known only from a recovered pack's header is
+// readable, but promises nothing about what is under it.
+func (x *indexV2Set) holds(ctx context.Context, id ID) (bool, error) {
+	x.mu.RLock()
+	files := x.files
+	x.mu.RUnlock()
+	for _, f := range files {
+		_, _, ok, err := f.lookup(ctx, id)
+		if err != nil || ok {
+			return ok, err
+		}
+	}
+	x.mu.RLock()
+	e, ok := x.overlay[id]
+	x.mu.RUnlock()
+	return ok && e.Type != TreeBlob, nil
+}
+
+// addFile adds the reader of an index file, unless x has it already (a
+// writer adds its file to an index that a reload may have read it into).
+func (x *indexV2Set) addFile(f *indexV2Reader) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.names[f.name] {
+		return
+	}
+	x.names[f.name] = true
+	x.files = append(x.files, f)
+}
+
+func (x *indexV2Set) addWritten(ctx context.Context, store Store, files []writtenIndex) error {
+	for _, w := range files {
+		f, err := openIndexV2(ctx, w.name, storeObjectRange{store, w.name}, w.size)
+		if err != nil {
+			return fmt.Errorf("open the index file just written: %w", err)
+		}
+		x.addFile(f)
+	}
+	return nil
+}
+
+// addRecovered adds a recovered pack's entries to the overlay; of a blob
+// listed twice the first stays, as in version 1.
+func (x *indexV2Set) addRecovered(pack ID, entries []packEntry) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.recovered[pack] = true
+	x.recoveredEntries[pack] = entries
+	for _, e := range entries {
+		if _, dup := x.overlay[e.ID]; !dup {
+			x.overlay[e.ID] = indexEntry{packEntry: e, Pack: pack}
+		}
+	}
+}
+
+// loadIndexV2Set reads the index of a version 2 repository: it opens every
+// index file (damaged ones are skipped, their packs recovered from their
+// own headers), and recovers the packs no file lists. As loadIndexState,
+// it starts again when an object it listed is gone.
+//
+// Files named in exclude are taken for damaged (GC excludes those it found
+// damaged past their tables).
+func loadIndexV2Set(ctx context.Context, store Store, log *slog.Logger, exclude ...map[string]bool) (*indexV2Set, error) {
+	excluded := map[string]bool{}
+	for _, ex := range exclude {
+		maps.Copy(excluded, ex)
+	}
+	for attempt := 1; ; attempt++ {
+		x, err := loadIndexV2SetOnce(ctx, store, log, excluded)
+		if err == nil {
+			x.setAside = excluded
+		}
+		if !errors.Is(err, errListingChanged) {
+			return x, err
+		}
+		if attempt == maxIndexLoads {
+			return nil, fmt.Errorf("load index: the store changed under %d loads in a row: %w", attempt, err)
+		}
+	}
+}
+
+func loadIndexV2SetOnce(ctx context.Context, store Store, log *slog.Logger, exclude map[string]bool) (*indexV2Set, error) {
+	x := newIndexV2Set()
+	infos, err := listObjects(ctx, store, indexPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list index: %w", err)
+	}
+	listed := map[ID]bool{} // packs some sound index file lists
+	for _, info := range infos {
+		if exclude[info.Name] {
+			x.damaged = append(x.damaged, info.Name)
+			continue
+		}
+		f, err := openIndexV2(ctx, info.Name, storeObjectRange{store, info.Name}, info.Size)
+		if err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return nil, fmt.Errorf("%s: %w: %w", info.Name, errListingChanged, err)
+			}
+			if !errors.As(err, new(*CorruptError)) {
+				return nil, err
+			}
+			x.damaged = append(x.damaged, info.Name)
+			if x.openErrs == nil {
+				x.openErrs = map[string]error{}
+			}
+			x.openErrs[info.Name] = err
+			log.Warn("damaged index file; its packs are read from their own headers", "object", info.Name, "error", err)
+			continue
+		}
+		x.addFile(f)
+		for _, p := range f.packs {
+			listed[p] = true
+		}
+	}
+	stored, err := listPacks(ctx, store)
+	if err != nil {
+		return nil, err
+	}
+	for id, size := range stored {
+		if listed[id] {
+			continue
+		}
+		entries, err := readPackHeader(ctx, store, id, size)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if errors.Is(err, ErrNotFound) {
+				return nil, fmt.Errorf("pack %s: %w: %w", id, errListingChanged, err)
+			}
+			if !errors.Is(err, ErrCorrupt) {
+				return nil, fmt.Errorf("read the header of unindexed pack %s: %w", id, err)
+			}
+			log.Warn("unindexed pack with a damaged header left out of the index", "pack", id, "error", err)
+			x.unreadable[id] = err
+			continue
+		}
+		x.addRecovered(id, entries)
+	}
+	return x, nil
+}
+
+// refresh adds the index files other processes wrote since x was loaded,
+// and loads the index again when one it read is gone or a pack it
+// recovered is (a GC ran elsewhere), as index.refresh does.
+func (x *indexV2Set) refresh(ctx context.Context, store Store, log *slog.Logger) (blobIndex, error) {
+	if x.unloaded {
+		return loadIndexV2Set(ctx, store, log)
+	}
+	infos, err := listObjects(ctx, store, indexPrefix)
+	if err != nil {
+		return nil, err
+	}
+	x.mu.RLock()
+	var added []ObjectInfo
+	kept := 0 // files of x still listed
+	for _, info := range infos {
+		switch {
+		case x.names[info.Name]:
+			kept++
+		case !x.setAside[info.Name]:
+			added = append(added, info)
+		}
+	}
+	removed := kept != len(x.names)
+	var recovered []ID
+	for id := range x.recovered {
+		recovered = append(recovered, id)
+	}
+	x.mu.RUnlock()
+	for _, id := range recovered {
+		if removed {
+			break
+		}
+		if _, err := store.Stat(ctx, packName(id)); errors.Is(err, ErrNotFound) {
+			removed = true // a writer must not deduplicate against its blobs
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	if removed {
+		return loadIndexV2Set(ctx, store, log, x.setAsideWith(""))
+	}
+	for _, info := range added {
+		f, err := openIndexV2(ctx, info.Name, storeObjectRange{store, info.Name}, info.Size)
+		if errors.As(err, new(*CorruptError)) {
+			log.Warn("damaged index file skipped", "object", info.Name, "error", err)
+			continue // verify reports it; GC rewrites the index
+		}
+		if errors.Is(err, ErrNotFound) {
+			return loadIndexV2Set(ctx, store, log, x.setAsideWith("")) // a GC replaced it meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		x.addFile(f)
+	}
+	return x, nil
+}
+
+// setAsideWith returns the files x sets aside, and name (unless "").
+func (x *indexV2Set) setAsideWith(name string) map[string]bool {
+	out := maps.Clone(x.setAside)
+	if out == nil {
+		out = map[string]bool{}
+	}
+	if name != "" {
+		out[name] = true
+	}
+	return out
+}
+
+// damagedIndexFile returns the index file err says is damaged, or "".
+func damagedIndexFile(err error) string {
+	if ce, ok := errors.AsType[*CorruptError](err); ok && strings.HasPrefix(ce.Object, indexPrefix) {
+		return ce.Object
+	}
+	return ""
+}
+
+// listObjects lists the objects under prefix, with their sizes.
+func listObjects(ctx context.Context, store Store, prefix string) ([]ObjectInfo, error) {
+	var infos []ObjectInfo
+	err := store.List(ctx, prefix, func(info ObjectInfo) error {
+		infos = append(infos, info)
+		return nil
+	})
+	return infos, err
+}
+
+// readIndexV2File reads a whole version 2 index file, checks it against its
+// name and every entry in it, and returns its entries by pack.
+func readIndexV2File(ctx context.Context, store Store, name string) ([]indexedPack, error) {
+	data, err := store.Get(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("read index: %w", err)
+	}
+	if Hash(data).String() != name[len(indexPrefix):] {
+		return nil, corrupt(name, "content does not match its name")
+	}
+	f, err := openIndexV2(ctx, name, readerAtRange{bytes.NewReader(data)}, int64(len(data)))
+	if err != nil {
+		return nil, err
+	}
+	byPack := map[ID][]packEntry{}
+	err = f.iterate(ctx, func(_ int, e indexEntry) error {
+		byPack[e.Pack] = append(byPack[e.Pack], e.packEntry)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	packs := make([]indexedPack, 0, len(byPack))
+	for _, id := range f.packs { // in the file's order, so loads are repeatable
+		if entries, ok := byPack[id]; ok {
+			packs = append(packs, indexedPack{ID: id, Entries: entries})
+		}
+	}
+	return packs, nil
+}
+
+// writeIndexV2Files stores packs, already stored, as version 2 index files
+// of at most maxIndexEntries entries each. Of a blob listed more than once
+// the first listing stays, as a version 1 index serves the first.
+func writeIndexV2Files(ctx context.Context, store Store, packs []indexedPack) ([]writtenIndex, error) {
+	n := 0
+	for _, p := range packs {
+		n += len(p.Entries)
+	}
+	entries := make([]indexEntry, 0, n)
+	for _, p := range packs {
+		for _, e := range p.Entries {
+			entries = append(entries, indexEntry{packEntry: e, Pack: p.ID})
+		}
+	}
+	slices.SortStableFunc(entries, func(a, b indexEntry) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+	entries = slices.CompactFunc(entries, func(a, b indexEntry) bool { return a.ID == b.ID })
+	now := time.Now()
+	var files []writtenIndex
+	for len(entries) > 0 {
+		piece := entries[:min(len(entries), maxIndexEntries)]
+		entries = entries[len(piece):]
+		data, err := encodeIndexV2(piece, now)
+		if err != nil {
+			return files, err
+		}
+		name := indexPrefix + Hash(data).String()
+		if err := store.Put(ctx, name, data); err != nil {
+			return files, fmt.Errorf("write index: %w", err)
+		}
+		files = append(files, writtenIndex{name: name, size: int64(len(data))})
+	}
+	return files, nil
+}

@@ -1,0 +1,148 @@
+package chain
+
+import (
+	"context"
+	"sort"
+)
+
+// verifiedIndex is the index as Verify reads it: lookups, the packs it
+// lists blobs in, and each pack's entries (those of the blobs it serves
+// from that pack).
+type verifiedIndex interface {
+	find(ctx context.Context, id ID) (packEntry, ID, bool, error)
+	// listedPacks returns the packs the index lists blobs in.
+	listedPacks(ctx context.Context) (map[ID]bool, error)
+	// eachPack calls fn with the entries of each pack in want, one at a
+	// time.
+	eachPack(ctx context.Context, want map[ID]bool, fn func(pack ID, entries []packEntry) error) error
+}
+
+// verifiedV1 is a version 1 index, held whole, as Verify reads it.
+type verifiedV1 struct {
+	*index
+	byPack map[ID][]packEntry
+}
+
+func (x verifiedV1) listedPacks(context.Context) (map[ID]bool, error) {
+	packs := make(map[ID]bool, len(x.byPack))
+	for id := range x.byPack {
+		packs[id] = true
+	}
+	return packs, nil
+}
+
+func (x verifiedV1) eachPack(_ context.Context, want map[ID]bool, fn func(ID, []packEntry) error) error {
+	for id := range want {
+		if err := fn(id, x.byPack[id]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// verifyBatchEntries bounds the entries a version 2 verify collects at
+// once: each batch of packs costs one pass over the index files.
+var verifyBatchEntries = 1 << 20
+
+func (x *indexV2Set) listedPacks(ctx context.Context) (map[ID]bool, error) {
+	counts, err := x.packCounts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	packs := make(map[ID]bool, len(counts))
+	for id := range counts {
+		packs[id] = true
+	}
+	return packs, nil
+}
+
+// packCounts returns how many entries the index lists in each pack.
+func (x *indexV2Set) packCounts(ctx context.Context) (map[ID]int, error) {
+	counts := map[ID]int{}
+	for _, f := range x.files {
+		err := f.iterate(ctx, func(_ int, e indexEntry) error {
+			counts[e.Pack]++
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	for pack, entries := range x.recoveredEntries {
+		counts[pack] += len(entries)
+	}
+	return counts, nil
+}
+
+// eachPack collects the entries of the packs in want a batch at a time
+// (at most verifyBatchEntries, or one pack), with a pass over the index
+// files per batch, so that its memory does not grow with the index. Of a
+// blob listed more than once, only the entry that serves it is given.
+func (x *indexV2Set) eachPack(ctx context.Context, want map[ID]bool, fn func(ID, []packEntry) error) error {
+	counts, err := x.packCounts(ctx)
+	if err != nil {
+		return err
+	}
+	var order []ID
+	for id := range want {
+		order = append(order, id)
+	}
+	sort.Slice(order, func(i, j int) bool { return string(order[i][:]) < string(order[j][:]) })
+	for len(order) > 0 {
+		batch := map[ID]bool{}
+		n := 0
+		for len(order) > 0 && (len(batch) == 0 || n+counts[order[0]] <= verifyBatchEntries) {
+			batch[order[0]] = true
+			n += counts[order[0]]
+			order = order[1:]
+		}
+		byPack := map[ID][]packEntry{}
+		for i, f := range x.files {
+			err := f.iterate(ctx, func(_ int, e indexEntry) error {
+				if !batch[e.Pack] {
+					return nil
+				}
+				served, err := x.servedFromFile(ctx, i, e.ID)
+				if served {
+					byPack[e.Pack] = append(byPack[e.Pack], e.packEntry)
+				}
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+		for pack, entries := range x.recoveredEntries {
+			if !batch[pack] {
+				continue
+			}
+			for _, e := range entries {
+				served, err := x.servedFromFile(ctx, len(x.files), e.ID)
+				if err != nil {
+					return err
+				}
+				if o, ok := x.overlay[e.ID]; served && ok && o.Pack == pack && o.Offset == e.Offset {
+					byPack[pack] = append(byPack[pack], e)
+				}
+			}
+		}
+		for id := range batch {
+			if err := fn(id, byPack[id]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// servedFromFile reports whether no file before file i lists id: the
+// entry of file i (or, for i = len(files), of the overlay) serves it.
+// The filters answer nearly all of these without a read.
+func (x *indexV2Set) servedFromFile(ctx context.Context, i int, id ID) (bool, error) {
+	for _, f := range x.files[:i] {
+		if _, _, ok, err := f.lookup(ctx, id); err != nil || ok {
+			return false, err
+		}
+	}
+	return true, nil
+}
