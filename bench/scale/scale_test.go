@@ -102,12 +102,29 @@ func TestWriteBetweenMarkers(t *testing.T) {
 // with a message that says why.
 func TestScaleRefusesFormats(t *testing.T) {
 	for _, tc := range []struct{ format, want string }{
-		{"2", "cannot make a version 2 repository yet"},
 		{"3", "want 1 or 2"},
 	} {
 		out, err := scale(t, "-chunks", "10", "-format", tc.format, "-work", t.TempDir())
 		if err == nil || !strings.Contains(out, tc.want) || strings.Contains(out, "scale: init") {
 			t.Errorf("-format %s: %v, %q; want a failure saying %q before any step", tc.format, err, out, tc.want)
+		}
+	}
+}
+
+// The steps run on a version 2 repository too.
+func TestScaleSmokeFormat2(t *testing.T) {
+	dir := t.TempDir()
+	results := filepath.Join(dir, "RESULTS.md")
+	if err := os.WriteFile(results, []byte("<!-- scale:begin -->\n<!-- scale:end -->\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := scale(t, "-chunks", "300", "-points", "6", "-runs", "1", "-format", "2", "-work", filepath.Join(dir, "work"), "-out", results)
+	if err != nil {
+		t.Fatalf("scale -format 2: %v\n%s", err, out)
+	}
+	for _, want := range []string{"bit-exact", "| sound |"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("scale -format 2 does not say %q:\n%s", want, out)
 		}
 	}
 }

@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"sync/atomic"
 	"time"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
+	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/internal/synthdisk"
 	"github.com/diskpoint/diskpoint/snapshot"
 	"github.com/dustin/go-humanize"
@@ -73,9 +73,7 @@ func initOptions(p params) (snapshot.InitOptions, error) {
 	case 1:
 		return snapshot.InitOptions{BlockSize: p.blockSize}, nil
 	case 2:
-		// The version 2 wiring (issue 12, helper "v2repo") adds
-		// snapshot.InitOptions.Format; this is where it is set.
-		return snapshot.InitOptions{}, errors.New("-format 2: this build cannot make a version 2 repository yet (snapshot.InitOptions has no Format until the version 2 wiring lands)")
+		return snapshot.InitOptions{BlockSize: p.blockSize, Format: chain.FormatVersion2}, nil
 	default:
 		return snapshot.InitOptions{}, fmt.Errorf("-format %d: want 1 or 2", p.format)
 	}
