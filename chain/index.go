@@ -255,6 +255,21 @@ func appendNewEntries(have, more []packEntry) []packEntry {
 	return have
 }
 
+// anyPackGone reports whether any of packs is no longer in the store: a
+// GC elsewhere deleted a pack this process recovered from its header, and
+// a writer must not deduplicate against its blobs, so the index is loaded
+// again.
+func anyPackGone(ctx context.Context, store Store, packs []ID) (bool, error) {
+	for _, id := range packs {
+		if _, err := store.Stat(ctx, packName(id)); errors.Is(err, ErrNotFound) {
+			return true, nil
+		} else if err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
 // loadIndex reads the index of a version 1 repository.
 func loadIndex(ctx context.Context, store Store, log *slog.Logger) (*index, error) {
 	st, err := loadIndexState(ctx, store, FormatVersion, log)
@@ -288,13 +303,9 @@ func (x *index) refresh(ctx context.Context, store Store, log *slog.Logger) (blo
 		recovered = append(recovered, id)
 	}
 	x.mu.RUnlock()
-	for _, id := range recovered {
-		if removed {
-			break
-		}
-		if _, err := store.Stat(ctx, packName(id)); errors.Is(err, ErrNotFound) {
-			removed = true // a writer must not deduplicate against its blobs
-		} else if err != nil {
+	if !removed {
+		var err error
+		if removed, err = anyPackGone(ctx, store, recovered); err != nil {
 			return nil, err
 		}
 	}

@@ -253,13 +253,9 @@ func (x *indexV2Set) refresh(ctx context.Context, store Store, log *slog.Logger)
 		recovered = append(recovered, id)
 	}
 	x.mu.RUnlock()
-	for _, id := range recovered {
-		if removed {
-			break
-		}
-		if _, err := store.Stat(ctx, packName(id)); errors.Is(err, ErrNotFound) {
-			removed = true // a writer must not deduplicate against its blobs
-		} else if err != nil {
+	if !removed {
+		var err error
+		if removed, err = anyPackGone(ctx, store, recovered); err != nil {
 			return nil, err
 		}
 	}
