@@ -52,29 +52,13 @@ func (r *Repository) RepairBlobs(ctx context.Context, t BlobType, blobs map[ID][
 		if countRepaired(entries, repaired) == 0 {
 			continue
 		}
-		var rest []packEntry
-		var data [][]byte
-		sound := true
-		for _, e := range entries {
-			if repaired[e.ID] {
-				continue
-			}
-			b, err := r.readBlobAt(ctx, pack, e, nil)
-			if err != nil {
-				sound = false // more damage here: keep the pack for another repair
-				break
-			}
-			rest, data = append(rest, e), append(data, b)
+		moved, err := r.evacuate(ctx, w, pack, entries, repaired)
+		if err != nil {
+			return 0, fmt.Errorf("repair: %w", err)
 		}
-		if !sound {
-			continue
+		if moved {
+			evacuated = append(evacuated, pack)
 		}
-		for i, e := range rest {
-			if _, err := w.PutBlob(ctx, e.Type, e.ID, data[i]); err != nil {
-				return 0, fmt.Errorf("repair: %w", err)
-			}
-		}
-		evacuated = append(evacuated, pack)
 	}
 	if err := w.flushPacks(ctx); err != nil {
 		return 0, fmt.Errorf("repair: %w", err)
@@ -150,4 +134,28 @@ func countRepaired(entries []packEntry, repaired map[ID]bool) int {
 		}
 	}
 	return n
+}
+
+// evacuate copies the blobs of pack that were not repaired into w, so that
+// the pack can be dropped. A pack with more damage is left as it is (moved
+// false), for another repair; an error is a failed write.
+func (r *Repository) evacuate(ctx context.Context, w *Writer, pack ID, entries []packEntry, repaired map[ID]bool) (moved bool, err error) {
+	var rest []packEntry
+	var data [][]byte
+	for _, e := range entries {
+		if repaired[e.ID] {
+			continue
+		}
+		b, err := r.readBlobAt(ctx, pack, e, nil)
+		if err != nil {
+			return false, nil // more damage here: keep the pack for another repair
+		}
+		rest, data = append(rest, e), append(data, b)
+	}
+	for i, e := range rest {
+		if _, err := w.PutBlob(ctx, e.Type, e.ID, data[i]); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }

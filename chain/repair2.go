@@ -70,29 +70,13 @@ func (r *Repository) repairIndexV2(ctx context.Context, lock *repoLock, w *Write
 	// Evacuate the packs that held a repaired blob, if all else in them is sound.
 	evacuated := map[ID]bool{}
 	for pack, entries := range affected {
-		var rest []packEntry
-		var data [][]byte
-		sound := true
-		for _, e := range entries {
-			if repaired[e.ID] {
-				continue
-			}
-			b, err := r.readBlobAt(ctx, pack, e, nil)
-			if err != nil {
-				sound = false // more damage here: keep the pack for another repair
-				break
-			}
-			rest, data = append(rest, e), append(data, b)
+		moved, err := r.evacuate(ctx, w, pack, entries, repaired)
+		if err != nil {
+			return nil, err
 		}
-		if !sound {
-			continue
+		if moved {
+			evacuated[pack] = true
 		}
-		for i, e := range rest {
-			if _, err := w.PutBlob(ctx, e.Type, e.ID, data[i]); err != nil {
-				return nil, err
-			}
-		}
-		evacuated[pack] = true
 	}
 	if err := w.flushPacks(ctx); err != nil {
 		return nil, err
