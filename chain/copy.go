@@ -5,6 +5,10 @@ import (
 	"fmt"
 )
 
+// DefaultCopyFlushEvery is how many bytes a copy moves between flushes
+// when it is not told (Copier.FlushEvery, snapshot.CopyOptions.FlushEvery).
+const DefaultCopyFlushEvery = 64 << 20
+
 // CopyStats counts what a copy moved.
 type CopyStats struct {
 	Blobs        int64 `json:"blobs_copied"`
@@ -148,7 +152,7 @@ func (c *Copier) move(ctx context.Context, t BlobType, id ID) error {
 	c.unflushed += int64(len(data))
 	every := c.FlushEvery
 	if every <= 0 {
-		every = 64 << 20
+		every = DefaultCopyFlushEvery
 	}
 	if c.unflushed >= every {
 		return c.Flush(ctx)

@@ -114,8 +114,9 @@ func Open(ctx context.Context, store Store, key []byte) (*Repository, error) {
 }
 
 // LoadIndex reads the index, unless this Repository has read it already.
-// HasBlob and LocateBlob answer from the index as read; operations that
-// need it (writers, readers, GC, verify) read it themselves.
+// HasBlob and LocateBlob call it and answer false if it fails; call it
+// first to see why. Operations that need the index (writers, readers, GC,
+// verify) read it themselves.
 func (r *Repository) LoadIndex(ctx context.Context) error {
 	if !r.index().isUnloaded() {
 		return nil
@@ -167,10 +168,14 @@ func (r *Repository) setIndex(idx blobIndex) {
 	r.idxMu.Unlock()
 }
 
-// HasBlob reports whether the index holds the blob (false for every blob
-// until the index is read: see LoadIndex). A version 2 index is read as it
-// is looked up: a lookup that fails reports false.
+// HasBlob reports whether the index holds the blob, reading the index
+// first if Open has not (LoadIndex does so and reports a failure). A
+// version 2 index is read as it is looked up: a lookup that fails, or an
+// index that cannot be read, reports false.
 func (r *Repository) HasBlob(id ID) bool {
+	if r.LoadIndex(context.Background()) != nil {
+		return false
+	}
 	ok, err := r.hasBlob(context.Background(), id)
 	return ok && err == nil
 }
@@ -212,9 +217,12 @@ type BlobLocation struct {
 }
 
 // LocateBlob says which pack holds the blob and where: for tools that
-// inspect or repair a repository. Like HasBlob, it answers from the index
-// as read (see LoadIndex), and a lookup that fails reports false.
+// inspect or repair a repository. Like HasBlob, it reads the index first
+// if need be (see LoadIndex), and a lookup that fails reports false.
 func (r *Repository) LocateBlob(id ID) (BlobLocation, bool) {
+	if r.LoadIndex(context.Background()) != nil {
+		return BlobLocation{}, false
+	}
 	e, pack, ok, err := r.index().find(context.Background(), id)
 	if !ok || err != nil {
 		return BlobLocation{}, false

@@ -110,7 +110,7 @@ func (c *rekeyCopier) put(ctx context.Context, data []byte) (chain.ID, error) {
 	c.unflushed += int64(len(data))
 	every := c.flushEvery
 	if every <= 0 {
-		every = 64 << 20
+		every = chain.DefaultCopyFlushEvery
 	}
 	if c.unflushed >= every {
 		c.unflushed = 0
