@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
+	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/consistency"
 	"github.com/diskpoint/diskpoint/snapshot"
 	"github.com/dustin/go-humanize"
@@ -21,9 +22,13 @@ import (
 func runInit(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory` to create")
 	blockSize := fs.String("block-size", "", "block `size`, a power of two from 16KiB to 16MiB (default 64KiB)")
+	format := fs.Int("format", chain.FormatVersion, "repository format `version`: 1, or 2 (an index read a bucket at a time, for repositories of millions of chunks)")
 	encrypt := fs.Bool("encrypt", false, "encrypt the repository with the key DISKPOINT_KEY, DISKPOINT_KEY_FILE or DISKPOINT_KEY_COMMAND gives (diskpoint keygen makes one)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
+	}
+	if *format != chain.FormatVersion && *format != chain.FormatVersion2 {
+		return usageError{fmt.Sprintf("-format: %d is not a format version (1 or 2)", *format)}
 	}
 	var key []byte
 	if *encrypt {
@@ -43,7 +48,7 @@ func runInit(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 			return usageError{"-block-size: " + err.Error()}
 		}
 	}
-	repo, err := snapshot.Init(ctx, *repoDir, snapshot.InitOptions{BlockSize: bs, Key: key})
+	repo, err := snapshot.Init(ctx, *repoDir, snapshot.InitOptions{BlockSize: bs, Key: key, Format: *format})
 	if err != nil {
 		return err
 	}
@@ -51,7 +56,7 @@ func runInit(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	if key != nil {
 		what = "encrypted with AES-256-GCM: keep the key safe, nothing restores without it"
 	}
-	fmt.Fprintf(e.stdout, "initialized repository %s (block size %s, %s)\n", *repoDir, humanize.IBytes(uint64(repo.Config().BlockSize)), what)
+	fmt.Fprintf(e.stdout, "initialized repository %s (format %d, block size %s, %s)\n", *repoDir, repo.Config().Version, humanize.IBytes(uint64(repo.Config().BlockSize)), what)
 	return nil
 }
 

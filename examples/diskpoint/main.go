@@ -2,7 +2,7 @@
 // list, restore and delete restore points of VM disks, and keep the
 // repository healthy (verify, gc).
 //
-//	diskpoint init    -repo DIR [-block-size SIZE] [-encrypt]
+//	diskpoint init    -repo DIR [-block-size SIZE] [-format 1|2] [-encrypt]
 //	diskpoint keygen
 //	diskpoint version
 //	diskpoint collections -repo DIR [-json]
