@@ -112,6 +112,9 @@ func encodeIndexV2(entries []indexEntry, written time.Time) ([]byte, error) {
 	}
 	slices.SortFunc(entries, func(a, b indexEntry) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 	w := newIndexV2Writer(maxIndexEntries)
+	// Sized once: grown by appends, the buffers would hold up to twice the file.
+	w.entries = make([]byte, 0, len(entries)*indexV2EntrySize)
+	w.keys = make([]uint64, 0, len(entries))
 	w.noteWritten(written.Unix())
 	for _, e := range entries {
 		if err := w.add(e); err != nil {

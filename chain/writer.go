@@ -53,6 +53,13 @@ type Writer struct {
 	repacking bool
 }
 
+// maxPackEntries closes a pack of blobs that compress very well before its
+// size does: what a writer holds per pack until its index checkpoint, and
+// the header a reader of the pack loads, stay bounded (16,384 entries are a
+// 688 KiB header) however small the blobs. Packs of ordinary disk blocks
+// fill by size long before.
+var maxPackEntries = 1 << 14 // a variable so that tests can make small packs
+
 type openPack struct {
 	buf     *packBuffer
 	data    []byte // in buf's memory, unless a huge blob outgrew it
@@ -186,7 +193,7 @@ func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (i
 	})
 	p.data = append(p.data, stored...)
 	var full *openPack
-	if len(p.data) >= w.repo.config.PackSize {
+	if len(p.data) >= w.repo.config.PackSize || len(p.entries) >= maxPackEntries {
 		full, w.open[t] = p, nil
 		if w.storing == nil {
 			w.storing = map[*openPack]chan struct{}{}
@@ -309,7 +316,7 @@ func (w *Writer) writePack(ctx context.Context, p *openPack) error {
 		return err
 	}
 	w.written = append(w.written, indexedPack{ID: id, Entries: p.entries})
-	checkpoint := !w.repacking && len(w.written) >= indexCheckpointPacks // GC and repair write one index themselves
+	checkpoint := !w.repacking && w.checkpointDue() // GC and repair write one index themselves
 	w.mu.Unlock()
 	if !checkpoint {
 		return nil
@@ -336,14 +343,34 @@ func (w *Writer) indexWritten(ctx context.Context) error {
 	return w.writeIndex(ctx, batch)
 }
 
-// indexCheckpointPacks: every this many packs (1 GiB), a writer writes an
-// index file for them, so that what it must remember per blob does not
-// grow with the disk. GC cannot run while the writer holds its lock, and if
-// the create fails, these blobs are garbage like any other. A checkpoint
-// lists every pack stored so far, so a tree pack it lists comes with the
-// packs of the blobs under its nodes (see Writer's commit order). A
-// variable so that tests can checkpoint after every pack.
-var indexCheckpointPacks = 64
+// indexCheckpointPacks and indexCheckpointEntries: every this many packs
+// (1 GiB) or blobs, whichever comes first, a writer writes an index file
+// for the packs stored so far, so that what it must remember per blob does
+// not grow with the disk. The blob bound matters when blocks compress
+// well: 16 MiB packs of blocks that compress to a few hundred bytes hold
+// tens of thousands of blobs each, and 64 of them would be millions. GC
+// cannot run while the writer holds its lock, and if the create fails,
+// these blobs are garbage like any other. A checkpoint lists every pack
+// stored so far, so a tree pack it lists comes with the packs of the blobs
+// under its nodes (see Writer's commit order). Variables so that tests can
+// checkpoint after every pack.
+var (
+	indexCheckpointPacks   = 64
+	indexCheckpointEntries = maxIndexEntries
+)
+
+// checkpointDue reports whether the packs stored since the last index file
+// are enough for the next one. w.mu is held.
+func (w *Writer) checkpointDue() bool {
+	if len(w.written) >= indexCheckpointPacks {
+		return true
+	}
+	entries := 0
+	for _, p := range w.written {
+		entries += len(p.Entries)
+	}
+	return entries >= indexCheckpointEntries
+}
 
 // writeIndex writes an index file for packs already stored, adds them to
 // the repository's index, and forgets their blobs (the index has them).
