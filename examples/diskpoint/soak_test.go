@@ -181,8 +181,13 @@ func newSoak(t *testing.T) *soak {
 	// Commands that can wait for a lock are given -lock-wait; the others may
 	// refuse with ErrLocked, which the CLI documents, and are counted.
 	for _, command := range []string{"create", "restore", "diff", "copy", "verify", "delete", "prune", "gc", "serve-nbd", "list"} {
-		_, _, help := cli(t, command, "-h")
-		s.lockWait[command] = strings.Contains(help, "-lock-wait")
+		_, out, errOut := cli(t, command, "-h") // -h prints to stdout; usage errors go to stderr
+		s.lockWait[command] = strings.Contains(out+errOut, "-lock-wait")
+	}
+	if !s.lockWait["create"] || !s.lockWait["gc"] {
+		// Else no command gets -lock-wait, and every lock refusal counts as
+		// documented: the soak would prove less than it says.
+		t.Fatalf("the help of create and gc does not name -lock-wait: %v", s.lockWait)
 	}
 	if _, err := exec.LookPath("qemu-img"); err == nil {
 		s.qemu = true
