@@ -36,13 +36,20 @@ type seededPoint struct {
 // checks that it is what was asked for, and returns the restore points the
 // setup committed in it: the tests that keep an account of every point
 // must know them.
+//
+// A kind that converts a repository (init version 1, create points,
+// migrate) is a case here that returns the points it created.
 func initTestRepo(t *testing.T, dir, format string, initArgs ...string) []seededPoint {
 	t.Helper()
-	version, err := strconv.Atoi(format)
-	if err != nil || version < 1 || version > 2 {
+	var version int
+	var points []seededPoint
+	switch format {
+	case "1", "2":
+		version, _ = strconv.Atoi(format)
+		mustCLI(t, append([]string{"init", "-repo", dir, "-format", format}, initArgs...)...)
+	default:
 		t.Fatalf("DISKPOINT_TEST_FORMAT=%q: want 1 or 2", format)
 	}
-	mustCLI(t, append([]string{"init", "-repo", dir, "-format", format}, initArgs...)...)
 	repo, err := snapshot.Open(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
@@ -50,5 +57,5 @@ func initTestRepo(t *testing.T, dir, format string, initArgs ...string) []seeded
 	if got := repo.Config().Version; got != version {
 		t.Fatalf("%s: a repository of format %d, want %d", dir, got, version)
 	}
-	return nil
+	return points
 }
