@@ -252,12 +252,12 @@ func TestCorruptionIsFoundAndContained(t *testing.T) {
 			path, _ := f.blobFile(t, f.uniqueA)
 			os.Truncate(path, 100)
 			return filepath.Base(path)
-		}, []string{"A"}, chain.ErrCorrupt, 0, false},
+		}, []string{"A"}, chain.ErrCorrupt, 0, true},
 		{"a deleted pack", func(t *testing.T, f *corruptionFixture) string {
 			path, _ := f.blobFile(t, f.uniqueA)
 			os.Remove(path)
 			return filepath.Base(path)
-		}, []string{"A"}, chain.ErrNotFound, 0, false},
+		}, []string{"A"}, chain.ErrNotFound, 0, true},
 		{"a damaged manifest", func(t *testing.T, f *corruptionFixture) string {
 			path := filepath.Join(f.dir, "manifests", "vm", f.points["B"].ID)
 			flipAt(t, path, 10)
