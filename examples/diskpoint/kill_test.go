@@ -57,12 +57,13 @@ func (c *childRun) wait(t *testing.T) []byte {
 
 // A copy killed with SIGKILL right after its first checkpoint keeps what it
 // checkpointed; the rerun moves only the rest and the copy restores exactly.
+// DISKPOINT_TEST_FORMAT picks the kind of repositories (testRepoFormat).
 func TestCopyKilledHalfwayFinishesOnRerun(t *testing.T) {
 	dir := t.TempDir()
 	src, dst, img := filepath.Join(dir, "src"), filepath.Join(dir, "dst"), filepath.Join(dir, "d.img")
 	demodisk.Create(img, 48<<20, 9, demodisk.Mix{Random: 1}) // incompressible: the copy takes a while
-	mustCLI(t, "init", "-repo", src)
-	mustCLI(t, "init", "-repo", dst)
+	initTestRepo(t, src, testRepoFormat(t))                  // its points, if any, are not what this test copies
+	initTestRepo(t, dst, testRepoFormat(t))
 	var rp struct{ ID string }
 	json.Unmarshal([]byte(mustCLI(t, "create", "-repo", src, "-collection", "vm", "-json", "d="+img)), &rp)
 	args := []string{"copy", "-repo", src, "-collection", "vm", "-point", rp.ID, "-to-repo", dst, "-to-collection", "dr", "-checkpoint", "4MiB", "-json"}

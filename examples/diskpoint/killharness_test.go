@@ -33,6 +33,7 @@ var (
 type harness struct {
 	t        *testing.T
 	dir      string
+	format   string // the kind of repositories, as testRepoFormat says
 	repo     string // the repository under attack
 	dr       string // a second repository, the target of copies
 	disks    map[string]string
@@ -64,7 +65,8 @@ type harness struct {
 // restores bit-exact, and the next GC succeeds and leaves no temp files,
 // locks (a killed reader's lock is stale: its process is gone) or unindexed
 // packs behind. -kills sets how many kills (default 100); -kill-seed
-// reproduces a run.
+// reproduces a run. DISKPOINT_TEST_FORMAT picks the kind of repository
+// (testRepoFormat): DISKPOINT_TEST_FORMAT=2 runs it on version 2.
 func TestKillAtAnyInstant(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the kill harness takes a while; run without -short")
@@ -72,8 +74,12 @@ func TestKillAtAnyInstant(t *testing.T) {
 	h := &harness{t: t, dir: t.TempDir(), expected: map[string]map[string][]byte{},
 		rng: rand.New(rand.NewPCG(*killSeed, 7)), kills: map[string]int{}, finished: map[string]int{}, checked: map[string]bool{}, readers: map[string]int{}}
 	h.repo, h.dr = filepath.Join(h.dir, "repo"), filepath.Join(h.dir, "dr")
-	mustCLI(t, "init", "-repo", h.repo, "-block-size", "16KiB")
-	mustCLI(t, "init", "-repo", h.dr, "-block-size", "16KiB")
+	h.format = testRepoFormat(t)
+	for _, dir := range []string{h.repo, h.dr} {
+		for _, p := range initTestRepo(t, dir, h.format, "-block-size", "16KiB") {
+			h.expected[dir+"|"+p.collection+"/"+p.id] = p.images
+		}
+	}
 	h.disks = map[string]string{"a": filepath.Join(h.dir, "a.img"), "b": filepath.Join(h.dir, "b.img")}
 	for i, name := range []string{"a", "b"} {
 		if err := demodisk.Create(h.disks[name], 3<<20, uint64(i+1), demodisk.MixedImage); err != nil {
@@ -113,8 +119,8 @@ func TestKillAtAnyInstant(t *testing.T) {
 	}
 	h.checked = map[string]bool{}
 	h.check("at the end")
-	t.Logf("seed %d: %d kills survived (%v); %v finished before their kill; readers racing delete and GC, unkilled: %v",
-		*killSeed, total, h.kills, h.finished, h.readers)
+	t.Logf("format %s, seed %d: %d kills survived (%v); %v finished before their kill; readers racing delete and GC, unkilled: %v",
+		h.format, *killSeed, total, h.kills, h.finished, h.readers)
 }
 
 // run prepares op, runs it in a child process, and kills it after delay

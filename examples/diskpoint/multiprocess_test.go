@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/diskpoint/diskpoint/internal/demodisk"
@@ -14,16 +15,21 @@ import (
 // Processes share a repository: two create into different collections at
 // the same time while a third collects garbage; creates wait for the GC
 // (-lock-wait) and GC for the creates. Everything committed restores.
+// DISKPOINT_TEST_FORMAT picks the kind of repository (testRepoFormat).
 func TestProcessesShareARepository(t *testing.T) {
 	dir := t.TempDir()
 	repo := filepath.Join(dir, "repo")
-	mustCLI(t, "init", "-repo", repo, "-block-size", "16KiB")
+	expected := map[string][]byte{}
+	for _, p := range initTestRepo(t, repo, testRepoFormat(t), "-block-size", "16KiB") {
+		for disk, image := range p.images {
+			expected[p.collection+"/"+p.id+"/"+disk] = image
+		}
+	}
 	disks := map[string]string{}
 	for i, name := range []string{"vm1", "vm2"} {
 		disks[name] = filepath.Join(dir, name+".img")
 		demodisk.Create(disks[name], 4<<20, uint64(10+i), demodisk.MixedImage)
 	}
-	expected := map[string][]byte{}
 	for round := range 6 {
 		images := map[string][]byte{}
 		creates := map[string]*childRun{}
@@ -40,7 +46,7 @@ func TestProcessesShareARepository(t *testing.T) {
 			if out := c.wait(t); json.Unmarshal(out, &rp) != nil || rp.ID == "" {
 				t.Fatalf("create %s printed %q", name, out)
 			}
-			expected[name+"/"+rp.ID] = images[name]
+			expected[name+"/"+rp.ID+"/d"] = images[name]
 		}
 		gc.wait(t)
 	}
@@ -53,10 +59,11 @@ func TestProcessesShareARepository(t *testing.T) {
 		t.Fatalf("verify: %+v %v", report, err)
 	}
 	for key, image := range expected {
-		name, id := filepath.Dir(key), filepath.Base(key)
+		parts := strings.Split(key, "/") // collection/id/disk
+		name, id, disk := parts[0], parts[1], parts[2]
 		c, _ := r.Collection(name)
 		out := filepath.Join(t.TempDir(), "out.img")
-		if _, err := c.RestoreDisk(ctx, snapshot.RestoreOptions{Point: id, Disk: "d", Path: out}); err != nil {
+		if _, err := c.RestoreDisk(ctx, snapshot.RestoreOptions{Point: id, Disk: disk, Path: out}); err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(readAll(t, out), image) {

@@ -79,6 +79,7 @@ func (p *soakPoint) String() string { return p.collection + "/" + p.id }
 type soak struct {
 	t                        *testing.T
 	dir, repo, dr, imagesDir string
+	format                   string                       // the kind of repositories, as testRepoFormat says
 	disks                    map[string]map[string]string // source collection -> disk -> image path
 	// collectionMu serialises the soak's own changes to a collection (mutate
 	// its disks and create, delete, prune), so that it always knows which
@@ -103,7 +104,8 @@ type soak struct {
 // a second repository, verify, delete, prune and GC, each as a child process
 // of the CLI. Every failure is kept and listed. It ends with every committed
 // restore point restoring bit-exact, both repositories verifying clean, a GC
-// that succeeds, and no locks or temp files left behind.
+// that succeeds, and no locks or temp files left behind. DISKPOINT_TEST_FORMAT
+// picks the kind of repositories (testRepoFormat).
 func TestSoak(t *testing.T) {
 	duration := *soakFor
 	if testing.Short() && !flagGiven("soak") {
@@ -118,8 +120,8 @@ func TestSoak(t *testing.T) {
 	}
 	wg.Wait()
 	s.mu.Lock()
-	t.Logf("seed %d, %s: done %v; refused by a lock (documented, counted) %v; read a point deleted meanwhile %v",
-		*soakSeed, duration, s.done, s.refused, s.vanished)
+	t.Logf("format %s, seed %d, %s: done %v; refused by a lock (documented, counted) %v; read a point deleted meanwhile %v",
+		s.format, *soakSeed, duration, s.done, s.refused, s.vanished)
 	s.mu.Unlock()
 
 	s.finalChecks()
@@ -143,10 +145,25 @@ func newSoak(t *testing.T) *soak {
 	if err := os.Mkdir(s.imagesDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	mustCLI(t, "init", "-repo", s.repo, "-block-size", "16KiB")
-	mustCLI(t, "init", "-repo", s.dr, "-block-size", "16KiB")
 	for _, collection := range []string{"dr0", "dr1"} {
 		s.collectionMu[collection] = &sync.Mutex{}
+	}
+	s.format = testRepoFormat(t)
+	for _, repo := range []string{s.repo, s.dr} {
+		for _, p := range initTestRepo(t, repo, s.format, "-block-size", "16KiB") {
+			images := map[string]string{}
+			for disk, data := range p.images {
+				image, err := s.keepImage(data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				images[disk] = image
+			}
+			if s.collectionMu[p.collection] == nil {
+				s.collectionMu[p.collection] = &sync.Mutex{}
+			}
+			s.addPoint(repo, p.collection, p.id, images)
+		}
 	}
 	for c, collection := range []string{"vm0", "vm1"} {
 		s.collectionMu[collection] = &sync.Mutex{}
@@ -164,8 +181,13 @@ func newSoak(t *testing.T) *soak {
 	// Commands that can wait for a lock are given -lock-wait; the others may
 	// refuse with ErrLocked, which the CLI documents, and are counted.
 	for _, command := range []string{"create", "restore", "diff", "copy", "verify", "delete", "prune", "gc", "serve-nbd", "list"} {
-		_, _, help := cli(t, command, "-h")
-		s.lockWait[command] = strings.Contains(help, "-lock-wait")
+		_, out, errOut := cli(t, command, "-h") // -h prints to stdout; usage errors go to stderr
+		s.lockWait[command] = strings.Contains(out+errOut, "-lock-wait")
+	}
+	if !s.lockWait["create"] || !s.lockWait["gc"] {
+		// Else no command gets -lock-wait, and every lock refusal counts as
+		// documented: the soak would prove less than it says.
+		t.Fatalf("the help of create and gc does not name -lock-wait: %v", s.lockWait)
 	}
 	if _, err := exec.LookPath("qemu-img"); err == nil {
 		s.qemu = true
@@ -343,6 +365,11 @@ func (s *soak) saveImage(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return s.keepImage(data)
+}
+
+// keepImage keeps data, the bytes of a disk, named by their hash.
+func (s *soak) keepImage(data []byte) (string, error) {
 	sum := sha256.Sum256(data)
 	name := filepath.Join(s.imagesDir, hex.EncodeToString(sum[:16]))
 	if _, err := os.Stat(name); err == nil {
