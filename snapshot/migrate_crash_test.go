@@ -1,0 +1,143 @@
+package snapshot_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/diskpoint/diskpoint/chain"
+	"github.com/diskpoint/diskpoint/snapshot"
+)
+
+// errCrashed is what a crashStore answers once it has "crashed".
+var errCrashed = errors.New("the process crashed here")
+
+// crashStore stops writing, as a process that crashed would, at its at-th
+// mutating call (Put, PutIfAbsent, Delete): that call and every later one
+// fail and change nothing. Lock objects are spared, so that the crashed
+// run's lock is released as `diskpoint unlock` would release it.
+type crashStore struct {
+	chain.Store
+	at int
+
+	mu    sync.Mutex
+	calls int // mutating calls of objects that are not locks
+}
+
+func (s *crashStore) mutate(name string, call func() error) error {
+	if strings.HasPrefix(name, "locks/") {
+		return call()
+	}
+	s.mu.Lock()
+	s.calls++
+	crashed := s.calls >= s.at
+	s.mu.Unlock()
+	if crashed {
+		return fmt.Errorf("%s: %w", name, errCrashed)
+	}
+	return call()
+}
+
+func (s *crashStore) Put(ctx context.Context, name string, data []byte) error {
+	return s.mutate(name, func() error { return s.Store.Put(ctx, name, data) })
+}
+
+func (s *crashStore) PutIfAbsent(ctx context.Context, name string, data []byte) error {
+	return s.mutate(name, func() error { return s.Store.PutIfAbsent(ctx, name, data) })
+}
+
+func (s *crashStore) Delete(ctx context.Context, name string) error {
+	return s.mutate(name, func() error { return s.Store.Delete(ctx, name) })
+}
+
+// migrateCrashingAt runs Migrate over store, crashing at mutating call
+// at; it reports whether the run got that far.
+func migrateCrashingAt(t *testing.T, store chain.Store, at int) (crashed bool) {
+	t.Helper()
+	cs := &crashStore{Store: store, at: at}
+	repo, err := snapshot.OpenStore(context.Background(), cs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = repo.Migrate(context.Background(), snapshot.MigrateOptions{})
+	if err != nil && !errors.Is(err, errCrashed) {
+		t.Fatalf("migrate crashing at call %d failed otherwise: %v", at, err)
+	}
+	return err != nil
+}
+
+// checkWhole opens store afresh and checks that it is the version its
+// config says, with that version's index files, and restores every point
+// of the fixture bit-exact.
+func checkWhole(t *testing.T, store chain.Store, when string) int {
+	t.Helper()
+	repo, err := snapshot.OpenStore(context.Background(), store, nil)
+	if err != nil {
+		t.Fatalf("%s: open: %v", when, err)
+	}
+	version := repo.Config().Version
+	counts := indexFileVersions(t, store)
+	switch {
+	case version != storedVersion(t, store):
+		t.Fatalf("%s: opened as version %d, the config says %d", when, version, storedVersion(t, store))
+	case version == chain.FormatVersion && counts["dpi1"] != len(fixtureIndexFiles(t, v1FixtureDir)):
+		t.Fatalf("%s: version 1 with index files %v: a version 1 file is gone before the switch", when, counts)
+	case version == chain.FormatVersion2 && counts["dpi2"] == 0:
+		t.Fatalf("%s: version 2 with no version 2 index file: %v", when, counts)
+	}
+	checkListsFixture(t, repo)
+	checkRestoresFixture(t, repo, when)
+	return version
+}
+
+// Migrate interrupted at every one of its writes and deletes, and its
+// rerun interrupted at the same step again, leaves a repository that is
+// whole as the version its config says; the final rerun finishes it: the
+// repository is version 2, with no version 1 index file, and verifies
+// clean.
+func TestMigrateCrashAtEveryStepThenRerun(t *testing.T) {
+	ctx := context.Background()
+	versions := map[int]int{} // what the interrupted runs left
+	steps := 0
+	for at := 1; ; at++ {
+		store := chain.NewMemStore()
+		loadV1FixtureInto(t, store)
+		if !migrateCrashingAt(t, store, at) {
+			steps = at - 1
+			break
+		}
+		when := fmt.Sprintf("crashed at step %d", at)
+		leftV2 := indexFileVersions(t, store)["dpi2"]
+		versions[checkWhole(t, store, when)]++
+		migrateCrashingAt(t, store, at)
+		checkWhole(t, store, when+", and its rerun too")
+
+		repo, err := snapshot.OpenStore(ctx, store, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		report, err := repo.Migrate(ctx, snapshot.MigrateOptions{})
+		if err != nil {
+			t.Fatalf("%s: the final rerun: %v", when, err)
+		}
+		if storedVersion(t, store) != chain.FormatVersion2 || repo.Config().Version != chain.FormatVersion2 {
+			t.Fatalf("%s: the final rerun left version %d", when, storedVersion(t, store))
+		}
+		if counts := indexFileVersions(t, store); counts["dpi1"] != 0 {
+			t.Fatalf("%s: the final rerun left index files %v", when, counts)
+		}
+		if report.FromVersion == chain.FormatVersion && leftV2 > 0 && report.V2IndexFilesReused == 0 {
+			t.Errorf("%s: the rerun wrote again the version 2 files the crashed run had written: %+v", when, report)
+		}
+		checkWhole(t, store, when+", then finished")
+		checkVerifiesClean(t, repo, when+", then finished")
+	}
+	// The fixture's migration: a version 2 file, the config, three deletes.
+	if steps < 5 || versions[chain.FormatVersion] == 0 || versions[chain.FormatVersion2] == 0 {
+		t.Fatalf("migrate took %d steps; crashes left versions %v: the crash points missed a side of the switch", steps, versions)
+	}
+	t.Logf("migrate takes %d steps; crashes left versions %v", steps, versions)
+}
