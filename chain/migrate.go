@@ -137,7 +137,7 @@ func (r *Repository) Migrate(ctx context.Context, opts MigrateOptions) (report M
 	if err := m.finish(ctx); err != nil {
 		return report, fmt.Errorf("migrate: %w", err)
 	}
-	report.NothingToDo = !report.Converted && report.V1IndexFiles == 0
+	report.NothingToDo = !report.Converted && report.V1IndexFilesDeleted == 0 && report.V2IndexFilesWritten == 0
 	return report, nil
 }
 
@@ -314,6 +314,9 @@ func (m *migration) finish(ctx context.Context) error {
 	if len(v1) == 0 {
 		return nil
 	}
+	if m.report.FromVersion == FormatVersion2 {
+		m.report.V1IndexFiles = len(v1) // this run read them here, not before a switch
+	}
 	if err := m.keepUnlisted(ctx, v1, v2); err != nil {
 		return err
 	}
@@ -336,9 +339,6 @@ func (m *migration) keepUnlisted(ctx context.Context, v1 []indexObject, v2 []*in
 	var missing []indexEntry
 	var newest time.Time
 	for _, f := range v1 {
-		if m.report.FromVersion == FormatVersion2 {
-			m.report.V1IndexFiles++
-		}
 		packs, err := readIndexFile(ctx, m.store, f.Name)
 		if errors.As(err, new(*CorruptError)) {
 			continue // a damaged file vouches for nothing: its packs are recovered from their headers

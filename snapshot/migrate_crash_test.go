@@ -97,7 +97,8 @@ func checkWhole(t *testing.T, store chain.Store, when string) int {
 // rerun interrupted at the same step again, leaves a repository that is
 // whole as the version its config says; the final rerun finishes it: the
 // repository is version 2, with no version 1 index file, and verifies
-// clean.
+// clean. A GC run over what the interruption left, instead of the rerun,
+// removes the other version's index files and loses nothing.
 func TestMigrateCrashAtEveryStepThenRerun(t *testing.T) {
 	ctx := context.Background()
 	versions := map[int]int{} // what the interrupted runs left
@@ -112,6 +113,7 @@ func TestMigrateCrashAtEveryStepThenRerun(t *testing.T) {
 		when := fmt.Sprintf("crashed at step %d", at)
 		leftV2 := indexFileVersions(t, store)["dpi2"]
 		versions[checkWhole(t, store, when)]++
+		checkGCAfterCrash(t, cloneStore(t, store), when)
 		migrateCrashingAt(t, store, at)
 		checkWhole(t, store, when+", and its rerun too")
 
@@ -140,4 +142,49 @@ func TestMigrateCrashAtEveryStepThenRerun(t *testing.T) {
 		t.Fatalf("migrate took %d steps; crashes left versions %v: the crash points missed a side of the switch", steps, versions)
 	}
 	t.Logf("migrate takes %d steps; crashes left versions %v", steps, versions)
+}
+
+// cloneStore copies every object of store into a new MemStore.
+func cloneStore(t *testing.T, store chain.Store) chain.Store {
+	t.Helper()
+	ctx := context.Background()
+	clone := chain.NewMemStore()
+	err := store.List(ctx, "", func(info chain.ObjectInfo) error {
+		data, err := store.Get(ctx, info.Name)
+		if err != nil {
+			return err
+		}
+		return clone.Put(ctx, info.Name, data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return clone
+}
+
+// checkGCAfterCrash runs a GC, instead of a rerun, over what an
+// interrupted migration left: the index files of the other version (which
+// the GC takes for damaged) are gone after it, every point still restores,
+// and a migrate then finishes and verifies clean.
+func checkGCAfterCrash(t *testing.T, store chain.Store, when string) {
+	t.Helper()
+	ctx := context.Background()
+	repo, err := snapshot.OpenStore(ctx, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.GC(ctx, snapshot.GCOptions{}); err != nil {
+		t.Fatalf("%s: GC: %v", when, err)
+	}
+	foreign := map[int]string{chain.FormatVersion: "dpi2", chain.FormatVersion2: "dpi1"}[repo.Config().Version]
+	if n := indexFileVersions(t, store)[foreign]; n != 0 {
+		t.Fatalf("%s: a version %d GC left %d %s index files", when, repo.Config().Version, n, foreign)
+	}
+	when += ", then a GC"
+	checkRestoresFixture(t, repo, when)
+	if _, err := repo.Migrate(ctx, snapshot.MigrateOptions{}); err != nil {
+		t.Fatalf("%s: migrate: %v", when, err)
+	}
+	checkWhole(t, store, when+", then migrate")
+	checkVerifiesClean(t, repo, when+", then migrate")
 }

@@ -2,6 +2,8 @@ package snapshot_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -276,4 +278,69 @@ func TestMigrateStopsAtADamagedV1IndexFile(t *testing.T) {
 	if after := objectNames(t, store, ""); after != objects || storedVersion(t, store) != 1 {
 		t.Fatalf("the stopped migrate changed the repository:\nbefore %s\nafter  %s", objects, after)
 	}
+}
+
+// A process that opened the repository as version 1 before the switch
+// and creates a point after it writes a version 1 index file into the
+// version 2 repository. Its point is readable at once (its packs are
+// recovered from their headers), and a rerun of Migrate converts that
+// file's blobs into a version 2 file before deleting it, after which the
+// repository verifies clean.
+func TestMigrateRerunKeepsWhatALateV1WriterIndexed(t *testing.T) {
+	ctx := context.Background()
+	dir := copyV1Fixture(t)
+	late, err := snapshot.Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	if err := late.Chain().LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	repo, err := snapshot.Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer repo.Close()
+	if _, err := repo.Migrate(ctx, snapshot.MigrateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "late.img")
+	if err := demodisk.Create(img, 16*testBlockSize, 77, demodisk.Mix{Text: 1}); err != nil {
+		t.Fatal(err)
+	}
+	vm, _ := late.Collection("late")
+	rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "d", Path: img}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, _ := chain.NewLocalStore(dir)
+	if counts := indexFileVersions(t, store); counts["dpi1"] != 1 {
+		t.Fatalf("the late version 1 writer left index files %v, want one version 1 file", counts)
+	}
+	data, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	lateDisk := fixtureDisk{Collection: "late", Point: rp.ID, Disk: "d", Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}
+
+	fresh, err := snapshot.Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	checkRestoresDisks(t, fresh, []fixtureDisk{lateDisk}, "before the rerun")
+	report, err := fresh.Migrate(ctx, snapshot.MigrateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if report.NothingToDo || report.FromVersion != 2 || report.V1IndexFilesDeleted != 1 || report.V2IndexFilesWritten != 1 {
+		t.Fatalf("the rerun: %+v, want the late file's blobs written to a version 2 file and the file deleted", report)
+	}
+	if counts := indexFileVersions(t, store); counts["dpi1"] != 0 {
+		t.Fatalf("after the rerun: index files %v", counts)
+	}
+	checkRestoresDisks(t, fresh, append(v1FixtureDisks(t), lateDisk), "after the rerun")
+	checkVerifiesClean(t, fresh, "after the rerun")
 }
