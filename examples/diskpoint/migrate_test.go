@@ -146,3 +146,19 @@ func TestCLIMigrateRefusesEncrypted(t *testing.T) {
 		t.Fatalf("the refused migrate left version %d", v)
 	}
 }
+
+// migrate draws its progress on stderr when it is a terminal, as gc does,
+// and not with -q.
+func TestCLIMigrateProgress(t *testing.T) {
+	repo, _ := copyFixture(t)
+	if drawn := mustOnTerminal(t, "migrate", "-repo", repo, "-q"); strings.Contains(drawn, "migrate: ") {
+		t.Errorf("migrate -q drew %q", drawn)
+	}
+	if v := configVersion(t, repo); v != 2 {
+		t.Fatalf("migrate -q left version %d", v)
+	}
+	repo, _ = copyFixture(t)
+	if drawn := mustOnTerminal(t, "migrate", "-repo", repo); !strings.Contains(drawn, "migrate: read") {
+		t.Errorf("migrate with stderr a terminal drew %q; want its progress", drawn)
+	}
+}
