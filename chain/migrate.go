@@ -127,6 +127,11 @@ func (r *Repository) Migrate(ctx context.Context, opts MigrateOptions) (report M
 		if err := m.writeV2Files(ctx); err != nil {
 			return report, fmt.Errorf("migrate: %w", err)
 		}
+		// Not without the lock: a GC that took it for stale may be
+		// changing the index (the lock's context ends too, but say why).
+		if lost := lock.lost(); lost != nil {
+			return report, fmt.Errorf("migrate: the config was not switched: %w", lost)
+		}
 		if err := r.switchConfig(ctx, cfg); err != nil {
 			return report, fmt.Errorf("migrate: %w", err)
 		}
