@@ -1,6 +1,7 @@
 // Command diskpoint is the operator's CLI for diskpoint repositories: take,
-// list, restore and delete restore points of VM disks, and keep the
-// repository healthy (verify, gc).
+// list, restore and delete restore points of VM disks, keep the
+// repository healthy (verify, gc), and convert a format version 1
+// repository to version 2 in place (migrate).
 //
 //	diskpoint init    -repo DIR [-block-size SIZE] [-format 1|2] [-encrypt]
 //	diskpoint keygen
