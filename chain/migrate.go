@@ -153,11 +153,17 @@ type migration struct {
 	report *MigrateReport
 }
 
-// indexObject is an index file as the store lists it, with its bytes once
-// read.
-type indexObject struct {
-	ObjectInfo
-	data []byte
+// indexFileMagic returns the first four bytes of the index file info
+// names ("dpi1" or "dpi2" when it is one), or "" when it is shorter.
+func (m *migration) indexFileMagic(ctx context.Context, info ObjectInfo) (string, error) {
+	var magic [len(indexMagic)]byte
+	if info.Size < int64(len(magic)) {
+		return "", nil
+	}
+	if err := m.store.ReadAt(ctx, info.Name, magic[:], 0); err != nil {
+		return "", fmt.Errorf("read index: %s: %w", info.Name, err)
+	}
+	return string(magic[:]), nil
 }
 
 // writeV2Files reads every index file of a version 1 repository and makes
@@ -185,15 +191,19 @@ func (m *migration) writeV2Files(ctx context.Context) error {
 	v2 := map[string]bool{} // version 2 files already here: an interrupted run's
 	for i, info := range infos {
 		m.opts.report("read", i, len(infos))
-		data, err := m.store.Get(ctx, info.Name)
+		magic, err := m.indexFileMagic(ctx, info)
 		if err != nil {
-			return fmt.Errorf("read index: %w", err)
+			return err
 		}
-		if bytes.HasPrefix(data, []byte(indexV2Magic)) {
+		if magic == indexV2Magic {
 			// Only a migration writes version 2 files into a version 1
 			// repository; sound or not, this run decides whether it stays.
 			v2[info.Name] = true
 			continue
+		}
+		data, err := m.store.Get(ctx, info.Name)
+		if err != nil {
+			return fmt.Errorf("read index: %w", err)
 		}
 		if Hash(data).String() != strings.TrimPrefix(info.Name, indexPrefix) {
 			return fmt.Errorf("%w (nothing was changed; run gc, which rewrites the index, then migrate again)", corrupt(info.Name, "content does not match its name"))
@@ -300,18 +310,15 @@ func (m *migration) finish(ctx context.Context) error {
 		return fmt.Errorf("list index: %w", err)
 	}
 	slices.SortFunc(infos, func(a, b ObjectInfo) int { return strings.Compare(a.Name, b.Name) })
-	var v1 []indexObject
+	var v1 []ObjectInfo
 	var v2 []*indexV2Reader
 	for _, info := range infos {
-		var magic [len(indexMagic)]byte
-		if info.Size < int64(len(magic)) {
-			continue // damage, which verify reports; not a version 1 file
+		magic, err := m.indexFileMagic(ctx, info)
+		if err != nil {
+			return err
 		}
-		if err := m.store.ReadAt(ctx, info.Name, magic[:], 0); err != nil {
-			return fmt.Errorf("read index: %s: %w", info.Name, err)
-		}
-		if string(magic[:]) == indexMagic {
-			v1 = append(v1, indexObject{ObjectInfo: info})
+		if magic == indexMagic {
+			v1 = append(v1, info)
 			continue
 		}
 		f, err := openIndexV2(ctx, info.Name, storeObjectRange{m.store, info.Name}, info.Size)
@@ -350,7 +357,7 @@ func (m *migration) finish(ctx context.Context) error {
 // files list and no version 2 file does. After an ordinary interrupted
 // run there are none: the version 2 files were written from these very
 // version 1 files before the switch.
-func (m *migration) keepUnlisted(ctx context.Context, v1 []indexObject, v2 []*indexV2Reader) error {
+func (m *migration) keepUnlisted(ctx context.Context, v1 []ObjectInfo, v2 []*indexV2Reader) error {
 	var missing []indexEntry
 	var newest time.Time
 	for _, f := range v1 {
