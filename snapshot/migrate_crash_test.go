@@ -2,13 +2,18 @@ package snapshot_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/diskpoint/diskpoint/chain"
+	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
 
@@ -204,4 +209,52 @@ func checkGCAfterCrash(t *testing.T, store chain.Store, when string) {
 	}
 	checkWhole(t, store, when+", then migrate")
 	checkVerifiesClean(t, repo, when+", then migrate")
+}
+
+// A migration stopped before its switch, then a create (the repository is
+// still version 1), then a rerun: the version 2 file the stopped run wrote
+// no longer covers the version 1 files, so the rerun deletes it and writes
+// one that does; the new point restores after the migration too.
+func TestMigrateRerunReplacesStaleV2Files(t *testing.T) {
+	ctx := context.Background()
+	store := chain.NewMemStore()
+	loadV1FixtureInto(t, store)
+	if !migrateCrashingAt(t, store, 2) { // the version 2 file written, the config not switched
+		t.Fatal("migrate did not get to its second step")
+	}
+	if counts := indexFileVersions(t, store); storedVersion(t, store) != 1 || counts["dpi2"] != 1 {
+		t.Fatalf("the stopped run left version %d, index files %v", storedVersion(t, store), counts)
+	}
+	repo, err := snapshot.OpenStore(ctx, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "new.img")
+	if err := demodisk.Create(img, 16*testBlockSize, 99, demodisk.Mix{Text: 1}); err != nil {
+		t.Fatal(err)
+	}
+	vm, _ := repo.Collection("vm1")
+	rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "a", Path: img}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	added := fixtureDisk{Collection: "vm1", Point: rp.ID, Disk: "a", Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}
+
+	report, err := repo.Migrate(ctx, snapshot.MigrateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if report.StaleV2IndexFiles != 1 || report.V2IndexFilesReused != 0 || report.V2IndexFilesWritten == 0 || !report.Converted {
+		t.Fatalf("the rerun: %+v, want the stale version 2 file replaced", report)
+	}
+	if counts := indexFileVersions(t, store); counts["dpi1"] != 0 || counts["dpi2"] != report.V2IndexFilesWritten {
+		t.Fatalf("after the rerun: index files %v", counts)
+	}
+	checkRestoresDisks(t, repo, append(v1FixtureDisks(t), added), "after the rerun")
+	checkVerifiesClean(t, repo, "after the rerun")
 }
