@@ -25,6 +25,7 @@ var synopses = map[string]string{
 	"delete":      "-repo DIR -collection NAME -point ID|PREFIX",
 	"gc":          "-repo DIR [-dry-run] [-ignore-damaged] [-lock-wait DURATION] [-json]",
 	"unlock":      "-repo DIR [-all]",
+	"migrate":     "-repo DIR [-lock-wait DURATION] [-json]",
 	"hooks-log":   "-repo DIR -collection NAME [-json]",
 	"diff":        "-repo DIR -collection NAME -from ID|PREFIX|latest -to ID|PREFIX|latest -disk DISK [-json]",
 	"copy":        "-repo DIR -collection NAME (-point ID|PREFIX|latest | -all) -to-repo DIR -to-collection NAME [-from-key-file FILE | -from-key-command CMD | -from-no-key] [-rate-limit azure|N/DURATION] [-checkpoint SIZE] [-json]",

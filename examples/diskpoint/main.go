@@ -1,6 +1,7 @@
 // Command diskpoint is the operator's CLI for diskpoint repositories: take,
-// list, restore and delete restore points of VM disks, and keep the
-// repository healthy (verify, gc).
+// list, restore and delete restore points of VM disks, keep the
+// repository healthy (verify, gc), and convert a format version 1
+// repository to version 2 in place (migrate).
 //
 //	diskpoint init    -repo DIR [-block-size SIZE] [-format 1|2] [-encrypt]
 //	diskpoint keygen
@@ -15,6 +16,7 @@
 //	diskpoint verify  -repo DIR [-structure-only | -read-data-subset N/M|P%] [-repair-from DISK=PATH]... [-json]
 //	diskpoint delete  -repo DIR -collection NAME -point ID|PREFIX
 //	diskpoint gc      -repo DIR [-dry-run] [-ignore-damaged] [-lock-wait DURATION] [-json]
+//	diskpoint migrate -repo DIR [-lock-wait DURATION] [-json]
 //	diskpoint stats   -repo DIR [-collection NAME] [-json]
 //	diskpoint unlock  -repo DIR [-all]
 //	diskpoint hooks-log -repo DIR -collection NAME [-json]
@@ -78,6 +80,7 @@ var commands = map[string]command{
 	"verify":    {"check every byte of the repository", runVerify},
 	"delete":    {"delete a restore point", runDelete},
 	"gc":        {"reclaim space no restore point needs", runGC},
+	"migrate":   {"convert a version 1 repository to format version 2 in place", runMigrate},
 	"unlock":    {"remove stale locks (-all: every lock)", runUnlock},
 	"hooks-log": {"show a collection's hook runs", runHooksLog},
 	"diff":      {"list the byte ranges that differ between two restore points", runDiff},

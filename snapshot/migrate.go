@@ -1,0 +1,48 @@
+package snapshot
+
+import (
+	"context"
+	"time"
+
+	"github.com/diskpoint/diskpoint/chain"
+)
+
+// ErrMigrateEncrypted: Migrate refuses an encrypted version 1 repository
+// until version 2's encryption is wired in (see chain.ErrMigrateEncrypted).
+var ErrMigrateEncrypted = chain.ErrMigrateEncrypted
+
+// MigrateOptions configure Migrate. The zero value fails at once with
+// ErrLocked if another operation holds the repository.
+type MigrateOptions struct {
+	// LockWait: while a create, GC or verify runs, in this process or
+	// another, wait up to this long for it to finish.
+	LockWait time.Duration
+	// Progress, if set, is called as the migration goes.
+	Progress func(MigrateProgress)
+}
+
+// MigrateProgress reports a migration's advance: Done of Total in Phase,
+// which is "read" (version 1 index files), "write" (version 2 index files)
+// or "delete" (version 1 index files).
+type MigrateProgress struct {
+	Phase       string
+	Done, Total int64
+}
+
+// Migrate converts a version 1 repository to format version 2 in place:
+// its index is rewritten as version 2 index files, then its config says
+// version 2; packs, restore points and everything else stay as they are.
+// It is crash-safe and resumable: stopped at any moment, the repository
+// is version 1 or version 2, whole, and running Migrate again finishes
+// the job. On a version 2 repository it does nothing, and its report says
+// so (NothingToDo). Encrypted repositories are refused
+// (ErrMigrateEncrypted). See chain.Repository.Migrate.
+func (r *Repository) Migrate(ctx context.Context, opts MigrateOptions) (chain.MigrateReport, error) {
+	c := chain.MigrateOptions{LockWait: opts.LockWait}
+	if progress := opts.Progress; progress != nil {
+		c.Progress = func(p chain.MigrateProgress) {
+			progress(MigrateProgress{Phase: p.Phase, Done: p.Done, Total: p.Total})
+		}
+	}
+	return r.chain.Migrate(ctx, c)
+}
