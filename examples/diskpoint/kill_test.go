@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -68,6 +69,13 @@ func TestCopyKilledHalfwayFinishesOnRerun(t *testing.T) {
 	json.Unmarshal([]byte(mustCLI(t, "create", "-repo", src, "-collection", "vm", "-json", "d="+img)), &rp)
 	args := []string{"copy", "-repo", src, "-collection", "vm", "-point", rp.ID, "-to-repo", dst, "-to-collection", "dr", "-checkpoint", "4MiB", "-json"}
 
+	// The target may hold index files already (a converted repository
+	// does): only a file the copy writes is its checkpoint.
+	before := map[string]bool{}
+	existing, _ := filepath.Glob(filepath.Join(dst, "index", "[0-9a-f]*"))
+	for _, name := range existing {
+		before[name] = true
+	}
 	child := startChild(t, args...).cmd
 	exited := make(chan error, 1)
 	go func() { exited <- child.Wait() }()
@@ -75,7 +83,8 @@ func TestCopyKilledHalfwayFinishesOnRerun(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		// An index file (not a .tmp- file still being written) is a checkpoint.
-		if names, _ := filepath.Glob(filepath.Join(dst, "index", "[0-9a-f]*")); len(names) > 0 {
+		names, _ := filepath.Glob(filepath.Join(dst, "index", "[0-9a-f]*"))
+		if slices.ContainsFunc(names, func(name string) bool { return !before[name] }) {
 			child.Process.Signal(syscall.SIGKILL)
 			break
 		}
