@@ -30,6 +30,9 @@ var (
 	ErrTransient = errors.New("transient failure")
 	// ErrUnsupportedVersion: the repository was written by an unknown format version.
 	ErrUnsupportedVersion = errors.New("unsupported repository format version")
+	// ErrFormatChanged: the repository was converted to another format
+	// version (diskpoint migrate) since it was opened; open it again.
+	ErrFormatChanged = errors.New("repository format changed since it was opened; open it again")
 )
 
 // CorruptError says which object is damaged and how. It wraps ErrCorrupt.

@@ -134,6 +134,42 @@ func (r *Repository) lock(ctx context.Context, exclusive bool, operation string)
 // process and others, to finish. The operation must run under the returned
 // lock's context (l.ctx), which ends if the lock is lost.
 func (r *Repository) lockWait(ctx context.Context, exclusive bool, operation string, wait time.Duration) (*repoLock, error) {
+	l, err := r.lockWaitAnyFormat(ctx, exclusive, operation, wait)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.checkFormatUnchanged(ctx, operation); err != nil {
+		l.unlock()
+		return nil, err
+	}
+	return l, nil
+}
+
+// checkFormatUnchanged reads the config again, under a lock just taken, and
+// fails with ErrFormatChanged if its version is no longer the one r was
+// opened with: diskpoint migrate converted the repository meanwhile, and a
+// writer or GC that went on with the old format's index would write index
+// files the repository no longer reads, or delete the ones it does.
+func (r *Repository) checkFormatUnchanged(ctx context.Context, operation string) error {
+	data, err := r.store.Get(ctx, configName)
+	if err != nil {
+		return fmt.Errorf("%s: read config: %w", operation, err)
+	}
+	var stored struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(data, &stored); err != nil {
+		return corrupt(configName, "%v", err)
+	}
+	if stored.Version != r.config.Version {
+		return fmt.Errorf("%s: the repository is format version %d, it was version %d when opened: %w", operation, stored.Version, r.config.Version, ErrFormatChanged)
+	}
+	return nil
+}
+
+// lockWaitAnyFormat is lockWait without the format check, for migrate,
+// which reads the config itself under its lock.
+func (r *Repository) lockWaitAnyFormat(ctx context.Context, exclusive bool, operation string, wait time.Duration) (*repoLock, error) {
 	deadline := time.Now().Add(wait)
 	unlockLocal, err := r.lockLocal(ctx, exclusive, operation, wait)
 	if err != nil {

@@ -97,7 +97,7 @@ func (r *Repository) Migrate(ctx context.Context, opts MigrateOptions) (report M
 	if r.config.Encryption != "" {
 		return report, fmt.Errorf("migrate: %w", ErrMigrateEncrypted)
 	}
-	lock, err := r.lockWait(ctx, true, "migrate", opts.LockWait)
+	lock, err := r.lockWaitAnyFormat(ctx, true, "migrate", opts.LockWait)
 	if err != nil {
 		return report, fmt.Errorf("migrate: %w", err)
 	}
