@@ -281,7 +281,8 @@ func TestMigrateStopsAtADamagedV1IndexFile(t *testing.T) {
 }
 
 // A process that opened the repository as version 1 before the switch
-// and creates a point after it writes a version 1 index file into the
+// and creates a point after it is refused (chain.ErrFormatChanged). An
+// older binary does not check: it writes a version 1 index file into the
 // version 2 repository. Its point is readable at once (its packs are
 // recovered from their headers), and a rerun of Migrate converts that
 // file's blobs into a version 2 file before deleting it, after which the
@@ -302,6 +303,11 @@ func TestMigrateRerunKeepsWhatALateV1WriterIndexed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer repo.Close()
+	store, _ := chain.NewLocalStore(dir)
+	v1Config, err := store.Get(ctx, "config")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := repo.Migrate(ctx, snapshot.MigrateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -310,11 +316,25 @@ func TestMigrateRerunKeepsWhatALateV1WriterIndexed(t *testing.T) {
 		t.Fatal(err)
 	}
 	vm, _ := late.Collection("late")
+	if _, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "d", Path: img}}}); !errors.Is(err, chain.ErrFormatChanged) {
+		t.Fatalf("a create by the process that opened the repository as version 1: %v, want ErrFormatChanged", err)
+	}
+	// An older binary, which does not read the config again: show the late
+	// process the config it opened while it creates.
+	v2Config, err := store.Get(ctx, "config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Put(ctx, "config", v1Config); err != nil {
+		t.Fatal(err)
+	}
 	rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "d", Path: img}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, _ := chain.NewLocalStore(dir)
+	if err := store.Put(ctx, "config", v2Config); err != nil {
+		t.Fatal(err)
+	}
 	if counts := indexFileVersions(t, store); counts["dpi1"] != 1 {
 		t.Fatalf("the late version 1 writer left index files %v, want one version 1 file", counts)
 	}
