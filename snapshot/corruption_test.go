@@ -236,43 +236,46 @@ func TestCorruptionIsFoundAndContained(t *testing.T) {
 		// repair: a repair from A's disk heals what the damage broke, and
 		// verify is clean after it.
 		repair bool
+		// reason, if not "", is what verify must give as the reason of
+		// the damage it names.
+		reason string
 	}{
 		{"a chunk in a pack", func(t *testing.T, f *corruptionFixture) string {
 			path, loc := f.blobFile(t, f.uniqueA)
 			flipAt(t, path, loc.Offset+loc.Length/2)
 			return f.uniqueA.String()
-		}, []string{"A"}, chain.ErrCorrupt, 0, true},
+		}, []string{"A"}, chain.ErrCorrupt, 0, true, ""},
 		{"a block-map node", func(t *testing.T, f *corruptionFixture) string {
 			root := f.points["B"].Disks[0].Root
 			path, loc := f.blobFile(t, root)
 			flipAt(t, path, loc.Offset+loc.Length-1)
 			return root.String()
-		}, []string{"B"}, chain.ErrCorrupt, 0, false},
+		}, []string{"B"}, chain.ErrCorrupt, 0, false, ""},
 		{"a truncated pack", func(t *testing.T, f *corruptionFixture) string {
 			path, _ := f.blobFile(t, f.uniqueA)
 			os.Truncate(path, 100)
 			return filepath.Base(path)
-		}, []string{"A"}, chain.ErrCorrupt, 0, true},
+		}, []string{"A"}, chain.ErrCorrupt, 0, true, ""},
 		{"a deleted pack", func(t *testing.T, f *corruptionFixture) string {
 			path, _ := f.blobFile(t, f.uniqueA)
 			os.Remove(path)
 			return filepath.Base(path)
-		}, []string{"A"}, chain.ErrNotFound, 0, true},
+		}, []string{"A"}, chain.ErrNotFound, 0, true, ""},
 		{"a damaged manifest", func(t *testing.T, f *corruptionFixture) string {
 			path := filepath.Join(f.dir, "manifests", "vm", f.points["B"].ID)
 			flipAt(t, path, 10)
 			return "manifests/vm/" + f.points["B"].ID
-		}, []string{"B"}, chain.ErrCorrupt, 0, false},
+		}, []string{"B"}, chain.ErrCorrupt, 0, false, ""},
 		{"a damaged index file", func(t *testing.T, f *corruptionFixture) string {
 			names, _ := filepath.Glob(filepath.Join(f.dir, "index", "*"))
 			flipAt(t, names[0], 5)
 			return "index/" + filepath.Base(names[0])
-		}, nil, nil, 0, false},
+		}, nil, nil, 0, false, ""},
 		{"a deleted index file", func(t *testing.T, f *corruptionFixture) string {
 			names, _ := filepath.Glob(filepath.Join(f.dir, "index", "*"))
 			os.Remove(names[0])
 			return ""
-		}, nil, nil, 0, false},
+		}, nil, nil, 0, false, ""},
 		// A version 2 index file, part by part. Each file lists blobs of
 		// every point (the fixture's points share chunks), and the one
 		// damaged lists A's unique chunk. Opening checks the tables (header,
@@ -281,39 +284,39 @@ func TestCorruptionIsFoundAndContained(t *testing.T) {
 		// headers, so every point still restores; GC replaces it.
 		{"a version 2 index file's header", func(t *testing.T, f *corruptionFixture) string {
 			return f.flipIndexV2Section(t, f.uniqueA, func(l indexV2Layout) (int64, int64) { return 8, 12 }) // the entry count
-		}, nil, nil, 2, false},
+		}, nil, nil, 2, false, ""},
 		{"a version 2 index file's fanout", func(t *testing.T, f *corruptionFixture) string {
 			return f.flipIndexV2Section(t, f.uniqueA, func(l indexV2Layout) (int64, int64) { return l.fanout, l.checksums })
-		}, nil, nil, 2, false},
+		}, nil, nil, 2, false, ""},
 		{"a version 2 index file's bucket", func(t *testing.T, f *corruptionFixture) string {
 			path, n := f.indexV2Holding(t, f.uniqueA)
 			l, _ := readIndexV2Layout(t, path)
 			flipAt(t, path, l.entries+52*int64(n)+40) // the stored length of A's chunk: its bucket's CRC disagrees
 			return "index/" + filepath.Base(path)
-		}, nil, nil, 2, false},
+		}, nil, nil, 2, false, ""},
 		{"a version 2 index file's bucket checksum", func(t *testing.T, f *corruptionFixture) string {
 			return f.flipIndexV2Section(t, f.uniqueA, func(l indexV2Layout) (int64, int64) { return l.checksums, l.packs })
-		}, nil, nil, 2, false},
+		}, nil, nil, 2, false, ""},
 		{"a version 2 index file's packs table", func(t *testing.T, f *corruptionFixture) string {
 			return f.flipIndexV2Section(t, f.uniqueA, func(l indexV2Layout) (int64, int64) { return l.packs, l.entries })
-		}, nil, nil, 2, false},
+		}, nil, nil, 2, false, ""},
 		{"a version 2 index file's filter", func(t *testing.T, f *corruptionFixture) string {
 			return f.flipIndexV2Section(t, f.uniqueA, func(l indexV2Layout) (int64, int64) { return l.filter + 16, l.trailer })
-		}, nil, nil, 2, false},
+		}, nil, nil, 2, false, ""},
 		{"a version 2 index file's trailer", func(t *testing.T, f *corruptionFixture) string {
 			return f.flipIndexV2Section(t, f.uniqueA, func(l indexV2Layout) (int64, int64) { return l.trailer, l.trailer + 48 })
-		}, nil, nil, 2, false},
+		}, nil, nil, 2, false, ""},
 		{"a truncated version 2 index file", func(t *testing.T, f *corruptionFixture) string {
 			path, _ := f.indexV2Holding(t, f.uniqueA)
 			l, _ := readIndexV2Layout(t, path)
 			os.Truncate(path, l.entries+(l.filter-l.entries)/2)
 			return "index/" + filepath.Base(path)
-		}, nil, nil, 2, false},
+		}, nil, nil, 2, false, ""},
 		{"a deleted version 2 index file", func(t *testing.T, f *corruptionFixture) string {
 			path, _ := f.indexV2Holding(t, f.uniqueA)
 			os.Remove(path)
 			return ""
-		}, nil, nil, 2, false},
+		}, nil, nil, 2, false, ""},
 		// A sound version 2 index file that lies: it places A's unique
 		// chunk at another offset of its pack than the pack's header
 		// does. Only the pack can tell; reading the chunk there fails its
@@ -324,7 +327,7 @@ func TestCorruptionIsFoundAndContained(t *testing.T) {
 				binary.LittleEndian.PutUint32(entry[36:], binary.LittleEndian.Uint32(entry[36:])+1) // its offset
 			})
 			return f.uniqueA.String()
-		}, []string{"A"}, chain.ErrCorrupt, 2, true},
+		}, []string{"A"}, chain.ErrCorrupt, 2, true, "pack header disagrees with the index about blob"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			format := testFormat()
@@ -343,10 +346,13 @@ func TestCorruptionIsFoundAndContained(t *testing.T) {
 				t.Fatal(err)
 			}
 			affected := map[string]bool{}
-			var found bool
+			var found, reasonGiven bool
 			for _, d := range report.Damage {
 				if named != "" && strings.Contains(d.Object, named) {
 					found = true
+				}
+				if tc.reason != "" && strings.Contains(d.Reason, tc.reason) {
+					reasonGiven = true
 				}
 				for _, p := range d.RestorePoints {
 					for name, rp := range f.points {
@@ -358,6 +364,9 @@ func TestCorruptionIsFoundAndContained(t *testing.T) {
 			}
 			if named != "" && !found {
 				t.Fatalf("verify did not name %s: %+v", named, report.Damage)
+			}
+			if tc.reason != "" && !reasonGiven {
+				t.Fatalf("verify did not say %q: %+v", tc.reason, report.Damage)
 			}
 			for _, name := range tc.hits {
 				if !affected[name] {
