@@ -226,3 +226,29 @@ func (r *Repository) Unlock(ctx context.Context, all bool) (int, error) {
 	return r.chain.Unlock(ctx, all)
 }
 
+// Keys describes an encrypted format version 2 repository's key objects,
+// oldest first; UsedKey says which one opened this Repository.
+func (r *Repository) Keys(ctx context.Context) ([]chain.KeyInfo, error) { return r.chain.Keys(ctx) }
+
+// UsedKey returns the ID of the key object this Repository was opened
+// with, or "" for a repository without a key ring.
+func (r *Repository) UsedKey() string { return r.chain.UsedKey() }
+
+// AddKey adds a credential to an encrypted format version 2 repository and
+// returns its key's ID (see chain.Repository.AddKey). It holds the
+// repository's exclusive lock, as GC does.
+func (r *Repository) AddKey(ctx context.Context, cred chain.Credential, opts chain.KeyOptions) (string, error) {
+	return r.chain.AddKey(ctx, cred, opts)
+}
+
+// RemoveKey removes the key id; never the one in use, nor the last one
+// (see chain.Repository.RemoveKey).
+func (r *Repository) RemoveKey(ctx context.Context, id string) error {
+	return r.chain.RemoveKey(ctx, id)
+}
+
+// ChangeKey replaces the credential in use by cred, adding the new key
+// before it removes the old one (see chain.Repository.ChangeKey).
+func (r *Repository) ChangeKey(ctx context.Context, cred chain.Credential, opts chain.KeyOptions) (string, error) {
+	return r.chain.ChangeKey(ctx, cred, opts)
+}
