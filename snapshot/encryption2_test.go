@@ -223,3 +223,118 @@ func TestEncryptedVersion2DamageIsFound(t *testing.T) {
 		})
 	}
 }
+
+// An encrypted version 2 repository opened by a password through its life:
+// restore points made and deleted, GC repacking what is left, verify, a
+// damaged chunk repaired from the disk, a lost index file recovered from
+// the packs' sealed headers, credentials added and changed through the
+// snapshot API; every remaining restore point restores exactly throughout.
+func TestEncryptedVersion2Lifecycle(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "repo")
+	cheap := chain.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}
+	repo, err := snapshot.Init(ctx, dir, snapshot.InitOptions{BlockSize: testBlockSize, Password: "pw one", Argon2: cheap, KeyLabel: "first", Format: chain.FormatVersion2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, _ := repo.Collection("vm")
+	work := t.TempDir()
+	disk := makeDisk(t, work, "d.img", 2<<20, 21)
+	images := map[string][]byte{}
+	var ids []string
+	for i := range 4 {
+		f, _ := os.OpenFile(disk, os.O_WRONLY, 0)
+		f.WriteAt(bytes.Repeat([]byte{byte(i + 1)}, 8*testBlockSize), int64(i)*8*testBlockSize)
+		f.Close()
+		rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "d", Path: disk}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		images[rp.ID] = readFile(t, disk)
+		ids = append(ids, rp.ID)
+	}
+	restoresAll := func(what string, repo *snapshot.Repository) {
+		t.Helper()
+		vm, _ := repo.Collection("vm")
+		for id, image := range images {
+			out := filepath.Join(t.TempDir(), "out.img")
+			if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: id, Disk: "d", Path: out}); err != nil {
+				t.Fatalf("%s: restore %s: %v", what, id, err)
+			}
+			if !bytes.Equal(readFile(t, out), image) {
+				t.Fatalf("%s: restore %s differs", what, id)
+			}
+		}
+	}
+	for _, id := range ids[:2] {
+		if err := vm.Delete(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		delete(images, id)
+	}
+	report, err := repo.GC(ctx, snapshot.GCOptions{RepackUnused: 0.01})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if report.PacksRepacked+report.PacksDeleted == 0 {
+		t.Fatalf("GC removed nothing: %+v", report)
+	}
+	if vr, err := repo.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !vr.OK() {
+		t.Fatalf("verify after GC: %+v, %v", vr.Damage, err)
+	}
+	restoresAll("after GC", repo)
+
+	// A chunk of the newest point damaged, then repaired from the disk.
+	fx := &corruptionFixture{repo: repo, points: map[string]*snapshot.RestorePoint{"A": mustGet(t, vm, ids[3])}}
+	blocks := fx.blockIDs(t, "A")
+	loc, ok := repo.Chain().LocateBlob(blocks[2])
+	if !ok {
+		t.Fatal("block 2 is not in the index")
+	}
+	flipAt(t, filepath.Join(dir, loc.Pack), loc.Offset+loc.Length/2)
+	vr, err := repo.Verify(ctx, snapshot.VerifyOptions{})
+	if err != nil || vr.OK() {
+		t.Fatalf("verify after damage: %+v, %v", vr.Damage, err)
+	}
+	if rr, err := repo.RepairFromDisks(ctx, vr, []string{disk}); err != nil || rr.Repaired == 0 {
+		t.Fatalf("repair: %+v, %v", rr, err)
+	}
+	if vr, err := repo.Verify(ctx, snapshot.VerifyOptions{}); err != nil || !vr.OK() {
+		t.Fatalf("verify after repair: %+v, %v", vr.Damage, err)
+	}
+	restoresAll("after repair", repo)
+
+	// Credentials through the snapshot API: a key added, the password
+	// changed; the key opens it, the old password does not.
+	key, _ := chain.NewKey()
+	keyCred, _ := chain.KeyCredential(key)
+	if _, err := repo.AddKey(ctx, keyCred, chain.KeyOptions{Label: "backup"}); err != nil {
+		t.Fatal(err)
+	}
+	newPassword, _ := chain.PasswordCredential("pw two")
+	if _, err := repo.ChangeKey(ctx, newPassword, chain.KeyOptions{Argon2: cheap}); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := repo.Keys(ctx)
+	if err != nil || len(keys) != 2 || keys[1].ID != repo.UsedKey() || keys[0].Label != "backup" {
+		t.Fatalf("keys: %+v, %v (in use %s)", keys, err, repo.UsedKey())
+	}
+	repo.Close()
+	if _, err := snapshot.OpenWithPassword(ctx, dir, "pw one"); !errors.Is(err, snapshot.ErrWrongKey) {
+		t.Fatalf("open with the changed password: %v", err)
+	}
+	if _, err := snapshot.OpenWithPassword(ctx, dir, "pw two"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Every index file lost: the packs' sealed headers say what they hold.
+	if err := os.RemoveAll(filepath.Join(dir, "index")); err != nil {
+		t.Fatal(err)
+	}
+	byKey, err := snapshot.OpenWithKey(ctx, dir, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer byKey.Close()
+	restoresAll("without index files", byKey)
+}
