@@ -148,3 +148,20 @@ func TestEncryptedVersion2ConfigMAC(t *testing.T) {
 		}
 	}
 }
+
+// An encrypted version 2 repository whose key objects are all gone is
+// damage naming keys/, not a missing repository nor a wrong key.
+func TestEncryptedVersion2WithoutKeyObjects(t *testing.T) {
+	ctx := context.Background()
+	key, _ := chain.NewKey()
+	store := chain.NewMemStore()
+	if _, err := chain.Init(ctx, store, newEncryptedV2Config(t), key); err != nil {
+		t.Fatal(err)
+	}
+	store.List(ctx, "keys/", func(info chain.ObjectInfo) error { return store.Delete(ctx, info.Name) })
+	_, err := chain.Open(ctx, store, key)
+	var ce *chain.CorruptError
+	if !errors.As(err, &ce) || ce.Object != "keys/" || errors.Is(err, chain.ErrNotFound) {
+		t.Fatalf("open without key objects: %v, want ErrCorrupt naming keys/", err)
+	}
+}

@@ -211,7 +211,14 @@ func OpenWithCredential(ctx context.Context, store Store, cred Credential) (*Rep
 		if cred.key != nil && len(cred.key) != KeySize {
 			return nil, fmt.Errorf("open repository: key of %d bytes, want %d: %w", len(cred.key), KeySize, ErrWrongKey)
 		}
-		if ring, err = UnlockKeyring(ctx, store, cred); err != nil {
+		ring, err = UnlockKeyring(ctx, store, cred)
+		if errors.Is(err, ErrNotFound) && !errors.Is(err, ErrWrongKey) {
+			// The config is there, and keys/ is empty: not a missing
+			// repository, but one whose key objects are gone (or whose
+			// init stopped before it wrote the first).
+			return nil, fmt.Errorf("open repository: %w", corrupt(keysPrefix, "no key objects: the repository is encrypted, but nothing holds its key (%v)", err))
+		}
+		if err != nil {
 			return nil, fmt.Errorf("open repository: %w", err)
 		}
 		if err := ring.keys.verifyConfig(data); err != nil {
