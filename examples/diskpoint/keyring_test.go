@@ -136,3 +136,27 @@ func TestCLIKeyRingRefusals(t *testing.T) {
 		t.Errorf("key list -id: exit %d, %q", code, errOut)
 	}
 }
+
+// copy reads a format 2 source's password from DISKPOINT_FROM_PASSWORD
+// while the target opens with its own key.
+func TestCLIKeyRingCopy(t *testing.T) {
+	dir := t.TempDir()
+	src, dst, img := filepath.Join(dir, "src"), filepath.Join(dir, "dst"), filepath.Join(dir, "d.img")
+	if err := demodisk.Create(img, 1<<20, 4, demodisk.MixedImage); err != nil {
+		t.Fatal(err)
+	}
+	bySrc := []string{"DISKPOINT_PASSWORD=source password"}
+	mustBinary(t, bySrc, "init", "-repo", src, "-format", "2", "-encrypt")
+	mustBinary(t, bySrc, "create", "-repo", src, "-collection", "vm", "d="+img)
+	key := strings.TrimSpace(mustBinary(t, nil, "keygen"))
+	byDst := []string{"DISKPOINT_KEY=" + key}
+	mustBinary(t, byDst, "init", "-repo", dst, "-format", "2", "-encrypt")
+	mustBinary(t, append(byDst, "DISKPOINT_FROM_PASSWORD=source password"), "copy", "-repo", src, "-collection", "vm", "-point", "latest",
+		"-to-repo", dst, "-to-collection", "vm")
+	to := filepath.Join(dir, "out.img")
+	mustBinary(t, byDst, "restore", "-repo", dst, "-collection", "vm", "-point", "latest", "-disk", "d", "-to", to)
+	want, _ := os.ReadFile(img)
+	if got, _ := os.ReadFile(to); !bytes.Equal(got, want) {
+		t.Fatal("the copied disk differs")
+	}
+}
