@@ -188,12 +188,12 @@ func (r *Repository) sealBlob(dst []byte, id ID, stored []byte) []byte {
 	return r.keys.seal(dst, stored, id[:])
 }
 
-// openBlob undoes sealBlob.
-func (r *Repository) openBlob(id ID, sealed []byte) ([]byte, error) {
+// openBlob undoes sealBlob, appending the stored bytes to dst.
+func (r *Repository) openBlob(dst []byte, id ID, sealed []byte) ([]byte, error) {
 	if r.ring != nil {
-		return open2(r.ring.keys.data, nil, sealed, sealAD(sealKindBlob, id[:]))
+		return open2(r.ring.keys.data, dst, sealed, sealAD(sealKindBlob, id[:]))
 	}
-	return r.keys.open(nil, sealed, id[:])
+	return r.keys.open(dst, sealed, id[:])
 }
 
 // sealObject prepares a small object (manifest, state, log) for storage in

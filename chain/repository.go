@@ -460,7 +460,11 @@ func readError(object string, err error) error {
 // the seal (encrypted repositories), decompresses, and checks the ID.
 func (r *Repository) decodeStored(dst, stored []byte, e packEntry) ([]byte, error) {
 	if r.Encrypted() {
-		opened, err := r.openBlob(e.ID, stored)
+		// Opened into a pooled buffer: decompressBlob copies out of it, so
+		// a restore does not leave a blob's worth of garbage per block.
+		buf := getBuffer(len(stored))
+		defer putBuffer(buf)
+		opened, err := r.openBlob(buf[:0], e.ID, stored)
 		if err != nil {
 			return nil, err
 		}
