@@ -176,3 +176,37 @@ func TestRepositoryKeyChangesHoldTheExclusiveLock(t *testing.T) {
 		t.Fatalf("GC after the key change: %v", err)
 	}
 }
+
+// A version 2 repository made with version 1's ID key (what converting an
+// encrypted version 1 repository does) names blobs as the version 1
+// repository does, reopened with its credential too.
+func TestEncryptedVersion2KeepsAnIDKey(t *testing.T) {
+	ctx := context.Background()
+	key, _ := NewKey()
+	cfg1, _ := NewConfig(0)
+	v1, err := Init(ctx, NewMemStore(), cfg1, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg2, _ := NewConfig(0)
+	store := NewMemStore()
+	cred := mustKeyCredential(t)
+	v2, err := initEncrypted2(ctx, store, cfg2, cred, KeyOptions{}, v1.keys.id[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := []byte("a block")
+	if v2.HashBlob(probe) != v1.HashBlob(probe) || !v2.sameIDs(v1) {
+		t.Fatal("the version 2 repository names blobs otherwise than the version 1 one whose ID key it keeps")
+	}
+	reopened, err := OpenWithCredential(ctx, store, cred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reopened.HashBlob(probe) != v1.HashBlob(probe) || reopened.Config().Version != FormatVersion2 {
+		t.Fatal("reopened, it names blobs otherwise")
+	}
+	if fresh := newEncryptedV2(t, NewMemStore(), cred); fresh.HashBlob(probe) == v1.HashBlob(probe) {
+		t.Fatal("a new version 2 repository shares version 1's ID key")
+	}
+}

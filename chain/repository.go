@@ -119,6 +119,14 @@ func InitWithCredential(ctx context.Context, store Store, cfg Config, cred Crede
 		}
 		return Init(ctx, store, cfg, cred.key)
 	}
+	return initEncrypted2(ctx, store, cfg, cred, opts, nil)
+}
+
+// initEncrypted2 is InitWithCredential for version 2, whose key ring keeps
+// idKey as its ID key when not nil: a repository converted from an
+// encrypted version 1 one keeps version 1's, so that no blob is renamed
+// (see deriveSubkeys2).
+func initEncrypted2(ctx context.Context, store Store, cfg Config, cred Credential, opts KeyOptions, idKey []byte) (*Repository, error) {
 	if cred.key == nil && cred.password == nil {
 		return nil, errors.New("init repository: no credential: use KeyCredential or PasswordCredential")
 	}
@@ -129,11 +137,11 @@ func InitWithCredential(ctx context.Context, store Store, cfg Config, cred Crede
 	if len(names) > 0 {
 		return nil, fmt.Errorf("init repository: %s holds %d key objects: %w", keysPrefix, len(names), ErrExists)
 	}
-	ring, err := newRandomKeyring(nil)
+	ring, err := newRandomKeyring(idKey)
 	if err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
 	}
-	cfg.ChunkHash, cfg.Encryption, cfg.KeyCheck = "blake3-256-keyed", encryptionV2, ""
+	cfg.Version, cfg.ChunkHash, cfg.Encryption, cfg.KeyCheck = FormatVersion2, "blake3-256-keyed", encryptionV2, ""
 	data, err := jsonIndent(cfg)
 	if err != nil {
 		return nil, err
