@@ -286,3 +286,29 @@ func TestRepositoryOnAzurite(t *testing.T) {
 		t.Fatalf("verify: %+v", report)
 	}
 }
+
+// A PutIfAbsent whose answer is lost, so that the pipeline sends it again
+// and meets its own blob, succeeds: the store reads the blob back.
+func TestPutIfAbsentLostAnswer(t *testing.T) {
+	var puts atomic.Int64
+	s := newStore(t, func(o *azurestore.Options) {
+		o.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			resp, err := http.DefaultTransport.RoundTrip(req)
+			if err == nil && req.Method == http.MethodPut && puts.Add(1) == 1 {
+				resp.Body.Close()
+				return nil, errors.New("connection reset (injected after the service stored the blob)")
+			}
+			return resp, err
+		})
+	})
+	ctx := context.Background()
+	if err := s.PutIfAbsent(ctx, "manifests/vm/p1", []byte("ours")); err != nil {
+		t.Fatalf("PutIfAbsent with a lost answer: %v", err)
+	}
+	if puts.Load() < 2 {
+		t.Fatalf("%d PUTs: the lost answer was not retried", puts.Load())
+	}
+	if err := s.PutIfAbsent(ctx, "manifests/vm/p1", []byte("ours")); !errors.Is(err, chain.ErrExists) {
+		t.Fatalf("a second PutIfAbsent, answered at once: %v, want ErrExists", err)
+	}
+}

@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -337,3 +339,80 @@ func TestRepositoryOnMinIO(t *testing.T) {
 		t.Fatalf("verify: %+v", report)
 	}
 }
+
+// slowDown is the answer of a throttling S3 server.
+func slowDown(req *http.Request, retryAfter string) *http.Response {
+	h := http.Header{"Content-Type": {"application/xml"}}
+	if retryAfter != "" {
+		h.Set("Retry-After", retryAfter)
+	}
+	body := `<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>`
+	return &http.Response{StatusCode: http.StatusServiceUnavailable, Header: h, Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)), Request: req}
+}
+
+// A throttled request (503 SlowDown with Retry-After) is retried after the
+// wait the server asked for (minio-go's own backoff would wait at most
+// 200 ms before the first retry), and the call succeeds.
+func TestThrottledRequestWaitsRetryAfter(t *testing.T) {
+	var puts atomic.Int64
+	s := newStore(t, func(o *s3store.Options) {
+		o.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			if req.Method == http.MethodPut && puts.Add(1) == 1 {
+				return slowDown(req, "1"), nil
+			}
+			return http.DefaultTransport.RoundTrip(req)
+		})
+	})
+	start := time.Now()
+	if err := s.PutIfAbsent(context.Background(), "config", []byte("x")); err != nil {
+		t.Fatalf("PutIfAbsent after a SlowDown: %v", err)
+	}
+	if waited := time.Since(start); waited < time.Second {
+		t.Fatalf("retried after %v, before the 1 s Retry-After", waited)
+	}
+	if got := puts.Load(); got != 2 {
+		t.Fatalf("%d PUTs, want 2 (the throttled one and its retry)", got)
+	}
+}
+
+// A PutIfAbsent whose answer is lost, so that minio-go sends it again and
+// meets its own object (412), succeeds: the store reads the object back.
+func TestPutIfAbsentLostAnswer(t *testing.T) {
+	var puts atomic.Int64
+	s := newStore(t, func(o *s3store.Options) {
+		o.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			resp, err := http.DefaultTransport.RoundTrip(req)
+			if err == nil && req.Method == http.MethodPut && puts.Add(1) == 1 {
+				resp.Body.Close()
+				return nil, errors.New("connection reset (injected after the server stored the object)")
+			}
+			return resp, err
+		})
+	})
+	ctx := context.Background()
+	if err := s.PutIfAbsent(ctx, "manifests/vm/p1", []byte("ours")); err != nil {
+		t.Fatalf("PutIfAbsent with a lost answer: %v", err)
+	}
+	if puts.Load() < 2 {
+		t.Fatalf("%d PUTs: the lost answer was not retried", puts.Load())
+	}
+	if err := s.PutIfAbsent(ctx, "manifests/vm/p1", []byte("ours")); !errors.Is(err, chain.ErrExists) {
+		t.Fatalf("a second PutIfAbsent, answered at once: %v, want ErrExists", err)
+	}
+}
+
+// A failure that persists past the retries wraps ErrTransient and names
+// the object.
+func TestPersistentSlowDownIsTransient(t *testing.T) {
+	s := newStore(t, func(o *s3store.Options) {
+		o.MaxRetries = 2
+		o.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) { return slowDown(req, ""), nil })
+	})
+	if _, err := s.Get(context.Background(), "config"); !errors.Is(err, chain.ErrTransient) || !strings.Contains(err.Error(), "config") {
+		t.Fatalf("Get from a throttling server: %v, want ErrTransient naming the object", err)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
