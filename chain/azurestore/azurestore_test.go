@@ -23,11 +23,13 @@ import (
 )
 
 func TestConformance(t *testing.T) {
+	needAzurite(t) // skips here, once, when there is no server
 	storetest.Run(t, func(t *testing.T) chain.Store { return newStore(t, nil) })
 }
 
 // The container's root, with no prefix, is a store too.
 func TestConformanceWithoutPrefix(t *testing.T) {
+	needAzurite(t)
 	storetest.Run(t, func(t *testing.T) chain.Store {
 		return newStore(t, func(o *azurestore.Options) { o.Prefix = "" })
 	})

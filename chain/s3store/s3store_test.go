@@ -26,11 +26,13 @@ import (
 )
 
 func TestConformance(t *testing.T) {
+	needMinIO(t) // skips here, once, when there is no server
 	storetest.Run(t, func(t *testing.T) chain.Store { return newStore(t, nil) })
 }
 
 // The bucket's root, with no prefix, is a store too.
 func TestConformanceWithoutPrefix(t *testing.T) {
+	needMinIO(t)
 	storetest.Run(t, func(t *testing.T) chain.Store {
 		return newStore(t, func(o *s3store.Options) { o.Prefix = "" })
 	})
