@@ -64,3 +64,6 @@ func transientCode(code string) bool {
 	}
 	return false
 }
+
+// isTransient says whether a wrapped error is worth trying again.
+func isTransient(err error) bool { return errors.Is(err, chain.ErrTransient) }

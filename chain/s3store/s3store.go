@@ -40,6 +40,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -142,6 +143,9 @@ type Store struct {
 	opts   Options
 	// uploads bounds the Puts in flight.
 	uploads chan struct{}
+
+	// regionKnown: the bucket's region was looked up (see knowRegion).
+	regionKnown atomic.Bool
 
 	closeOnce sync.Once
 	transport *http.Transport // closed by Close when the store made it
@@ -248,6 +252,9 @@ func (s *Store) put(ctx context.Context, op, name string, data []byte, create bo
 	if err := chain.CheckObjectName(name); err != nil {
 		return err
 	}
+	if err := s.knowRegion(ctx); err != nil {
+		return err
+	}
 	select {
 	case s.uploads <- struct{}{}:
 		defer func() { <-s.uploads }()
@@ -330,6 +337,9 @@ func (s *Store) Get(ctx context.Context, name string) ([]byte, error) {
 	if err := chain.CheckObjectName(name); err != nil {
 		return nil, err
 	}
+	if err := s.knowRegion(ctx); err != nil {
+		return nil, err
+	}
 	body, info, _, err := s.core.GetObject(ctx, s.bucket, s.key(name), minio.GetObjectOptions{})
 	if err != nil {
 		return nil, s.wrap(ctx, "get", name, err)
@@ -363,6 +373,9 @@ func (s *Store) ReadAt(ctx context.Context, name string, p []byte, off int64) er
 		}
 		return nil
 	}
+	if err := s.knowRegion(ctx); err != nil {
+		return err
+	}
 	var gopts minio.GetObjectOptions
 	if err := gopts.SetRange(off, off+int64(len(p))-1); err != nil {
 		return fmt.Errorf("read %s: %w", name, err)
@@ -393,6 +406,9 @@ func (s *Store) Stat(ctx context.Context, name string) (chain.ObjectInfo, error)
 	if err := chain.CheckObjectName(name); err != nil {
 		return chain.ObjectInfo{}, err
 	}
+	if err := s.knowRegion(ctx); err != nil {
+		return chain.ObjectInfo{}, err
+	}
 	info, err := s.client.StatObject(ctx, s.bucket, s.key(name), minio.StatObjectOptions{})
 	if err != nil {
 		return chain.ObjectInfo{}, s.wrap(ctx, "stat", name, err)
@@ -404,6 +420,9 @@ func (s *Store) Stat(ctx context.Context, name string) (chain.ObjectInfo, error)
 // Options.ListPageSize keys at a time. Keys under the store's prefix that
 // are no valid object name (written by something else) are skipped.
 func (s *Store) List(ctx context.Context, prefix string, fn func(chain.ObjectInfo) error) error {
+	if err := s.knowRegion(ctx); err != nil {
+		return err
+	}
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops minio-go's lister when fn stops early
 	objects := s.client.ListObjects(lctx, s.bucket, minio.ListObjectsOptions{
@@ -433,6 +452,9 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(chain.ObjectInf
 // Delete removes the object; a missing object is not an error.
 func (s *Store) Delete(ctx context.Context, name string) error {
 	if err := chain.CheckObjectName(name); err != nil {
+		return err
+	}
+	if err := s.knowRegion(ctx); err != nil {
 		return err
 	}
 	if err := s.client.RemoveObject(ctx, s.bucket, s.key(name), minio.RemoveObjectOptions{}); err != nil {
