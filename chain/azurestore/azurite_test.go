@@ -118,8 +118,12 @@ func (s *azuriteServer) blobEndpoint() string {
 	return fmt.Sprintf("http://127.0.0.1:%d/%s", s.port, devAccount)
 }
 
-func (s *azuriteServer) connectionString() string {
-	return fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;BlobEndpoint=%s;", devAccount, devKey, s.blobEndpoint())
+func (s *azuriteServer) connectionString() string { return connectionStringFor(s.port) }
+
+// connectionStringFor is the emulator account's connection string for a
+// blob endpoint on 127.0.0.1:port (Azurite's, or a proxy's in front of it).
+func connectionStringFor(port int) string {
+	return fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;BlobEndpoint=http://127.0.0.1:%d/%s;", devAccount, devKey, port, devAccount)
 }
 
 // waitReady polls the blob endpoint until Azurite answers HTTP at all (an

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -196,6 +197,15 @@ func (p *Proxy) serve(client net.Conn) {
 			return
 		}
 		p.requests.Add(1)
+		if strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
+			// The proxy takes the body itself (to forward it, or to drain
+			// it before a fault's answer), so it says go on, and the server
+			// never sees the Expect.
+			req.Header.Del("Expect")
+			if _, err := io.WriteString(client, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+				return
+			}
+		}
 		f := p.fault(req)
 		if f.Kind != Pass {
 			p.faulted.Add(1)

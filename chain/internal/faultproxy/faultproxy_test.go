@@ -65,3 +65,40 @@ func TestFaults(t *testing.T) {
 		t.Fatalf("counts: %d faulted, %d requests, %d up, %d down", p.Faulted(), p.Requests(), p.BytesUp(), p.BytesDown())
 	}
 }
+
+// A request that expects 100-continue (azblob sends one after a throttled
+// answer) passes, and meets a fault, like any other.
+func TestExpectContinue(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Write([]byte("echo:" + string(body)))
+	}))
+	defer srv.Close()
+	p, err := New(strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{ExpectContinueTimeout: 10 * time.Second}}
+	send := func() (int, string, error) {
+		req, _ := http.NewRequest(http.MethodPut, "http://"+p.Addr()+"/x", strings.NewReader("hello"))
+		req.Header.Set("Expect", "100-continue")
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	if code, body, err := send(); err != nil || code != 200 || body != "echo:hello" {
+		t.Fatalf("pass: %d %q %v", code, body, err)
+	}
+	p.Next(1, Fault{Kind: Status, Status: 500})
+	if code, _, err := send(); err != nil || code != 500 {
+		t.Fatalf("status fault: %d %v", code, err)
+	}
+	if code, body, err := send(); err != nil || body != "echo:hello" {
+		t.Fatalf("after the fault: %d %q %v", code, body, err)
+	}
+}
