@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/diskpoint/diskpoint/chain"
-	"github.com/diskpoint/diskpoint/chain/internal/faultproxy"
 	"github.com/diskpoint/diskpoint/chain/azurestore"
+	"github.com/diskpoint/diskpoint/chain/internal/faultproxy"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
