@@ -32,10 +32,12 @@ const (
 // minioServer is the running server, started by the first test that needs
 // it and stopped by TestMain.
 type minioServer struct {
-	endpoint string
-	cmd      *exec.Cmd
-	exited   chan struct{}
+	endpoint string // host:port of the S3 API
+	console  string
+	bin      string
 	dir      string
+	cmd      *exec.Cmd
+	exited   chan struct{} // closed when cmd has exited
 }
 
 var (
@@ -111,26 +113,50 @@ func startMinIO() (*minioServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &minioServer{endpoint: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, exited: make(chan struct{})}
-	s.cmd = exec.Command(bin, "server", filepath.Join(dir, "data"),
-		"--address", s.endpoint, "--console-address", net.JoinHostPort("127.0.0.1", strconv.Itoa(console)), "--quiet")
+	s := &minioServer{
+		endpoint: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		console:  net.JoinHostPort("127.0.0.1", strconv.Itoa(console)),
+		bin:      bin,
+		dir:      dir,
+	}
+	if err := s.launch(); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// launch starts the server process on the server's address and data
+// directory (again, after a kill) and waits until it is ready.
+func (s *minioServer) launch() error {
+	s.exited = make(chan struct{})
+	s.cmd = exec.Command(s.bin, "server", filepath.Join(s.dir, "data"),
+		"--address", s.endpoint, "--console-address", s.console, "--quiet")
 	s.cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+minioUser, "MINIO_ROOT_PASSWORD="+minioPassword,
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off")
-	logFile, err := os.Create(filepath.Join(dir, "minio.log"))
+	logFile, err := os.OpenFile(filepath.Join(s.dir, "minio.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
 	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+		logFile.Close()
+		close(s.exited)
+		return fmt.Errorf("start %s: %w", s.bin, err)
 	}
-	go func() { s.cmd.Wait(); logFile.Close(); close(s.exited) }()
+	exited := s.exited
+	go func() { s.cmd.Wait(); logFile.Close(); close(exited) }()
 	if err := s.waitReady(2 * time.Minute); err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "minio.log"))
-		s.stop()
-		return nil, fmt.Errorf("%w; its log:\n%s", err, log)
+		log, _ := os.ReadFile(filepath.Join(s.dir, "minio.log"))
+		return fmt.Errorf("%w; its log:\n%s", err, log)
 	}
-	return s, nil
+	return nil
+}
+
+// kill ends the server process at once (SIGKILL), as a crash would.
+func (s *minioServer) kill() {
+	s.cmd.Process.Kill()
+	<-s.exited
 }
 
 // waitReady polls MinIO's liveness endpoint until it answers 200.
@@ -159,7 +185,7 @@ func (s *minioServer) waitReady(limit time.Duration) error {
 }
 
 func (s *minioServer) stop() {
-	if s.cmd.Process != nil {
+	if s.cmd != nil && s.cmd.Process != nil {
 		s.cmd.Process.Kill()
 		<-s.exited
 	}
