@@ -27,7 +27,7 @@ type IncompleteUpload struct {
 // exact key, so the whole bucket is listed (a page at a time) and the
 // uploads outside the prefix are left alone.
 func (s *Store) AbortIncompleteUploads(ctx context.Context, olderThan time.Duration) ([]IncompleteUpload, error) {
-	if err := s.knowRegion(ctx); err != nil {
+	if err := s.knowRegion(ctx, "list incomplete uploads in", s.String()); err != nil {
 		return nil, err
 	}
 	cutoff := time.Now().Add(-olderThan)

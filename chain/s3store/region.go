@@ -2,6 +2,7 @@ package s3store
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"time"
 )
@@ -12,7 +13,7 @@ import (
 // a single request that it does not retry: a dropped connection or a 503
 // there would fail the operation that happened to come first. Once the
 // lookup succeeds minio-go caches the answer, and this costs nothing.
-func (s *Store) knowRegion(ctx context.Context) error {
+func (s *Store) knowRegion(ctx context.Context, op, name string) error {
 	if s.opts.Region != "" || s.regionKnown.Load() {
 		return nil
 	}
@@ -27,7 +28,7 @@ func (s *Store) knowRegion(ctx context.Context) error {
 			s.regionKnown.Store(true)
 			return nil
 		}
-		err = s.wrap(ctx, "find the region of bucket", s.bucket, err)
+		err = s.wrap(ctx, op, name, fmt.Errorf("find the region of bucket %s: %w", s.bucket, err))
 		if attempt >= attempts || !isTransient(err) {
 			return err
 		}
@@ -36,7 +37,7 @@ func (s *Store) knowRegion(ctx context.Context) error {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return s.wrap(ctx, "find the region of bucket", s.bucket, ctx.Err())
+			return fmt.Errorf("%s %s: find the region of bucket %s: %w", op, name, s.bucket, ctx.Err())
 		}
 		limit = min(2*limit, time.Second) // minio-go's DefaultRetryCap
 	}

@@ -252,7 +252,7 @@ func (s *Store) put(ctx context.Context, op, name string, data []byte, create bo
 	if err := chain.CheckObjectName(name); err != nil {
 		return err
 	}
-	if err := s.knowRegion(ctx); err != nil {
+	if err := s.knowRegion(ctx, op, name); err != nil {
 		return err
 	}
 	select {
@@ -337,7 +337,7 @@ func (s *Store) Get(ctx context.Context, name string) ([]byte, error) {
 	if err := chain.CheckObjectName(name); err != nil {
 		return nil, err
 	}
-	if err := s.knowRegion(ctx); err != nil {
+	if err := s.knowRegion(ctx, "get", name); err != nil {
 		return nil, err
 	}
 	body, info, _, err := s.core.GetObject(ctx, s.bucket, s.key(name), minio.GetObjectOptions{})
@@ -373,7 +373,7 @@ func (s *Store) ReadAt(ctx context.Context, name string, p []byte, off int64) er
 		}
 		return nil
 	}
-	if err := s.knowRegion(ctx); err != nil {
+	if err := s.knowRegion(ctx, "read", name); err != nil {
 		return err
 	}
 	var gopts minio.GetObjectOptions
@@ -406,7 +406,7 @@ func (s *Store) Stat(ctx context.Context, name string) (chain.ObjectInfo, error)
 	if err := chain.CheckObjectName(name); err != nil {
 		return chain.ObjectInfo{}, err
 	}
-	if err := s.knowRegion(ctx); err != nil {
+	if err := s.knowRegion(ctx, "stat", name); err != nil {
 		return chain.ObjectInfo{}, err
 	}
 	info, err := s.client.StatObject(ctx, s.bucket, s.key(name), minio.StatObjectOptions{})
@@ -420,7 +420,7 @@ func (s *Store) Stat(ctx context.Context, name string) (chain.ObjectInfo, error)
 // Options.ListPageSize keys at a time. Keys under the store's prefix that
 // are no valid object name (written by something else) are skipped.
 func (s *Store) List(ctx context.Context, prefix string, fn func(chain.ObjectInfo) error) error {
-	if err := s.knowRegion(ctx); err != nil {
+	if err := s.knowRegion(ctx, "list", prefix); err != nil {
 		return err
 	}
 	lctx, cancel := context.WithCancel(ctx)
@@ -454,7 +454,7 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 	if err := chain.CheckObjectName(name); err != nil {
 		return err
 	}
-	if err := s.knowRegion(ctx); err != nil {
+	if err := s.knowRegion(ctx, "delete", name); err != nil {
 		return err
 	}
 	if err := s.client.RemoveObject(ctx, s.bucket, s.key(name), minio.RemoveObjectOptions{}); err != nil {
