@@ -1,0 +1,316 @@
+package azurestore_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/diskpoint/diskpoint/chain"
+	"github.com/diskpoint/diskpoint/chain/azurestore"
+	"github.com/diskpoint/diskpoint/chain/storetest"
+	"github.com/diskpoint/diskpoint/internal/demodisk"
+	"github.com/diskpoint/diskpoint/snapshot"
+)
+
+func TestConformance(t *testing.T) {
+	needAzurite(t) // skips here, once, when there is no server
+	storetest.Run(t, func(t *testing.T) chain.Store { return newStore(t, nil) })
+}
+
+// The container's root, with no prefix, is a store too.
+func TestConformanceWithoutPrefix(t *testing.T) {
+	needAzurite(t)
+	storetest.Run(t, func(t *testing.T) chain.Store {
+		return newStore(t, func(o *azurestore.Options) { o.Prefix = "" })
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// A listing longer than a page is followed to its end: 1,100 blobs with
+// pages of 100 take 11 listing requests or more, and each name comes once.
+func TestListManyPages(t *testing.T) {
+	var lists atomic.Int64
+	s := newStore(t, func(o *azurestore.Options) {
+		o.ListPageSize = 100
+		o.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			if req.Method == http.MethodGet && req.URL.Query().Get("comp") == "list" {
+				lists.Add(1)
+			}
+			return http.DefaultTransport.RoundTrip(req)
+		})
+	})
+	ctx := context.Background()
+	const n = 1100
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 16)
+	for i := range n {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := s.Put(ctx, fmt.Sprintf("index/%04d", i), []byte{byte(i)}); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	before := lists.Load()
+	seen := map[string]bool{}
+	err := s.List(ctx, "index/", func(info chain.ObjectInfo) error {
+		if seen[info.Name] {
+			return fmt.Errorf("%s listed twice", info.Name)
+		}
+		seen[info.Name] = true
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != n {
+		t.Fatalf("listed %d blobs, want %d", len(seen), n)
+	}
+	if pages := lists.Load() - before; pages < n/100 {
+		t.Fatalf("the listing took %d requests, want at least %d pages of 100", pages, n/100)
+	}
+}
+
+// PutIfAbsent racing from separate clients (as from separate hosts) lets
+// exactly one win, and the blob holds the winner's bytes.
+func TestPutIfAbsentRaceAcrossClients(t *testing.T) {
+	srv := needAzurite(t)
+	name := newContainer(t, srv)
+	const clients = 8
+	stores := make([]*azurestore.Store, clients)
+	for i := range stores {
+		s, err := azurestore.New(storeOptions(srv, name, "shared"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		stores[i] = s
+	}
+	ctx := context.Background()
+	for round := range 5 {
+		obj := fmt.Sprintf("locks/exclusive-%d", round)
+		errs := make([]error, clients)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, s := range stores {
+			wg.Go(func() {
+				<-start
+				errs[i] = s.PutIfAbsent(ctx, obj, []byte(fmt.Sprintf("client %d", i)))
+			})
+		}
+		close(start)
+		wg.Wait()
+		winner := -1
+		for i, err := range errs {
+			switch {
+			case err == nil && winner >= 0:
+				t.Fatalf("round %d: both client %d and client %d created %s", round, winner, i, obj)
+			case err == nil:
+				winner = i
+			case !errors.Is(err, chain.ErrExists):
+				t.Fatalf("round %d: client %d: %v, want ErrExists", round, i, err)
+			}
+		}
+		if winner < 0 {
+			t.Fatalf("round %d: nobody created %s", round, obj)
+		}
+		got, err := stores[0].Get(ctx, obj)
+		if err != nil || string(got) != fmt.Sprintf("client %d", winner) {
+			t.Fatalf("round %d: %s holds %q (%v), want client %d's", round, obj, got, err, winner)
+		}
+	}
+}
+
+// A throttled request (429 with Retry-After) is retried by the pipeline
+// after the wait the service asked for, and the call succeeds.
+func TestThrottledRequestWaitsRetryAfter(t *testing.T) {
+	var throttled atomic.Int64
+	s := newStore(t, func(o *azurestore.Options) {
+		o.RetryDelay = time.Millisecond // the backoff alone would not wait a second
+		o.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			if req.Method == http.MethodPut && throttled.Add(1) == 1 {
+				return &http.Response{
+					StatusCode: http.StatusTooManyRequests,
+					Header:     http.Header{"Retry-After": {"1"}, "X-Ms-Error-Code": {"ServerBusy"}},
+					Body:       io.NopCloser(strings.NewReader("")),
+					Request:    req,
+				}, nil
+			}
+			return http.DefaultTransport.RoundTrip(req)
+		})
+	})
+	start := time.Now()
+	if err := s.PutIfAbsent(context.Background(), "config", []byte("x")); err != nil {
+		t.Fatalf("PutIfAbsent after a 429: %v", err)
+	}
+	if waited := time.Since(start); waited < time.Second {
+		t.Fatalf("retried after %v, before the 1 s Retry-After", waited)
+	}
+	if got := throttled.Load(); got != 2 {
+		t.Fatalf("%d PUTs, want 2 (the throttled one and its retry)", got)
+	}
+}
+
+// A failure that persists past the retries wraps ErrTransient.
+func TestPersistentUnavailableIsTransient(t *testing.T) {
+	s := newStore(t, func(o *azurestore.Options) {
+		o.MaxRetries = 2
+		o.RetryDelay = time.Millisecond
+		o.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			return &http.Response{StatusCode: http.StatusServiceUnavailable, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("")), Request: req}, nil
+		})
+	})
+	if _, err := s.Get(context.Background(), "config"); !errors.Is(err, chain.ErrTransient) || !strings.Contains(err.Error(), "config") {
+		t.Fatalf("Get from an unavailable service: %v, want ErrTransient naming the object", err)
+	}
+}
+
+// TLS is the default: a plain-HTTP endpoint needs Insecure.
+func TestPlainHTTPNeedsInsecure(t *testing.T) {
+	opts := azurestore.Options{
+		ConnectionString: "DefaultEndpointsProtocol=http;AccountName=" + devAccount + ";AccountKey=" + devKey + ";BlobEndpoint=http://127.0.0.1:1/" + devAccount + ";",
+		Container:        "c",
+	}
+	if _, err := azurestore.New(opts); err == nil {
+		t.Fatal("New accepted an http:// endpoint without Insecure")
+	}
+	opts.Insecure = true
+	if _, err := azurestore.New(opts); err != nil {
+		t.Fatalf("with Insecure: %v", err)
+	}
+}
+
+// A repository lives in the container: restore points are created,
+// restored bit-exact from a new client, and verify clean, through
+// snapshot's Store entry points.
+func TestRepositoryOnAzurite(t *testing.T) {
+	srv := needAzurite(t)
+	storeOpts := storeOptions(srv, newContainer(t, srv), "vault")
+	s, err := azurestore.New(storeOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	if err := demodisk.Create(img, 24<<20, 7, demodisk.MixedImage); err != nil {
+		t.Fatal(err)
+	}
+	opts := snapshot.InitOptions{}
+	if os.Getenv("DISKPOINT_TEST_FORMAT") == "2" {
+		opts.Format = chain.FormatVersion2
+	}
+	repo, err := snapshot.InitStore(ctx, s, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := repo.Collection("vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "os", Path: img}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := demodisk.Scatter(img, 0.01, 99); err != nil {
+		t.Fatal(err)
+	}
+	rp2, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "os", Path: img}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s2, err := azurestore.New(storeOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err = snapshot.OpenStore(ctx, s2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer repo.Close()
+	vm, err = repo.Collection("vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "restored.img")
+	for _, p := range []struct {
+		id   string
+		want []byte
+	}{{rp.ID, first}, {rp2.ID, second}} {
+		if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: p.id, Disk: "os", Path: target, Overwrite: true}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, p.want) {
+			t.Fatalf("restore point %s: the restored image differs from the disk", p.id)
+		}
+	}
+	report, err := repo.Verify(ctx, snapshot.VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !report.OK() || report.RestorePoints != 2 {
+		t.Fatalf("verify: %+v", report)
+	}
+}
+
+// A PutIfAbsent whose answer is lost, so that the pipeline sends it again
+// and meets its own blob, succeeds: the store reads the blob back.
+func TestPutIfAbsentLostAnswer(t *testing.T) {
+	var puts atomic.Int64
+	s := newStore(t, func(o *azurestore.Options) {
+		o.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			resp, err := http.DefaultTransport.RoundTrip(req)
+			if err == nil && req.Method == http.MethodPut && puts.Add(1) == 1 {
+				resp.Body.Close()
+				return nil, errors.New("connection reset (injected after the service stored the blob)")
+			}
+			return resp, err
+		})
+	})
+	ctx := context.Background()
+	if err := s.PutIfAbsent(ctx, "manifests/vm/p1", []byte("ours")); err != nil {
+		t.Fatalf("PutIfAbsent with a lost answer: %v", err)
+	}
+	if puts.Load() < 2 {
+		t.Fatalf("%d PUTs: the lost answer was not retried", puts.Load())
+	}
+	if err := s.PutIfAbsent(ctx, "manifests/vm/p1", []byte("ours")); !errors.Is(err, chain.ErrExists) {
+		t.Fatalf("a second PutIfAbsent, answered at once: %v, want ErrExists", err)
+	}
+}
