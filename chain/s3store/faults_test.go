@@ -47,6 +47,7 @@ func proxiedStore(t *testing.T, mutate func(*s3store.Options)) (*s3store.Store, 
 // request is retried and the operation succeeds, and what it wrote is
 // there once.
 func TestFaultsAreRetried(t *testing.T) {
+	skipShort(t)
 	for _, tc := range []struct {
 		name  string
 		fault faultproxy.Fault
@@ -114,6 +115,7 @@ func TestFaultsAreRetried(t *testing.T) {
 // A fault that does not pass fails the operation with an error wrapping
 // ErrTransient, soon, and leaves no object behind.
 func TestPersistentFaultFailsCleanly(t *testing.T) {
+	skipShort(t)
 	s, p, _ := proxiedStore(t, func(o *s3store.Options) { o.MaxRetries = 3 })
 	ctx := context.Background()
 	p.Always(faultproxy.Fault{Kind: faultproxy.Status, Status: http.StatusServiceUnavailable})
@@ -137,6 +139,7 @@ func TestPersistentFaultFailsCleanly(t *testing.T) {
 // the fault is lifted the next create succeeds, everything restores
 // bit-exact and verify is clean.
 func TestRepositoryUnderFaults(t *testing.T) {
+	skipShort(t)
 	s, p, opts := proxiedStore(t, func(o *s3store.Options) { o.MaxRetries = 3; o.RequestTimeout = 10 * time.Second })
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -268,6 +271,7 @@ func TestRepositoryUnderFaults(t *testing.T) {
 // the next create succeeds, everything restores bit-exact and verify is
 // clean.
 func TestMinIOKilledDuringCreate(t *testing.T) {
+	skipShort(t)
 	needMinIO(t) // skips without a binary
 	own, err := startMinIO()
 	if err != nil {
@@ -368,5 +372,15 @@ func TestMinIOKilledDuringCreate(t *testing.T) {
 	}
 	if err := repo.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// skipShort: the fault tests take minutes (every fault is met, retried
+// and waited out); the -short run under the race detector leaves them to
+// the full run.
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("the fault tests run without -short")
 	}
 }
