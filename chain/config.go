@@ -44,13 +44,21 @@ type Config struct {
 	PackSize   int       `json:"pack_size"`
 	ChunkHash  string    `json:"chunk_hash"`
 	Compressor string    `json:"compression"`
-	// Encryption is "aes-256-gcm" for an encrypted repository, else empty;
-	// KeyCheck then recognises the key (see crypt.go).
+	// Encryption is "aes-256-gcm" for an encrypted version 1 repository
+	// (KeyCheck then recognises the key, see crypt.go),
+	// "xchacha20-poly1305" for an encrypted version 2 one (its key ring is
+	// keys/, and the config carries a MAC: see configmac.go), else empty.
 	Encryption string `json:"encryption,omitempty"`
 	KeyCheck   string `json:"key_check,omitempty"`
 }
 
 const configName = "config"
+
+// Config.Encryption of encrypted repositories, by format version.
+const (
+	encryptionV1 = "aes-256-gcm"
+	encryptionV2 = "xchacha20-poly1305"
+)
 
 // NewConfig returns a config with the given block size (0 for the default)
 // and the defaults for the rest.
@@ -101,10 +109,11 @@ func decodeConfig(data []byte) (Config, error) {
 		return c, corrupt(configName, "tree fanout %d or pack size %d out of range", c.TreeFanout, c.PackSize)
 	}
 	plain := c.ChunkHash == "blake3-256" && c.Encryption == "" && c.KeyCheck == ""
-	// Version 2's encryption (keys/, XChaCha20-Poly1305) is not wired in
-	// yet: a version 2 repository is plain.
-	sealed := c.Version == FormatVersion && c.ChunkHash == "blake3-256-keyed" && c.Encryption == "aes-256-gcm" && c.KeyCheck != ""
-	if !plain && !sealed || c.Compressor != "zstd" {
+	// Each version has its own encryption: version 1 the key itself, with
+	// a key check; version 2 a key ring (keys/) and the config's MAC.
+	sealed1 := c.Version == FormatVersion && c.ChunkHash == "blake3-256-keyed" && c.Encryption == encryptionV1 && c.KeyCheck != ""
+	sealed2 := c.Version == FormatVersion2 && c.ChunkHash == "blake3-256-keyed" && c.Encryption == encryptionV2 && c.KeyCheck == ""
+	if !plain && !sealed1 && !sealed2 || c.Compressor != "zstd" {
 		return c, fmt.Errorf("repository uses chunk hash %q, encryption %q and compression %q: %w", c.ChunkHash, c.Encryption, c.Compressor, ErrUnsupportedVersion)
 	}
 	return c, nil

@@ -143,18 +143,62 @@ func (k *keys) open(dst, sealed, aad []byte) ([]byte, error) {
 }
 
 // HashBlob names data as this repository does: BLAKE3-256, keyed when the
-// repository is encrypted.
+// repository is encrypted (by the key in version 1, by the key ring's ID
+// key in version 2).
 func (r *Repository) HashBlob(data []byte) ID {
-	if r.keys == nil {
-		return Hash(data)
+	switch {
+	case r.ring != nil:
+		return r.ring.keys.hash(data)
+	case r.keys != nil:
+		return r.keys.hash(data)
 	}
-	return r.keys.hash(data)
+	return Hash(data)
 }
 
 // Encrypted reports whether the repository encrypts what it stores.
-func (r *Repository) Encrypted() bool { return r.keys != nil }
+func (r *Repository) Encrypted() bool { return r.keys != nil || r.ring != nil }
 
-// sealObject prepares a small object (manifest, state, log) for storage.
+// idKey is the key blob IDs are keyed with, or nil in a plain repository.
+func (r *Repository) idKey() *[32]byte {
+	switch {
+	case r.ring != nil:
+		return &r.ring.keys.id
+	case r.keys != nil:
+		return &r.keys.id
+	}
+	return nil
+}
+
+// packKeys returns the keys that seal pack headers: an encrypted version 2
+// repository's, else nil (version 1's pack headers are plain).
+func (r *Repository) packKeys() *subkeys2 {
+	if r.ring == nil {
+		return nil
+	}
+	return r.ring.keys
+}
+
+// sealBlob appends a blob's stored bytes sealed to dst: AES-256-GCM under
+// the key in version 1, XChaCha20-Poly1305 under the data key in version
+// 2, bound to the blob's ID either way. The repository must be encrypted.
+func (r *Repository) sealBlob(dst []byte, id ID, stored []byte) []byte {
+	if r.ring != nil {
+		return r.ring.keys.sealBlob(dst, id, stored)
+	}
+	return r.keys.seal(dst, stored, id[:])
+}
+
+// openBlob undoes sealBlob, appending the stored bytes to dst.
+func (r *Repository) openBlob(dst []byte, id ID, sealed []byte) ([]byte, error) {
+	if r.ring != nil {
+		return open2(r.ring.keys.data, dst, sealed, sealAD(sealKindBlob, id[:]))
+	}
+	return r.keys.open(dst, sealed, id[:])
+}
+
+// sealObject prepares a small object (manifest, state, log) for storage in
+// a version 1 repository. A version 2 repository's store seals every object
+// itself (sealedStore), so this passes its objects as they are.
 func (r *Repository) sealObject(name string, data []byte) []byte {
 	if r.keys == nil {
 		return data
@@ -180,8 +224,9 @@ func (r *Repository) openObject(name string, data []byte) ([]byte, error) {
 // sameIDs reports whether two repositories name blobs alike, so that blobs
 // can move between them by ID.
 func (r *Repository) sameIDs(o *Repository) bool {
-	if (r.keys == nil) != (o.keys == nil) {
+	a, b := r.idKey(), o.idKey()
+	if (a == nil) != (b == nil) {
 		return false
 	}
-	return r.keys == nil || r.keys.id == o.keys.id
+	return a == nil || *a == *b
 }

@@ -16,8 +16,8 @@ func FuzzPackHeader(f *testing.F) {
 		{ID: Hash([]byte("a")), Type: DataBlob, Compressed: true, Length: 10, RawLength: 100},
 		{ID: Hash([]byte("b")), Type: TreeBlob, Length: 7, RawLength: 7, Offset: 10},
 	}
-	f.Add(appendPackHeader(make([]byte, 17), entries))
-	f.Add(appendPackHeader(nil, nil))
+	f.Add(appendPackHeader(make([]byte, 17), entries, nil))
+	f.Add(appendPackHeader(nil, nil, nil))
 	f.Add([]byte("dpk1"))
 	f.Fuzz(func(t *testing.T, pack []byte) {
 		if len(pack) < packTrailerSize {

@@ -36,10 +36,10 @@ func FuzzIndexV2Load(f *testing.F) {
 		}
 		return data
 	}
-	f.Add(listing(packID, entries), pack)                   // the file lists the pack
-	f.Add(listing(Hash([]byte("other")), entries), pack)    // the pack is recovered
-	f.Add(listing(packID, entries[:1]), pack)               // listed, in part
-	f.Add([]byte(indexV2Magic), appendPackHeader(nil, nil)) // an empty pack
+	f.Add(listing(packID, entries), pack)                        // the file lists the pack
+	f.Add(listing(Hash([]byte("other")), entries), pack)         // the pack is recovered
+	f.Add(listing(packID, entries[:1]), pack)                    // listed, in part
+	f.Add([]byte(indexV2Magic), appendPackHeader(nil, nil, nil)) // an empty pack
 	f.Add([]byte{}, []byte(packMagic))
 	f.Fuzz(func(t *testing.T, index, pack []byte) {
 		checkIndexV2Load(t, index, pack)
@@ -119,7 +119,7 @@ func fuzzPack(blobs []string) ([]byte, []packEntry) {
 		entries = append(entries, packEntry{ID: Hash([]byte(b)), Type: DataBlob, Offset: uint32(len(data)), Length: uint32(len(b)), RawLength: uint32(len(b))})
 		data = append(data, b...)
 	}
-	return appendPackHeader(data, entries), entries
+	return appendPackHeader(data, entries, nil), entries
 }
 
 func btoi(b bool) int {

@@ -319,10 +319,7 @@ func initKeyring(ctx context.Context, store Store, cred Credential, opts KeyOpti
 	if len(names) > 0 {
 		return nil, fmt.Errorf("%s holds %d key objects: %w", keysPrefix, len(names), ErrExists)
 	}
-	secret := make([]byte, masterKeySize, masterKeySize+len(idKey))
-	_, _ = rand.Read(secret) // crypto/rand.Read does not fail (Go 1.24 on)
-	secret = append(secret, idKey...)
-	ring, err := newKeyring(secret, "")
+	ring, err := newRandomKeyring(idKey)
 	if err != nil {
 		return nil, err
 	}
@@ -330,6 +327,15 @@ func initKeyring(ctx context.Context, store Store, cred Credential, opts KeyOpti
 		return nil, err
 	}
 	return ring, nil
+}
+
+// newRandomKeyring makes a key ring of a new random master key, with idKey
+// as its ID key when not nil; it has no key object yet.
+func newRandomKeyring(idKey []byte) (*Keyring, error) {
+	secret := make([]byte, masterKeySize, masterKeySize+len(idKey))
+	_, _ = rand.Read(secret) // crypto/rand.Read does not fail (Go 1.24 on)
+	secret = append(secret, idKey...)
+	return newKeyring(secret, "")
 }
 
 // UnlockKeyring opens the key ring with cred: it tries every key object

@@ -3,6 +3,7 @@ package chain
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
@@ -41,17 +42,38 @@ type packEntry struct {
 // header entry is type (1), flags (1), stored length (4), raw length (4), ID
 // (32); offsets follow from the order. The pack is named by the BLAKE3 of all
 // of its bytes. See FORMAT.md.
+//
+// An encrypted version 2 repository's packs seal the header (magic "dpk2"):
+// the header is nonce (24) | the entries sealed | tag (16), so a pack shows
+// how many blobs it holds, but not where one ends and the next begins.
 const (
 	packMagic       = "dpk1"
+	sealedPackMagic = "dpk2"
 	packEntrySize   = 1 + 1 + 4 + 4 + IDSize
 	packTrailerSize = 4 + 4 // header length, magic
 	flagCompressed  = 1
 	maxBlobSize     = 64 << 20 // larger than any block, tree node or config blob we write
 )
 
-// appendPackHeader appends the header and trailer that describe entries.
-func appendPackHeader(dst []byte, entries []packEntry) []byte {
+// appendPackHeader appends the header and trailer that describe entries,
+// the header sealed under keys when keys is not nil (an encrypted version 2
+// repository). dst holds the pack's blobs, from its first byte.
+func appendPackHeader(dst []byte, entries []packEntry, keys *subkeys2) []byte {
 	start := len(dst)
+	magic := packMagic
+	if keys != nil {
+		var plain []byte
+		plain = appendPackEntries(plain, entries)
+		dst = keys.sealPackHeader(dst, plain, int64(start))
+		magic = sealedPackMagic
+	} else {
+		dst = appendPackEntries(dst, entries)
+	}
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(dst)-start))
+	return append(dst, magic...)
+}
+
+func appendPackEntries(dst []byte, entries []packEntry) []byte {
 	for _, e := range entries {
 		var flags byte
 		if e.Compressed {
@@ -62,21 +84,75 @@ func appendPackHeader(dst []byte, entries []packEntry) []byte {
 		dst = binary.LittleEndian.AppendUint32(dst, e.RawLength)
 		dst = append(dst, e.ID[:]...)
 	}
-	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(dst)-start))
-	return append(dst, packMagic...)
+	return dst
 }
 
 // packHeaderLength reads the trailer (the last packTrailerSize bytes of a
-// pack of packSize bytes) and returns the header's length.
+// pack of packSize bytes) of a pack whose header is not sealed, and returns
+// the header's length.
 func packHeaderLength(trailer []byte, packSize int64) (int, error) {
-	if len(trailer) != packTrailerSize || string(trailer[4:]) != packMagic {
-		return 0, fmt.Errorf("bad pack trailer")
+	n, sealed, err := packHeaderSpan(trailer, packSize)
+	if err == nil && sealed {
+		return 0, fmt.Errorf("pack header is sealed")
 	}
-	n := int64(binary.LittleEndian.Uint32(trailer))
-	if n%packEntrySize != 0 || n+int64(packTrailerSize) > packSize {
-		return 0, fmt.Errorf("pack header length %d does not fit a pack of %d bytes", n, packSize)
+	return n, err
+}
+
+// packHeaderSpan reads a pack's trailer: the length of its header as
+// stored, and whether it is sealed.
+func packHeaderSpan(trailer []byte, packSize int64) (n int, sealed bool, err error) {
+	if len(trailer) != packTrailerSize {
+		return 0, false, fmt.Errorf("bad pack trailer")
 	}
-	return int(n), nil
+	switch string(trailer[4:]) {
+	case packMagic:
+	case sealedPackMagic:
+		sealed = true
+	default:
+		return 0, false, fmt.Errorf("bad pack trailer")
+	}
+	length := int64(binary.LittleEndian.Uint32(trailer))
+	entries := length
+	if sealed {
+		entries -= sealOverhead2
+	}
+	if entries < 0 || entries%packEntrySize != 0 || length+int64(packTrailerSize) > packSize {
+		return 0, false, fmt.Errorf("pack header length %d does not fit a pack of %d bytes", length, packSize)
+	}
+	return int(length), sealed, nil
+}
+
+// decodeStoredPackHeader parses a pack's header as stored (stored, of a pack
+// whose blobs take the first dataSize bytes), opening it under keys if it
+// is sealed. An encrypted version 2 repository (keys not nil) has only
+// sealed headers, and a plain one none.
+func decodeStoredPackHeader(stored []byte, sealed bool, dataSize int64, keys *subkeys2) ([]packEntry, error) {
+	switch {
+	case sealed && keys == nil:
+		return nil, errors.New("pack header is sealed, in a repository that is not encrypted")
+	case !sealed && keys != nil:
+		return nil, errors.New("pack header is not sealed, in an encrypted repository")
+	case sealed:
+		plain, err := open2(keys.metadata, nil, stored, sealAD(sealKindPackHeader, binary.LittleEndian.AppendUint64(nil, uint64(dataSize))))
+		if err != nil {
+			return nil, fmt.Errorf("header: %w", err)
+		}
+		stored = plain
+	}
+	return decodePackHeader(stored, dataSize)
+}
+
+// decodePack parses the header of a whole pack's bytes.
+func decodePack(data []byte, keys *subkeys2) ([]packEntry, error) {
+	if len(data) < packTrailerSize {
+		return nil, errors.New("too short for a pack trailer")
+	}
+	n, sealed, err := packHeaderSpan(data[len(data)-packTrailerSize:], int64(len(data)))
+	if err != nil {
+		return nil, err
+	}
+	dataSize := int64(len(data) - packTrailerSize - n)
+	return decodeStoredPackHeader(data[dataSize:len(data)-packTrailerSize], sealed, dataSize, keys)
 }
 
 // decodePackHeader parses a header (without the trailer) of a pack whose
@@ -120,7 +196,7 @@ func (e packEntry) check() error {
 		return fmt.Errorf("blob %s: unknown type %d", e.ID.Short(), e.Type)
 	case e.RawLength > maxBlobSize || e.Length > maxBlobSize:
 		return fmt.Errorf("blob %s: length %d/%d over the limit", e.ID.Short(), e.Length, e.RawLength)
-	case !e.Compressed && e.Length != e.RawLength && e.Length != e.RawLength+sealOverhead:
+	case !e.Compressed && e.Length != e.RawLength && e.Length != e.RawLength+sealOverhead && e.Length != e.RawLength+sealOverhead2:
 		return fmt.Errorf("blob %s: uncompressed but stored %d of %d bytes", e.ID.Short(), e.Length, e.RawLength)
 	case e.ID.IsZero():
 		return fmt.Errorf("blob with the reserved zero ID")
@@ -134,7 +210,8 @@ func packName(id ID) string {
 	return "packs/" + s[:2] + "/" + s
 }
 
-// readPackHeader reads a stored pack's own header.
+// readPackHeader reads a stored pack's own header. Through an encrypted
+// version 2 repository's store (a sealedStore), it opens the sealed header.
 func readPackHeader(ctx context.Context, store Store, id ID, size int64) ([]packEntry, error) {
 	name := packName(id)
 	if size < packTrailerSize {
@@ -144,7 +221,7 @@ func readPackHeader(ctx context.Context, store Store, id ID, size int64) ([]pack
 	if err := store.ReadAt(ctx, name, trailer, size-packTrailerSize); err != nil {
 		return nil, err
 	}
-	n, err := packHeaderLength(trailer, size)
+	n, sealed, err := packHeaderSpan(trailer, size)
 	if err != nil {
 		return nil, corrupt(name, "%v", err)
 	}
@@ -153,9 +230,18 @@ func readPackHeader(ctx context.Context, store Store, id ID, size int64) ([]pack
 	if err := store.ReadAt(ctx, name, header, dataSize); err != nil {
 		return nil, err
 	}
-	entries, err := decodePackHeader(header, dataSize)
+	entries, err := decodeStoredPackHeader(header, sealed, dataSize, storeKeys(store))
 	if err != nil {
 		return nil, corrupt(name, "%v", err)
 	}
 	return entries, nil
+}
+
+// storeKeys returns the keys of an encrypted version 2 repository's store,
+// or nil for any other store.
+func storeKeys(store Store) *subkeys2 {
+	if s, ok := store.(*sealedStore); ok {
+		return s.keys
+	}
+	return nil
 }

@@ -16,7 +16,11 @@ import (
 // It is safe for concurrent use: creates run in parallel with each other,
 // while GC waits for them and they wait for GC.
 type Repository struct {
+	// store is what the repository reads and writes through: raw itself,
+	// or for an encrypted version 2 repository a sealedStore over it, which
+	// seals and opens every object but packs, keys/ and the config.
 	store  Store
+	raw    Store
 	config Config
 
 	// The in-process side of the repository lock (see lockLocal): shared
@@ -32,27 +36,49 @@ type Repository struct {
 	// reloadMu: one reload at a time when reads find the index out of date.
 	reloadMu sync.Mutex
 
-	keys *keys // nil for a repository that is not encrypted
+	keys *keys // an encrypted version 1 repository's keys, else nil
+	// ring is an encrypted version 2 repository's key ring, else nil.
+	// ringMu guards which key object it was unlocked with (ChangeKey).
+	ring   *Keyring
+	ringMu sync.Mutex
 
 	logger atomic.Pointer[slog.Logger] // see SetLogger
 }
 
+// newRepository is the Repository over store with cfg and its keys (at
+// most one of k and ring); its index is not loaded.
+func newRepository(store Store, cfg Config, k *keys, ring *Keyring) *Repository {
+	r := &Repository{store: store, raw: store, config: cfg, keys: k, ring: ring, idx: newUnloadedIndex()}
+	if ring != nil {
+		r.store = newSealedStore(store, ring.keys)
+	}
+	if cfg.Version == FormatVersion2 {
+		r.idx = newUnloadedIndexV2Set()
+	}
+	return r
+}
+
 // Init writes a new repository's config into store. It refuses a store that
 // already holds a repository. With a key (KeySize bytes), the repository is
-// encrypted (see crypt.go); nil makes a plain one. cfg.Version is
-// FormatVersion or FormatVersion2; a version 2 repository cannot be
-// encrypted yet.
+// encrypted: a version 1 repository with the key itself (see crypt.go), a
+// version 2 one with a key ring whose first key object the key opens (see
+// InitWithCredential); nil makes a plain one. cfg.Version is FormatVersion
+// or FormatVersion2.
 func Init(ctx context.Context, store Store, cfg Config, key []byte) (*Repository, error) {
-	var k *keys
 	if key != nil && cfg.Version == FormatVersion2 {
-		return nil, fmt.Errorf("init repository: format version 2 cannot be encrypted yet (its key ring is not wired in); use version 1 for an encrypted repository: %w", ErrUnsupportedVersion)
+		cred, err := KeyCredential(key)
+		if err != nil {
+			return nil, fmt.Errorf("init repository: %w", err)
+		}
+		return InitWithCredential(ctx, store, cfg, cred, KeyOptions{})
 	}
+	var k *keys
 	if key != nil {
 		var err error
 		if k, err = deriveKeys(key); err != nil {
 			return nil, fmt.Errorf("init repository: %w", err)
 		}
-		cfg.ChunkHash, cfg.Encryption, cfg.KeyCheck = "blake3-256-keyed", "aes-256-gcm", k.checkValue()
+		cfg.ChunkHash, cfg.Encryption, cfg.KeyCheck = "blake3-256-keyed", encryptionV1, k.checkValue()
 	}
 	if cfg.Version != FormatVersion && cfg.Version != FormatVersion2 {
 		return nil, fmt.Errorf("init repository: config version %d: %w", cfg.Version, ErrUnsupportedVersion)
@@ -69,7 +95,62 @@ func Init(ctx context.Context, store Store, cfg Config, key []byte) (*Repository
 	if err := store.PutIfAbsent(ctx, configName, data); err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
 	}
-	r := &Repository{store: store, config: cfg, keys: k}
+	r := newRepository(store, cfg, k, nil)
+	r.idx = r.newIndex()
+	return r, nil
+}
+
+// InitWithCredential writes a new encrypted repository into store, opened
+// by cred (KeyCredential or PasswordCredential). A version 2 repository
+// (cfg.Version FormatVersion2) gets a key ring: a random master key, and a
+// key object (keys/ID, described by opts) that wraps it for cred; its
+// config carries a MAC under the master key. A version 1 repository takes
+// only a key credential, used as Init uses a key.
+//
+// The config is written first and decides, as for Init, which of two
+// processes initialising one store at once goes on; the key object follows.
+// A crash between the two leaves a config that no credential opens (Open
+// says there are no key objects): nothing was stored in it yet, and the
+// store can be cleared and initialised again.
+func InitWithCredential(ctx context.Context, store Store, cfg Config, cred Credential, opts KeyOptions) (*Repository, error) {
+	if cfg.Version != FormatVersion2 {
+		if cred.key == nil {
+			return nil, fmt.Errorf("init repository: format version %d is encrypted with a key, not a password (format version 2 takes either): %w", cfg.Version, ErrUnsupportedVersion)
+		}
+		return Init(ctx, store, cfg, cred.key)
+	}
+	if cred.key == nil && cred.password == nil {
+		return nil, errors.New("init repository: no credential: use KeyCredential or PasswordCredential")
+	}
+	names, err := keyObjectNames(ctx, store)
+	if err != nil {
+		return nil, fmt.Errorf("init repository: %w", err)
+	}
+	if len(names) > 0 {
+		return nil, fmt.Errorf("init repository: %s holds %d key objects: %w", keysPrefix, len(names), ErrExists)
+	}
+	ring, err := newRandomKeyring(nil)
+	if err != nil {
+		return nil, fmt.Errorf("init repository: %w", err)
+	}
+	cfg.ChunkHash, cfg.Encryption, cfg.KeyCheck = "blake3-256-keyed", encryptionV2, ""
+	data, err := jsonIndent(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := decodeConfig(data); err != nil {
+		return nil, fmt.Errorf("init repository: %w", err)
+	}
+	if data, err = ring.keys.signConfig(data); err != nil {
+		return nil, fmt.Errorf("init repository: %w", err)
+	}
+	if err := store.PutIfAbsent(ctx, configName, data); err != nil {
+		return nil, fmt.Errorf("init repository: %w", err)
+	}
+	if ring.used, err = ring.AddKey(ctx, store, cred, opts); err != nil {
+		return nil, fmt.Errorf("init repository: the config is written, but its first key is not (no credential opens the repository; clear the store and init again): %w", err)
+	}
+	r := newRepository(store, cfg, nil, ring)
 	r.idx = r.newIndex()
 	return r, nil
 }
@@ -79,8 +160,24 @@ func Init(ctx context.Context, store Store, cfg Config, key []byte) (*Repository
 // a blob read, or LoadIndex), so listing restore points costs no more in a
 // repository of millions of chunks than in an empty one. An encrypted
 // repository needs its key (ErrKeyRequired without, ErrWrongKey with
-// another); a plain one refuses a key.
+// another); a plain one refuses a key. An encrypted version 2 repository
+// opened with a key opens with a key object of kdf "none" (see
+// OpenWithCredential, which also takes a password).
 func Open(ctx context.Context, store Store, key []byte) (*Repository, error) {
+	var cred Credential
+	if key != nil {
+		cred = Credential{key: key}
+	}
+	return OpenWithCredential(ctx, store, cred)
+}
+
+// OpenWithCredential is Open with a credential: the zero Credential for a
+// plain repository, a KeyCredential for an encrypted one of either version,
+// or a PasswordCredential for an encrypted version 2 one. Version 2 unlocks
+// its key ring with it (ErrWrongKey if no key object opens) and then checks
+// the config's MAC: a config changed by someone without the key is
+// ErrCorrupt naming the config.
+func OpenWithCredential(ctx context.Context, store Store, cred Credential) (*Repository, error) {
 	data, err := store.Get(ctx, configName)
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("open repository: no config (not a diskpoint repository?): %w", ErrNotFound)
@@ -92,25 +189,43 @@ func Open(ctx context.Context, store Store, key []byte) (*Repository, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open repository: %w", err)
 	}
+	given := cred.key != nil || cred.password != nil
 	var k *keys
+	var ring *Keyring
 	switch {
-	case cfg.Encryption != "" && key == nil:
+	case cfg.Encryption != "" && !given:
 		return nil, fmt.Errorf("open repository: %w", ErrKeyRequired)
-	case cfg.Encryption == "" && key != nil:
+	case cfg.Encryption == "" && given:
 		return nil, fmt.Errorf("open repository: it is not encrypted, but a key was given")
-	case key != nil:
-		if k, err = deriveKeys(key); err != nil {
+	case cfg.Encryption == encryptionV1:
+		if cred.key == nil {
+			return nil, fmt.Errorf("open repository: a format version 1 repository is opened with its key, not a password: %w", ErrWrongKey)
+		}
+		if k, err = deriveKeys(cred.key); err != nil {
 			return nil, fmt.Errorf("open repository: %w", err)
 		}
 		if !k.matches(cfg.KeyCheck) {
 			return nil, fmt.Errorf("open repository: %w", ErrWrongKey)
 		}
+	case cfg.Encryption == encryptionV2:
+		if cred.key != nil && len(cred.key) != KeySize {
+			return nil, fmt.Errorf("open repository: key of %d bytes, want %d: %w", len(cred.key), KeySize, ErrWrongKey)
+		}
+		ring, err = UnlockKeyring(ctx, store, cred)
+		if errors.Is(err, ErrNotFound) && !errors.Is(err, ErrWrongKey) {
+			// The config is there, and keys/ is empty: not a missing
+			// repository, but one whose key objects are gone (or whose
+			// init stopped before it wrote the first).
+			return nil, fmt.Errorf("open repository: %w", corrupt(keysPrefix, "no key objects: the repository is encrypted, but nothing holds its key (%v)", err))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open repository: %w", err)
+		}
+		if err := ring.keys.verifyConfig(data); err != nil {
+			return nil, fmt.Errorf("open repository: %w", err)
+		}
 	}
-	r := &Repository{store: store, config: cfg, keys: k, idx: newUnloadedIndex()}
-	if cfg.Version == FormatVersion2 {
-		r.idx = newUnloadedIndexV2Set()
-	}
-	return r, nil
+	return newRepository(store, cfg, k, ring), nil
 }
 
 // LoadIndex reads the index, unless this Repository has read it already.
@@ -127,8 +242,9 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 // Config returns the repository's settings.
 func (r *Repository) Config() Config { return r.config }
 
-// Store returns the store the repository lives in.
-func (r *Repository) Store() Store { return r.store }
+// Store returns the store the repository lives in, whose objects are as
+// stored: sealed, in an encrypted version 2 repository.
+func (r *Repository) Store() Store { return r.raw }
 
 // Close closes the store. The repository must not be used afterwards; what
 // it wrote is durable already (writers flush on commit).
@@ -343,8 +459,12 @@ func readError(object string, err error) error {
 // decodeStored turns a blob's stored bytes back into its plaintext: opens
 // the seal (encrypted repositories), decompresses, and checks the ID.
 func (r *Repository) decodeStored(dst, stored []byte, e packEntry) ([]byte, error) {
-	if r.keys != nil {
-		opened, err := r.keys.open(nil, stored, e.ID[:])
+	if r.Encrypted() {
+		// Opened into a pooled buffer: decompressBlob copies out of it, so
+		// a restore does not leave a blob's worth of garbage per block.
+		buf := getBuffer(len(stored))
+		defer putBuffer(buf)
+		opened, err := r.openBlob(buf[:0], e.ID, stored)
 		if err != nil {
 			return nil, err
 		}

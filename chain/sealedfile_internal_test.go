@@ -15,7 +15,7 @@ const testSegmentShift = 6
 func sealTestFile(t *testing.T, k *subkeys2, plain []byte, shift uint8, chunk int) []byte {
 	t.Helper()
 	var out bytes.Buffer
-	w, err := newSealingWriter(&out, k.metadata, sealKindIndex, nil, shift)
+	w, err := newSealingWriter(&out, k.metadata, sealKindIndex, []byte("index/x"), shift)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestSealedFileReadsOnlyTheSegmentsItNeeds(t *testing.T) {
 	k := testSubkeys2(t)
 	plain := testPlaintext(1 << 20)
 	var out bytes.Buffer
-	w, err := k.newIndexSealer(&out)
+	w, err := k.newIndexSealer(&out, "index/x")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestSealedFileDamageIsCorrupt(t *testing.T) {
 	}
 	// Sealed as another kind, it does not open as an index file.
 	var lockish bytes.Buffer
-	w, err := newSealingWriter(&lockish, k.metadata, sealKindLock, nil, testSegmentShift)
+	w, err := newSealingWriter(&lockish, k.metadata, sealKindLock, []byte("index/x"), testSegmentShift)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,6 +178,18 @@ func TestSealedFileDamageIsCorrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustBeCorrupt("sealed as another kind", lockish.Bytes())
+	// Sealed as another index file, it does not open under this name.
+	var renamed bytes.Buffer
+	if w, err = newSealingWriter(&renamed, k.metadata, sealKindIndex, []byte("index/y"), testSegmentShift); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(plain); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mustBeCorrupt("sealed under another name", renamed.Bytes())
 }
 
 // FuzzSealedFile: whatever a sealed file's bytes, opening and reading it
@@ -190,7 +202,7 @@ func FuzzSealedFile(f *testing.F) {
 	}
 	for _, size := range []int{0, 10, 64, 200} {
 		var out bytes.Buffer
-		w, err := newSealingWriter(&out, k.metadata, sealKindIndex, nil, testSegmentShift)
+		w, err := newSealingWriter(&out, k.metadata, sealKindIndex, []byte("index/fuzz"), testSegmentShift)
 		if err != nil {
 			f.Fatal(err)
 		}

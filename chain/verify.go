@@ -344,7 +344,7 @@ func (v *verifier) checkIndexV2(x *indexV2Set, damagedFiles map[string]error, ga
 // readingThrough returns a view of r that reads blobs through idx instead
 // of r's own index. It is for reading only: it holds no locks.
 func (r *Repository) readingThrough(idx blobIndex) *Repository {
-	return &Repository{store: r.store, config: r.config, keys: r.keys, idx: idx}
+	return &Repository{store: r.store, raw: r.raw, config: r.config, keys: r.keys, ring: r.ring, idx: idx}
 }
 
 // checkPacks reads every stored pack (or those opts picks) and checks
@@ -431,7 +431,7 @@ func (v *verifier) checkPack(ctx context.Context, id ID, size int64, entries []p
 	if Hash(data) != id {
 		v.found(packRef(id), fmt.Sprintf("content does not match its name (%d bytes, listed as %d)", len(data), size))
 	}
-	if err := checkPackHeader(data, entries); err != nil {
+	if err := checkPackHeader(data, entries, storeKeys(v.repo.store)); err != nil {
 		v.found(packRef(id), err.Error())
 	}
 	var buf []byte
@@ -453,16 +453,9 @@ func (v *verifier) checkPack(ctx context.Context, id ID, size int64, entries []p
 }
 
 // checkPackHeader checks that the pack's own header agrees with the index.
-func checkPackHeader(data []byte, entries []packEntry) error {
-	if len(data) < packTrailerSize {
-		return errors.New("too short for a pack trailer")
-	}
-	n, err := packHeaderLength(data[len(data)-packTrailerSize:], int64(len(data)))
-	if err != nil {
-		return err
-	}
-	dataSize := int64(len(data) - packTrailerSize - n)
-	header, err := decodePackHeader(data[dataSize:len(data)-packTrailerSize], dataSize)
+// keys open a sealed header (an encrypted version 2 repository), else nil.
+func checkPackHeader(data []byte, entries []packEntry, keys *subkeys2) error {
+	header, err := decodePack(data, keys)
 	if err != nil {
 		return err
 	}

@@ -169,8 +169,8 @@ func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (i
 	scratch := getBuffer(len(data) + len(data)/8 + 64)
 	defer putBuffer(scratch)
 	stored, compressed := compressBlob(scratch, data)
-	if w.repo.keys != nil {
-		sealed := w.repo.keys.seal(getBuffer(len(stored) + 64)[:0], stored, id[:])
+	if w.repo.Encrypted() {
+		sealed := w.repo.sealBlob(getBuffer(len(stored) + 64)[:0], id, stored)
 		defer putBuffer(sealed)
 		stored = sealed
 	}
@@ -302,7 +302,7 @@ func (w *Writer) usable() error {
 // every indexCheckpointPacks packs it writes that index file at once. It
 // releases p's buffer whether or not the pack could be stored.
 func (w *Writer) writePack(ctx context.Context, p *openPack) error {
-	data := appendPackHeader(p.data, p.entries)
+	data := appendPackHeader(p.data, p.entries, w.repo.packKeys())
 	id := Hash(data)
 	err := w.repo.store.Put(ctx, packName(id), data)
 	p.buf.release()

@@ -18,7 +18,7 @@ import (
 func newEncryptedRepo(t *testing.T, key []byte) (*snapshot.Repository, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "repo")
-	repo, err := snapshot.Init(context.Background(), dir, snapshot.InitOptions{BlockSize: testBlockSize, Key: key})
+	repo, err := snapshot.Init(context.Background(), dir, snapshot.InitOptions{BlockSize: testBlockSize, Key: key, Format: testFormat()})
 	if err != nil {
 		t.Fatal(err)
 	}

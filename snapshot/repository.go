@@ -32,12 +32,26 @@ type InitOptions struct {
 	BlockSize int
 	// Key, if set (chain.KeySize bytes, see chain.NewKey), makes the
 	// repository encrypted: chunks, block maps, manifests, state and logs
-	// sealed with AES-256-GCM, chunks named by keyed BLAKE3. Keep it safe:
-	// without it nothing can be restored.
+	// sealed, chunks named by keyed BLAKE3. In format version 1 the key
+	// is the repository's key (AES-256-GCM); in version 2 it opens the
+	// first key object of the repository's key ring (XChaCha20-Poly1305
+	// under a random master key; pack headers, index files and locks are
+	// sealed too). Keep it safe: without it nothing can be restored.
 	Key []byte
+	// Password, if set, makes a format version 2 repository encrypted, as
+	// Key does, with a password instead: its key object is opened by the
+	// Argon2id hash of the password. At most one of Key and Password.
+	Password string
+	// Argon2 are the Argon2id parameters of Password's key object; the
+	// zero value means chain.DefaultArgon2Params.
+	Argon2 chain.Argon2Params
+	// KeyLabel is an optional note on the first key object, shown by
+	// Repository.Keys.
+	KeyLabel string
 	// Format is the repository format version: 0 or chain.FormatVersion
 	// (1, the default), or chain.FormatVersion2, whose index is read a
-	// bucket at a time instead of being held in memory (not encrypted yet).
+	// bucket at a time instead of being held in memory, and whose
+	// encryption (Key or Password) is a key ring of several credentials.
 	Format int
 }
 
@@ -71,11 +85,31 @@ func InitStore(ctx context.Context, store chain.Store, opts InitOptions) (*Repos
 	if opts.Format != 0 {
 		cfg.Version = opts.Format
 	}
-	cr, err := chain.Init(ctx, store, cfg, opts.Key)
+	var cr *chain.Repository
+	switch {
+	case opts.Key != nil && opts.Password != "":
+		return nil, errors.New("init repository: a key or a password, not both")
+	case opts.Key == nil && opts.Password == "":
+		cr, err = chain.Init(ctx, store, cfg, nil)
+	default:
+		cred, cerr := credential(opts.Key, opts.Password)
+		if cerr != nil {
+			return nil, fmt.Errorf("init repository: %w", cerr)
+		}
+		cr, err = chain.InitWithCredential(ctx, store, cfg, cred, chain.KeyOptions{Label: opts.KeyLabel, Argon2: opts.Argon2})
+	}
 	if err != nil {
 		return nil, err
 	}
 	return &Repository{chain: cr}, nil
+}
+
+// credential is the credential of a key or a password (one of them set).
+func credential(key []byte, password string) (chain.Credential, error) {
+	if password != "" {
+		return chain.PasswordCredential(password)
+	}
+	return chain.KeyCredential(key)
 }
 
 // Open opens the repository in directory dir.
@@ -86,6 +120,31 @@ func Open(ctx context.Context, dir string) (*Repository, error) {
 // OpenWithKey opens the repository in directory dir with its key (nil for
 // a repository that is not encrypted).
 func OpenWithKey(ctx context.Context, dir string, key []byte) (*Repository, error) {
+	var cred chain.Credential
+	if key != nil {
+		var err error
+		if cred, err = chain.KeyCredential(key); err != nil {
+			return nil, fmt.Errorf("repository %s: %w", dir, err)
+		}
+	}
+	return OpenWithCredential(ctx, dir, cred)
+}
+
+// OpenWithPassword opens the encrypted format version 2 repository in
+// directory dir with a password one of its key objects was made for.
+func OpenWithPassword(ctx context.Context, dir, password string) (*Repository, error) {
+	cred, err := chain.PasswordCredential(password)
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", dir, err)
+	}
+	return OpenWithCredential(ctx, dir, cred)
+}
+
+// OpenWithCredential opens the repository in directory dir with cred: the
+// zero chain.Credential for a plain repository, chain.KeyCredential or
+// chain.PasswordCredential for an encrypted one (see
+// chain.OpenWithCredential).
+func OpenWithCredential(ctx context.Context, dir string, cred chain.Credential) (*Repository, error) {
 	fi, err := os.Stat(dir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -100,8 +159,9 @@ func OpenWithKey(ctx context.Context, dir string, key []byte) (*Repository, erro
 	if err != nil {
 		return nil, err
 	}
-	r, err := OpenStore(ctx, store, key)
+	r, err := OpenStoreWithCredential(ctx, store, cred)
 	if err != nil {
+		store.Close()
 		return nil, fmt.Errorf("repository %s: %w", dir, err)
 	}
 	return r, nil
@@ -110,6 +170,16 @@ func OpenWithKey(ctx context.Context, dir string, key []byte) (*Repository, erro
 // OpenStore opens the repository in any chain.Store, with its key or nil.
 func OpenStore(ctx context.Context, store chain.Store, key []byte) (*Repository, error) {
 	cr, err := chain.Open(ctx, store, key)
+	if err != nil {
+		return nil, err
+	}
+	return &Repository{chain: cr}, nil
+}
+
+// OpenStoreWithCredential opens the repository in any chain.Store with
+// cred (see OpenWithCredential).
+func OpenStoreWithCredential(ctx context.Context, store chain.Store, cred chain.Credential) (*Repository, error) {
+	cr, err := chain.OpenWithCredential(ctx, store, cred)
 	if err != nil {
 		return nil, err
 	}
@@ -154,4 +224,31 @@ func (r *Repository) Collections(ctx context.Context) ([]string, error) {
 // See chain.Repository.Unlock.
 func (r *Repository) Unlock(ctx context.Context, all bool) (int, error) {
 	return r.chain.Unlock(ctx, all)
+}
+
+// Keys describes an encrypted format version 2 repository's key objects,
+// oldest first; UsedKey says which one opened this Repository.
+func (r *Repository) Keys(ctx context.Context) ([]chain.KeyInfo, error) { return r.chain.Keys(ctx) }
+
+// UsedKey returns the ID of the key object this Repository was opened
+// with, or "" for a repository without a key ring.
+func (r *Repository) UsedKey() string { return r.chain.UsedKey() }
+
+// AddKey adds a credential to an encrypted format version 2 repository and
+// returns its key's ID (see chain.Repository.AddKey). It holds the
+// repository's exclusive lock, as GC does.
+func (r *Repository) AddKey(ctx context.Context, cred chain.Credential, opts chain.KeyOptions) (string, error) {
+	return r.chain.AddKey(ctx, cred, opts)
+}
+
+// RemoveKey removes the key id; never the one in use, nor the last one
+// (see chain.Repository.RemoveKey).
+func (r *Repository) RemoveKey(ctx context.Context, id string) error {
+	return r.chain.RemoveKey(ctx, id)
+}
+
+// ChangeKey replaces the credential in use by cred, adding the new key
+// before it removes the old one (see chain.Repository.ChangeKey).
+func (r *Repository) ChangeKey(ctx context.Context, cred chain.Credential, opts chain.KeyOptions) (string, error) {
+	return r.chain.ChangeKey(ctx, cred, opts)
 }

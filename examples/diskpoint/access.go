@@ -72,17 +72,17 @@ func runCopy(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	if (*point == "") == !*all {
 		return usageError{"give -point ID or -all"}
 	}
-	sourceKey := keySource{file: *fromKeyFile, command: *fromKeyCommand, names: [3]string{"", "-from-key-file", "-from-key-command"}}
+	sourceKey := credentialSource{key: keySource{file: *fromKeyFile, command: *fromKeyCommand, names: [3]string{"", "-from-key-file", "-from-key-command"}}}
 	if !sourceKey.given() {
-		sourceKey = environmentKey(fromKeyVariables)
+		sourceKey = environmentCredential(fromKeyVariables, fromPasswordVariables)
 	}
 	switch {
 	case *fromNoKey && sourceKey.given():
 		return usageError{"-from-no-key, yet a source key is given"}
 	case *fromNoKey:
-		sourceKey = keySource{}
+		sourceKey = credentialSource{}
 	case !sourceKey.given():
-		sourceKey = environmentKey(keyVariables) // both repositories have one key
+		sourceKey = environmentCredential(keyVariables, passwordVariables) // both repositories have one credential
 	}
 	every, err := parseSize(*checkpoint)
 	if err != nil {

@@ -23,7 +23,7 @@ func runInit(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 	repoDir := fs.String("repo", "", "repository `directory` to create")
 	blockSize := fs.String("block-size", "", "block `size`, a power of two from 16KiB to 16MiB (default 64KiB)")
 	format := fs.Int("format", chain.FormatVersion, "repository format `version`: 1, or 2 (an index read a bucket at a time, for repositories of millions of chunks)")
-	encrypt := fs.Bool("encrypt", false, "encrypt the repository with the key DISKPOINT_KEY, DISKPOINT_KEY_FILE or DISKPOINT_KEY_COMMAND gives (diskpoint keygen makes one)")
+	encrypt := fs.Bool("encrypt", false, "encrypt the repository with the key DISKPOINT_KEY, DISKPOINT_KEY_FILE or DISKPOINT_KEY_COMMAND gives (diskpoint keygen makes one), or with -format 2 the password DISKPOINT_PASSWORD, DISKPOINT_PASSWORD_FILE or DISKPOINT_PASSWORD_COMMAND gives")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
@@ -31,13 +31,10 @@ func runInit(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 		return usageError{fmt.Sprintf("-format: %d is not a format version (1 or 2)", *format)}
 	}
 	var key []byte
+	var password string
 	if *encrypt {
-		source := environmentKey(keyVariables)
-		if !source.given() {
-			return usageError{"-encrypt needs a key: " + source.hint() + " (diskpoint keygen makes one)"}
-		}
 		var err error
-		if key, err = source.load(ctx); err != nil {
+		if key, password, err = initCredential(ctx, *format); err != nil {
 			return err
 		}
 	}
@@ -48,12 +45,15 @@ func runInit(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 			return usageError{"-block-size: " + err.Error()}
 		}
 	}
-	repo, err := snapshot.Init(ctx, *repoDir, snapshot.InitOptions{BlockSize: bs, Key: key, Format: *format})
+	repo, err := snapshot.Init(ctx, *repoDir, snapshot.InitOptions{BlockSize: bs, Key: key, Password: password, Format: *format})
 	if err != nil {
 		return err
 	}
 	what := "not encrypted"
-	if key != nil {
+	switch {
+	case repo.UsedKey() != "":
+		what = fmt.Sprintf("encrypted with XChaCha20-Poly1305, key ring of key %s: keep the credential safe, nothing restores without one; diskpoint key add adds more", repo.UsedKey())
+	case key != nil:
 		what = "encrypted with AES-256-GCM: keep the key safe, nothing restores without it"
 	}
 	fmt.Fprintf(e.stdout, "initialized repository %s (format %d, block size %s, %s)\n", *repoDir, repo.Config().Version, humanize.IBytes(uint64(repo.Config().BlockSize)), what)

@@ -15,6 +15,7 @@ import (
 var synopses = map[string]string{
 	"init":        "-repo DIR [-block-size SIZE] [-encrypt]",
 	"keygen":      "",
+	"key":         "add|list|remove|passwd -repo DIR [-label NOTE] [-id ID] [-json]",
 	"version":     "",
 	"collections": "-repo DIR [-json]",
 	"create":      "-repo DIR -collection NAME [flags] DISK=PATH...",

@@ -64,6 +64,20 @@ const keyCommandTimeout = 2 * time.Minute
 // load returns the key, or nil if the source names none. Errors are
 // keyErrors (exit status 12).
 func (s keySource) load(ctx context.Context) ([]byte, error) {
+	text, from, err := s.loadText(ctx)
+	if err != nil || from == "" {
+		return nil, err
+	}
+	key, err := chain.ParseKey(text)
+	if err != nil {
+		return nil, keyError{fmt.Errorf("%s: %w", from, err)}
+	}
+	return key, nil
+}
+
+// loadText returns what the source gives, as it gives it, and where it
+// came from ("" if the source names nothing). Errors are keyErrors.
+func (s keySource) loadText(ctx context.Context) (text, from string, err error) {
 	var set []string
 	for i, v := range []string{s.hex, s.file, s.command} {
 		if v != "" {
@@ -71,32 +85,25 @@ func (s keySource) load(ctx context.Context) ([]byte, error) {
 		}
 	}
 	if len(set) > 1 {
-		return nil, keyError{fmt.Errorf("%s are set: give the key one way", strings.Join(set, " and "))}
+		return "", "", keyError{fmt.Errorf("%s are set: give it one way", strings.Join(set, " and "))}
 	}
-	var text, from string
 	switch {
 	case s.hex != "":
-		text, from = s.hex, s.names[0]
+		return s.hex, s.names[0], nil
 	case s.file != "":
 		data, err := os.ReadFile(s.file)
 		if err != nil {
-			return nil, keyError{fmt.Errorf("%s: %w", s.names[1], err)}
+			return "", "", keyError{fmt.Errorf("%s: %w", s.names[1], err)}
 		}
-		text, from = string(data), s.names[1]+" "+s.file
+		return string(data), s.names[1] + " " + s.file, nil
 	case s.command != "":
 		out, err := runKeyCommand(ctx, s.command)
 		if err != nil {
-			return nil, keyError{fmt.Errorf("%s %q: %w", s.names[2], s.command, err)}
+			return "", "", keyError{fmt.Errorf("%s %q: %w", s.names[2], s.command, err)}
 		}
-		text, from = out, s.names[2]
-	default:
-		return nil, nil
+		return out, s.names[2], nil
 	}
-	key, err := chain.ParseKey(text)
-	if err != nil {
-		return nil, keyError{fmt.Errorf("%s: %w", from, err)}
-	}
-	return key, nil
+	return "", "", nil
 }
 
 // runKeyCommand runs command with sh -c and returns what it printed; what
@@ -117,22 +124,23 @@ func runKeyCommand(ctx context.Context, command string) (string, error) {
 	return stdout.String(), nil
 }
 
-// openRepository opens the repository in dir with the environment's key.
+// openRepository opens the repository in dir with the environment's key
+// or password.
 func openRepository(ctx context.Context, e *env, dir string) (*snapshot.Repository, error) {
-	return openRepositoryWithKey(ctx, e, dir, environmentKey(keyVariables))
+	return openRepositoryWithKey(ctx, e, dir, environmentCredential(keyVariables, passwordVariables))
 }
 
-// openRepositoryWithKey opens the repository in dir with the key source
-// names, if any. A missing key for an encrypted repository says which
-// variables to set; no other error does.
-func openRepositoryWithKey(ctx context.Context, e *env, dir string, source keySource) (*snapshot.Repository, error) {
-	key, err := source.load(ctx)
+// openRepositoryWithKey opens the repository in dir with the credential
+// source names, if any. A missing key for an encrypted repository says
+// which variables to set; no other error does.
+func openRepositoryWithKey(ctx context.Context, e *env, dir string, source credentialSource) (*snapshot.Repository, error) {
+	cred, given, err := source.load(ctx)
 	if err != nil {
 		return nil, err
 	}
-	repo, err := snapshot.OpenWithKey(ctx, dir, key)
+	repo, err := snapshot.OpenWithCredential(ctx, dir, cred)
 	switch {
-	case errors.Is(err, snapshot.ErrKeyRequired) && key == nil:
+	case errors.Is(err, snapshot.ErrKeyRequired) && !given:
 		return nil, fmt.Errorf("%w (%s)", err, source.hint())
 	case errors.Is(err, snapshot.ErrNotFound):
 		return nil, noRepositoryError{err}

@@ -5,6 +5,7 @@
 //
 //	diskpoint init    -repo DIR [-block-size SIZE] [-format 1|2] [-encrypt]
 //	diskpoint keygen
+//	diskpoint key     add|list|remove|passwd -repo DIR [-label NOTE] [-id ID] [-json]
 //	diskpoint version
 //	diskpoint collections -repo DIR [-json]
 //	diskpoint create  -repo DIR -collection NAME [-exclude DISK]... [-changed DISK=RANGES_FILE]... [-config FILE] [-json]
@@ -37,9 +38,16 @@
 // Environment: DISKPOINT_REPOSITORY names the repository when -repo is not
 // given. An encrypted repository's key comes from DISKPOINT_KEY (64 hex
 // digits), the file DISKPOINT_KEY_FILE names, or what the shell command
-// DISKPOINT_KEY_COMMAND prints; never from the command line. copy reads its
+// DISKPOINT_KEY_COMMAND prints; never from the command line. An encrypted
+// format 2 repository opens with a key or a password, which comes from
+// DISKPOINT_PASSWORD, DISKPOINT_PASSWORD_FILE or DISKPOINT_PASSWORD_COMMAND
+// (a file's or command's final line end is not part of it). copy reads its
 // source's key from -from-key-file, -from-key-command or
-// DISKPOINT_FROM_KEY, DISKPOINT_FROM_KEY_FILE, DISKPOINT_FROM_KEY_COMMAND.
+// DISKPOINT_FROM_KEY, DISKPOINT_FROM_KEY_FILE, DISKPOINT_FROM_KEY_COMMAND
+// (a password from DISKPOINT_FROM_PASSWORD and its _FILE and _COMMAND).
+// key add and key passwd read the new credential from DISKPOINT_NEW_KEY,
+// DISKPOINT_NEW_KEY_FILE, DISKPOINT_NEW_KEY_COMMAND or DISKPOINT_NEW_PASSWORD,
+// DISKPOINT_NEW_PASSWORD_FILE, DISKPOINT_NEW_PASSWORD_COMMAND.
 // DISKPOINT_CPUPROFILE=FILE writes a CPU profile of the command to FILE, and
 // DISKPOINT_MEMPROFILE=FILE a heap profile at its end.
 //
@@ -89,6 +97,7 @@ var commands = map[string]command{
 	"stats":     {"show sizes: logical, stored, freed if deleted, dedup ratio", runStats},
 	"serve-nbd": {"serve a disk of a restore point read-only over NBD", runServeNBD},
 	"keygen":    {"print a new random key for an encrypted repository", runKeygen},
+	"key":       {"list, add, remove or change the credentials of an encrypted format 2 repository", runKey},
 
 	"collections": {"list the repository's collections", runCollections},
 	"version":     {"print the versions of diskpoint, Go and the repository format", runVersion},
@@ -269,6 +278,11 @@ environment:
   DISKPOINT_KEY          an encrypted repository's key (64 hex digits), or
   DISKPOINT_KEY_FILE     a file holding it, or
   DISKPOINT_KEY_COMMAND  a shell command printing it
+  DISKPOINT_PASSWORD     a format 2 repository's password instead of a key
+                         (also _FILE and _COMMAND, as for the key)
+  DISKPOINT_NEW_KEY, DISKPOINT_NEW_PASSWORD
+                         key add and key passwd: the new credential
+                         (also _FILE and _COMMAND)
 
 exit status: 0 success, 1 failure, 2 usage, 3 verify found damage,
 10 no repository, 11 locked, 12 wrong or missing key, 13 throttled,
