@@ -78,6 +78,9 @@ func (r *Repository) migrateEncrypted(ctx context.Context, lock *repoLock, cfg C
 		if r.keys == nil {
 			return fmt.Errorf("the repository is encrypted: %w", ErrKeyRequired)
 		}
+		if err := e.refuseReaders(ctx); err != nil {
+			return err
+		}
 		if err := e.keyRing(ctx); err != nil {
 			return err
 		}
@@ -136,9 +139,6 @@ func (e *encryptedMigration) keyRing(ctx context.Context) error {
 // beforeSwitch converts the packs, writes the sealed index files, stages
 // the sealed objects, and switches the config.
 func (e *encryptedMigration) beforeSwitch(ctx context.Context, cfg Config) error {
-	if err := e.refuseReaders(ctx); err != nil {
-		return err
-	}
 	if err := e.convertPacks(ctx); err != nil {
 		return err
 	}
@@ -192,8 +192,10 @@ func (e *encryptedMigration) refuseReaders(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("read lock: %w", err)
 		}
-		if plain, err := e.sealed.open(name, data); err == nil {
-			data = plain
+		if e.sealed != nil {
+			if plain, err := e.sealed.open(name, data); err == nil {
+				data = plain // a version 2 process's lock
+			}
 		}
 		var info LockInfo
 		if err := json.Unmarshal(data, &info); err != nil {

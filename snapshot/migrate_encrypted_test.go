@@ -272,3 +272,38 @@ func migrateEncryptedCrashingAt(t *testing.T, store chain.Store, at int) (crashe
 	}
 	return err != nil
 }
+
+// While a reader (here a disk open for reading) holds a lock, the
+// encrypted migration, which deletes every version 1 pack, refuses with
+// ErrLocked and changes nothing; once the reader is done it converts.
+func TestMigrateEncryptedWaitsForNoReader(t *testing.T) {
+	ctx := context.Background()
+	store, disks := encryptedV1Fixture(t)
+	reading, err := snapshot.OpenStore(ctx, store, encryptedFixtureKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := reading.Collection(disks[0].Collection)
+	reader, err := c.OpenDisk(ctx, disks[0].Point, disks[0].Disk, snapshot.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := objectNames(t, store, "")
+	repo, err := snapshot.OpenStore(ctx, store, encryptedFixtureKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Migrate(ctx, snapshot.MigrateOptions{}); !errors.Is(err, snapshot.ErrLocked) {
+		t.Fatalf("migrate while a reader reads: %v, want ErrLocked", err)
+	}
+	if after := objectNames(t, store, ""); after != before || storedVersion(t, store) != 1 {
+		t.Fatalf("the refused migrate changed the store:\nbefore %s\nafter  %s", before, after)
+	}
+	if err := reader.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Migrate(ctx, snapshot.MigrateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	checkRestoresDisks(t, repo, disks, "after the reader was done")
+}
