@@ -6,39 +6,48 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
 
-// The encrypted version 1 repository the encrypted migration tests start
-// from: the fixture's history (writeV1Fixture), written by today's version
-// 1 code under encryptedFixtureKey, made once per test binary.
-var (
-	encryptedFixtureOnce  sync.Once
-	encryptedFixtureStore chain.Store
-	encryptedFixtureDisks []fixtureDisk
-)
-
-// encryptedFixtureKey is the fixture's version 1 key.
+// encryptedFixtureKey is the key of the encrypted version 1 fixture
+// (testdata/v1repo-encrypted, TestGenerateEncryptedV1Fixture).
 var encryptedFixtureKey = bytes.Repeat([]byte{0x5a, 0xc3}, chain.KeySize/2)
 
-// encryptedV1Fixture returns a copy of the encrypted version 1 fixture, and
-// what its disks restore to.
+// encryptedV1Fixture returns a MemStore holding the encrypted version 1
+// fixture, and what its disks restore to.
 func encryptedV1Fixture(t *testing.T) (chain.Store, []fixtureDisk) {
 	t.Helper()
-	encryptedFixtureOnce.Do(func() {
-		store := chain.NewMemStore()
-		encryptedFixtureDisks, _ = writeV1Fixture(t, store, encryptedFixtureKey)
-		encryptedFixtureStore = store
+	store := chain.NewMemStore()
+	err := filepath.WalkDir(encryptedV1FixtureDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(encryptedV1FixtureDir, path)
+		return store.Put(context.Background(), filepath.ToSlash(rel), data)
 	})
-	if encryptedFixtureStore == nil {
-		t.Fatal("making the encrypted fixture failed")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return cloneStore(t, encryptedFixtureStore), encryptedFixtureDisks
+	var disks []fixtureDisk
+	data, err := os.ReadFile(encryptedV1FixtureExpected)
+	if err == nil {
+		err = json.Unmarshal(data, &disks)
+	}
+	if err != nil || len(disks) == 0 {
+		t.Fatalf("the encrypted fixture's disks: %v (%d)", err, len(disks))
+	}
+	return store, disks
 }
 
 // checkNoVersion1Object checks that store holds nothing version 1 wrote or
@@ -103,6 +112,11 @@ func TestMigrateEncryptedV1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if cfg := repo.Config(); cfg.Version != chain.FormatVersion || cfg.Encryption != "aes-256-gcm" {
+		t.Fatalf("the encrypted fixture's config: %+v", cfg)
+	}
+	checkRestoresDisks(t, repo, disks, "the encrypted fixture, before migrate")
+	checkVerifiesClean(t, repo, "the encrypted fixture, before migrate")
 	phases := map[string]bool{}
 	report, err := repo.Migrate(ctx, snapshot.MigrateOptions{Progress: func(p snapshot.MigrateProgress) { phases[p.Phase] = true }})
 	if err != nil {
