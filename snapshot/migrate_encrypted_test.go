@@ -245,6 +245,7 @@ func TestMigrateEncryptedCrashAtEveryStepThenRerun(t *testing.T) {
 		}
 		when := fmt.Sprintf("crashed at step %d", at)
 		versions[checkWholeEncrypted(t, store, disks, when)]++
+		checkGCAfterEncryptedCrash(t, cloneStore(t, store), disks, when)
 		migrateEncryptedCrashingAt(t, store, at)
 		checkWholeEncrypted(t, store, disks, when+", and its rerun too")
 
@@ -320,4 +321,30 @@ func TestMigrateEncryptedWaitsForNoReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkRestoresDisks(t, repo, disks, "after the reader was done")
+}
+
+// checkGCAfterEncryptedCrash runs a GC, of whichever version the config
+// says, over what an interrupted migration left: it deletes the other
+// version's packs and index files as unreadable leftovers, and every
+// point still restores; migrate then finishes, and the repository
+// verifies clean with no version 1 object left.
+func checkGCAfterEncryptedCrash(t *testing.T, store chain.Store, disks []fixtureDisk, when string) {
+	t.Helper()
+	ctx := context.Background()
+	when += ", then a GC"
+	repo, err := snapshot.OpenStore(ctx, store, encryptedFixtureKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer repo.Close()
+	if _, err := repo.GC(ctx, snapshot.GCOptions{}); err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
+	checkRestoresDisks(t, repo, disks, when)
+	if _, err := repo.Migrate(ctx, snapshot.MigrateOptions{}); err != nil {
+		t.Fatalf("%s: migrate: %v", when, err)
+	}
+	checkNoVersion1Object(t, store, when+" and migrate")
+	checkRestoresDisks(t, repo, disks, when+" and migrate")
+	checkVerifiesClean(t, repo, when+" and migrate")
 }
