@@ -87,22 +87,30 @@ func (r *Repository) migrateEncrypted(ctx context.Context, lock *repoLock, cfg C
 	}
 	e.sealed = newSealedStore(e.raw, e.ring.keys)
 	blake3.DeriveKey(contextMigrateNonce, e.ring.secret[:masterKeySize], e.nonces[:])
+	var err error
 	if cfg.Version == FormatVersion {
-		if err := e.beforeSwitch(ctx, cfg); err != nil {
-			return err
-		}
+		err = e.beforeSwitch(ctx, cfg)
 	}
-	if err := e.afterSwitch(ctx); err != nil {
+	if err == nil {
+		err = e.afterSwitch(ctx)
+	}
+	if cfg.Version == FormatVersion && !e.report.Converted {
+		return err // still version 1, as r is
+	}
+	// Switched, by this run or an earlier one: r must not go on as version
+	// 1 even if the rest failed. It changes once the lock is released,
+	// whose refresher writes through r's store.
+	e.lock.unlock()
+	r.useEncryptedVersion2(cfg, e.ring)
+	if err != nil {
 		return err
 	}
-	e.lock.unlock()
 	// The staged copy of this run's lock served version 2 readers while
 	// the lock object itself was still written in version 1's form.
 	// (The lock's context ends with it.)
 	if err := e.raw.Delete(context.WithoutCancel(ctx), migrateStagePrefix+lock.name); err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("delete the staged copy of the lock: %w", err)
 	}
-	r.useEncryptedVersion2(cfg, e.ring)
 	return nil
 }
 

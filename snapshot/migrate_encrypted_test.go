@@ -285,6 +285,11 @@ func migrateEncryptedCrashingAt(t *testing.T, store chain.Store, at int) (crashe
 	if err != nil && !errors.Is(err, errCrashed) {
 		t.Fatalf("migrate crashing at call %d failed otherwise: %v", at, err)
 	}
+	// A run that switched the config and then failed leaves its
+	// Repository version 2 too: used on, it must not write version 1.
+	if v := storedVersion(t, store); repo.Config().Version != v {
+		t.Fatalf("migrate crashing at call %d: the config says version %d, its Repository %d", at, v, repo.Config().Version)
+	}
 	return err != nil
 }
 
