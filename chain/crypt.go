@@ -1,6 +1,7 @@
 package chain
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -51,6 +52,9 @@ const (
 
 // keys are a repository's subkeys.
 type keys struct {
+	// user is the key itself: Migrate makes it the first credential of
+	// the version 2 key ring it converts the repository to.
+	user    []byte
 	id      [32]byte
 	aead    cipher.AEAD
 	check   [32]byte
@@ -79,7 +83,7 @@ func deriveKeys(master []byte) (*keys, error) {
 	if len(master) != KeySize {
 		return nil, fmt.Errorf("key of %d bytes, want %d", len(master), KeySize)
 	}
-	k := &keys{}
+	k := &keys{user: bytes.Clone(master)}
 	var enc [32]byte
 	blake3.DeriveKey("diskpoint 2026-11-22 blob IDs", master, k.id[:])
 	blake3.DeriveKey("diskpoint 2026-11-22 AES-256-GCM", master, enc[:])

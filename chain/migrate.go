@@ -10,13 +10,6 @@ import (
 	"time"
 )
 
-// ErrMigrateEncrypted: Migrate refuses an encrypted version 1 repository.
-// Converting one re-seals every blob under version 2's key ring
-// (FORMAT.md, "Version 2: keys and encryption"), which is not wired into
-// version 2 repositories yet; until it is, an encrypted repository stays
-// version 1, which this build reads and writes as before.
-var ErrMigrateEncrypted = errors.New("an encrypted version 1 repository cannot be migrated yet: version 2 encryption is not wired in")
-
 // MigrateOptions tunes Migrate.
 type MigrateOptions struct {
 	// LockWait: wait this long for creates, GCs and verifies, here or in
@@ -32,7 +25,11 @@ type MigrateOptions struct {
 // current phase.
 type MigrateProgress struct {
 	// Phase is "read" (version 1 index files read), "write" (version 2
-	// index files written) or "delete" (version 1 index files deleted).
+	// index files written) or "delete" (version 1 index files deleted);
+	// an encrypted repository's migration also has "packs" (version 1
+	// packs converted), "stage" (objects sealed for version 2) and "move"
+	// (those put in place after the switch), and deletes its version 1
+	// packs in "delete" too.
 	Phase       string
 	Done, Total int64
 }
@@ -68,12 +65,30 @@ type MigrateReport struct {
 	StaleV2IndexFiles int `json:"stale_v2_index_files_deleted"`
 	// Blobs: the blobs the new index files list.
 	Blobs int `json:"blobs"`
+
+	// Of an encrypted repository (whose packs are all rewritten):
+	// V1Packs: version 1 packs read and converted; V2PacksWritten: the
+	// version 2 packs written for them, V2PacksReused: those an
+	// interrupted run had written already (the same name, so the same
+	// bytes); StaleV2Packs: version 2 packs an interrupted run wrote for
+	// version 1 packs gone since, deleted before the switch.
+	V1Packs        int `json:"v1_packs_converted,omitempty"`
+	V2PacksWritten int `json:"v2_packs_written,omitempty"`
+	V2PacksReused  int `json:"v2_packs_reused,omitempty"`
+	StaleV2Packs   int `json:"stale_v2_packs_deleted,omitempty"`
+	// ObjectsResealed: manifests, state, logs, garbage records and the
+	// lock sealed for version 2 (staged until the switch); ObjectsMoved:
+	// those put in place of their version 1 objects after the switch.
+	ObjectsResealed int `json:"objects_resealed,omitempty"`
+	ObjectsMoved    int `json:"objects_moved,omitempty"`
+	// V1PacksDeleted: version 1 packs deleted after the switch.
+	V1PacksDeleted int `json:"v1_packs_deleted,omitempty"`
 }
 
-// Migrate converts a version 1 repository to version 2 in place. Packs,
-// manifests, garbage records and everything else stay as they are (a plain
-// version 2 repository lays them out as version 1 does); only the index
-// changes. Under the exclusive lock it:
+// Migrate converts a version 1 repository to version 2 in place. In a
+// plain repository packs, manifests, garbage records and everything else
+// stay as they are (a plain version 2 repository lays them out as version
+// 1 does); only the index changes. Under the exclusive lock it:
 //
 //  1. reads every version 1 index file and writes version 2 index files
 //     listing exactly the blobs they list (files an interrupted run wrote
@@ -89,14 +104,15 @@ type MigrateReport struct {
 // version 1 index file left it changes nothing and says so (NothingToDo).
 // See FORMAT.md, "Migrating version 1 to version 2".
 //
-// An encrypted version 1 repository is refused with ErrMigrateEncrypted. A
+// An encrypted version 1 repository (r opened with its key) is converted
+// to an encrypted version 2 one whose key ring's first key is that key:
+// every pack, index file and sealed object is sealed again, blob IDs stay
+// (see migrateEncrypted and FORMAT.md, "Migrating an encrypted
+// repository"); a password is added afterwards with AddKey. A
 // version 1 index file that is damaged stops the migration before anything
 // is written (run GC first, which rewrites the index). Afterwards r is a
 // version 2 repository; nothing else may use r while Migrate runs.
 func (r *Repository) Migrate(ctx context.Context, opts MigrateOptions) (report MigrateReport, err error) {
-	if r.config.Encryption != "" {
-		return report, fmt.Errorf("migrate: %w", ErrMigrateEncrypted)
-	}
 	lock, err := r.lockWaitAnyFormat(ctx, true, "migrate", opts.LockWait)
 	if err != nil {
 		return report, fmt.Errorf("migrate: %w", err)
@@ -118,11 +134,15 @@ func (r *Repository) Migrate(ctx context.Context, opts MigrateOptions) (report M
 	if err != nil {
 		return report, fmt.Errorf("migrate: %w", err)
 	}
-	if cfg.Encryption != "" {
-		return report, fmt.Errorf("migrate: %w", ErrMigrateEncrypted)
-	}
 	report.FromVersion = cfg.Version
-	m := &migration{store: r.store, opts: opts, report: &report}
+	m := &migration{store: r.raw, opts: opts, report: &report}
+	if cfg.Encryption != "" {
+		if err := r.migrateEncrypted(ctx, lock, cfg, m); err != nil {
+			return report, fmt.Errorf("migrate: %w", err)
+		}
+		report.NothingToDo = !report.Converted && report.V1IndexFilesDeleted == 0 && report.V1PacksDeleted == 0 && report.ObjectsMoved == 0
+		return report, nil
+	}
 	if cfg.Version == FormatVersion {
 		if err := m.writeV2Files(ctx); err != nil {
 			return report, fmt.Errorf("migrate: %w", err)
@@ -151,6 +171,30 @@ type migration struct {
 	store  Store
 	opts   MigrateOptions
 	report *MigrateReport
+	// For an encrypted repository (migrateencrypted.go): out seals the
+	// version 2 index files (written and compared through it), whose
+	// stored bytes begin with v2Magic; convert moves a version 1 entry to
+	// the version 2 pack its pack became. Unset, version 2 files are
+	// plain, in store.
+	out     Store
+	v2Magic string
+	convert func(indexEntry) (indexEntry, error)
+}
+
+// v2Store is where version 2 index files are written and read.
+func (m *migration) v2Store() Store {
+	if m.out != nil {
+		return m.out
+	}
+	return m.store
+}
+
+// v2FileMagic is the first four bytes of a stored version 2 index file.
+func (m *migration) v2FileMagic() string {
+	if m.v2Magic != "" {
+		return m.v2Magic
+	}
+	return indexV2Magic
 }
 
 // indexFileMagic returns the first four bytes of the index file info
@@ -195,7 +239,7 @@ func (m *migration) writeV2Files(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if magic == indexV2Magic {
+		if magic == m.v2FileMagic() {
 			// Only a migration writes version 2 files into a version 1
 			// repository; sound or not, this run decides whether it stays.
 			v2[info.Name] = true
@@ -214,7 +258,13 @@ func (m *migration) writeV2Files(ctx context.Context) error {
 		}
 		for _, p := range packs {
 			for _, e := range p.Entries {
-				entries = append(entries, indexEntry{packEntry: e, Pack: p.ID})
+				entry := indexEntry{packEntry: e, Pack: p.ID}
+				if m.convert != nil {
+					if entry, err = m.convert(entry); err != nil {
+						return fmt.Errorf("%s: %w", info.Name, err)
+					}
+				}
+				entries = append(entries, entry)
 			}
 		}
 		if info.ModTime.After(newest) {
@@ -244,7 +294,7 @@ func (m *migration) writeV2Files(ctx context.Context) error {
 			m.report.V2IndexFilesReused++
 			continue
 		}
-		if err := m.store.Put(ctx, name, data); err != nil {
+		if err := m.v2Store().Put(ctx, name, data); err != nil {
 			return fmt.Errorf("write index: %w", err)
 		}
 		m.report.V2IndexFilesWritten++
@@ -264,7 +314,7 @@ func (m *migration) writeV2Files(ctx context.Context) error {
 
 // sameObject reports whether the object name holds exactly data.
 func (m *migration) sameObject(ctx context.Context, name string, data []byte) bool {
-	have, err := m.store.Get(ctx, name)
+	have, err := m.v2Store().Get(ctx, name)
 	return err == nil && bytes.Equal(have, data)
 }
 

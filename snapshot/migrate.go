@@ -7,10 +7,6 @@ import (
 	"github.com/diskpoint/diskpoint/chain"
 )
 
-// ErrMigrateEncrypted: Migrate refuses an encrypted version 1 repository
-// until version 2's encryption is wired in (see chain.ErrMigrateEncrypted).
-var ErrMigrateEncrypted = chain.ErrMigrateEncrypted
-
 // MigrateOptions configure Migrate. The zero value fails at once with
 // ErrLocked if another operation holds the repository.
 type MigrateOptions struct {
@@ -23,7 +19,10 @@ type MigrateOptions struct {
 
 // MigrateProgress reports a migration's advance: Done of Total in Phase,
 // which is "read" (version 1 index files), "write" (version 2 index files)
-// or "delete" (version 1 index files).
+// or "delete" (version 1 index files); an encrypted repository's migration
+// also goes through "packs" (version 1 packs converted), "stage" (objects
+// sealed again) and "move" (those put in place after the switch), and its
+// "delete" counts version 1 packs too.
 type MigrateProgress struct {
 	Phase       string
 	Done, Total int64
@@ -35,8 +34,11 @@ type MigrateProgress struct {
 // It is crash-safe and resumable: stopped at any moment, the repository
 // is version 1 or version 2, whole, and running Migrate again finishes
 // the job. On a version 2 repository it does nothing, and its report says
-// so (NothingToDo). Encrypted repositories are refused
-// (ErrMigrateEncrypted). See chain.Repository.Migrate.
+// so (NothingToDo). An encrypted repository, opened with its version 1
+// key, becomes an encrypted version 2 repository whose key ring holds that
+// key (add a password afterwards with AddKey): every pack and sealed object
+// is sealed again, and restore points, blob IDs and deduplication stay as
+// they were. See chain.Repository.Migrate.
 func (r *Repository) Migrate(ctx context.Context, opts MigrateOptions) (chain.MigrateReport, error) {
 	c := chain.MigrateOptions{LockWait: opts.LockWait}
 	if progress := opts.Progress; progress != nil {

@@ -26,6 +26,9 @@ var updateFixture = flag.Bool("update-fixture", false, "rewrite testdata/v1repo,
 const (
 	v1FixtureDir      = "testdata/v1repo"
 	v1FixtureExpected = "testdata/v1repo.json"
+	// The same history, encrypted under encryptedFixtureKey.
+	encryptedV1FixtureDir      = "testdata/v1repo-encrypted"
+	encryptedV1FixtureExpected = "testdata/v1repo-encrypted.json"
 )
 
 // fixtureDisk is one disk of one restore point of the fixture, and the
@@ -51,23 +54,66 @@ func TestGenerateV1Fixture(t *testing.T) {
 	if !*updateFixture {
 		t.Skip("run with -update-fixture to rewrite the fixture")
 	}
-	ctx := context.Background()
-	if err := os.RemoveAll(v1FixtureDir); err != nil {
+	generateFixture(t, v1FixtureDir, v1FixtureExpected, nil)
+}
+
+// TestGenerateEncryptedV1Fixture writes the encrypted fixture (go test
+// ./snapshot -run TestGenerateEncryptedV1Fixture -update-fixture): the
+// same history as TestGenerateV1Fixture's, in an encrypted version 1
+// repository whose key is encryptedFixtureKey.
+func TestGenerateEncryptedV1Fixture(t *testing.T) {
+	if !*updateFixture {
+		t.Skip("run with -update-fixture to rewrite the fixture")
+	}
+	generateFixture(t, encryptedV1FixtureDir, encryptedV1FixtureExpected, encryptedFixtureKey)
+}
+
+// generateFixture writes a fixture into dir (made afresh) and what its
+// disks restore to into expectedFile.
+func generateFixture(t *testing.T, dir, expectedFile string, key []byte) {
+	t.Helper()
+	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
-	store, err := chain.NewLocalStore(v1FixtureDir)
+	store, err := chain.NewLocalStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	expected, report := writeV1Fixture(t, store, key)
+	data, err := json.MarshalIndent(expected, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(expectedFile, append(data, '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var size int64
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			info, _ := d.Info()
+			size += info.Size()
+		}
+		return err
+	})
+	t.Logf("fixture %s: %d bytes, %d index files, GC %+v", dir, size, len(fixtureIndexFiles(t, dir)), report)
+}
+
+// writeV1Fixture makes the fixture's repository (see TestGenerateV1Fixture)
+// in store with the version 1 code, encrypted with key when it is not nil,
+// and returns what each disk of each point restores to, and its GC's
+// report.
+func writeV1Fixture(t testing.TB, store chain.Store, key []byte) ([]fixtureDisk, chain.GCReport) {
+	t.Helper()
+	ctx := context.Background()
 	cfg, err := chain.NewConfig(testBlockSize)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Version, cfg.TreeFanout = chain.FormatVersion, 2
-	if _, err := chain.Init(ctx, store, cfg, nil); err != nil {
+	if _, err := chain.Init(ctx, store, cfg, key); err != nil {
 		t.Fatal(err)
 	}
-	repo, err := snapshot.OpenStore(ctx, store, nil)
+	repo, err := snapshot.OpenStore(ctx, store, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,26 +186,7 @@ func TestGenerateV1Fixture(t *testing.T) {
 	}
 	create("vm1", "a", "b")
 	create("vm2", "c")
-	if err := repo.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	data, err := json.MarshalIndent(expected, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(v1FixtureExpected, append(data, '\n'), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var size int64
-	filepath.WalkDir(v1FixtureDir, func(path string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			info, _ := d.Info()
-			size += info.Size()
-		}
-		return err
-	})
-	t.Logf("fixture: %d bytes, %d index files, GC %+v", size, len(fixtureIndexFiles(t, v1FixtureDir)), report)
+	return expected, report
 }
 
 // fixtureIndexFiles lists the index files of the repository in dir.

@@ -141,9 +141,16 @@ func TestMigrateV1Fixture(t *testing.T) {
 // after a small change it stores about the change.
 func checkCreatesDeduplicateAfterMigrate(t *testing.T, repo *snapshot.Repository) {
 	t.Helper()
+	checkCreatesDeduplicate(t, repo, v1FixtureDisks(t))
+}
+
+// checkCreatesDeduplicate is checkCreatesDeduplicateAfterMigrate over a
+// repository whose points are disks.
+func checkCreatesDeduplicate(t *testing.T, repo *snapshot.Repository, disks []fixtureDisk) {
+	t.Helper()
 	ctx := context.Background()
 	var newest []fixtureDisk
-	for _, d := range v1FixtureDisks(t) {
+	for _, d := range disks {
 		if d.Collection == "vm1" {
 			if len(newest) > 0 && newest[0].Point != d.Point {
 				newest = nil
@@ -224,29 +231,6 @@ func TestMigrateVersion2IsANoOp(t *testing.T) {
 	}
 	if after := objectNames(t, store, ""); after != objects {
 		t.Fatalf("migrate of a version 2 repository changed it:\nbefore %s\nafter  %s", objects, after)
-	}
-}
-
-// An encrypted version 1 repository is refused, and left as it was.
-func TestMigrateRefusesEncrypted(t *testing.T) {
-	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "repo")
-	key, err := chain.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := snapshot.Init(ctx, dir, snapshot.InitOptions{BlockSize: testBlockSize, Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, _ := chain.NewLocalStore(dir)
-	objects := objectNames(t, store, "")
-	_, err = repo.Migrate(ctx, snapshot.MigrateOptions{})
-	if !errors.Is(err, snapshot.ErrMigrateEncrypted) {
-		t.Fatalf("migrate of an encrypted repository: %v, want ErrMigrateEncrypted", err)
-	}
-	if after := objectNames(t, store, ""); after != objects || storedVersion(t, store) != 1 {
-		t.Fatalf("the refused migrate changed the repository:\nbefore %s\nafter  %s", objects, after)
 	}
 }
 

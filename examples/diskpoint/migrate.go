@@ -13,9 +13,17 @@ import (
 // slow the steps down, so that its kills land in every phase.
 var migrateStepHook func(snapshot.MigrateProgress)
 
+// migrateUnits names what each phase of a migration counts.
+var migrateUnits = map[string]string{
+	"read": "index files", "write": "index files", "delete": "files",
+	"packs": "packs", "stage": "objects", "move": "objects",
+}
+
 // runMigrate converts a version 1 repository to version 2 in place (see
 // snapshot.Repository.Migrate): resumable, and a no-op on a version 2
-// repository.
+// repository. An encrypted one is opened with its key (DISKPOINT_KEY and
+// the other ways the CLI takes a key), which becomes the first key of the
+// version 2 key ring.
 func runMigrate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", "repository `directory`")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -34,7 +42,7 @@ func runMigrate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 			migrateStepHook(p)
 		}
 		progress.stage("migrate: " + p.Phase)
-		progress.updateCount(p.Done, p.Total, "index files")
+		progress.updateCount(p.Done, p.Total, migrateUnits[p.Phase])
 	}
 	report, err := repo.Migrate(ctx, opts)
 	progress.done()
@@ -43,6 +51,10 @@ func runMigrate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 	}
 	if *asJSON {
 		return printJSON(e, report)
+	}
+	if report.V1Packs > 0 || report.V1PacksDeleted > 0 {
+		fmt.Fprintf(e.stdout, "encrypted: %d version 1 packs sealed again as version 2 packs (%d written, %d reused from an interrupted run), %d objects sealed again; %d version 1 packs deleted; the version 1 key is the key ring's first key ('diskpoint key add' adds a password)\n",
+			report.V1Packs, report.V2PacksWritten, report.V2PacksReused, report.ObjectsResealed, report.V1PacksDeleted)
 	}
 	switch {
 	case report.NothingToDo:

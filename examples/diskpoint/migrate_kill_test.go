@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -33,10 +34,16 @@ func init() {
 // index files), made in-process, and what each disk of each point was.
 func killRepo(t *testing.T, points int) (string, []fixtureDisk) {
 	t.Helper()
+	return killRepoWithKey(t, points, nil)
+}
+
+// killRepoWithKey is killRepo, encrypted with key when it is not nil.
+func killRepoWithKey(t *testing.T, points int, key []byte) (string, []fixtureDisk) {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	repoDir := filepath.Join(dir, "repo")
-	repo, err := snapshot.Init(ctx, repoDir, snapshot.InitOptions{BlockSize: 16 << 10, Format: 1})
+	repo, err := snapshot.Init(ctx, repoDir, snapshot.InitOptions{BlockSize: 16 << 10, Format: 1, Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,4 +210,82 @@ func TestMigrateKilledAtRandomInstants(t *testing.T) {
 	if kills >= 10 && left["version 2, version 1 files left"] == 0 {
 		t.Errorf("no kill landed between the switch and the end of the deletes: %v", left)
 	}
+}
+
+// diskpoint migrate of an encrypted version 1 repository, killed with
+// SIGKILL at random instants and run again until a run finishes: after
+// every kill the repository opens with its key as the version its config
+// says and restores every point bit-exact; the run that finishes leaves an
+// encrypted version 2 repository whose packs all have sealed headers, and
+// which verifies clean. Steps are slowed as in
+// TestMigrateKilledAtRandomInstants; it takes as many kills.
+func TestMigrateEncryptedKilledAtRandomInstants(t *testing.T) {
+	kills := max(*killCount/10, 3)
+	if testing.Short() {
+		kills = 3
+	}
+	key := bytes.Repeat([]byte{0x3c}, 32)
+	base, disks := killRepoWithKey(t, 6, key)
+	byKey := []string{"DISKPOINT_KEY=" + hex.EncodeToString(key)}
+	env := append([]string{migrateStepDelayEnv + "=20ms"}, byKey...)
+	start := time.Now()
+	mustBinary(t, env, "migrate", "-repo", copyDir(t, base))
+	budget := time.Since(start)
+
+	rng := rand.New(rand.NewPCG(*killSeed, 13))
+	left := map[int]int{}
+	killed := 0
+	for killed < kills {
+		repo := copyDir(t, base)
+		for run := 1; ; run++ {
+			child := startChildEnv(t, env, "migrate", "-repo", repo)
+			exited := make(chan error, 1)
+			go func() { exited <- child.cmd.Wait() }()
+			var err error
+			select {
+			case err = <-exited:
+			case <-time.After(time.Duration(rng.Int64N(int64(budget) * 3 / 2))):
+				child.cmd.Process.Signal(syscall.SIGKILL)
+				err = <-exited
+			}
+			if err == nil {
+				break
+			}
+			if status, ok := child.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || status.Signal() != syscall.SIGKILL {
+				t.Fatalf("migrate failed without being killed: %v: %s", err, child.stderr.Bytes())
+			}
+			killed++
+			when := fmt.Sprintf("kill %d (run %d of this copy)", killed, run)
+			r, err := snapshot.OpenWithKey(context.Background(), repo, key)
+			if err != nil {
+				t.Fatalf("%s: open with the key: %v", when, err)
+			}
+			if v := r.Config().Version; v != configVersion(t, repo) {
+				t.Fatalf("%s: opens as version %d, config says %d", when, v, configVersion(t, repo))
+			}
+			left[r.Config().Version]++
+			restoresInProcess(t, r, disks, when)
+			r.Close()
+		}
+		if v := configVersion(t, repo); v != 2 {
+			t.Fatalf("the run that finished left version %d", v)
+		}
+		packs, _ := filepath.Glob(filepath.Join(repo, "packs", "*", "*"))
+		for _, p := range packs {
+			if !bytes.HasSuffix(readAll(t, p), []byte("dpk2")) {
+				t.Fatalf("the run that finished left pack %s without a sealed header", p)
+			}
+		}
+		if staged := dirListing(t, filepath.Join(repo, "migrate")); staged != "" {
+			t.Fatalf("the run that finished left staged objects:\n%s", staged)
+		}
+		r, err := snapshot.OpenWithKey(context.Background(), repo, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		restoresInProcess(t, r, disks, "finished")
+		r.Close()
+		mustBinary(t, byKey, "verify", "-repo", repo)
+	}
+	t.Logf("encrypted migrate takes %s unkilled; %d kills left versions %v", budget.Round(time.Millisecond), killed, left)
 }

@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/diskpoint/diskpoint/internal/demodisk"
 )
 
 // The version 1 repository the snapshot package's migration tests start
@@ -132,19 +136,119 @@ func TestCLIMigrate(t *testing.T) {
 	}
 }
 
-// An encrypted repository is refused with a message that says why, and
-// stays version 1.
-func TestCLIMigrateRefusesEncrypted(t *testing.T) {
-	repo := filepath.Join(t.TempDir(), "repo")
-	key := []string{"DISKPOINT_KEY=" + strings.TrimSpace(mustBinary(t, nil, "keygen"))}
-	mustBinary(t, key, "init", "-repo", repo, "-encrypt")
-	code, _, errOut := runBinary(t, key, "migrate", "-repo", repo)
-	if code != exitFailure || !strings.Contains(errOut, "encrypted") {
-		t.Fatalf("migrate of an encrypted repository: exit %d: %s", code, errOut)
+// An encrypted version 1 repository, through the built binary: migrate
+// with the wrong key fails with the key's exit status and changes nothing;
+// with its key it converts it to encrypted version 2, whose key ring holds
+// that key. Afterwards the disk restores bit-exact, verify is clean, no
+// pack keeps a plain header, a create stores only the change, and key add
+// and key remove work.
+func TestCLIMigrateEncrypted(t *testing.T) {
+	dir := t.TempDir()
+	repo, img := filepath.Join(dir, "repo"), filepath.Join(dir, "d.img")
+	if err := demodisk.Create(img, 1<<20, 5, demodisk.MixedImage); err != nil {
+		t.Fatal(err)
 	}
+	key := strings.TrimSpace(mustBinary(t, nil, "keygen"))
+	byKey := []string{"DISKPOINT_KEY=" + key}
+	mustBinary(t, byKey, "init", "-repo", repo, "-encrypt")
+	mustBinary(t, byKey, "create", "-repo", repo, "-collection", "vm", "d="+img)
 	if v := configVersion(t, repo); v != 1 {
-		t.Fatalf("the refused migrate left version %d", v)
+		t.Fatalf("init -encrypt made version %d", v)
 	}
+	restores := func(env []string, when string) {
+		t.Helper()
+		to := filepath.Join(t.TempDir(), "out.img")
+		mustBinary(t, env, "restore", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "d", "-to", to)
+		if !bytes.Equal(readAll(t, to), readAll(t, img)) {
+			t.Fatalf("%s: the restored disk differs", when)
+		}
+	}
+
+	before := dirListing(t, repo)
+	wrong := []string{"DISKPOINT_KEY=" + strings.Repeat("ab", 32)}
+	if code, _, errOut := runBinary(t, wrong, "migrate", "-repo", repo); code != exitKey || !strings.Contains(errOut, "wrong key") {
+		t.Fatalf("migrate with the wrong key: exit %d: %s", code, errOut)
+	}
+	if after := dirListing(t, repo); after != before || configVersion(t, repo) != 1 {
+		t.Fatalf("the refused migrate changed the repository:\nbefore %s\nafter  %s", before, after)
+	}
+
+	var report struct {
+		Converted      bool `json:"converted"`
+		V1Packs        int  `json:"v1_packs_converted"`
+		V1PacksDeleted int  `json:"v1_packs_deleted"`
+	}
+	if err := json.Unmarshal([]byte(mustBinary(t, byKey, "migrate", "-repo", repo, "-json")), &report); err != nil {
+		t.Fatal(err)
+	}
+	if !report.Converted || report.V1Packs == 0 || report.V1PacksDeleted != report.V1Packs {
+		t.Fatalf("migrate -json: %+v", report)
+	}
+	var cfg struct {
+		Version    int    `json:"version"`
+		Encryption string `json:"encryption"`
+		MAC        string `json:"mac"`
+	}
+	if err := json.Unmarshal(readAll(t, filepath.Join(repo, "config")), &cfg); err != nil || cfg.Version != 2 || cfg.Encryption != "xchacha20-poly1305" || cfg.MAC == "" {
+		t.Fatalf("config after migrate: %+v, %v", cfg, err)
+	}
+	packs, _ := filepath.Glob(filepath.Join(repo, "packs", "*", "*"))
+	for _, p := range packs {
+		if data := readAll(t, p); !bytes.HasSuffix(data, []byte("dpk2")) {
+			t.Fatalf("pack %s has no sealed header after migrate", p)
+		}
+	}
+	if counts := indexMagics(t, repo); counts["dps2"] == 0 || len(counts) != 1 {
+		t.Fatalf("index files after migrate: %v, want sealed files only", counts)
+	}
+	restores(byKey, "migrated")
+	mustBinary(t, byKey, "verify", "-repo", repo)
+	if out := mustBinary(t, byKey, "migrate", "-repo", repo); !strings.Contains(out, "nothing to do") {
+		t.Fatalf("a second migrate said: %q", out)
+	}
+
+	if _, err := demodisk.Scatter(img, 0.02, 9); err != nil {
+		t.Fatal(err)
+	}
+	var rp struct {
+		Disks []struct {
+			NewChunkBytes int64 `json:"new_chunk_bytes"`
+		} `json:"disks"`
+	}
+	if err := json.Unmarshal([]byte(mustBinary(t, byKey, "create", "-repo", repo, "-collection", "vm", "-json", "d="+img)), &rp); err != nil || len(rp.Disks) != 1 {
+		t.Fatalf("create after migrate: %v", err)
+	}
+	if n := rp.Disks[0].NewChunkBytes; n == 0 || n > 1<<20/4 {
+		t.Errorf("a create after a 2%% change stored %d bytes of new chunks: it did not deduplicate against the migrated ones", n)
+	}
+	restores(byKey, "after a create")
+
+	keys := listKeys(t, byKey, repo)
+	if len(keys) != 1 || keys[0].KDF != "none" || !keys[0].InUse {
+		t.Fatalf("keys after migrate: %+v", keys)
+	}
+	mustBinary(t, append(byKey, "DISKPOINT_NEW_PASSWORD=after migrate"), "key", "add", "-repo", repo)
+	byPassword := []string{"DISKPOINT_PASSWORD=after migrate"}
+	mustBinary(t, byPassword, "key", "remove", "-repo", repo, "-id", keys[0].ID)
+	restores(byPassword, "opened by the password")
+	if code, _, _ := runBinary(t, byKey, "list", "-repo", repo, "-collection", "vm"); code != exitKey {
+		t.Fatalf("the removed key still opens the repository (exit %d)", code)
+	}
+}
+
+// dirListing lists every file under dir with its size, for comparing a
+// repository before and after.
+func dirListing(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			info, _ := d.Info()
+			fmt.Fprintf(&b, "%s %d\n", path, info.Size())
+		}
+		return err
+	})
+	return b.String()
 }
 
 // migrate draws its progress on stderr when it is a terminal, as gc does,
