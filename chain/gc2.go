@@ -92,12 +92,13 @@ func (t *packTally) add(e packEntry, live bool) {
 func (r *Repository) loadIndexV2Checked(ctx context.Context, checkNames bool) (*indexV2Set, map[string]error, error) {
 	exclude := map[string]bool{}
 	reasons := map[string]error{}
+	gone := 0 // loads that found a file gone
 	for {
 		x, err := loadIndexV2Set(ctx, r.store, r.Logger(), exclude)
 		if err != nil {
 			return nil, nil, err
 		}
-		bad := ""
+		bad, again := "", false
 		for _, f := range x.files {
 			err := f.iterate(ctx, func(int, indexEntry) error { return nil })
 			if err == nil && checkNames {
@@ -108,10 +109,24 @@ func (r *Repository) loadIndexV2Checked(ctx context.Context, checkNames bool) (*
 				bad, reasons[f.name] = f.name, err
 				break
 			}
+			if errors.Is(err, ErrNotFound) && gone < maxIndexLoads {
+				// A compaction elsewhere replaced it (verify runs beside
+				// writers): load again.
+				gone++
+				again = true
+				break
+			}
 			if err != nil {
 				return nil, nil, err
 			}
 		}
+		if again {
+			continue
+		}
+		// Verify's lookups run beside compactions: a listing that raced
+		// one may have seen neither its inputs nor its output, so a miss
+		// re-lists before it is believed. (GC's exclude writers.)
+		x.relistOnMiss = checkNames
 		if bad == "" {
 			for name, err := range x.openErrs {
 				reasons[name] = err

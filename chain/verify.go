@@ -357,6 +357,18 @@ func (v *verifier) checkPacks(ctx context.Context, idx verifiedIndex, stored map
 	var present []ID
 	missing := map[ID]bool{}
 	for id := range listed {
+		if _, ok := stored[id]; !ok {
+			// Written after the packs were listed, and listed by an index
+			// file a version 2 index re-listed since (see relistOnMiss)?
+			info, err := v.repo.store.Stat(ctx, packName(id))
+			switch {
+			case err == nil:
+				stored[id] = info.Size
+			case errors.Is(err, ErrNotFound):
+			default:
+				return fmt.Errorf("verify: %w", err)
+			}
+		}
 		if _, ok := stored[id]; ok {
 			present = append(present, id)
 		} else {

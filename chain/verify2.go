@@ -2,6 +2,8 @@ package chain
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sort"
 )
 
@@ -58,20 +60,46 @@ func (x *indexV2Set) listedPacks(ctx context.Context) (map[ID]bool, error) {
 
 // packCounts returns how many entries the index lists in each pack.
 func (x *indexV2Set) packCounts(ctx context.Context) (map[ID]int, error) {
-	counts := map[ID]int{}
-	for _, f := range x.files {
-		err := f.iterate(ctx, func(_ int, e indexEntry) error {
-			counts[e.Pack]++
-			return nil
-		})
-		if err != nil {
-			return nil, err
+	var counts map[ID]int
+	err := x.withFiles(ctx, func(files []*indexV2Reader) error {
+		counts = map[ID]int{}
+		for _, f := range files {
+			err := f.iterate(ctx, func(_ int, e indexEntry) error {
+				counts[e.Pack]++
+				return nil
+			})
+			if err != nil {
+				return err
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	for pack, entries := range x.recoveredEntries {
 		counts[pack] += len(entries)
 	}
 	return counts, nil
+}
+
+// withFiles calls fn with the set's files; when fn finds one gone (a
+// compaction elsewhere replaced it by files that list its entries), the
+// set re-lists and fn runs again over the new files. fn must start
+// afresh each time.
+func (x *indexV2Set) withFiles(ctx context.Context, fn func(files []*indexV2Reader) error) error {
+	for attempt := 1; ; attempt++ {
+		x.mu.RLock()
+		files, relists, store := x.files, x.relists, x.store
+		x.mu.RUnlock()
+		err := fn(files)
+		if err == nil || store == nil || !errors.Is(err, ErrNotFound) || attempt == maxIndexLoads {
+			return err
+		}
+		if rerr := x.relist(ctx, relists); rerr != nil {
+			return fmt.Errorf("%w, and listing the index again failed: %w", err, rerr)
+		}
+	}
 }
 
 // eachPack collects the entries of the packs in want a batch at a time
@@ -96,35 +124,42 @@ func (x *indexV2Set) eachPack(ctx context.Context, want map[ID]bool, fn func(ID,
 			n += counts[order[0]]
 			order = order[1:]
 		}
-		byPack := map[ID][]packEntry{}
-		for i, f := range x.files {
-			err := f.iterate(ctx, func(_ int, e indexEntry) error {
-				if !batch[e.Pack] {
-					return nil
-				}
-				served, err := x.servedFromFile(ctx, i, e.ID)
-				if served {
-					byPack[e.Pack] = append(byPack[e.Pack], e.packEntry)
-				}
-				return err
-			})
-			if err != nil {
-				return err
-			}
-		}
-		for pack, entries := range x.recoveredEntries {
-			if !batch[pack] {
-				continue
-			}
-			for _, e := range entries {
-				served, err := x.servedFromFile(ctx, len(x.files), e.ID)
+		var byPack map[ID][]packEntry
+		err := x.withFiles(ctx, func(files []*indexV2Reader) error {
+			byPack = map[ID][]packEntry{}
+			for i, f := range files {
+				err := f.iterate(ctx, func(_ int, e indexEntry) error {
+					if !batch[e.Pack] {
+						return nil
+					}
+					served, err := servedFromFile(ctx, files[:i], e.ID)
+					if served {
+						byPack[e.Pack] = append(byPack[e.Pack], e.packEntry)
+					}
+					return err
+				})
 				if err != nil {
 					return err
 				}
-				if o, ok := x.overlay[e.ID]; served && ok && o.Pack == pack && o.Offset == e.Offset {
-					byPack[pack] = append(byPack[pack], e)
+			}
+			for pack, entries := range x.recoveredEntries {
+				if !batch[pack] {
+					continue
+				}
+				for _, e := range entries {
+					served, err := servedFromFile(ctx, files, e.ID)
+					if err != nil {
+						return err
+					}
+					if o, ok := x.overlay[e.ID]; served && ok && o.Pack == pack && o.Offset == e.Offset {
+						byPack[pack] = append(byPack[pack], e)
+					}
 				}
 			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		for id := range batch {
 			if err := fn(id, byPack[id]); err != nil {
@@ -135,11 +170,11 @@ func (x *indexV2Set) eachPack(ctx context.Context, want map[ID]bool, fn func(ID,
 	return nil
 }
 
-// servedFromFile reports whether no file before file i lists id: the
-// entry of file i (or, for i = len(files), of the overlay) serves it.
-// The filters answer nearly all of these without a read.
-func (x *indexV2Set) servedFromFile(ctx context.Context, i int, id ID) (bool, error) {
-	for _, f := range x.files[:i] {
+// servedFromFile reports whether no file of before lists id: the entry
+// of the file after them (or of the overlay) serves it. The filters
+// answer nearly all of these without a read.
+func servedFromFile(ctx context.Context, before []*indexV2Reader, id ID) (bool, error) {
+	for _, f := range before {
 		if _, _, ok, err := f.lookup(ctx, id); err != nil || ok {
 			return false, err
 		}
