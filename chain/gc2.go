@@ -13,7 +13,9 @@ import (
 // serves a live blob), and, for the blobs only recovered packs hold, a set
 // of IDs (few: recovered packs are the rare leftovers of failed creates or
 // deferred GCs). Its memory is an eighth of a byte per entry, not a map of
-// every live blob.
+// every live blob, plus one batch of IDs: use collects the IDs it is
+// given, and each batch is looked up sorted, a file at a time, so that a
+// bucket is read once per batch rather than once per blob.
 type indexV2Marks struct {
 	set     *indexV2Set
 	files   []*indexV2Reader
@@ -21,7 +23,14 @@ type indexV2Marks struct {
 	overlay map[ID]bool // live blobs the overlay serves
 	live    int         // distinct live blobs
 	missing int         // live blobs no file or pack lists
+	pending []ID        // IDs given to use and not yet looked up
 }
+
+// indexV2MarkBatch is how many IDs GC's mark looks up at once: 8 MiB of
+// IDs, whatever the repository holds. A batch reads the index through
+// about once; at a million blobs it asks 16 IDs a bucket (a bucket is 64
+// entries), where a lookup per ID reads a bucket per ID.
+var indexV2MarkBatch = 1 << 18
 
 func newIndexV2Marks(x *indexV2Set) *indexV2Marks {
 	m := &indexV2Marks{set: x, files: x.files, overlay: map[ID]bool{}}
@@ -32,29 +41,47 @@ func newIndexV2Marks(x *indexV2Set) *indexV2Marks {
 	return m
 }
 
-// use marks blob id as live where the index serves it from.
+// use marks blob id as live where the index serves it from, once the
+// batch it joins is looked up (flush).
 func (m *indexV2Marks) use(ctx context.Context, id ID) error {
-	for i, f := range m.files {
-		_, pos, ok, err := f.lookup(ctx, id)
-		if err != nil {
-			return err
+	if m.pending == nil {
+		entries := len(m.set.overlay)
+		for _, f := range m.files {
+			entries += f.count
 		}
-		if ok {
-			if !m.marked(i, pos) {
-				m.bits[i][pos/64] |= 1 << (pos % 64)
-				m.live++
-			}
-			return nil
-		}
+		m.pending = make([]ID, 0, min(indexV2MarkBatch, entries+1))
 	}
-	if _, ok := m.set.overlay[id]; ok {
-		if !m.overlay[id] {
-			m.overlay[id] = true
+	m.pending = append(m.pending, id)
+	if len(m.pending) >= indexV2MarkBatch {
+		return m.flush(ctx)
+	}
+	return nil
+}
+
+// flush looks up the IDs use collected and marks them.
+func (m *indexV2Marks) flush(ctx context.Context) error {
+	ids := sortIDs(m.pending)
+	left, err := lookupBatchIn(ctx, m.files, ids, func(_ ID, file, pos int, _ indexEntry) error {
+		if !m.marked(file, pos) {
+			m.bits[file][pos/64] |= 1 << (pos % 64)
 			m.live++
 		}
 		return nil
+	})
+	if err != nil {
+		return err
 	}
-	m.missing++
+	for _, id := range left {
+		if _, ok := m.set.overlay[id]; ok {
+			if !m.overlay[id] {
+				m.overlay[id] = true
+				m.live++
+			}
+			continue
+		}
+		m.missing++
+	}
+	m.pending = m.pending[:0]
 	return nil
 }
 
@@ -189,6 +216,9 @@ func (r *Repository) gcV2(ctx context.Context, lock *repoLock, opts GCOptions, r
 
 	marks := newIndexV2Marks(x)
 	points, damaged, err := r.mark(ctx, opts, marks.use)
+	if err == nil {
+		err = marks.flush(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("mark: %w (nothing was removed)", err)
 	}

@@ -16,3 +16,15 @@ func CompactIndex(ctx context.Context, r *Repository) (merged, deleted int, err 
 	done, err := r.compactIndex(ctx, func(context.Context) error { return nil })
 	return done.Inputs, done.Deleted, err
 }
+
+// SetIndexV2Batches sets how many IDs GC's mark and verify look up in one
+// sorted batch on version 2 (indexV2MarkBatch, verifyLeafBatch).
+func SetIndexV2Batches(n int) (restore func()) {
+	mark, leaf := indexV2MarkBatch, verifyLeafBatch
+	indexV2MarkBatch, verifyLeafBatch = n, n
+	return func() { indexV2MarkBatch, verifyLeafBatch = mark, leaf }
+}
+
+// IndexV2BatchBytes is the memory of one batch of IDs that GC's mark or
+// verify looks up at once on version 2: a constant, not a cost per blob.
+func IndexV2BatchBytes() int { return max(indexV2MarkBatch, verifyLeafBatch) * IDSize }

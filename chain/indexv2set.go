@@ -60,6 +60,8 @@ type indexV2Set struct {
 	// ones before it is believed. Verify's: a listing that raced a
 	// compaction may have seen neither the inputs nor the merged file.
 	relistOnMiss bool
+	// counts: entries by pack, once packCounts has counted them.
+	counts map[ID]int
 }
 
 func newIndexV2Set() *indexV2Set {
@@ -509,4 +511,42 @@ func writeIndexV2Files(ctx context.Context, store Store, packs []indexedPack) ([
 		files = append(files, writtenIndex{name: name, size: int64(len(data))})
 	}
 	return files, nil
+}
+
+// lookupBatchIn looks up ids, sorted and distinct and none zero, in files
+// as a lookup of each would (the first file that lists an ID serves it),
+// a file at a time with a merge join (indexV2Reader.lookupSorted): fn is
+// called with each ID found, the file's number in files, and the entry
+// and its position there. It works in place, holding nothing per ID: ids
+// ends up holding, at its start, the IDs no file lists, which it returns.
+func lookupBatchIn(ctx context.Context, files []*indexV2Reader, ids []ID, fn func(id ID, file, pos int, e indexEntry) error) ([]ID, error) {
+	for k, f := range files {
+		if len(ids) == 0 {
+			break
+		}
+		found := 0
+		// The IDs found are marked zero (no ID looked up is) as they are
+		// found: lookupSorted reads none it has passed again.
+		err := f.lookupSorted(ctx, ids, func(i int, e indexEntry, pos int) error {
+			found++
+			id := ids[i]
+			ids[i] = ZeroID
+			return fn(id, k, pos, e)
+		})
+		if err != nil {
+			return nil, err
+		}
+		if found == 0 {
+			continue
+		}
+		// Compact, keeping the order the next file's merge join needs.
+		ids = slices.DeleteFunc(ids, func(id ID) bool { return id.IsZero() })
+	}
+	return ids, nil
+}
+
+// sortIDs sorts ids and drops repeats.
+func sortIDs(ids []ID) []ID {
+	slices.SortFunc(ids, func(a, b ID) int { return bytes.Compare(a[:], b[:]) })
+	return slices.Compact(ids)
 }

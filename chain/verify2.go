@@ -58,9 +58,17 @@ func (x *indexV2Set) listedPacks(ctx context.Context) (map[ID]bool, error) {
 	return packs, nil
 }
 
-// packCounts returns how many entries the index lists in each pack.
+// packCounts returns how many entries the index lists in each pack. Verify
+// asks more than once: the first answer is kept (Verify's own set; a file
+// re-listed later changes which file lists an entry, not the counts it
+// sizes its batches by).
 func (x *indexV2Set) packCounts(ctx context.Context) (map[ID]int, error) {
-	var counts map[ID]int
+	x.mu.RLock()
+	counts := x.counts
+	x.mu.RUnlock()
+	if counts != nil {
+		return counts, nil
+	}
 	err := x.withFiles(ctx, func(files []*indexV2Reader) error {
 		counts = map[ID]int{}
 		for _, f := range files {
@@ -80,6 +88,9 @@ func (x *indexV2Set) packCounts(ctx context.Context) (map[ID]int, error) {
 	for pack, entries := range x.recoveredEntries {
 		counts[pack] += len(entries)
 	}
+	x.mu.Lock()
+	x.counts = counts
+	x.mu.Unlock()
 	return counts, nil
 }
 
@@ -180,4 +191,102 @@ func servedFromFile(ctx context.Context, before []*indexV2Reader, id ID) (bool, 
 		}
 	}
 	return true, nil
+}
+
+// leafCheck is what verify's batched pass over a version 2 index found of
+// the chunks of leaf nodes: the leaves whose chunks it looked up, and the
+// chunks among them that no index file or recovered pack lists as a data
+// blob. The walk of the block maps then asks the index only about those
+// (to report them), instead of looking up every chunk on its own.
+type leafCheck struct {
+	checked map[ID]bool // leaf node IDs
+	suspect map[ID]bool // chunk IDs
+}
+
+// verifyLeafBatch is how many chunk IDs the batched pass looks up at once
+// (see indexV2MarkBatch).
+var verifyLeafBatch = 1 << 18
+
+// checkLeavesV2 walks the block maps of points, reading each node once,
+// and looks up the chunks their leaves name in sorted batches, a file at
+// a time (lookupBatchIn): a bucket is read about once per batch, where a
+// lookup per chunk reads one per chunk. A node it cannot read, or a batch
+// whose lookups fail, is left to the walk that follows, which reports
+// what is wrong; only the leaves it checked whole are in checked.
+func (v *verifier) checkLeavesV2(ctx context.Context, view *Repository, x *indexV2Set, points []restorePoint) (*leafCheck, error) {
+	lc := &leafCheck{checked: map[ID]bool{}, suspect: map[ID]bool{}}
+	var leaves []ID
+	var chunks []ID
+	resolve := func() error {
+		defer func() { leaves, chunks = leaves[:0], chunks[:0] }()
+		ids := sortIDs(chunks)
+		x.mu.RLock()
+		files := x.files
+		x.mu.RUnlock()
+		left, err := lookupBatchIn(ctx, files, ids, func(id ID, _, _ int, e indexEntry) error {
+			if e.Type != DataBlob {
+				lc.suspect[id] = true
+			}
+			return nil
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return nil // these leaves are checked blob by blob
+		}
+		for _, id := range left {
+			x.mu.RLock()
+			o, ok := x.overlay[id]
+			x.mu.RUnlock()
+			if !ok || o.Type != DataBlob {
+				lc.suspect[id] = true
+			}
+		}
+		for _, leaf := range leaves {
+			lc.checked[leaf] = true
+		}
+		return nil
+	}
+	seen := map[ID]bool{}
+	for _, p := range points {
+		if p.err != nil {
+			continue
+		}
+		for _, d := range p.manifest.Disks {
+			err := view.OpenTree(d).WalkNodes(ctx, seen, func(id ID, level int, ids []ID) error {
+				if level != 0 {
+					return nil
+				}
+				leaves = append(leaves, id)
+				for _, b := range ids {
+					if !b.IsZero() {
+						chunks = append(chunks, b)
+					}
+				}
+				if len(chunks) >= verifyLeafBatch {
+					return resolve()
+				}
+				return nil
+			})
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			_ = err // an unreadable node: the walk that follows reports it
+		}
+	}
+	if err := resolve(); err != nil {
+		return nil, err
+	}
+	return lc, nil
+}
+
+// dataDamage is blobDamage for chunk id of leaf node leaf: a leaf the
+// batched pass checked asks the index again only about its suspect
+// chunks. A chunk the pack checks found damaged is reported as ever.
+func (v *verifier) dataDamage(ctx context.Context, idx verifiedIndex, leaf, id ID) []string {
+	if _, bad := v.badBlobs[id]; !bad && v.leaves != nil && v.leaves.checked[leaf] && !v.leaves.suspect[id] {
+		return nil
+	}
+	return v.blobDamage(ctx, idx, DataBlob, id)
 }
