@@ -61,6 +61,13 @@ func (r *Repository) compactIndexAfterCommit(ctx context.Context, held func(cont
 	if !ok || !x.shouldCompactIndex() {
 		return
 	}
+	// One at a time in a process: writers committing together would merge
+	// the same files (harmless, since the names are the bytes', but
+	// wasted).
+	if !x.compacting.TryLock() {
+		return
+	}
+	defer x.compacting.Unlock()
 	done, err := r.compactIndex(ctx, held)
 	if err != nil {
 		r.Logger().Warn("compaction of index files failed; a later writer or GC compacts them", "error", err)

@@ -418,3 +418,41 @@ func TestIndexCompactionKilledHalfway(t *testing.T) {
 		}
 	}
 }
+
+// A process whose index opened files that a compaction elsewhere merged
+// away finds every blob still: the lookup that finds a file gone re-lists
+// the index instead of reporting an error, a missing blob or damage.
+func TestLookupInFilesMergedAwayRelists(t *testing.T) {
+	defer quickLocks()()
+	ctx := context.Background()
+	store := chain.NewMemStore()
+	restore := chain.SetIndexCompactAt(1000)
+	repo := newV2RepoOn(t, store)
+	var points []point
+	for i := range 5 {
+		p, err := createSmallPoint(ctx, repo, "vm", fmt.Sprintf("p%d", i), uint64(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		points = append(points, p)
+	}
+	restore()
+	stale := newV2Open(t, store)
+	if err := stale.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer chain.SetIndexCompactAt(2)()
+	if merged, deleted, err := chain.CompactIndex(ctx, newV2Open(t, store)); err != nil || merged != 5 || deleted != 5 {
+		t.Fatalf("compaction elsewhere: merged %d, deleted %d, %v; want 5, 5", merged, deleted, err)
+	}
+	for _, p := range points {
+		for _, id := range p.blocks {
+			if !stale.HasBlob(id) {
+				t.Fatalf("blob %s of %s not found through files merged away", id.Short(), p.m.ID)
+			}
+		}
+		if err := p.restores(ctx, stale); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

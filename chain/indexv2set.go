@@ -62,6 +62,8 @@ type indexV2Set struct {
 	relistOnMiss bool
 	// counts: entries by pack, once packCounts has counted them.
 	counts map[ID]int
+	// compacting is held while a writer of this process compacts.
+	compacting sync.Mutex
 }
 
 func newIndexV2Set() *indexV2Set {
