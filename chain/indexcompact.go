@@ -152,20 +152,35 @@ func (r *Repository) compactIndexOnce(ctx context.Context, held func(context.Con
 	if len(inputs) < 2 {
 		return done, false, nil
 	}
-	done.Inputs = len(inputs)
 	written := map[string]bool{}
-	stats, err := mergeIndexV2(ctx, inputs, func(indexEntry) bool { return true }, maxIndexEntries, func(ctx context.Context, file []byte) error {
-		name := indexPrefix + Hash(file).String()
-		if err := held(ctx); err != nil {
-			return err
+	merge := func() (indexV2MergeStats, error) {
+		return mergeIndexV2(ctx, inputs, func(indexEntry) bool { return true }, maxIndexEntries, func(ctx context.Context, file []byte) error {
+			name := indexPrefix + Hash(file).String()
+			if err := held(ctx); err != nil {
+				return err
+			}
+			if err := r.store.Put(ctx, name, file); err != nil {
+				return fmt.Errorf("write %s: %w", name, err)
+			}
+			written[name] = true
+			done.Outputs++
+			return nil
+		})
+	}
+	stats, err := merge()
+	for err != nil && len(inputs) > 2 {
+		// An input damaged past its tables (a bucket) is left out, for
+		// verify to report and GC to rewrite; what was written of the
+		// merge so far lists only sound entries, and is merged again.
+		bad := damagedIndexFile(err)
+		if bad == "" {
+			break
 		}
-		if err := r.store.Put(ctx, name, file); err != nil {
-			return fmt.Errorf("write %s: %w", name, err)
-		}
-		written[name] = true
-		done.Outputs++
-		return nil
-	})
+		r.Logger().Warn("damaged index file left out of a compaction", "object", bad, "error", err)
+		inputs = slices.DeleteFunc(inputs, func(f *indexV2Reader) bool { return f.name == bad })
+		stats, err = merge()
+	}
+	done.Inputs = len(inputs)
 	done.Entries = stats.Written
 	if err != nil {
 		return done, false, fmt.Errorf("compact index: %w (no index file was deleted)", err)

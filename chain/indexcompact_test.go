@@ -456,3 +456,53 @@ func TestLookupInFilesMergedAwayRelists(t *testing.T) {
 		}
 	}
 }
+
+// A compaction that meets an index file damaged past its tables (a
+// bucket) leaves it out, for verify to report and GC to rewrite, and
+// merges the rest; every point still restores.
+func TestIndexCompactionLeavesDamagedFileOut(t *testing.T) {
+	defer quickLocks()()
+	ctx := context.Background()
+	store, first := damagedBucketRepository(t)
+	damaged := listIndex(t, store)
+	restore := chain.SetIndexCompactAt(1000)
+	repo := newV2Open(t, store)
+	var points []point
+	for i := range 4 {
+		p, err := createSmallPoint(ctx, repo, "vm", fmt.Sprintf("q%d", i), uint64(50+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		points = append(points, p)
+	}
+	restore()
+	defer chain.SetIndexCompactAt(2)()
+	merged, deleted, err := chain.CompactIndex(ctx, newV2Open(t, store))
+	if err != nil || merged != 4 || deleted != 4 {
+		t.Fatalf("compaction: merged %d, deleted %d, %v; want the 4 sound files", merged, deleted, err)
+	}
+	after := listIndex(t, store)
+	for name := range damaged {
+		if !after[name] {
+			t.Errorf("the damaged file %s was deleted", name)
+		}
+	}
+	fresh := newV2Open(t, store)
+	if err := readAll(t, fresh, first); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range points {
+		if err := p.restores(ctx, fresh); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report, err := fresh.Verify(ctx, chain.VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range report.Damage {
+		if d.Kind != "index" || !damaged["index/"+d.ID] {
+			t.Errorf("damage other than the damaged index file: %+v", d)
+		}
+	}
+}
