@@ -1,11 +1,15 @@
 package chain
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
 
 	"github.com/zeebo/blake3"
+	"golang.org/x/sync/errgroup"
 )
 
 // indexV2Marks is what GC's mark keeps in a version 2 repository: a bit
@@ -483,4 +487,131 @@ func (r *Repository) repackV2(ctx context.Context, x *indexV2Set, marks *indexV2
 		return nil, fmt.Errorf("repack: %w", err)
 	}
 	return w.written, nil
+}
+
+// walkForMark is TreeReader.WalkNodes for GC's mark: in a version 2
+// repository the nodes are read a level at a time, in parallel and in
+// batches per pack (walkNodesByPack); version 1 walks as it always has.
+func (r *Repository) walkForMark(ctx context.Context, d DiskManifest, seen map[ID]bool, fn func(id ID, level int, ids []ID) error) error {
+	t := r.OpenTree(d)
+	x, ok := r.index().(*indexV2Set)
+	if r.config.Version != FormatVersion2 || !ok {
+		return t.WalkNodes(ctx, seen, fn)
+	}
+	return t.walkNodesByPack(ctx, x, seen, fn)
+}
+
+// markNodeWindow is how many nodes of a level the mark reads at once: a
+// window of leaves names up to 1024 × fanout chunks, which it hands to fn
+// before it reads the next.
+var markNodeWindow = 1024
+
+// placedNode is a tree node and its place: its number n in its level.
+type placedNode struct {
+	id ID
+	n  int64
+}
+
+// walkNodesByPack calls fn for every stored node of the block map, as
+// WalkNodes does (skipping zero subtrees and nodes in seen, to which it
+// adds those it visits), but breadth first: each level's nodes, a window
+// at a time, are looked up in one sorted batch, grouped by the pack that
+// holds them, and read on up to GOMAXPROCS goroutines, a pack each, in
+// the order of their offsets; fn then sees them one at a time. A node that
+// cannot be read is an error, as in WalkNodes.
+func (t *TreeReader) walkNodesByPack(ctx context.Context, x *indexV2Set, seen map[ID]bool, fn func(id ID, level int, ids []ID) error) error {
+	level := t.g.Height()
+	nodes := []placedNode{{id: t.root}}
+	for ; level >= 0 && len(nodes) > 0; level-- {
+		var next []placedNode
+		for len(nodes) > 0 {
+			window := nodes[:min(len(nodes), markNodeWindow)]
+			nodes = nodes[len(window):]
+			var todo []placedNode
+			for _, p := range window {
+				if !p.id.IsZero() && !seen[p.id] {
+					seen[p.id] = true
+					todo = append(todo, p)
+				}
+			}
+			read, err := t.readNodesByPack(ctx, x, todo, level)
+			if err != nil {
+				return err
+			}
+			for i, p := range todo {
+				if err := fn(p.id, level, read[i]); err != nil {
+					return err
+				}
+				if level > 0 {
+					for j, child := range read[i] {
+						next = append(next, placedNode{id: child, n: p.n*int64(t.g.Fanout) + int64(j)})
+					}
+				}
+			}
+		}
+		nodes = next
+	}
+	return nil
+}
+
+// readNodesByPack reads the nodes of level in todo, grouped by pack and in
+// parallel, and returns their IDs in todo's order.
+func (t *TreeReader) readNodesByPack(ctx context.Context, x *indexV2Set, todo []placedNode, level int) ([][]ID, error) {
+	read := make([][]ID, len(todo))
+	ids := make([]ID, len(todo))
+	for i, p := range todo {
+		ids[i] = p.id
+	}
+	where := map[ID]indexEntry{}
+	x.mu.RLock()
+	files := x.files
+	x.mu.RUnlock()
+	if _, err := lookupBatchIn(ctx, files, sortIDs(ids), func(id ID, _, _ int, e indexEntry) error {
+		where[id] = e
+		return nil
+	}); err != nil {
+		clear(where) // read through the index one by one instead
+	}
+	byPack := map[ID][]int{} // pack → numbers in todo; the zero pack: not found
+	for i, p := range todo {
+		pack := where[p.id].Pack
+		byPack[pack] = append(byPack[pack], i)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, group := range byPack {
+		slices.SortFunc(group, func(a, b int) int {
+			return cmp.Compare(where[todo[a].id].Offset, where[todo[b].id].Offset)
+		})
+		g.Go(func() error {
+			for _, i := range group {
+				nodeIDs, err := t.nodeAt(gctx, todo[i], level, where)
+				if err != nil {
+					return err
+				}
+				read[i] = nodeIDs
+			}
+			return nil
+		})
+	}
+	return read, g.Wait()
+}
+
+// nodeAt is TreeReader.node reading where the batch found the node, when
+// it did (a node found nowhere, or not where the batch said, is read
+// through the index, which reports what is wrong).
+func (t *TreeReader) nodeAt(ctx context.Context, p placedNode, level int, where map[ID]indexEntry) ([]ID, error) {
+	e, ok := where[p.id]
+	if !ok || e.Type != TreeBlob {
+		return t.node(ctx, p.id, level, p.n, false)
+	}
+	data, err := t.repo.readBlobAt(ctx, e.Pack, e.packEntry, nil)
+	if err != nil {
+		return t.node(ctx, p.id, level, p.n, false)
+	}
+	gotLevel, ids, err := decodeTreeNode(nil, data)
+	if err != nil || gotLevel != level || len(ids) != t.g.entries(level, p.n) {
+		return t.node(ctx, p.id, level, p.n, false) // and reports it
+	}
+	return ids, nil
 }

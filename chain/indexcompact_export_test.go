@@ -19,10 +19,12 @@ func CompactIndex(ctx context.Context, r *Repository) (merged, deleted int, err 
 
 // SetIndexV2Batches sets how many IDs GC's mark and verify look up in one
 // sorted batch on version 2 (indexV2MarkBatch, verifyLeafBatch).
+// GC's mark also reads tree nodes n/100 at a time (markNodeWindow), so
+// that small batches make small windows too.
 func SetIndexV2Batches(n int) (restore func()) {
-	mark, leaf := indexV2MarkBatch, verifyLeafBatch
-	indexV2MarkBatch, verifyLeafBatch = n, n
-	return func() { indexV2MarkBatch, verifyLeafBatch = mark, leaf }
+	mark, leaf, window := indexV2MarkBatch, verifyLeafBatch, markNodeWindow
+	indexV2MarkBatch, verifyLeafBatch, markNodeWindow = n, n, max(1, n/100)
+	return func() { indexV2MarkBatch, verifyLeafBatch, markNodeWindow = mark, leaf, window }
 }
 
 // IndexV2BatchBytes is the memory of one batch of IDs that GC's mark or
