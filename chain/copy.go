@@ -85,10 +85,17 @@ func (c *Copier) CopyBlob(ctx context.Context, t BlobType, id ID) error {
 	return c.move(ctx, t, id)
 }
 
-// Flush makes everything copied so far durable in the target.
+// Flush makes everything copied so far durable in the target. A version 2
+// target's small index files, one a flush, are compacted as they pile up
+// (see compactIndex), not only when the copy commits: every lookup of the
+// copy asks every file's filter.
 func (c *Copier) Flush(ctx context.Context) error {
 	c.unflushed = 0
-	return c.To.Flush(ctx)
+	if err := c.To.Flush(ctx); err != nil {
+		return err
+	}
+	c.To.repo.compactIndexAfterCommit(ctx, c.To.lock.stillHeld)
+	return nil
 }
 
 func (c *Copier) copyNode(ctx context.Context, t *TreeReader, id ID, level int, n int64) error {

@@ -506,3 +506,38 @@ func TestIndexCompactionLeavesDamagedFileOut(t *testing.T) {
 		}
 	}
 }
+
+// A copy into a version 2 repository flushes now and then, writing an
+// index file each time: they are compacted as they pile up, not only when
+// the copy commits, since each of the copy's lookups asks every file.
+func TestCopyCompactsTheTargetsIndexAsItFlushes(t *testing.T) {
+	const at = 4
+	defer quickLocks()()
+	defer chain.SetIndexCompactAt(at)()
+	ctx := context.Background()
+	srcStore, m := bigPoint(t, 40*256) // 40 leaves: a flush after each, and after each node
+	src := newV2Open(t, srcStore)
+	dstStore := chain.NewMemStore()
+	dst, err := chain.Init(ctx, dstStore, src.Config(), nil) // the same block size and fanout
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := dst.NewWriter(ctx, "copy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	c := &chain.Copier{From: src, To: w, FlushEvery: 1} // a flush a blob
+	if err := c.CopyDisk(ctx, m.Disks[0]); err != nil {
+		t.Fatal(err)
+	}
+	if n := countObjects(t, dstStore, "index/"); n > at+1 {
+		t.Errorf("%d index files in the target before the copy commits; want at most %d", n, at+1)
+	}
+	if err := w.SaveManifest(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := readAll(t, newV2Open(t, dstStore), m); err != nil {
+		t.Fatal(err)
+	}
+}
