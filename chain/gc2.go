@@ -241,7 +241,17 @@ func (r *Repository) gcV2(ctx context.Context, lock *repoLock, opts GCOptions, r
 	}
 	for i, f := range x.files {
 		err := f.iterate(ctx, func(pos int, e indexEntry) error {
-			tallyOf(e.Pack).add(e.packEntry, marks.marked(i, pos))
+			live := marks.marked(i, pos)
+			if !live && i > 0 {
+				// The same entry listed again by a later file (a compaction
+				// killed, or racing another, left its inputs beside its
+				// output) is neither live nor dead weight: not counted.
+				dup, err := servedSame(ctx, x.files[:i], e)
+				if err != nil || dup {
+					return err
+				}
+			}
+			tallyOf(e.Pack).add(e.packEntry, live)
 			return nil
 		})
 		if err != nil {
@@ -614,4 +624,16 @@ func (t *TreeReader) nodeAt(ctx context.Context, p placedNode, level int, where 
 		return t.node(ctx, p.id, level, p.n, false) // and reports it
 	}
 	return ids, nil
+}
+
+// servedSame reports whether a file of before lists e's blob in e's pack
+// at e's offset: the first that lists it serves it from exactly there.
+func servedSame(ctx context.Context, before []*indexV2Reader, e indexEntry) (bool, error) {
+	for _, f := range before {
+		served, _, ok, err := f.lookup(ctx, e.ID)
+		if err != nil || ok {
+			return ok && served.Pack == e.Pack && served.Offset == e.Offset, err
+		}
+	}
+	return false, nil
 }

@@ -541,3 +541,37 @@ func TestCopyCompactsTheTargetsIndexAsItFlushes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Entries listed twice, by a compaction's output and the inputs it did
+// not get to delete, are not dead weight to GC: it decides as it would
+// with each listed once.
+func TestGCCountsEntriesListedTwiceOnce(t *testing.T) {
+	defer quickLocks()()
+	ctx := context.Background()
+	store := chain.NewMemStore()
+	restore := chain.SetIndexCompactAt(1000)
+	repo := newV2RepoOn(t, store)
+	for i := range 6 {
+		if _, err := createSmallPoint(ctx, repo, "vm", fmt.Sprintf("p%d", i), uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restore()
+	before, err := newV2Open(t, store).GC(ctx, chain.GCOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failing := &failNthMutation{Store: store}
+	failing.n.Store(2) // the merged file written, no input deleted
+	defer chain.SetIndexCompactAt(2)()
+	if _, _, err := chain.CompactIndex(ctx, newV2Open(t, failing)); !errors.Is(err, errKilled) {
+		t.Fatalf("compaction: %v, want it killed at its first delete", err)
+	}
+	after, err := newV2Open(t, store).GC(ctx, chain.GCOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.BlobsRemoved != before.BlobsRemoved || after.PacksRepacked != before.PacksRepacked || after.BytesAfter != before.BytesAfter {
+		t.Errorf("gc over entries listed twice: %+v; listed once: %+v", after, before)
+	}
+}
