@@ -3,6 +3,11 @@ package chain
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // DefaultCopyFlushEvery is how many bytes a copy moves between flushes
@@ -46,6 +51,7 @@ type Copier struct {
 	// Progress, if set, is called after each blob moved.
 	Progress func(CopyStats)
 
+	mu        sync.Mutex // stats and unflushed, as a leaf's chunks are copied in parallel
 	stats     CopyStats
 	unflushed int64
 }
@@ -79,10 +85,17 @@ func (c *Copier) CopyBlob(ctx context.Context, t BlobType, id ID) error {
 	return c.move(ctx, t, id)
 }
 
-// Flush makes everything copied so far durable in the target.
+// Flush makes everything copied so far durable in the target. A version 2
+// target's small index files, one a flush, are compacted as they pile up
+// (see compactIndex), not only when the copy commits: every lookup of the
+// copy asks every file's filter.
 func (c *Copier) Flush(ctx context.Context) error {
 	c.unflushed = 0
-	return c.To.Flush(ctx)
+	if err := c.To.Flush(ctx); err != nil {
+		return err
+	}
+	c.To.repo.compactIndexAfterCommit(ctx, c.To.lock.stillHeld)
+	return nil
 }
 
 func (c *Copier) copyNode(ctx context.Context, t *TreeReader, id ID, level int, n int64) error {
@@ -100,6 +113,13 @@ func (c *Copier) copyNode(ctx context.Context, t *TreeReader, id ID, level int, 
 	ids, err := t.node(ctx, id, level, n, false)
 	if err != nil {
 		return err
+	}
+	if x, ok := c.From.index().(*indexV2Set); ok && level == 0 {
+		if err := c.copyLeafV2(ctx, x, ids); err != nil {
+			return err
+		}
+		c.cover(t.g.LeafBytes(n))
+		return c.move(ctx, TreeBlob, id)
 	}
 	for i, child := range ids {
 		if level == 0 {
@@ -135,7 +155,27 @@ func (c *Copier) cover(n int64) {
 }
 
 func (c *Copier) move(ctx context.Context, t BlobType, id ID) error {
-	data, err := c.From.ReadBlob(ctx, t, id, nil) // checks the hash
+	if err := c.put(ctx, t, id, nil); err != nil {
+		return err
+	}
+	return c.flushIfDue(ctx)
+}
+
+// put copies blob id, reading it where e says when e is not nil (a copy
+// that looked its chunks up in a batch), else where the index says. It
+// is safe for concurrent use.
+func (c *Copier) put(ctx context.Context, t BlobType, id ID, e *indexEntry) error {
+	var data []byte
+	var err error
+	if e != nil && e.Type != t {
+		e = nil // ReadBlob reports it
+	}
+	if e != nil {
+		data, err = c.From.readBlobAt(ctx, e.Pack, e.packEntry, nil) // checks the hash
+	}
+	if e == nil || err != nil && mayHaveMoved(err) {
+		data, err = c.From.ReadBlob(ctx, t, id, nil) // a GC may have moved it: reloads
+	}
 	if err != nil {
 		return fmt.Errorf("copy: %w", err)
 	}
@@ -143,6 +183,8 @@ func (c *Copier) move(ctx context.Context, t BlobType, id ID) error {
 	if err != nil {
 		return fmt.Errorf("copy: %w", err)
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.stats.Blobs++
 	c.stats.Bytes += int64(len(data))
 	c.stats.Stored += int64(stored)
@@ -150,6 +192,58 @@ func (c *Copier) move(ctx context.Context, t BlobType, id ID) error {
 		c.Progress(c.stats)
 	}
 	c.unflushed += int64(len(data))
+	return nil
+}
+
+// copyLeafV2 copies the chunks of a leaf node that the target lacks, from
+// a version 2 source: it looks them up in one sorted batch, a file at a
+// time (lookupBatchIn), where a chunk at a time reads a bucket each, and
+// reads, checks and stores them on up to GOMAXPROCS goroutines, since
+// decompressing, hashing and compressing are where a copy's time goes.
+// All are stored before the caller stores the leaf node (commit order).
+func (c *Copier) copyLeafV2(ctx context.Context, x *indexV2Set, ids []ID) error {
+	var need []ID
+	for _, b := range ids {
+		if b.IsZero() {
+			continue
+		}
+		has, err := c.To.has(ctx, b)
+		if err != nil {
+			return fmt.Errorf("copy: %w", err)
+		}
+		if !has {
+			need = append(need, b)
+		}
+	}
+	need = sortIDs(need) // a leaf may name a chunk twice
+	if len(need) == 0 {
+		return nil
+	}
+	x.mu.RLock()
+	files := x.files
+	x.mu.RUnlock()
+	found := make(map[ID]*indexEntry, len(need))
+	_, err := lookupBatchIn(ctx, files, slices.Clone(need), func(id ID, _, _ int, e indexEntry) error {
+		found[id] = &e
+		return nil
+	})
+	if err != nil {
+		clear(found) // looked up one by one instead
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, id := range need {
+		g.Go(func() error { return c.put(gctx, DataBlob, id, found[id]) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return c.flushIfDue(ctx)
+}
+
+// flushIfDue flushes the target once FlushEvery bytes were copied since
+// the last flush.
+func (c *Copier) flushIfDue(ctx context.Context) error {
 	every := c.FlushEvery
 	if every <= 0 {
 		every = DefaultCopyFlushEvery

@@ -459,7 +459,7 @@ func (r *Repository) mark(ctx context.Context, opts GCOptions, use func(context.
 			}
 		}
 		for _, d := range m.Disks {
-			err := r.OpenTree(d).WalkNodes(ctx, seen, func(id ID, level int, ids []ID) error {
+			err := r.walkForMark(ctx, d, seen, func(id ID, level int, ids []ID) error {
 				if err := use(ctx, id); err != nil {
 					return err
 				}

@@ -1,11 +1,15 @@
 package chain
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
 
 	"github.com/zeebo/blake3"
+	"golang.org/x/sync/errgroup"
 )
 
 // indexV2Marks is what GC's mark keeps in a version 2 repository: a bit
@@ -13,7 +17,9 @@ import (
 // serves a live blob), and, for the blobs only recovered packs hold, a set
 // of IDs (few: recovered packs are the rare leftovers of failed creates or
 // deferred GCs). Its memory is an eighth of a byte per entry, not a map of
-// every live blob.
+// every live blob, plus one batch of IDs: use collects the IDs it is
+// given, and each batch is looked up sorted, a file at a time, so that a
+// bucket is read once per batch rather than once per blob.
 type indexV2Marks struct {
 	set     *indexV2Set
 	files   []*indexV2Reader
@@ -21,7 +27,14 @@ type indexV2Marks struct {
 	overlay map[ID]bool // live blobs the overlay serves
 	live    int         // distinct live blobs
 	missing int         // live blobs no file or pack lists
+	pending []ID        // IDs given to use and not yet looked up
 }
+
+// indexV2MarkBatch is how many IDs GC's mark looks up at once: 8 MiB of
+// IDs, whatever the repository holds. A batch reads the index through
+// about once; at a million blobs it asks 16 IDs a bucket (a bucket is 64
+// entries), where a lookup per ID reads a bucket per ID.
+var indexV2MarkBatch = 1 << 18
 
 func newIndexV2Marks(x *indexV2Set) *indexV2Marks {
 	m := &indexV2Marks{set: x, files: x.files, overlay: map[ID]bool{}}
@@ -32,29 +45,47 @@ func newIndexV2Marks(x *indexV2Set) *indexV2Marks {
 	return m
 }
 
-// use marks blob id as live where the index serves it from.
+// use marks blob id as live where the index serves it from, once the
+// batch it joins is looked up (flush).
 func (m *indexV2Marks) use(ctx context.Context, id ID) error {
-	for i, f := range m.files {
-		_, pos, ok, err := f.lookup(ctx, id)
-		if err != nil {
-			return err
+	if m.pending == nil {
+		entries := len(m.set.overlay)
+		for _, f := range m.files {
+			entries += f.count
 		}
-		if ok {
-			if !m.marked(i, pos) {
-				m.bits[i][pos/64] |= 1 << (pos % 64)
-				m.live++
-			}
-			return nil
-		}
+		m.pending = make([]ID, 0, min(indexV2MarkBatch, entries+1))
 	}
-	if _, ok := m.set.overlay[id]; ok {
-		if !m.overlay[id] {
-			m.overlay[id] = true
+	m.pending = append(m.pending, id)
+	if len(m.pending) >= indexV2MarkBatch {
+		return m.flush(ctx)
+	}
+	return nil
+}
+
+// flush looks up the IDs use collected and marks them.
+func (m *indexV2Marks) flush(ctx context.Context) error {
+	ids := sortIDs(m.pending)
+	left, err := lookupBatchIn(ctx, m.files, ids, func(_ ID, file, pos int, _ indexEntry) error {
+		if !m.marked(file, pos) {
+			m.bits[file][pos/64] |= 1 << (pos % 64)
 			m.live++
 		}
 		return nil
+	})
+	if err != nil {
+		return err
 	}
-	m.missing++
+	for _, id := range left {
+		if _, ok := m.set.overlay[id]; ok {
+			if !m.overlay[id] {
+				m.overlay[id] = true
+				m.live++
+			}
+			continue
+		}
+		m.missing++
+	}
+	m.pending = m.pending[:0]
 	return nil
 }
 
@@ -92,12 +123,13 @@ func (t *packTally) add(e packEntry, live bool) {
 func (r *Repository) loadIndexV2Checked(ctx context.Context, checkNames bool) (*indexV2Set, map[string]error, error) {
 	exclude := map[string]bool{}
 	reasons := map[string]error{}
+	gone := 0 // loads that found a file gone
 	for {
 		x, err := loadIndexV2Set(ctx, r.store, r.Logger(), exclude)
 		if err != nil {
 			return nil, nil, err
 		}
-		bad := ""
+		bad, again := "", false
 		for _, f := range x.files {
 			err := f.iterate(ctx, func(int, indexEntry) error { return nil })
 			if err == nil && checkNames {
@@ -108,10 +140,24 @@ func (r *Repository) loadIndexV2Checked(ctx context.Context, checkNames bool) (*
 				bad, reasons[f.name] = f.name, err
 				break
 			}
+			if errors.Is(err, ErrNotFound) && gone < maxIndexLoads {
+				// A compaction elsewhere replaced it (verify runs beside
+				// writers): load again.
+				gone++
+				again = true
+				break
+			}
 			if err != nil {
 				return nil, nil, err
 			}
 		}
+		if again {
+			continue
+		}
+		// Verify's lookups run beside compactions: a listing that raced
+		// one may have seen neither its inputs nor its output, so a miss
+		// re-lists before it is believed. (GC's exclude writers.)
+		x.relistOnMiss = checkNames
 		if bad == "" {
 			for name, err := range x.openErrs {
 				reasons[name] = err
@@ -174,6 +220,9 @@ func (r *Repository) gcV2(ctx context.Context, lock *repoLock, opts GCOptions, r
 
 	marks := newIndexV2Marks(x)
 	points, damaged, err := r.mark(ctx, opts, marks.use)
+	if err == nil {
+		err = marks.flush(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("mark: %w (nothing was removed)", err)
 	}
@@ -192,7 +241,17 @@ func (r *Repository) gcV2(ctx context.Context, lock *repoLock, opts GCOptions, r
 	}
 	for i, f := range x.files {
 		err := f.iterate(ctx, func(pos int, e indexEntry) error {
-			tallyOf(e.Pack).add(e.packEntry, marks.marked(i, pos))
+			live := marks.marked(i, pos)
+			if !live && i > 0 {
+				// The same entry listed again by a later file (a compaction
+				// killed, or racing another, left its inputs beside its
+				// output) is neither live nor dead weight: not counted.
+				dup, err := servedSame(ctx, x.files[:i], e)
+				if err != nil || dup {
+					return err
+				}
+			}
+			tallyOf(e.Pack).add(e.packEntry, live)
 			return nil
 		})
 		if err != nil {
@@ -438,4 +497,143 @@ func (r *Repository) repackV2(ctx context.Context, x *indexV2Set, marks *indexV2
 		return nil, fmt.Errorf("repack: %w", err)
 	}
 	return w.written, nil
+}
+
+// walkForMark is TreeReader.WalkNodes for GC's mark: in a version 2
+// repository the nodes are read a level at a time, in parallel and in
+// batches per pack (walkNodesByPack); version 1 walks as it always has.
+func (r *Repository) walkForMark(ctx context.Context, d DiskManifest, seen map[ID]bool, fn func(id ID, level int, ids []ID) error) error {
+	t := r.OpenTree(d)
+	x, ok := r.index().(*indexV2Set)
+	if r.config.Version != FormatVersion2 || !ok {
+		return t.WalkNodes(ctx, seen, fn)
+	}
+	return t.walkNodesByPack(ctx, x, seen, fn)
+}
+
+// markNodeWindow is how many nodes of a level the mark reads at once: a
+// window of leaves names up to 1024 × fanout chunks, which it hands to fn
+// before it reads the next.
+var markNodeWindow = 1024
+
+// placedNode is a tree node and its place: its number n in its level.
+type placedNode struct {
+	id ID
+	n  int64
+}
+
+// walkNodesByPack calls fn for every stored node of the block map, as
+// WalkNodes does (skipping zero subtrees and nodes in seen, to which it
+// adds those it visits), but breadth first: each level's nodes, a window
+// at a time, are looked up in one sorted batch, grouped by the pack that
+// holds them, and read on up to GOMAXPROCS goroutines, a pack each, in
+// the order of their offsets; fn then sees them one at a time. A node that
+// cannot be read is an error, as in WalkNodes.
+func (t *TreeReader) walkNodesByPack(ctx context.Context, x *indexV2Set, seen map[ID]bool, fn func(id ID, level int, ids []ID) error) error {
+	level := t.g.Height()
+	nodes := []placedNode{{id: t.root}}
+	for ; level >= 0 && len(nodes) > 0; level-- {
+		var next []placedNode
+		for len(nodes) > 0 {
+			window := nodes[:min(len(nodes), markNodeWindow)]
+			nodes = nodes[len(window):]
+			var todo []placedNode
+			for _, p := range window {
+				if !p.id.IsZero() && !seen[p.id] {
+					seen[p.id] = true
+					todo = append(todo, p)
+				}
+			}
+			read, err := t.readNodesByPack(ctx, x, todo, level)
+			if err != nil {
+				return err
+			}
+			for i, p := range todo {
+				if err := fn(p.id, level, read[i]); err != nil {
+					return err
+				}
+				if level > 0 {
+					for j, child := range read[i] {
+						next = append(next, placedNode{id: child, n: p.n*int64(t.g.Fanout) + int64(j)})
+					}
+				}
+			}
+		}
+		nodes = next
+	}
+	return nil
+}
+
+// readNodesByPack reads the nodes of level in todo, grouped by pack and in
+// parallel, and returns their IDs in todo's order.
+func (t *TreeReader) readNodesByPack(ctx context.Context, x *indexV2Set, todo []placedNode, level int) ([][]ID, error) {
+	read := make([][]ID, len(todo))
+	ids := make([]ID, len(todo))
+	for i, p := range todo {
+		ids[i] = p.id
+	}
+	where := map[ID]indexEntry{}
+	x.mu.RLock()
+	files := x.files
+	x.mu.RUnlock()
+	if _, err := lookupBatchIn(ctx, files, sortIDs(ids), func(id ID, _, _ int, e indexEntry) error {
+		where[id] = e
+		return nil
+	}); err != nil {
+		clear(where) // read through the index one by one instead
+	}
+	byPack := map[ID][]int{} // pack → numbers in todo; the zero pack: not found
+	for i, p := range todo {
+		pack := where[p.id].Pack
+		byPack[pack] = append(byPack[pack], i)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, group := range byPack {
+		slices.SortFunc(group, func(a, b int) int {
+			return cmp.Compare(where[todo[a].id].Offset, where[todo[b].id].Offset)
+		})
+		g.Go(func() error {
+			for _, i := range group {
+				nodeIDs, err := t.nodeAt(gctx, todo[i], level, where)
+				if err != nil {
+					return err
+				}
+				read[i] = nodeIDs
+			}
+			return nil
+		})
+	}
+	return read, g.Wait()
+}
+
+// nodeAt is TreeReader.node reading where the batch found the node, when
+// it did (a node found nowhere, or not where the batch said, is read
+// through the index, which reports what is wrong).
+func (t *TreeReader) nodeAt(ctx context.Context, p placedNode, level int, where map[ID]indexEntry) ([]ID, error) {
+	e, ok := where[p.id]
+	if !ok || e.Type != TreeBlob {
+		return t.node(ctx, p.id, level, p.n, false)
+	}
+	data, err := t.repo.readBlobAt(ctx, e.Pack, e.packEntry, nil)
+	if err != nil {
+		return t.node(ctx, p.id, level, p.n, false)
+	}
+	gotLevel, ids, err := decodeTreeNode(nil, data)
+	if err != nil || gotLevel != level || len(ids) != t.g.entries(level, p.n) {
+		return t.node(ctx, p.id, level, p.n, false) // and reports it
+	}
+	return ids, nil
+}
+
+// servedSame reports whether a file of before lists e's blob in e's pack
+// at e's offset: the first that lists it serves it from exactly there.
+func servedSame(ctx context.Context, before []*indexV2Reader, e indexEntry) (bool, error) {
+	for _, f := range before {
+		served, _, ok, err := f.lookup(ctx, e.ID)
+		if err != nil || ok {
+			return ok && served.Pack == e.Pack && served.Offset == e.Offset, err
+		}
+	}
+	return false, nil
 }

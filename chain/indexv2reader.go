@@ -334,3 +334,77 @@ func (c *indexV2Cursor) next(ctx context.Context) (e indexEntry, pos int, ok boo
 	c.i++
 	return e, pos, true, nil
 }
+
+// indexV2BatchRun is how many bytes of buckets a batched lookup reads at
+// once, when the buckets it needs lie close together.
+const indexV2BatchRun = 64 << 10
+
+// lookupSorted looks up ids, which must be sorted and distinct, and calls
+// found with the number in ids and the entry and position of each the
+// file lists. It is a merge join of the IDs with the file: each bucket
+// that may hold one of them is read at most once, and buckets needed one
+// after another (at most a few apart) in one read of up to
+// indexV2BatchRun bytes, where a lookup per ID reads a bucket per ID. IDs
+// the filter rules out cost no read.
+func (r *indexV2Reader) lookupSorted(ctx context.Context, ids []ID, found func(i int, e indexEntry, pos int) error) error {
+	var run []byte
+	for i := 0; i < len(ids); {
+		if !r.filter.Contains(indexV2FilterKey(&ids[i])) {
+			i++
+			continue
+		}
+		first := indexV2Bucket(&ids[i], r.bits)
+		start, _ := r.bucketRange(first)
+		// Extend the run over the buckets the next IDs need, while they
+		// are close and the run stays within indexV2BatchRun.
+		last, j := first, i+1
+		for ; j < len(ids); j++ {
+			b := indexV2Bucket(&ids[j], r.bits)
+			if b == last {
+				continue
+			}
+			if !r.filter.Contains(indexV2FilterKey(&ids[j])) {
+				continue
+			}
+			_, end := r.bucketRange(b)
+			if b > last+4 || (end-start)*indexV2EntrySize > indexV2BatchRun {
+				break
+			}
+			last = b
+		}
+		_, end := r.bucketRange(last)
+		if end > start {
+			n := (end - start) * indexV2EntrySize
+			if cap(run) < n {
+				run = make([]byte, n)
+			}
+			run = run[:n]
+			if err := r.readBuckets(ctx, first, last+1, run); err != nil {
+				return err
+			}
+			// Merge join: the IDs and the run's entries both ascend.
+			k := 0
+			for ; i < j; i++ {
+				for k < end-start && bytes.Compare(run[k*indexV2EntrySize:k*indexV2EntrySize+IDSize], ids[i][:]) < 0 {
+					k++
+				}
+				if k == end-start {
+					i = j
+					break
+				}
+				if !bytes.Equal(run[k*indexV2EntrySize:k*indexV2EntrySize+IDSize], ids[i][:]) {
+					continue
+				}
+				e, err := r.decodeEntry(run[k*indexV2EntrySize:], start+k)
+				if err != nil {
+					return err
+				}
+				if err := found(i, e, start+k); err != nil {
+					return err
+				}
+			}
+		}
+		i = j
+	}
+	return nil
+}

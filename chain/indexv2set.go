@@ -45,6 +45,25 @@ type indexV2Set struct {
 
 	gen      uint64 // see index.gen
 	unloaded bool   // see index.unloaded
+
+	// store and log are where the files are and where to warn, for
+	// re-listing when a file the set opened is gone: a compaction (or a
+	// GC) elsewhere replaced it by files that list its entries. Nil for
+	// a set built in memory, which never re-lists.
+	store Store
+	log   *slog.Logger
+	// relistMu serialises re-listings; relists counts them, so that the
+	// lookups that all found the same file gone re-list once.
+	relistMu sync.Mutex
+	relists  uint64
+	// relistOnMiss: a miss re-lists the index files and looks in the new
+	// ones before it is believed. Verify's: a listing that raced a
+	// compaction may have seen neither the inputs nor the merged file.
+	relistOnMiss bool
+	// counts: entries by pack, once packCounts has counted them.
+	counts map[ID]int
+	// compacting is held while a writer of this process compacts.
+	compacting sync.Mutex
 }
 
 func newIndexV2Set() *indexV2Set {
@@ -64,20 +83,12 @@ func (x *indexV2Set) generation() uint64 { return x.gen }
 func (x *indexV2Set) isUnloaded() bool { return x.unloaded }
 
 func (x *indexV2Set) find(ctx context.Context, id ID) (packEntry, ID, bool, error) {
-	x.mu.RLock()
-	files := x.files // appended to only: this prefix stays as it is
-	x.mu.RUnlock()
-	for _, f := range files {
-		e, _, ok, err := f.lookup(ctx, id)
-		if err != nil {
-			return packEntry{}, ID{}, false, err
-		}
-		if ok {
-			return e.packEntry, e.Pack, true, nil
-		}
+	e, ok, err := x.lookupFiles(ctx, id)
+	if err != nil || ok {
+		return e.packEntry, e.Pack, ok, err
 	}
 	x.mu.RLock()
-	e, ok := x.overlay[id]
+	e, ok = x.overlay[id]
 	x.mu.RUnlock()
 	return e.packEntry, e.Pack, ok, nil
 }
@@ -86,19 +97,134 @@ func (x *indexV2Set) find(ctx context.Context, id ID) (packEntry, ID, bool, erro
 // (see index.has): one known only from a recovered pack's header is
 // readable, but promises nothing about what is under it.
 func (x *indexV2Set) holds(ctx context.Context, id ID) (bool, error) {
-	x.mu.RLock()
-	files := x.files
-	x.mu.RUnlock()
-	for _, f := range files {
-		_, _, ok, err := f.lookup(ctx, id)
-		if err != nil || ok {
-			return ok, err
-		}
+	_, ok, err := x.lookupFiles(ctx, id)
+	if err != nil || ok {
+		return ok, err
 	}
 	x.mu.RLock()
 	e, ok := x.overlay[id]
 	x.mu.RUnlock()
 	return ok && e.Type != TreeBlob, nil
+}
+
+// lookupFiles looks id up in the files, the first that lists it serving
+// it. A file found gone (ErrNotFound: a compaction or a GC elsewhere
+// replaced it by files that list what it listed) is no answer: the set
+// re-lists the index and looks again, so that a vanished file is never
+// taken for a missing blob, nor for damage.
+func (x *indexV2Set) lookupFiles(ctx context.Context, id ID) (indexEntry, bool, error) {
+	for attempt := 1; ; attempt++ {
+		x.mu.RLock()
+		files, relists, store := x.files, x.relists, x.store // files: appended to only, this prefix stays as it is
+		x.mu.RUnlock()
+		e, ok, err := lookupIn(ctx, files, id)
+		switch {
+		case err != nil && store != nil && errors.Is(err, ErrNotFound) && attempt < maxIndexLoads:
+			if rerr := x.relist(ctx, relists); rerr != nil {
+				return e, false, fmt.Errorf("%w, and listing the index again failed: %w", err, rerr)
+			}
+			continue
+		case err == nil && !ok && x.relistOnMiss && store != nil && attempt == 1:
+			if rerr := x.relist(ctx, relists); rerr != nil {
+				return e, false, fmt.Errorf("listing the index again after a miss: %w", rerr)
+			}
+			continue
+		}
+		return e, ok, err
+	}
+}
+
+// lookupIn looks id up in files, in order.
+func lookupIn(ctx context.Context, files []*indexV2Reader, id ID) (indexEntry, bool, error) {
+	for _, f := range files {
+		e, _, ok, err := f.lookup(ctx, id)
+		if err != nil || ok {
+			return e, ok, err
+		}
+	}
+	return indexEntry{}, false, nil
+}
+
+// relist brings the set's files in line with the store's listing: files
+// gone are dropped, files new are opened and added after the others. seen
+// is the count of re-listings the caller's lookup began under: when
+// another lookup has re-listed since, that one did the work.
+func (x *indexV2Set) relist(ctx context.Context, seen uint64) error {
+	x.relistMu.Lock()
+	defer x.relistMu.Unlock()
+	x.mu.RLock()
+	done := x.relists != seen
+	x.mu.RUnlock()
+	if done {
+		return nil
+	}
+	infos, err := listObjects(ctx, x.store, indexPrefix)
+	if err != nil {
+		return fmt.Errorf("list index: %w", err)
+	}
+	listed := make(map[string]ObjectInfo, len(infos))
+	for _, info := range infos {
+		listed[info.Name] = info
+	}
+	x.mu.RLock()
+	var files []*indexV2Reader
+	names := map[string]bool{}
+	before := len(x.files)
+	for _, f := range x.files {
+		if _, ok := listed[f.name]; ok {
+			files = append(files, f)
+			names[f.name] = true
+		}
+	}
+	setAside := x.setAside
+	x.mu.RUnlock()
+	for _, info := range infos {
+		if names[info.Name] || setAside[info.Name] {
+			continue
+		}
+		f, err := openIndexV2Object(ctx, x.store, info.Name, info.Size)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			continue // gone already: its entries are in the file that replaced it
+		case errors.As(err, new(*CorruptError)):
+			if x.log != nil {
+				x.log.Warn("damaged index file skipped", "object", info.Name, "error", err)
+			}
+			continue // verify reports it; GC rewrites the index
+		case err != nil:
+			return err
+		}
+		files = append(files, f)
+		names[f.name] = true
+	}
+	x.mu.Lock()
+	for _, f := range x.files[before:] { // added meanwhile, by a writer of this process
+		if !names[f.name] {
+			files = append(files, f)
+			names[f.name] = true
+		}
+	}
+	x.files, x.names = files, names
+	x.relists++
+	x.mu.Unlock()
+	return nil
+}
+
+// relistNow re-lists the set's files at once (see relist).
+func (x *indexV2Set) relistNow(ctx context.Context) error {
+	x.mu.RLock()
+	seen, store := x.relists, x.store
+	x.mu.RUnlock()
+	if store == nil {
+		return nil
+	}
+	return x.relist(ctx, seen)
+}
+
+// openIndexV2Object opens the index file name, of size bytes, in store:
+// the one place a version 2 index object is opened for lookups.
+func openIndexV2Object(ctx context.Context, store Store, name string, size int64) (*indexV2Reader, error) {
+	return openIndexV2(ctx, name, storeObjectRange{store, name}, size)
 }
 
 // addFile adds the reader of an index file, unless x has it already (a
@@ -114,12 +240,26 @@ func (x *indexV2Set) addFile(f *indexV2Reader) {
 }
 
 func (x *indexV2Set) addWritten(ctx context.Context, store Store, files []writtenIndex) error {
+	x.mu.Lock()
+	if x.store == nil {
+		x.store = store
+	}
+	x.mu.Unlock()
+	gone := false
 	for _, w := range files {
-		f, err := openIndexV2(ctx, w.name, storeObjectRange{store, w.name}, w.size)
+		f, err := openIndexV2Object(ctx, store, w.name, w.size)
+		if errors.Is(err, ErrNotFound) {
+			gone = true // merged already by a compaction elsewhere
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("open the index file just written: %w", err)
 		}
 		x.addFile(f)
+	}
+	if gone {
+		// The merged file lists its entries: the listing has it.
+		return x.relistNow(ctx)
 	}
 	return nil
 }
@@ -166,6 +306,7 @@ func loadIndexV2Set(ctx context.Context, store Store, log *slog.Logger, exclude 
 
 func loadIndexV2SetOnce(ctx context.Context, store Store, log *slog.Logger, exclude map[string]bool) (*indexV2Set, error) {
 	x := newIndexV2Set()
+	x.store, x.log = store, log
 	infos, err := listObjects(ctx, store, indexPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list index: %w", err)
@@ -176,7 +317,7 @@ func loadIndexV2SetOnce(ctx context.Context, store Store, log *slog.Logger, excl
 			x.damaged = append(x.damaged, info.Name)
 			continue
 		}
-		f, err := openIndexV2(ctx, info.Name, storeObjectRange{store, info.Name}, info.Size)
+		f, err := openIndexV2Object(ctx, store, info.Name, info.Size)
 		if err != nil {
 			if errors.Is(err, ErrNotFound) {
 				return nil, fmt.Errorf("%s: %w: %w", info.Name, errListingChanged, err)
@@ -263,7 +404,7 @@ func (x *indexV2Set) refresh(ctx context.Context, store Store, log *slog.Logger)
 		return loadIndexV2Set(ctx, store, log, x.setAsideWith(""))
 	}
 	for _, info := range added {
-		f, err := openIndexV2(ctx, info.Name, storeObjectRange{store, info.Name}, info.Size)
+		f, err := openIndexV2Object(ctx, store, info.Name, info.Size)
 		if errors.As(err, new(*CorruptError)) {
 			log.Warn("damaged index file skipped", "object", info.Name, "error", err)
 			continue // verify reports it; GC rewrites the index
@@ -372,4 +513,42 @@ func writeIndexV2Files(ctx context.Context, store Store, packs []indexedPack) ([
 		files = append(files, writtenIndex{name: name, size: int64(len(data))})
 	}
 	return files, nil
+}
+
+// lookupBatchIn looks up ids, sorted and distinct and none zero, in files
+// as a lookup of each would (the first file that lists an ID serves it),
+// a file at a time with a merge join (indexV2Reader.lookupSorted): fn is
+// called with each ID found, the file's number in files, and the entry
+// and its position there. It works in place, holding nothing per ID: ids
+// ends up holding, at its start, the IDs no file lists, which it returns.
+func lookupBatchIn(ctx context.Context, files []*indexV2Reader, ids []ID, fn func(id ID, file, pos int, e indexEntry) error) ([]ID, error) {
+	for k, f := range files {
+		if len(ids) == 0 {
+			break
+		}
+		found := 0
+		// The IDs found are marked zero (no ID looked up is) as they are
+		// found: lookupSorted reads none it has passed again.
+		err := f.lookupSorted(ctx, ids, func(i int, e indexEntry, pos int) error {
+			found++
+			id := ids[i]
+			ids[i] = ZeroID
+			return fn(id, k, pos, e)
+		})
+		if err != nil {
+			return nil, err
+		}
+		if found == 0 {
+			continue
+		}
+		// Compact, keeping the order the next file's merge join needs.
+		ids = slices.DeleteFunc(ids, func(id ID) bool { return id.IsZero() })
+	}
+	return ids, nil
+}
+
+// sortIDs sorts ids and drops repeats.
+func sortIDs(ids []ID) []ID {
+	slices.SortFunc(ids, func(a, b ID) int { return bytes.Compare(a[:], b[:]) })
+	return slices.Compact(ids)
 }

@@ -200,6 +200,12 @@ func (r *Repository) verifyLocked(ctx context.Context, opts VerifyOptions) (Veri
 	if x, ok := idx.(verifiedV1); ok {
 		idx = verifiedV1{index: x.index} // the walk only looks up: let the entries by pack go
 	}
+	if x, ok := idx.(*indexV2Set); ok {
+		// Chunks looked up in sorted batches, not one by one.
+		if v.leaves, err = v.checkLeavesV2(ctx, view, x, points); err != nil {
+			return report, fmt.Errorf("verify: %w", err)
+		}
+	}
 	if err := v.checkRestorePoints(ctx, view, idx, points); err != nil {
 		return report, err
 	}
@@ -220,6 +226,7 @@ type verifier struct {
 	damage   map[string]*Damage
 	badBlobs map[ID]string // blob → the damaged object that holds it
 	err      error         // the first read that failed without showing damage
+	leaves   *leafCheck    // version 2: chunks looked up in batches (checkLeavesV2)
 }
 
 // objectRef names an object Verify checks, in the fields Damage reports.
@@ -357,6 +364,18 @@ func (v *verifier) checkPacks(ctx context.Context, idx verifiedIndex, stored map
 	var present []ID
 	missing := map[ID]bool{}
 	for id := range listed {
+		if _, ok := stored[id]; !ok {
+			// Written after the packs were listed, and listed by an index
+			// file a version 2 index re-listed since (see relistOnMiss)?
+			info, err := v.repo.store.Stat(ctx, packName(id))
+			switch {
+			case err == nil:
+				stored[id] = info.Size
+			case errors.Is(err, ErrNotFound):
+			default:
+				return fmt.Errorf("verify: %w", err)
+			}
+		}
 		if _, ok := stored[id]; ok {
 			present = append(present, id)
 		} else {
@@ -574,7 +593,7 @@ func (v *verifier) subtreeDamage(ctx context.Context, idx verifiedIndex, t *Tree
 		case level == 0:
 			for _, b := range ids {
 				if !b.IsZero() {
-					bad = append(bad, v.blobDamage(ctx, idx, DataBlob, b)...)
+					bad = append(bad, v.dataDamage(ctx, idx, id, b)...)
 				}
 			}
 		default:

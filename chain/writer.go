@@ -443,7 +443,13 @@ func (w *Writer) SaveManifest(ctx context.Context, m *Manifest) error {
 	if err := w.lock.stillHeld(ctx); err != nil {
 		return fmt.Errorf("save restore point %s/%s: %w", m.Collection, m.ID, err)
 	}
-	return w.repo.saveManifest(ctx, m)
+	if err := w.repo.saveManifest(ctx, m); err != nil {
+		return err
+	}
+	// Committed. Small index files piling up are merged now, still under
+	// the writer's lock (so no GC runs meanwhile); see compactIndex.
+	w.repo.compactIndexAfterCommit(ctx, w.lock.stillHeld)
+	return nil
 }
 
 // Close releases the writer's lock. Blobs not flushed are dropped; packs

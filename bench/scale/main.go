@@ -3,7 +3,7 @@
 // are read: issue 12's targets 1-4. Each step runs in a child process of
 // its own, which reports its peak RSS (ru_maxrss) and wall time:
 //
-//	go run ./bench/scale -chunks 1000000 -block-size 16KiB [-format 1|2] [-points 10000] [-out bench/RESULTS.md]
+//	go run ./bench/scale -chunks 1000000 -block-size 16KiB [-format 1|2] [-points 10000] [-points-store] [-out bench/RESULTS.md]
 //
 // The steps, on one repository: a full create of a disk of -chunks blocks
 // (collection "vm", disk "d"); an incremental create after 1% of its blocks
@@ -21,7 +21,11 @@
 // ID and time and the one before as its parent. That is what that many
 // creates of the unchanged disk write, byte for byte, except the times;
 // making them by create would cost O(points²), because each create reads
-// every manifest of its collection.
+// every manifest of its collection. With -points-store, each copied point
+// also stores a small blob of its own (its VM configuration) and is
+// flushed with it, so that it leaves a pack and an index file, as a create
+// that changed anything does: the index files of many creates pile up
+// between GCs, which a create after them must cope with.
 //
 // With -out FILE, the table replaces what lies between the lines
 // "<!-- scale:CHUNKS:FORMAT:begin -->" and "<!-- scale:CHUNKS:FORMAT:end -->"
@@ -53,6 +57,9 @@ type params struct {
 	format    int
 	points    int
 	runs      int
+	// pointsStore: each copied point also stores a blob of its own, so
+	// that it leaves an index file, as a create that changed anything does.
+	pointsStore bool
 }
 
 // args are the flags that hand params to a child.
@@ -60,6 +67,7 @@ func (p params) args() []string {
 	return []string{
 		"-work", p.work, "-chunks", fmt.Sprint(p.chunks), "-block-size", fmt.Sprint(p.blockSize),
 		"-format", fmt.Sprint(p.format), "-points", fmt.Sprint(p.points),
+		"-points-store=" + fmt.Sprint(p.pointsStore),
 	}
 }
 
@@ -73,6 +81,7 @@ func main() {
 	blockSize := flag.String("block-size", "16KiB", "the repository's block size")
 	flag.IntVar(&p.format, "format", 1, "repository format version")
 	flag.IntVar(&p.points, "points", 10_000, "restore points in the collection that open, list and create are measured against")
+	flag.BoolVar(&p.pointsStore, "points-store", false, "each of the -points restore points also stores a small blob of its own (its VM configuration), so that each leaves a pack and an index file, as a create that changed anything does")
 	flag.IntVar(&p.runs, "runs", 3, "run the one-block creates this many times each; the table shows medians")
 	out := flag.String("out", "", "also write the table into this file, between its scale markers")
 	step := flag.String("step", "", "(internal) run one step and print its result")

@@ -52,6 +52,9 @@ func makePoints(ctx context.Context, p params, repo *snapshot.Repository) (strin
 		for m.ID = pointID(m.Created); used[m.ID]; m.ID = pointID(m.Created) {
 		}
 		used[m.ID] = true
+		if p.pointsStore {
+			m.Config = chain.Hash(pointConfig(&m))
+		}
 		m.Disks = make([]chain.DiskManifest, len(prev.Disks))
 		for j, d := range prev.Disks {
 			d.Parent = prev.ID
@@ -64,12 +67,25 @@ func makePoints(ctx context.Context, p params, repo *snapshot.Repository) (strin
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
 	for _, m := range manifests {
-		g.Go(func() error { return w.SaveManifest(gctx, m) })
+		g.Go(func() error {
+			if p.pointsStore { // stored and flushed with its point: a pack and an index file each
+				if _, err := w.PutBlob(gctx, chain.DataBlob, m.Config, pointConfig(m)); err != nil {
+					return err
+				}
+			}
+			return w.SaveManifest(gctx, m)
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("%d points in %q (1 created, %d manifests copied), 1 in %q", p.points, manyCollection, len(manifests), oneCollection), nil
+}
+
+// pointConfig is the VM configuration blob of point m, with -points-store:
+// one of its own, so that saving the point stores something.
+func pointConfig(m *chain.Manifest) []byte {
+	return []byte(fmt.Sprintf("configuration of point %s/%s", m.Collection, m.ID))
 }
 
 // pointID is an ID as a create makes one: the time to the second, then

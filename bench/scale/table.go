@@ -56,10 +56,10 @@ func renderTable(p params, results map[string][]result, size repoSize) string {
 	var self syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &self)
 	logical := p.chunks * int64(p.blockSize)
-	fmt.Fprintf(&t, "Measured %s on %s (%d CPUs, %s): format %d, block size %s, a generated disk of %s blocks (%s), %s points in the collection of many; the one-block creates are the median of %d runs each. Every step is a process of its own (this program itself peaked at %s). After the two creates of the big disk the repository took %s on disk, %s of it index files.\n\n",
+	fmt.Fprintf(&t, "Measured %s on %s (%d CPUs, %s): format %d, block size %s, a generated disk of %s blocks (%s), %s points in the collection of many%s; the one-block creates are the median of %d runs each. Every step is a process of its own (this program itself peaked at %s). After the two creates of the big disk the repository took %s on disk, %s of it index files.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, runtime.NumCPU(), runtime.Version(), p.format,
 		humanize.IBytes(uint64(p.blockSize)), humanize.Comma(p.chunks), humanize.IBytes(uint64(logical)),
-		humanize.Comma(int64(p.points)), p.runs, humanize.IBytes(uint64(self.Maxrss)*1024),
+		humanize.Comma(int64(p.points)), pointsStoreNote(p), p.runs, humanize.IBytes(uint64(self.Maxrss)*1024),
 		humanize.IBytes(uint64(size.total)), humanize.IBytes(uint64(size.index)))
 	fmt.Fprintf(&t, "| step | wall time | in the process | peak RSS | what it did |\n| --- | --- | --- | --- | --- |\n")
 	sums := map[string]summary{}
@@ -156,4 +156,12 @@ func measureRepo(dir string) repoSize {
 		return nil
 	})
 	return s
+}
+
+// pointsStoreNote says, in the table, that the points stored a blob each.
+func pointsStoreNote(p params) string {
+	if p.pointsStore {
+		return " (each stored a blob of its own, and so an index file: -points-store)"
+	}
+	return ""
 }
