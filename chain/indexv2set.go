@@ -485,24 +485,39 @@ func readIndexV2File(ctx context.Context, store Store, name string) ([]indexedPa
 // of at most maxIndexEntries entries each. Of a blob listed more than once
 // the first listing stays, as a version 1 index serves the first.
 func writeIndexV2Files(ctx context.Context, store Store, packs []indexedPack) ([]writtenIndex, error) {
+	// Sorted by reference (8 bytes an entry), not by copies of the entries
+	// (80): a checkpoint of 2^18 blobs is what a create holds at its peak.
+	type ref struct{ pack, entry uint32 }
 	n := 0
 	for _, p := range packs {
 		n += len(p.Entries)
 	}
-	entries := make([]indexEntry, 0, n)
-	for _, p := range packs {
-		for _, e := range p.Entries {
-			entries = append(entries, indexEntry{packEntry: e, Pack: p.ID})
+	refs := make([]ref, 0, n)
+	for i, p := range packs {
+		for j := range p.Entries {
+			refs = append(refs, ref{uint32(i), uint32(j)})
 		}
 	}
-	slices.SortStableFunc(entries, func(a, b indexEntry) int { return bytes.Compare(a.ID[:], b.ID[:]) })
-	entries = slices.CompactFunc(entries, func(a, b indexEntry) bool { return a.ID == b.ID })
-	now := time.Now()
+	id := func(r ref) *ID { return &packs[r.pack].Entries[r.entry].ID }
+	slices.SortStableFunc(refs, func(a, b ref) int { return bytes.Compare(id(a)[:], id(b)[:]) })
+	refs = slices.CompactFunc(refs, func(a, b ref) bool { return *id(a) == *id(b) })
+	now := time.Now().Unix()
+	w := newIndexV2Writer(maxIndexEntries)
 	var files []writtenIndex
-	for len(entries) > 0 {
-		piece := entries[:min(len(entries), maxIndexEntries)]
-		entries = entries[len(piece):]
-		data, err := encodeIndexV2(piece, now)
+	for len(refs) > 0 {
+		piece := refs[:min(len(refs), maxIndexEntries)]
+		refs = refs[len(piece):]
+		// Sized once: grown by appends, the buffers would hold up to twice the file.
+		w.entries = slices.Grow(w.entries[:0], len(piece)*indexV2EntrySize)
+		w.keys = slices.Grow(w.keys[:0], len(piece))
+		w.noteWritten(now)
+		for _, r := range piece {
+			p := &packs[r.pack]
+			if err := w.add(indexEntry{packEntry: p.Entries[r.entry], Pack: p.ID}); err != nil {
+				return files, err
+			}
+		}
+		data, err := w.finish()
 		if err != nil {
 			return files, err
 		}
