@@ -1,22 +1,19 @@
 package azurestore_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/chain/azurestore"
+	"github.com/diskpoint/diskpoint/chain/internal/objstoretest"
 	"github.com/diskpoint/diskpoint/chain/storetest"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/snapshot"
@@ -52,43 +49,7 @@ func TestListManyPages(t *testing.T) {
 			return http.DefaultTransport.RoundTrip(req)
 		})
 	})
-	ctx := context.Background()
-	const n = 1100
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	sem := make(chan struct{}, 16)
-	for i := range n {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			if err := s.Put(ctx, fmt.Sprintf("index/%04d", i), []byte{byte(i)}); err != nil {
-				errs <- err
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	before := lists.Load()
-	seen := map[string]bool{}
-	err := s.List(ctx, "index/", func(info chain.ObjectInfo) error {
-		if seen[info.Name] {
-			return fmt.Errorf("%s listed twice", info.Name)
-		}
-		seen[info.Name] = true
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(seen) != n {
-		t.Fatalf("listed %d blobs, want %d", len(seen), n)
-	}
-	if pages := lists.Load() - before; pages < n/100 {
-		t.Fatalf("the listing took %d requests, want at least %d pages of 100", pages, n/100)
-	}
+	objstoretest.ListManyPages(t, s, lists.Load, "blobs")
 }
 
 // PutIfAbsent racing from separate clients (as from separate hosts) lets
@@ -97,7 +58,7 @@ func TestPutIfAbsentRaceAcrossClients(t *testing.T) {
 	srv := needAzurite(t)
 	name := newContainer(t, srv)
 	const clients = 8
-	stores := make([]*azurestore.Store, clients)
+	stores := make([]chain.Store, clients)
 	for i := range stores {
 		s, err := azurestore.New(storeOptions(srv, name, "shared"))
 		if err != nil {
@@ -106,39 +67,7 @@ func TestPutIfAbsentRaceAcrossClients(t *testing.T) {
 		defer s.Close()
 		stores[i] = s
 	}
-	ctx := context.Background()
-	for round := range 5 {
-		obj := fmt.Sprintf("locks/exclusive-%d", round)
-		errs := make([]error, clients)
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		for i, s := range stores {
-			wg.Go(func() {
-				<-start
-				errs[i] = s.PutIfAbsent(ctx, obj, []byte(fmt.Sprintf("client %d", i)))
-			})
-		}
-		close(start)
-		wg.Wait()
-		winner := -1
-		for i, err := range errs {
-			switch {
-			case err == nil && winner >= 0:
-				t.Fatalf("round %d: both client %d and client %d created %s", round, winner, i, obj)
-			case err == nil:
-				winner = i
-			case !errors.Is(err, chain.ErrExists):
-				t.Fatalf("round %d: client %d: %v, want ErrExists", round, i, err)
-			}
-		}
-		if winner < 0 {
-			t.Fatalf("round %d: nobody created %s", round, obj)
-		}
-		got, err := stores[0].Get(ctx, obj)
-		if err != nil || string(got) != fmt.Sprintf("client %d", winner) {
-			t.Fatalf("round %d: %s holds %q (%v), want client %d's", round, obj, got, err, winner)
-		}
-	}
+	objstoretest.PutIfAbsentRace(t, stores)
 }
 
 // A throttled request (429 with Retry-After) is retried by the pipeline
@@ -211,23 +140,8 @@ func TestRepositoryOnAzurite(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	dir := t.TempDir()
-	img := filepath.Join(dir, "disk.img")
-	if err := demodisk.Create(img, 24<<20, 7, demodisk.MixedImage); err != nil {
-		t.Fatal(err)
-	}
-	opts := snapshot.InitOptions{}
-	if os.Getenv("DISKPOINT_TEST_FORMAT") == "2" {
-		opts.Format = chain.FormatVersion2
-	}
-	repo, err := snapshot.InitStore(ctx, s, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm, err := repo.Collection("vm1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := objstoretest.NewRepo(ctx, t, s, 24<<20, 7)
+	repo, vm, img := r.Repo, r.VM, r.Img
 	rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "os", Path: img}}})
 	if err != nil {
 		t.Fatal(err)
@@ -264,22 +178,7 @@ func TestRepositoryOnAzurite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	target := filepath.Join(dir, "restored.img")
-	for _, p := range []struct {
-		id   string
-		want []byte
-	}{{rp.ID, first}, {rp2.ID, second}} {
-		if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: p.id, Disk: "os", Path: target, Overwrite: true}); err != nil {
-			t.Fatal(err)
-		}
-		got, err := os.ReadFile(target)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, p.want) {
-			t.Fatalf("restore point %s: the restored image differs from the disk", p.id)
-		}
-	}
+	objstoretest.CheckRestores(ctx, t, vm, r.Dir, []objstoretest.Point{{ID: rp.ID, Want: first}, {ID: rp2.ID, Want: second}})
 	report, err := repo.Verify(ctx, snapshot.VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)

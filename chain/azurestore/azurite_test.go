@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 
 	"github.com/diskpoint/diskpoint/chain/azurestore"
+	"github.com/diskpoint/diskpoint/chain/internal/objstoretest"
 )
 
 // The tests run against a real Azurite (Microsoft's Azure Storage
@@ -71,15 +71,6 @@ func findAzurite() (string, error) {
 	return "", errors.New("no azurite-blob (set DISKPOINT_AZURITE, put it on PATH, or npm install --prefix /root/.cache/diskpoint-azurite azurite@3)")
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func startAzurite() (*azuriteServer, error) {
 	bin, err := findAzurite()
 	if err != nil {
@@ -90,7 +81,7 @@ func startAzurite() (*azuriteServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := objstoretest.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -129,25 +120,8 @@ func connectionStringFor(port int) string {
 // waitReady polls the blob endpoint until Azurite answers HTTP at all (an
 // unsigned request gets an error status, which is enough).
 func (s *azuriteServer) waitReady(limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	client := &http.Client{Timeout: 2 * time.Second}
-	for {
-		resp, err := client.Get(s.blobEndpoint() + "?comp=list")
-		if err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("azurite on port %d not ready after %v (last: %v)", s.port, limit, err)
-		}
-		select {
-		case <-s.exited:
-			return fmt.Errorf("azurite exited before it was ready: %v", s.cmd.ProcessState)
-		case <-tick.C:
-		}
-	}
+	answered := func(*http.Response) bool { return true }
+	return objstoretest.WaitReady("azurite", fmt.Sprintf("azurite on port %d", s.port), s.blobEndpoint()+"?comp=list", answered, s.cmd, s.exited, limit)
 }
 
 func (s *azuriteServer) stop() {
@@ -163,12 +137,7 @@ func (s *azuriteServer) stop() {
 func needAzurite(t *testing.T) *azuriteServer {
 	t.Helper()
 	serverOnce.Do(func() { server, serverErr = startAzurite() })
-	if serverErr != nil {
-		if skipReason != "" && os.Getenv("CI") != "true" {
-			t.Skip("skipped: " + skipReason)
-		}
-		t.Fatalf("Azurite: %v", serverErr)
-	}
+	objstoretest.NeedServer(t, "Azurite", serverErr, skipReason)
 	return server
 }
 

@@ -1,22 +1,14 @@
 package azurestore_test
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"fmt"
-	"net/http"
-	"os"
-	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/chain/azurestore"
 	"github.com/diskpoint/diskpoint/chain/internal/faultproxy"
-	"github.com/diskpoint/diskpoint/internal/demodisk"
-	"github.com/diskpoint/diskpoint/snapshot"
+	"github.com/diskpoint/diskpoint/chain/internal/objstoretest"
 )
 
 // proxiedStore returns a store that reaches Azurite through a fault
@@ -47,231 +39,36 @@ func proxiedStore(t *testing.T, mutate func(*azurestore.Options)) (*azurestore.S
 // request is retried and the operation succeeds, and what it wrote is
 // there once.
 func TestFaultsAreRetried(t *testing.T) {
-	skipShort(t)
-	for _, tc := range []struct {
-		name  string
-		fault faultproxy.Fault
-	}{
-		{"503 Retry-After", faultproxy.Fault{Kind: faultproxy.Status, Status: http.StatusServiceUnavailable, RetryAfter: "1"}},
-		{"429 Retry-After", faultproxy.Fault{Kind: faultproxy.Status, Status: http.StatusTooManyRequests, RetryAfter: "1"}},
-		{"500", faultproxy.Fault{Kind: faultproxy.Status, Status: http.StatusInternalServerError}},
-		{"dropped connection", faultproxy.Fault{Kind: faultproxy.Drop}},
-		{"stall", faultproxy.Fault{Kind: faultproxy.Stall}},
-		{"lost answer", faultproxy.Fault{Kind: faultproxy.DropAfterForward}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s, p, _ := proxiedStore(t, nil)
-			ctx := context.Background()
-			data := bytes.Repeat([]byte("pack"), 1<<16)
-			steps := []struct {
-				op  string
-				run func() error
-			}{
-				{"Put", func() error { return s.Put(ctx, "packs/aa/p1", data) }},
-				{"PutIfAbsent", func() error { return s.PutIfAbsent(ctx, "manifests/vm1/r1", []byte("manifest")) }},
-				{"Get", func() error {
-					got, err := s.Get(ctx, "packs/aa/p1")
-					if err == nil && !bytes.Equal(got, data) {
-						return fmt.Errorf("got %d bytes, want %d", len(got), len(data))
-					}
-					return err
-				}},
-				{"ReadAt", func() error {
-					b := make([]byte, 100)
-					if err := s.ReadAt(ctx, "packs/aa/p1", b, 1000); err != nil {
-						return err
-					}
-					if !bytes.Equal(b, data[1000:1100]) {
-						return errors.New("wrong bytes")
-					}
-					return nil
-				}},
-				{"Stat", func() error { _, err := s.Stat(ctx, "manifests/vm1/r1"); return err }},
-				{"List", func() error {
-					n := 0
-					err := s.List(ctx, "", func(chain.ObjectInfo) error { n++; return nil })
-					if err == nil && n != 2 {
-						return fmt.Errorf("listed %d objects, want 2", n)
-					}
-					return err
-				}},
-				{"Delete", func() error { return s.Delete(ctx, "packs/aa/p1") }},
-			}
-			for _, step := range steps {
-				before := p.Faulted()
-				p.Next(2, tc.fault)
-				if err := step.run(); err != nil {
-					t.Fatalf("%s after 2 requests met %s: %v", step.op, tc.name, err)
-				}
-				if p.Faulted()-before < 1 {
-					t.Fatalf("%s: no request met the fault", step.op)
-				}
-				p.Always(faultproxy.Fault{}) // forget faults left unused
-			}
-		})
-	}
+	objstoretest.FaultsAreRetried(t, func(t *testing.T) (chain.Store, *faultproxy.Proxy) {
+		s, p, _ := proxiedStore(t, nil)
+		return s, p
+	})
 }
 
 // A fault that does not pass fails the operation with an error wrapping
 // ErrTransient, soon, and leaves no object behind.
 func TestPersistentFaultFailsCleanly(t *testing.T) {
-	skipShort(t)
-	s, p, _ := proxiedStore(t, func(o *azurestore.Options) { o.MaxRetries = 3 })
-	ctx := context.Background()
-	p.Always(faultproxy.Fault{Kind: faultproxy.Status, Status: http.StatusServiceUnavailable})
-	start := time.Now()
-	err := s.PutIfAbsent(ctx, "config", []byte("x"))
-	if !errors.Is(err, chain.ErrTransient) {
-		t.Fatalf("PutIfAbsent against a server that answers only 503: %v, want ErrTransient", err)
-	}
-	if d := time.Since(start); d > 30*time.Second {
-		t.Fatalf("gave up after %v", d)
-	}
-	p.Always(faultproxy.Fault{})
-	if _, err := s.Stat(ctx, "config"); !errors.Is(err, chain.ErrNotFound) {
-		t.Fatalf("after the failed PutIfAbsent: %v, want ErrNotFound", err)
-	}
+	objstoretest.PersistentFaultFailsCleanly(t, func(t *testing.T) (chain.Store, *faultproxy.Proxy) {
+		s, p, _ := proxiedStore(t, func(o *azurestore.Options) { o.MaxRetries = 3 })
+		return s, p
+	})
 }
 
-// A repository on Azurite survives faults: with a request in every few
-// answered 500, creates succeed; when the server fails for good in the
-// middle of a create, the create fails, no restore point shows, and once
-// the fault is lifted the next create succeeds, everything restores
-// bit-exact and verify is clean.
+// A repository on Azurite survives faults (see
+// objstoretest.RepositoryUnderFaults); it is read back past the proxy.
 func TestRepositoryUnderFaults(t *testing.T) {
-	skipShort(t)
-	s, p, opts := proxiedStore(t, func(o *azurestore.Options) { o.MaxRetries = 3; o.RequestTimeout = 10 * time.Second })
-	ctx := context.Background()
-	dir := t.TempDir()
-	img := filepath.Join(dir, "disk.img")
-	if err := demodisk.Create(img, 16<<20, 3, demodisk.MixedImage); err != nil {
-		t.Fatal(err)
-	}
-	initOpts := snapshot.InitOptions{}
-	if os.Getenv("DISKPOINT_TEST_FORMAT") == "2" {
-		initOpts.Format = chain.FormatVersion2
-	}
-	repo, err := snapshot.InitStore(ctx, s, initOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm, err := repo.Collection("vm1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	create := func() (*snapshot.RestorePoint, []byte, error) {
-		want, err := os.ReadFile(img)
+	var opts azurestore.Options
+	objstoretest.RepositoryUnderFaults(t, func(t *testing.T) (chain.Store, *faultproxy.Proxy) {
+		s, p, o := proxiedStore(t, func(o *azurestore.Options) { o.MaxRetries = 3; o.RequestTimeout = 10 * time.Second })
+		opts = o
+		return s, p
+	}, func(t *testing.T) chain.Store {
+		direct := opts
+		direct.ConnectionString = server.connectionString()
+		s2, err := azurestore.New(direct)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "os", Path: img}}})
-		return rp, want, err
-	}
-
-	// Every fifth request fails once.
-	var n atomic.Int64
-	p.Match(func(*http.Request) bool { return n.Add(1)%5 == 0 })
-	p.Always(faultproxy.Fault{Kind: faultproxy.Status, Status: http.StatusInternalServerError})
-	start := p.Requests()
-	rp1, want1, err := create()
-	if err != nil {
-		t.Fatalf("create with every fifth request failing: %v", err)
-	}
-	perCreate := p.Requests() - start
-	if p.Faulted() == 0 {
-		t.Fatal("no request met a fault")
-	}
-
-	// The server fails for good halfway through the next create.
-	if _, err := demodisk.Scatter(img, 0.05, 11); err != nil {
-		t.Fatal(err)
-	}
-	n.Store(0)
-	p.Match(func(*http.Request) bool { return n.Add(1) > perCreate/4 })
-	p.Always(faultproxy.Fault{Kind: faultproxy.Status, Status: http.StatusServiceUnavailable})
-	if _, _, err := create(); err == nil {
-		t.Fatal("a create succeeded against a server that stopped answering")
-	}
-
-	// Lifted: the next create succeeds. The failed create could not
-	// remove its collection lock (the server was down), and the lock names
-	// this process, which lives on, so it is not stale: the operator's
-	// unlock clears it, as it would after a crash seen from this host.
-	p.Match(nil)
-	p.Always(faultproxy.Fault{})
-	if _, err := repo.Unlock(ctx, true); err != nil {
-		t.Fatal(err)
-	}
-	rp2, want2, err := create()
-	if err != nil {
-		t.Fatalf("create after the fault was lifted: %v", err)
-	}
-	points, err := vm.List(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(points) != 2 || points[0].ID != rp1.ID || points[1].ID != rp2.ID {
-		t.Fatalf("restore points %v, want only the two that succeeded", points)
-	}
-	if err := repo.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	direct := opts
-	direct.ConnectionString = server.connectionString()
-	s2, err := azurestore.New(direct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err = snapshot.OpenStore(ctx, s2, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer repo.Close()
-	vm, err = repo.Collection("vm1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := filepath.Join(dir, "restored.img")
-	for _, pt := range []struct {
-		id   string
-		want []byte
-	}{{rp1.ID, want1}, {rp2.ID, want2}} {
-		if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: pt.id, Disk: "os", Path: target, Overwrite: true}); err != nil {
-			t.Fatal(err)
-		}
-		got, err := os.ReadFile(target)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, pt.want) {
-			t.Fatalf("restore point %s differs from the disk it was taken of", pt.id)
-		}
-	}
-	report, err := repo.Verify(ctx, snapshot.VerifyOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !report.OK() {
-		t.Fatalf("verify after the faults: %+v", report.Damage)
-	}
-	// What the failed create left is garbage that GC may sweep: after it,
-	// both points still restore and verify is still clean.
-	if _, err := repo.GC(ctx, snapshot.GCOptions{}); err != nil {
-		t.Fatalf("GC after the faults: %v", err)
-	}
-	report, err = repo.Verify(ctx, snapshot.VerifyOptions{})
-	if err != nil || !report.OK() || report.RestorePoints != 2 {
-		t.Fatalf("verify after GC: %+v, %v", report, err)
-	}
-}
-
-// skipShort: the fault tests take minutes (every fault is met, retried
-// and waited out); the -short run under the race detector leaves them to
-// the full run.
-func skipShort(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("the fault tests run without -short")
-	}
+		return s2
+	})
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/diskpoint/diskpoint/chain/internal/objstoretest"
 	"github.com/diskpoint/diskpoint/chain/s3store"
 )
 
@@ -85,16 +86,6 @@ func isFile(p string) bool {
 	return err == nil && fi.Mode().IsRegular()
 }
 
-// freePort returns a port on 127.0.0.1 that nothing listens on now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func startMinIO() (*minioServer, error) {
 	bin, err := findMinIO()
 	if err != nil {
@@ -105,11 +96,11 @@ func startMinIO() (*minioServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := objstoretest.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	console, err := freePort()
+	console, err := objstoretest.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -161,27 +152,8 @@ func (s *minioServer) kill() {
 
 // waitReady polls MinIO's liveness endpoint until it answers 200.
 func (s *minioServer) waitReady(limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	client := &http.Client{Timeout: 2 * time.Second}
-	for {
-		resp, err := client.Get("http://" + s.endpoint + "/minio/health/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("minio on %s not ready after %v (last: %v)", s.endpoint, limit, err)
-		}
-		select {
-		case <-s.exited:
-			return fmt.Errorf("minio exited before it was ready: %v", s.cmd.ProcessState)
-		case <-tick.C:
-		}
-	}
+	ready := func(resp *http.Response) bool { return resp.StatusCode == http.StatusOK }
+	return objstoretest.WaitReady("minio", "minio on "+s.endpoint, "http://"+s.endpoint+"/minio/health/ready", ready, s.cmd, s.exited, limit)
 }
 
 func (s *minioServer) stop() {
@@ -197,12 +169,7 @@ func (s *minioServer) stop() {
 func needMinIO(t *testing.T) *minioServer {
 	t.Helper()
 	serverOnce.Do(func() { server, serverErr = startMinIO() })
-	if serverErr != nil {
-		if skipReason != "" && os.Getenv("CI") != "true" {
-			t.Skip("skipped: " + skipReason)
-		}
-		t.Fatalf("MinIO: %v", serverErr)
-	}
+	objstoretest.NeedServer(t, "MinIO", serverErr, skipReason)
 	return server
 }
 

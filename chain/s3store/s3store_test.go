@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/diskpoint/diskpoint/chain"
+	"github.com/diskpoint/diskpoint/chain/internal/objstoretest"
 	"github.com/diskpoint/diskpoint/chain/s3store"
 	"github.com/diskpoint/diskpoint/chain/storetest"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
@@ -78,43 +78,7 @@ func (c *countingTransport) count(kind string) int {
 func TestListManyPages(t *testing.T) {
 	counter := &countingTransport{base: http.DefaultTransport}
 	s := newStore(t, func(o *s3store.Options) { o.ListPageSize = 100; o.Transport = counter })
-	ctx := context.Background()
-	const n = 1100
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	sem := make(chan struct{}, 16)
-	for i := range n {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			if err := s.Put(ctx, fmt.Sprintf("index/%04d", i), []byte{byte(i)}); err != nil {
-				errs <- err
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	before := counter.count("GET list")
-	seen := map[string]bool{}
-	err := s.List(ctx, "index/", func(info chain.ObjectInfo) error {
-		if seen[info.Name] {
-			return fmt.Errorf("%s listed twice", info.Name)
-		}
-		seen[info.Name] = true
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(seen) != n {
-		t.Fatalf("listed %d objects, want %d", len(seen), n)
-	}
-	if pages := counter.count("GET list") - before; pages < n/100 {
-		t.Fatalf("the listing took %d requests, want at least %d pages of 100", pages, n/100)
-	}
+	objstoretest.ListManyPages(t, s, func() int64 { return int64(counter.count("GET list")) }, "objects")
 }
 
 // PutIfAbsent racing from separate clients (as from separate hosts) lets
@@ -123,7 +87,7 @@ func TestPutIfAbsentRaceAcrossClients(t *testing.T) {
 	srv := needMinIO(t)
 	bucket := newBucket(t, srv)
 	const clients = 8
-	stores := make([]*s3store.Store, clients)
+	stores := make([]chain.Store, clients)
 	for i := range stores {
 		s, err := s3store.New(storeOptions(srv, bucket, "shared"))
 		if err != nil {
@@ -132,39 +96,7 @@ func TestPutIfAbsentRaceAcrossClients(t *testing.T) {
 		defer s.Close()
 		stores[i] = s
 	}
-	ctx := context.Background()
-	for round := range 5 {
-		name := fmt.Sprintf("locks/exclusive-%d", round)
-		errs := make([]error, clients)
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		for i, s := range stores {
-			wg.Go(func() {
-				<-start
-				errs[i] = s.PutIfAbsent(ctx, name, []byte(fmt.Sprintf("client %d", i)))
-			})
-		}
-		close(start)
-		wg.Wait()
-		winner := -1
-		for i, err := range errs {
-			switch {
-			case err == nil && winner >= 0:
-				t.Fatalf("round %d: both client %d and client %d created %s", round, winner, i, name)
-			case err == nil:
-				winner = i
-			case !errors.Is(err, chain.ErrExists):
-				t.Fatalf("round %d: client %d: %v, want ErrExists", round, i, err)
-			}
-		}
-		if winner < 0 {
-			t.Fatalf("round %d: nobody created %s", round, name)
-		}
-		got, err := stores[0].Get(ctx, name)
-		if err != nil || string(got) != fmt.Sprintf("client %d", winner) {
-			t.Fatalf("round %d: %s holds %q (%v), want client %d's", round, name, got, err, winner)
-		}
-	}
+	objstoretest.PutIfAbsentRace(t, stores)
 }
 
 // An object above the part size is uploaded in parts, and reads back whole
@@ -269,23 +201,8 @@ func TestRepositoryOnMinIO(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	dir := t.TempDir()
-	img := filepath.Join(dir, "disk.img")
-	if err := demodisk.Create(img, 24<<20, 7, demodisk.MixedImage); err != nil {
-		t.Fatal(err)
-	}
-	opts := snapshot.InitOptions{}
-	if os.Getenv("DISKPOINT_TEST_FORMAT") == "2" {
-		opts.Format = chain.FormatVersion2
-	}
-	repo, err := snapshot.InitStore(ctx, s, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm, err := repo.Collection("vm1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := objstoretest.NewRepo(ctx, t, s, 24<<20, 7)
+	repo, vm, dir, img := r.Repo, r.VM, r.Dir, r.Img
 	rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "os", Path: img}}})
 	if err != nil {
 		t.Fatal(err)
