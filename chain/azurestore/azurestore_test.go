@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,8 +14,6 @@ import (
 	"github.com/diskpoint/diskpoint/chain/azurestore"
 	"github.com/diskpoint/diskpoint/chain/internal/objstoretest"
 	"github.com/diskpoint/diskpoint/chain/storetest"
-	"github.com/diskpoint/diskpoint/internal/demodisk"
-	"github.com/diskpoint/diskpoint/snapshot"
 )
 
 func TestConformance(t *testing.T) {
@@ -135,57 +132,13 @@ func TestPlainHTTPNeedsInsecure(t *testing.T) {
 func TestRepositoryOnAzurite(t *testing.T) {
 	srv := needAzurite(t)
 	storeOpts := storeOptions(srv, newContainer(t, srv), "vault")
-	s, err := azurestore.New(storeOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	r := objstoretest.NewRepo(ctx, t, s, 24<<20, 7)
-	repo, vm, img := r.Repo, r.VM, r.Img
-	rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "os", Path: img}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := demodisk.Scatter(img, 0.01, 99); err != nil {
-		t.Fatal(err)
-	}
-	rp2, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "os", Path: img}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	second, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := repo.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s2, err := azurestore.New(storeOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err = snapshot.OpenStore(ctx, s2, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer repo.Close()
-	vm, err = repo.Collection("vm1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	objstoretest.CheckRestores(ctx, t, vm, r.Dir, []objstoretest.Point{{ID: rp.ID, Want: first}, {ID: rp2.ID, Want: second}})
-	report, err := repo.Verify(ctx, snapshot.VerifyOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !report.OK() || report.RestorePoints != 2 {
-		t.Fatalf("verify: %+v", report)
-	}
+	objstoretest.RepositoryRoundTrip(t, func(t *testing.T) chain.Store {
+		s, err := azurestore.New(storeOpts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
 }
 
 // A PutIfAbsent whose answer is lost, so that the pipeline sends it again

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,8 +19,6 @@ import (
 	"github.com/diskpoint/diskpoint/chain/internal/objstoretest"
 	"github.com/diskpoint/diskpoint/chain/s3store"
 	"github.com/diskpoint/diskpoint/chain/storetest"
-	"github.com/diskpoint/diskpoint/internal/demodisk"
-	"github.com/diskpoint/diskpoint/snapshot"
 )
 
 func TestConformance(t *testing.T) {
@@ -196,67 +192,13 @@ func TestCreateOnlyCheckThenPut(t *testing.T) {
 func TestRepositoryOnMinIO(t *testing.T) {
 	srv := needMinIO(t)
 	storeOpts := storeOptions(srv, newBucket(t, srv), "vault")
-	s, err := s3store.New(storeOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	r := objstoretest.NewRepo(ctx, t, s, 24<<20, 7)
-	repo, vm, dir, img := r.Repo, r.VM, r.Dir, r.Img
-	rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "os", Path: img}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := demodisk.Scatter(img, 0.01, 99); err != nil {
-		t.Fatal(err)
-	}
-	rp2, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "os", Path: img}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := repo.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	// Open it afresh from the bucket, with a new client.
-	s2, err := s3store.New(storeOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err = snapshot.OpenStore(ctx, s2, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer repo.Close()
-	vm, err = repo.Collection("vm1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := filepath.Join(dir, "restored.img")
-	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: rp2.ID, Disk: "os", Path: target}); err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("the restored image differs from the disk")
-	}
-	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: rp.ID, Disk: "os", Path: target, Overwrite: true}); err != nil {
-		t.Fatal(err)
-	}
-	report, err := repo.Verify(ctx, snapshot.VerifyOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !report.OK() || report.RestorePoints != 2 {
-		t.Fatalf("verify: %+v", report)
-	}
+	objstoretest.RepositoryRoundTrip(t, func(t *testing.T) chain.Store {
+		s, err := s3store.New(storeOpts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
 }
 
 // slowDown is the answer of a throttling S3 server.

@@ -105,3 +105,58 @@ func CheckPoints(ctx context.Context, t *testing.T, vm *snapshot.Collection, ids
 		t.Fatalf("restore points %v, want only the two that succeeded", points)
 	}
 }
+
+// RepositoryRoundTrip checks that a repository lives on the server: two
+// restore points are created through one client, then a new client opens
+// the repository afresh, restores both bit-exact (the first restore into a
+// fresh file, without Overwrite) and verifies it clean. open returns a new
+// client on the same place each time it is called.
+func RepositoryRoundTrip(t *testing.T, open func(t *testing.T) chain.Store) {
+	t.Helper()
+	ctx := context.Background()
+	r := NewRepo(ctx, t, open(t), 24<<20, 7)
+	rp1, want1, err := r.Create(ctx, t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := demodisk.Scatter(r.Img, 0.01, 99); err != nil {
+		t.Fatal(err)
+	}
+	rp2, want2, err := r.Create(ctx, t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Repo.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Open it afresh, with a new client.
+	repo, err := snapshot.OpenStore(ctx, open(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer repo.Close()
+	vm, err := repo.Collection("vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(r.Dir, "restored.img")
+	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: rp2.ID, Disk: "os", Path: target}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want2) {
+		t.Fatal("the restored image differs from the disk")
+	}
+	CheckRestores(ctx, t, vm, r.Dir, []Point{{rp1.ID, want1}, {rp2.ID, want2}})
+	report, err := repo.Verify(ctx, snapshot.VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !report.OK() || report.RestorePoints != 2 {
+		t.Fatalf("verify: %+v", report)
+	}
+}
