@@ -29,17 +29,13 @@ func TestConformanceWithoutPrefix(t *testing.T) {
 	})
 }
 
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
-
 // A listing longer than a page is followed to its end: 1,100 blobs with
 // pages of 100 take 11 listing requests or more, and each name comes once.
 func TestListManyPages(t *testing.T) {
 	var lists atomic.Int64
 	s := newStore(t, func(o *azurestore.Options) {
 		o.ListPageSize = 100
-		o.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		o.Transport = objstoretest.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
 			if req.Method == http.MethodGet && req.URL.Query().Get("comp") == "list" {
 				lists.Add(1)
 			}
@@ -73,7 +69,7 @@ func TestThrottledRequestWaitsRetryAfter(t *testing.T) {
 	var throttled atomic.Int64
 	s := newStore(t, func(o *azurestore.Options) {
 		o.RetryDelay = time.Millisecond // the backoff alone would not wait a second
-		o.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		o.Transport = objstoretest.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
 			if req.Method == http.MethodPut && throttled.Add(1) == 1 {
 				return &http.Response{
 					StatusCode: http.StatusTooManyRequests,
@@ -102,7 +98,7 @@ func TestPersistentUnavailableIsTransient(t *testing.T) {
 	s := newStore(t, func(o *azurestore.Options) {
 		o.MaxRetries = 2
 		o.RetryDelay = time.Millisecond
-		o.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		o.Transport = objstoretest.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
 			return &http.Response{StatusCode: http.StatusServiceUnavailable, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("")), Request: req}, nil
 		})
 	})
@@ -144,25 +140,7 @@ func TestRepositoryOnAzurite(t *testing.T) {
 // A PutIfAbsent whose answer is lost, so that the pipeline sends it again
 // and meets its own blob, succeeds: the store reads the blob back.
 func TestPutIfAbsentLostAnswer(t *testing.T) {
-	var puts atomic.Int64
-	s := newStore(t, func(o *azurestore.Options) {
-		o.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
-			resp, err := http.DefaultTransport.RoundTrip(req)
-			if err == nil && req.Method == http.MethodPut && puts.Add(1) == 1 {
-				resp.Body.Close()
-				return nil, errors.New("connection reset (injected after the service stored the blob)")
-			}
-			return resp, err
-		})
+	objstoretest.PutIfAbsentLostAnswer(t, func(t *testing.T, transport http.RoundTripper) chain.Store {
+		return newStore(t, func(o *azurestore.Options) { o.Transport = transport })
 	})
-	ctx := context.Background()
-	if err := s.PutIfAbsent(ctx, "manifests/vm/p1", []byte("ours")); err != nil {
-		t.Fatalf("PutIfAbsent with a lost answer: %v", err)
-	}
-	if puts.Load() < 2 {
-		t.Fatalf("%d PUTs: the lost answer was not retried", puts.Load())
-	}
-	if err := s.PutIfAbsent(ctx, "manifests/vm/p1", []byte("ours")); !errors.Is(err, chain.ErrExists) {
-		t.Fatalf("a second PutIfAbsent, answered at once: %v, want ErrExists", err)
-	}
 }

@@ -93,7 +93,7 @@ func TestMinIOKilledDuringCreate(t *testing.T) {
 	var sent, killAt atomic.Int64
 	opts := storeOptions(own, bucket, "repo")
 	opts.MaxRetries = 3
-	opts.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+	opts.Transport = objstoretest.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
 		if k := killAt.Load(); k > 0 && sent.Add(1) == k {
 			own.kill()
 		}

@@ -217,7 +217,7 @@ func slowDown(req *http.Request, retryAfter string) *http.Response {
 func TestThrottledRequestWaitsRetryAfter(t *testing.T) {
 	var puts atomic.Int64
 	s := newStore(t, func(o *s3store.Options) {
-		o.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		o.Transport = objstoretest.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
 			if req.Method == http.MethodPut && puts.Add(1) == 1 {
 				return slowDown(req, "1"), nil
 			}
@@ -239,27 +239,9 @@ func TestThrottledRequestWaitsRetryAfter(t *testing.T) {
 // A PutIfAbsent whose answer is lost, so that minio-go sends it again and
 // meets its own object (412), succeeds: the store reads the object back.
 func TestPutIfAbsentLostAnswer(t *testing.T) {
-	var puts atomic.Int64
-	s := newStore(t, func(o *s3store.Options) {
-		o.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
-			resp, err := http.DefaultTransport.RoundTrip(req)
-			if err == nil && req.Method == http.MethodPut && puts.Add(1) == 1 {
-				resp.Body.Close()
-				return nil, errors.New("connection reset (injected after the server stored the object)")
-			}
-			return resp, err
-		})
+	objstoretest.PutIfAbsentLostAnswer(t, func(t *testing.T, transport http.RoundTripper) chain.Store {
+		return newStore(t, func(o *s3store.Options) { o.Transport = transport })
 	})
-	ctx := context.Background()
-	if err := s.PutIfAbsent(ctx, "manifests/vm/p1", []byte("ours")); err != nil {
-		t.Fatalf("PutIfAbsent with a lost answer: %v", err)
-	}
-	if puts.Load() < 2 {
-		t.Fatalf("%d PUTs: the lost answer was not retried", puts.Load())
-	}
-	if err := s.PutIfAbsent(ctx, "manifests/vm/p1", []byte("ours")); !errors.Is(err, chain.ErrExists) {
-		t.Fatalf("a second PutIfAbsent, answered at once: %v, want ErrExists", err)
-	}
 }
 
 // A failure that persists past the retries wraps ErrTransient and names
@@ -267,13 +249,9 @@ func TestPutIfAbsentLostAnswer(t *testing.T) {
 func TestPersistentSlowDownIsTransient(t *testing.T) {
 	s := newStore(t, func(o *s3store.Options) {
 		o.MaxRetries = 2
-		o.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) { return slowDown(req, ""), nil })
+		o.Transport = objstoretest.RoundTripFunc(func(req *http.Request) (*http.Response, error) { return slowDown(req, ""), nil })
 	})
 	if _, err := s.Get(context.Background(), "config"); !errors.Is(err, chain.ErrTransient) || !strings.Contains(err.Error(), "config") {
 		t.Fatalf("Get from a throttling server: %v, want ErrTransient naming the object", err)
 	}
 }
-
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }

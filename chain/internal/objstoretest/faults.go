@@ -179,15 +179,8 @@ func RepositoryUnderFaults(t *testing.T, newStore ProxiedStore, direct func(t *t
 		t.Fatal(err)
 	}
 
-	repo, err := snapshot.OpenStore(ctx, direct(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	repo, vm := Reopen(ctx, t, direct(t))
 	defer repo.Close()
-	vm, err := repo.Collection("vm1")
-	if err != nil {
-		t.Fatal(err)
-	}
 	CheckRestores(ctx, t, vm, r.Dir, []Point{{rp1.ID, want1}, {rp2.ID, want2}})
 	report, err := repo.Verify(ctx, snapshot.VerifyOptions{})
 	if err != nil {

@@ -131,15 +131,8 @@ func RepositoryRoundTrip(t *testing.T, open func(t *testing.T) chain.Store) {
 	}
 
 	// Open it afresh, with a new client.
-	repo, err := snapshot.OpenStore(ctx, open(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	repo, vm := Reopen(ctx, t, open(t))
 	defer repo.Close()
-	vm, err := repo.Collection("vm1")
-	if err != nil {
-		t.Fatal(err)
-	}
 	target := filepath.Join(r.Dir, "restored.img")
 	if _, err := vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: rp2.ID, Disk: "os", Path: target}); err != nil {
 		t.Fatal(err)
@@ -159,4 +152,19 @@ func RepositoryRoundTrip(t *testing.T, open func(t *testing.T) chain.Store) {
 	if !report.OK() || report.RestorePoints != 2 {
 		t.Fatalf("verify: %+v", report)
 	}
+}
+
+// Reopen opens the repository on s and its collection vm1.
+func Reopen(ctx context.Context, t *testing.T, s chain.Store) (*snapshot.Repository, *snapshot.Collection) {
+	t.Helper()
+	repo, err := snapshot.OpenStore(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := repo.Collection("vm1")
+	if err != nil {
+		repo.Close()
+		t.Fatal(err)
+	}
+	return repo, vm
 }
