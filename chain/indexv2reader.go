@@ -331,6 +331,12 @@ func (c *indexV2Cursor) next(ctx context.Context) (e indexEntry, pos int, ok boo
 	if err != nil {
 		return e, 0, false, err
 	}
+	// A filter that leaves out an entry the file lists (its checksum
+	// recomputed by whoever wrote it) makes lookups miss it: what walks
+	// the file whole (verify, GC, merges) says so rather than serve it.
+	if !r.filter.Contains(indexV2FilterKey(&e.ID)) {
+		return e, 0, false, corrupt(r.name, "entry %d: blob %s is not in the file's filter, so lookups miss it", pos, e.ID.Short())
+	}
 	c.i++
 	return e, pos, true, nil
 }
