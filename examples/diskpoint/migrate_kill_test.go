@@ -168,22 +168,9 @@ func TestMigrateKilledAtRandomInstants(t *testing.T) {
 		repo := copyDir(t, base)
 		run := 1
 		for ; ; run++ {
-			child := startChildEnv(t, delay, "migrate", "-repo", repo)
-			exited := make(chan error, 1)
-			go func() { exited <- child.cmd.Wait() }()
-			var err error
-			select {
-			case err = <-exited:
-			case <-time.After(time.Duration(rng.Int64N(int64(budget) * 3 / 2))):
-				child.cmd.Process.Signal(syscall.SIGKILL)
-				err = <-exited
-			}
-			if err == nil {
+			if !migrateKilledAtRandom(t, delay, repo, rng, budget) {
 				finished++
 				break
-			}
-			if status, ok := child.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || status.Signal() != syscall.SIGKILL {
-				t.Fatalf("migrate failed without being killed: %v: %s", err, child.stderr.Bytes())
 			}
 			killed++
 			left[checkKilledMigrate(t, repo, disks, v1Files, fmt.Sprintf("kill %d (run %d of this copy)", killed, run))]++
@@ -238,21 +225,8 @@ func TestMigrateEncryptedKilledAtRandomInstants(t *testing.T) {
 	for killed < kills {
 		repo := copyDir(t, base)
 		for run := 1; ; run++ {
-			child := startChildEnv(t, env, "migrate", "-repo", repo)
-			exited := make(chan error, 1)
-			go func() { exited <- child.cmd.Wait() }()
-			var err error
-			select {
-			case err = <-exited:
-			case <-time.After(time.Duration(rng.Int64N(int64(budget) * 3 / 2))):
-				child.cmd.Process.Signal(syscall.SIGKILL)
-				err = <-exited
-			}
-			if err == nil {
+			if !migrateKilledAtRandom(t, env, repo, rng, budget) {
 				break
-			}
-			if status, ok := child.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || status.Signal() != syscall.SIGKILL {
-				t.Fatalf("migrate failed without being killed: %v: %s", err, child.stderr.Bytes())
 			}
 			killed++
 			when := fmt.Sprintf("kill %d (run %d of this copy)", killed, run)
@@ -288,4 +262,29 @@ func TestMigrateEncryptedKilledAtRandomInstants(t *testing.T) {
 		mustBinary(t, byKey, "verify", "-repo", repo)
 	}
 	t.Logf("encrypted migrate takes %s unkilled; %d kills left versions %v", budget.Round(time.Millisecond), killed, left)
+}
+
+// migrateKilledAtRandom runs diskpoint migrate on repo with env and sends
+// it SIGKILL at a random instant up to one and a half times budget (how
+// long a run takes unkilled). It reports whether the kill landed; a run
+// that fails without being killed fails the test.
+func migrateKilledAtRandom(t *testing.T, env []string, repo string, rng *rand.Rand, budget time.Duration) bool {
+	t.Helper()
+	child := startChildEnv(t, env, "migrate", "-repo", repo)
+	exited := make(chan error, 1)
+	go func() { exited <- child.cmd.Wait() }()
+	var err error
+	select {
+	case err = <-exited:
+	case <-time.After(time.Duration(rng.Int64N(int64(budget) * 3 / 2))):
+		child.cmd.Process.Signal(syscall.SIGKILL)
+		err = <-exited
+	}
+	if err == nil {
+		return false
+	}
+	if status, ok := child.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || status.Signal() != syscall.SIGKILL {
+		t.Fatalf("migrate failed without being killed: %v: %s", err, child.stderr.Bytes())
+	}
+	return true
 }
