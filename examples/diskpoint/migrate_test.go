@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,24 +29,7 @@ type fixtureDisk struct {
 // repository writes lock objects, and the fixture must stay as it is.
 func copyFixture(t *testing.T) (string, []fixtureDisk) {
 	t.Helper()
-	dst := filepath.Join(t.TempDir(), "v1repo")
-	err := filepath.WalkDir(v1Fixture, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(v1Fixture, path)
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o700)
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), data, 0o600)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dst := copyDir(t, v1Fixture)
 	var disks []fixtureDisk
 	if err := json.Unmarshal(readAll(t, v1FixtureExpected), &disks); err != nil || len(disks) == 0 {
 		t.Fatalf("the fixture's expectations: %v (%d disks)", err, len(disks))
