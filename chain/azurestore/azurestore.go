@@ -44,7 +44,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/chain/internal/objhttp"
@@ -134,37 +133,18 @@ func New(opts Options) (*Store, error) {
 	if opts.Container == "" {
 		return nil, errors.New("azure store: a container is required")
 	}
-	prefix := strings.Trim(opts.Prefix, "/")
-	if prefix != "" {
-		if err := chain.CheckObjectName(prefix); err != nil {
-			return nil, fmt.Errorf("azure store: prefix: %w", err)
-		}
-		prefix += "/"
+	prefix, err := objhttp.Prefix(opts.Prefix)
+	if err != nil {
+		return nil, fmt.Errorf("azure store: %w", err)
 	}
-	if opts.RequestTimeout <= 0 {
-		opts.RequestTimeout = DefaultRequestTimeout
-	}
-	if opts.MinThroughput <= 0 {
-		opts.MinThroughput = DefaultMinThroughput
-	}
-	if opts.MaxRetries <= 0 {
-		opts.MaxRetries = DefaultMaxRetries
-	}
-	if opts.RetryDelay <= 0 {
-		opts.RetryDelay = DefaultRetryDelay
-	}
-	if opts.MaxRetryDelay <= 0 {
-		opts.MaxRetryDelay = DefaultMaxRetryDelay
-	}
-	if opts.BlockSize <= 0 {
-		opts.BlockSize = DefaultBlockSize
-	}
-	if opts.BlockUploads <= 0 {
-		opts.BlockUploads = DefaultBlockUploads
-	}
-	if opts.MaxUploads <= 0 {
-		opts.MaxUploads = DefaultMaxUploads
-	}
+	objhttp.Default(&opts.RequestTimeout, DefaultRequestTimeout)
+	objhttp.Default(&opts.MinThroughput, DefaultMinThroughput)
+	objhttp.Default(&opts.MaxRetries, DefaultMaxRetries)
+	objhttp.Default(&opts.RetryDelay, DefaultRetryDelay)
+	objhttp.Default(&opts.MaxRetryDelay, DefaultMaxRetryDelay)
+	objhttp.Default(&opts.BlockSize, DefaultBlockSize)
+	objhttp.Default(&opts.BlockUploads, DefaultBlockUploads)
+	objhttp.Default(&opts.MaxUploads, DefaultMaxUploads)
 	if opts.ListPageSize <= 0 || opts.ListPageSize > DefaultListPageSize {
 		opts.ListPageSize = DefaultListPageSize
 	}
@@ -290,36 +270,19 @@ func (s *Store) put(ctx context.Context, op, name string, data []byte, create bo
 // of another's: no leading part of name is an object, and no object lies
 // under name + "/". The requests run at once.
 func (s *Store) checkPathFree(ctx context.Context, op, name string) error {
-	g, gctx := errgroup.WithContext(ctx)
-	for i := range len(name) {
-		if name[i] != '/' {
-			continue
-		}
-		dir := name[:i]
-		g.Go(func() error {
-			_, err := s.Stat(gctx, dir)
-			switch {
-			case err == nil:
-				return fmt.Errorf("%s %s: its leading part %s is an object: %w", op, name, dir, chain.ErrInvalidName)
-			case errors.Is(err, chain.ErrNotFound):
-				return nil
-			}
-			return err
-		})
+	stat := func(ctx context.Context, name string) error {
+		_, err := s.Stat(ctx, name)
+		return err
 	}
-	g.Go(func() error {
+	return objhttp.CheckPathFree(ctx, op, name, stat, func(ctx context.Context, name string) (bool, error) {
 		under := s.prefix + name + "/"
 		one := int32(1)
-		page, err := s.container.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{Prefix: &under, MaxResults: &one}).NextPage(gctx)
+		page, err := s.container.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{Prefix: &under, MaxResults: &one}).NextPage(ctx)
 		if err != nil {
-			return s.wrap(gctx, "list", name+"/", err)
+			return false, s.wrap(ctx, "list", name+"/", err)
 		}
-		if page.Segment != nil && len(page.Segment.BlobItems) > 0 {
-			return fmt.Errorf("%s %s: objects exist under %s/: %w", op, name, name, chain.ErrInvalidName)
-		}
-		return nil
+		return page.Segment != nil && len(page.Segment.BlobItems) > 0, nil
 	})
-	return g.Wait()
 }
 
 // Get returns the whole object.

@@ -45,7 +45,6 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/chain/internal/objhttp"
@@ -159,32 +158,19 @@ func New(opts Options) (*Store, error) {
 	if opts.Endpoint == "" || opts.Bucket == "" {
 		return nil, errors.New("s3 store: endpoint and bucket are required")
 	}
-	prefix := strings.Trim(opts.Prefix, "/")
-	if prefix != "" {
-		if err := chain.CheckObjectName(prefix); err != nil {
-			return nil, fmt.Errorf("s3 store: prefix: %w", err)
-		}
-		prefix += "/"
+	prefix, err := objhttp.Prefix(opts.Prefix)
+	if err != nil {
+		return nil, fmt.Errorf("s3 store: %w", err)
 	}
-	if opts.RequestTimeout <= 0 {
-		opts.RequestTimeout = DefaultRequestTimeout
-	}
-	if opts.MinThroughput <= 0 {
-		opts.MinThroughput = DefaultMinThroughput
-	}
-	if opts.MaxRetryAfter <= 0 {
-		opts.MaxRetryAfter = DefaultMaxRetryAfter
-	}
+	objhttp.Default(&opts.RequestTimeout, DefaultRequestTimeout)
+	objhttp.Default(&opts.MinThroughput, DefaultMinThroughput)
+	objhttp.Default(&opts.MaxRetryAfter, DefaultMaxRetryAfter)
 	if opts.PartSize == 0 {
 		opts.PartSize = DefaultPartSize
 	}
 	opts.PartSize = max(opts.PartSize, minPartSize)
-	if opts.PartUploads <= 0 {
-		opts.PartUploads = DefaultPartUploads
-	}
-	if opts.MaxUploads <= 0 {
-		opts.MaxUploads = DefaultMaxUploads
-	}
+	objhttp.Default(&opts.PartUploads, DefaultPartUploads)
+	objhttp.Default(&opts.MaxUploads, DefaultMaxUploads)
 	if opts.ListPageSize <= 0 || opts.ListPageSize > DefaultListPageSize {
 		opts.ListPageSize = DefaultListPageSize
 	}
@@ -301,35 +287,21 @@ func (s *Store) put(ctx context.Context, op, name string, data []byte, create bo
 // of another's: no leading part of name is an object, and no object lies
 // under name + "/". The requests run at once.
 func (s *Store) checkPathFree(ctx context.Context, op, name string) error {
-	g, gctx := errgroup.WithContext(ctx)
-	for i := range len(name) {
-		if name[i] != '/' {
-			continue
-		}
-		dir := name[:i]
-		g.Go(func() error {
-			_, err := s.Stat(gctx, dir)
-			switch {
-			case err == nil:
-				return fmt.Errorf("%s %s: its leading part %s is an object: %w", op, name, dir, chain.ErrInvalidName)
-			case errors.Is(err, chain.ErrNotFound):
-				return nil
-			}
-			return err
-		})
+	stat := func(ctx context.Context, name string) error {
+		_, err := s.Stat(ctx, name)
+		return err
 	}
-	g.Go(func() error {
-		lctx, cancel := context.WithCancel(gctx)
+	return objhttp.CheckPathFree(ctx, op, name, stat, func(ctx context.Context, name string) (bool, error) {
+		lctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		for obj := range s.client.ListObjects(lctx, s.bucket, minio.ListObjectsOptions{Prefix: s.key(name) + "/", Recursive: true, MaxKeys: 1}) {
 			if obj.Err != nil {
-				return s.wrap(gctx, "list", name+"/", obj.Err)
+				return false, s.wrap(ctx, "list", name+"/", obj.Err)
 			}
-			return fmt.Errorf("%s %s: objects exist under %s/: %w", op, name, name, chain.ErrInvalidName)
+			return true, nil
 		}
-		return nil
+		return false, nil
 	})
-	return g.Wait()
 }
 
 // Get returns the whole object.

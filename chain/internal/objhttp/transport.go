@@ -1,7 +1,8 @@
 // Package objhttp holds what the object-store clients of chain/s3store and
 // chain/azurestore need from HTTP and their SDKs do not give: a timeout for
 // each request, sized by the bytes it moves; Retry-After honoured where the
-// SDK ignores it; and a count of the attempts made for one call.
+// SDK ignores it; a count of the attempts made for one call; and the
+// option defaults, key prefix and name rule both stores apply alike.
 package objhttp
 
 import (
