@@ -372,12 +372,11 @@ func (r *Repository) gcV2(ctx context.Context, lock *repoLock, opts GCOptions, r
 	_, err = mergeIndexV2At(ctx, x.files, func(input, pos int, e indexEntry) bool {
 		return kept[e.Pack] && (e.Type == DataBlob || marks.marked(input, pos))
 	}, 0, func(ctx context.Context, file []byte) error {
-		name := indexPrefix + Hash(file).String()
-		if err := r.store.Put(ctx, name, file); err != nil {
-			return fmt.Errorf("write index: %w", err)
+		f, err := putIndexV2File(ctx, r.store, file)
+		if err == nil {
+			files = append(files, f)
 		}
-		files = append(files, writtenIndex{name: name, size: int64(len(file))})
-		return nil
+		return err
 	})
 	if err != nil {
 		return err

@@ -521,13 +521,22 @@ func writeIndexV2Files(ctx context.Context, store Store, packs []indexedPack) ([
 		if err != nil {
 			return files, err
 		}
-		name := indexPrefix + Hash(data).String()
-		if err := store.Put(ctx, name, data); err != nil {
-			return files, fmt.Errorf("write index: %w", err)
+		f, err := putIndexV2File(ctx, store, data)
+		if err != nil {
+			return files, err
 		}
-		files = append(files, writtenIndex{name: name, size: int64(len(data))})
+		files = append(files, f)
 	}
 	return files, nil
+}
+
+// putIndexV2File stores an index file under the name its bytes give it.
+func putIndexV2File(ctx context.Context, store Store, data []byte) (writtenIndex, error) {
+	name := indexPrefix + Hash(data).String()
+	if err := store.Put(ctx, name, data); err != nil {
+		return writtenIndex{}, fmt.Errorf("write index: %w", err)
+	}
+	return writtenIndex{name: name, size: int64(len(data))}, nil
 }
 
 // lookupBatchIn looks up ids, sorted and distinct and none zero, in files

@@ -3,7 +3,6 @@ package chain
 import (
 	"context"
 	"errors"
-	"fmt"
 )
 
 // repairIndexV2 is the rest of RepairBlobs in a version 2 repository, once
@@ -113,12 +112,11 @@ func (r *Repository) repairIndexV2(ctx context.Context, lock *repoLock, w *Write
 	_, err = mergeIndexV2(ctx, x.files, func(e indexEntry) bool {
 		return !newPacks[e.Pack] && !evacuated[e.Pack] && !repaired[e.ID]
 	}, 0, func(ctx context.Context, file []byte) error {
-		name := indexPrefix + Hash(file).String()
-		if err := r.store.Put(ctx, name, file); err != nil {
-			return fmt.Errorf("write index: %w", err)
+		f, err := putIndexV2File(ctx, r.store, file)
+		if err == nil {
+			files = append(files, f)
 		}
-		files = append(files, writtenIndex{name: name, size: int64(len(file))})
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, err
