@@ -19,6 +19,12 @@
 // Then, for target 6, diskpoint alone takes and restores a first restore
 // point of a second image of -rss-size, to compare peak memory by disk size.
 //
+// With -format2, diskpoint's steps run a second time on a format 2
+// repository ("diskpoint v2"), and the table says whether format 2 keeps
+// the first backup and the restore within 5% of format 1 and the
+// incremental within 1.5x b3sum (issue 12's target 5), as ratios within
+// the one run.
+//
 // With -out FILE, the tables replace what lies between the lines
 // "<!-- compare:begin -->" and "<!-- compare:end -->" in FILE, so the
 // prose around them stays.
@@ -59,6 +65,7 @@ type bench struct {
 	image   string
 	results []result
 	log     *os.File
+	format2 bool // also take diskpoint's steps on a format 2 repository
 }
 
 func main() {
@@ -73,6 +80,7 @@ func main() {
 	rssSize := flag.String("rss-size", "8GiB", "for target 6, also back up and restore an image this large with diskpoint alone (empty: skip)")
 	out := flag.String("out", "", "also write the tables into this file, between its compare:begin and compare:end lines")
 	work := flag.String("work", "", "working directory (default: a new one under /var/tmp, removed after)")
+	format2 := flag.Bool("format2", false, "also take diskpoint's steps on a format 2 repository (\"diskpoint v2\"), for issue 12's target 5")
 	flag.Parse()
 	size, err := humanize.ParseBytes(*sizeFlag)
 	if err != nil {
@@ -81,7 +89,7 @@ func main() {
 	if *runs < 1 {
 		fail(errors.New("-runs must be at least 1"))
 	}
-	b := &bench{work: *work, log: os.Stderr}
+	b := &bench{work: *work, log: os.Stderr, format2: *format2}
 	if b.work == "" {
 		if b.work, err = os.MkdirTemp("/var/tmp", "diskpoint-compare-"); err != nil {
 			fail(err)
@@ -139,8 +147,7 @@ func main() {
 
 // run takes every step once, with new repositories.
 func (b *bench) run(cli, before, after, rangesFile string) {
-	use := func(version string) { b.must("cp", "--sparse=always", version, b.image) }
-	use(after) // the floors read the image as the incrementals see it
+	b.use(after) // the floors read the image as the incrementals see it
 
 	// Floors.
 	b.step("cat", "read", -1, "sh", "-c", "cat "+b.image+" > /dev/null")
@@ -158,31 +165,18 @@ func (b *bench) run(cli, before, after, rangesFile string) {
 	b.step("cp --sparse=always", "copy", -1, "cp", "--sparse=always", b.image, cpOut)
 	os.Remove(cpOut)
 
-	// diskpoint.
-	repo := filepath.Join(b.work, "dp-repo")
-	b.must(cli, "init", "-repo", repo)
-	use(before)
-	b.tool("diskpoint", "first backup", repo, cli, "create", "-repo", repo, "-collection", "vm", "-json", "d="+b.image)
-	use(after)
-	b.tool("diskpoint", "after 1% change", repo, cli, "create", "-repo", repo, "-collection", "vm", "-json", "d="+b.image)
-	latest := strings.TrimSpace(b.output(cli, "list", "-repo", repo, "-collection", "vm", "-json"))
-	ids := idsOf(latest)
-	b.must(cli, "delete", "-repo", repo, "-collection", "vm", "-point", ids[len(ids)-1])
-	b.must(cli, "gc", "-repo", repo)
-	b.tool("diskpoint", "after 1% change, changed-range list", repo, cli, "create", "-repo", repo, "-collection", "vm", "-json", "-changed", "d="+rangesFile, "d="+b.image)
-	restored := filepath.Join(b.work, "restored.img")
-	b.stepIn("", repo, "diskpoint", "restore", cli, "restore", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "d", "-to", restored)
-	b.check(restored, after)
-	os.Remove(restored)
-	os.RemoveAll(repo)
+	b.diskpoint("diskpoint", cli, before, after, rangesFile)
+	if b.format2 {
+		b.diskpoint("diskpoint v2", cli, before, after, rangesFile, "-format", "2")
+	}
 
 	if have("restic") {
 		r := filepath.Join(b.work, "restic-repo")
 		os.Setenv("RESTIC_PASSWORD", "compare")
 		b.must("restic", "init", "--repo", r)
-		use(before)
+		b.use(before)
 		b.tool("restic", "first backup", r, "restic", "-q", "--repo", r, "backup", b.image)
-		use(after)
+		b.use(after)
 		b.tool("restic", "after 1% change", r, "restic", "-q", "--repo", r, "backup", b.image)
 		target := filepath.Join(b.work, "restic-restore")
 		b.stepIn("", r, "restic", "restore", "restic", "-q", "--repo", r, "restore", "latest", "--target", target)
@@ -194,9 +188,9 @@ func (b *bench) run(cli, before, after, rangesFile string) {
 		r := filepath.Join(b.work, "borg-repo")
 		os.Setenv("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")
 		b.must("borg", "init", "-e", "none", r)
-		use(before)
+		b.use(before)
 		b.tool("borg", "first backup", r, "borg", "create", r+"::a", b.image)
-		use(after)
+		b.use(after)
 		b.tool("borg", "after 1% change", r, "borg", "create", r+"::b", b.image)
 		target := filepath.Join(b.work, "borg-restore")
 		os.MkdirAll(target, 0o700)
@@ -207,9 +201,9 @@ func (b *bench) run(cli, before, after, rangesFile string) {
 	}
 	if have("casync") {
 		store := filepath.Join(b.work, "casync-store")
-		use(before)
+		b.use(before)
 		b.tool("casync", "first backup", store, "casync", "make", "--store="+store, filepath.Join(b.work, "a.caibx"), b.image)
-		use(after)
+		b.use(after)
 		b.tool("casync", "after 1% change", store, "casync", "make", "--store="+store, filepath.Join(b.work, "b.caibx"), b.image)
 		out := filepath.Join(b.work, "casync.img")
 		b.stepIn("", store, "casync", "restore", "casync", "extract", "--store="+store, filepath.Join(b.work, "b.caibx"), out)
@@ -217,6 +211,30 @@ func (b *bench) run(cli, before, after, rangesFile string) {
 		os.Remove(out)
 		os.RemoveAll(store)
 	}
+}
+
+// use puts one version of the image (before or after the change) in place.
+func (b *bench) use(version string) { b.must("cp", "--sparse=always", version, b.image) }
+
+// diskpoint takes diskpoint's steps on a new repository that init makes
+// with initArgs, recording them under tool.
+func (b *bench) diskpoint(tool, cli, before, after, rangesFile string, initArgs ...string) {
+	repo := filepath.Join(b.work, "dp-repo")
+	b.must(cli, append([]string{"init", "-repo", repo}, initArgs...)...)
+	b.use(before)
+	b.tool(tool, "first backup", repo, cli, "create", "-repo", repo, "-collection", "vm", "-json", "d="+b.image)
+	b.use(after)
+	b.tool(tool, "after 1% change", repo, cli, "create", "-repo", repo, "-collection", "vm", "-json", "d="+b.image)
+	latest := strings.TrimSpace(b.output(cli, "list", "-repo", repo, "-collection", "vm", "-json"))
+	ids := idsOf(latest)
+	b.must(cli, "delete", "-repo", repo, "-collection", "vm", "-point", ids[len(ids)-1])
+	b.must(cli, "gc", "-repo", repo)
+	b.tool(tool, "after 1% change, changed-range list", repo, cli, "create", "-repo", repo, "-collection", "vm", "-json", "-changed", "d="+rangesFile, "d="+b.image)
+	restored := filepath.Join(b.work, "restored.img")
+	b.stepIn("", repo, tool, "restore", cli, "restore", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "d", "-to", restored)
+	b.check(restored, after)
+	os.Remove(restored)
+	os.RemoveAll(repo)
 }
 
 // sizeRSS is diskpoint's peak memory on the larger image.
@@ -525,9 +543,22 @@ func (b *bench) table(size, written int64, runs int, big *sizeRSS) string {
 	if cp := wall("cp --sparse=always|copy"); cp > 0 {
 		row("5. ... within 1.5x of cp --sparse=always", fmt.Sprintf("%.2fx cp", rest/cp), rest <= 1.5*cp)
 	}
+	if _, ok := find["diskpoint v2|first backup"]; ok {
+		// Issue 12's target 5: format 2 costs nothing on this image.
+		within := func(step string, limit float64) {
+			v1, v2 := wall("diskpoint|"+step), wall("diskpoint v2|"+step)
+			row(fmt.Sprintf("format 2: %s within %.0f%% of format 1", step, 100*(limit-1)), fmt.Sprintf("%.2f s vs %.2f s (%+.1f%%)", v2, v1, 100*(v2/v1-1)), v2 <= limit*v1)
+		}
+		within("first backup", 1.05)
+		within("restore", 1.05)
+		if b3 := wall("b3sum|hash (2 threads)"); b3 > 0 {
+			v2 := wall("diskpoint v2|after 1% change")
+			row("format 2: incremental after 1% change <= 1.5x b3sum", fmt.Sprintf("%.2fx b3sum", v2/b3), v2 <= 1.5*b3)
+		}
+	}
 	var rss int64
 	for _, s := range list {
-		if s.tool == "diskpoint" {
+		if strings.HasPrefix(s.tool, "diskpoint") {
 			rss = max(rss, s.rssKB)
 		}
 	}
