@@ -65,8 +65,12 @@ type bench struct {
 	image   string
 	results []result
 	log     *os.File
-	format2 bool // also take diskpoint's steps on a format 2 repository
+	format2 bool            // also take diskpoint's steps on a format 2 repository
+	peers   map[string]bool // the peers -peers names
 }
+
+// peer says whether a peer is to be measured: named by -peers and installed.
+func (b *bench) peer(name string) bool { return b.peers[name] && have(name) }
 
 func main() {
 	if n := os.Getenv(touchEnv); n != "" {
@@ -80,6 +84,7 @@ func main() {
 	rssSize := flag.String("rss-size", "8GiB", "for target 6, also back up and restore an image this large with diskpoint alone (empty: skip)")
 	out := flag.String("out", "", "also write the tables into this file, between its compare:begin and compare:end lines")
 	work := flag.String("work", "", "working directory (default: a new one under /var/tmp, removed after)")
+	peers := flag.String("peers", "restic,borg,casync", "the peers to measure, of those installed (comma-separated; empty: diskpoint and the floors alone)")
 	format2 := flag.Bool("format2", false, "also take diskpoint's steps on a format 2 repository (\"diskpoint v2\"), for issue 12's target 5")
 	flag.Parse()
 	size, err := humanize.ParseBytes(*sizeFlag)
@@ -89,7 +94,10 @@ func main() {
 	if *runs < 1 {
 		fail(errors.New("-runs must be at least 1"))
 	}
-	b := &bench{work: *work, log: os.Stderr, format2: *format2}
+	b := &bench{work: *work, log: os.Stderr, format2: *format2, peers: map[string]bool{}}
+	for _, p := range strings.Split(*peers, ",") {
+		b.peers[strings.TrimSpace(p)] = true
+	}
 	if b.work == "" {
 		if b.work, err = os.MkdirTemp("/var/tmp", "diskpoint-compare-"); err != nil {
 			fail(err)
@@ -170,7 +178,7 @@ func (b *bench) run(cli, before, after, rangesFile string) {
 		b.diskpoint("diskpoint v2", cli, before, after, rangesFile, "-format", "2")
 	}
 
-	if have("restic") {
+	if b.peer("restic") {
 		r := filepath.Join(b.work, "restic-repo")
 		os.Setenv("RESTIC_PASSWORD", "compare")
 		b.must("restic", "init", "--repo", r)
@@ -184,7 +192,7 @@ func (b *bench) run(cli, before, after, rangesFile string) {
 		os.RemoveAll(target)
 		os.RemoveAll(r)
 	}
-	if have("borg") {
+	if b.peer("borg") {
 		r := filepath.Join(b.work, "borg-repo")
 		os.Setenv("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")
 		b.must("borg", "init", "-e", "none", r)
@@ -199,7 +207,7 @@ func (b *bench) run(cli, before, after, rangesFile string) {
 		os.RemoveAll(target)
 		os.RemoveAll(r)
 	}
-	if have("casync") {
+	if b.peer("casync") {
 		store := filepath.Join(b.work, "casync-store")
 		b.use(before)
 		b.tool("casync", "first backup", store, "casync", "make", "--store="+store, filepath.Join(b.work, "a.caibx"), b.image)
