@@ -515,6 +515,9 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	if report.PacksDeferred > 0 {
 		fmt.Fprintf(e.stdout, "%d packs left in place while readers (restores, exports) may read them; a later gc deletes them\n", report.PacksDeferred)
 	}
+	if report.UploadsAborted > 0 {
+		fmt.Fprintf(e.stdout, "%d interrupted multipart uploads aborted\n", report.UploadsAborted)
+	}
 	return nil
 }
 
