@@ -362,6 +362,7 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
+	e.noCache = true // verify checks what the store holds, never a local copy
 	opts := snapshot.VerifyOptions{StructureOnly: *structureOnly}
 	if *subset != "" {
 		if *structureOnly {
