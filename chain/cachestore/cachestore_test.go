@@ -120,8 +120,14 @@ func clone(t *testing.T, src chain.Store) *chain.MemStore {
 // into collection vm and closes it.
 func create(t *testing.T, store chain.Store, img string) {
 	t.Helper()
+	createWithKey(t, store, img, nil)
+}
+
+// createWithKey is create for a repository encrypted with key (nil: none).
+func createWithKey(t *testing.T, store chain.Store, img string, key []byte) {
+	t.Helper()
 	ctx := context.Background()
-	repo, err := snapshot.OpenStore(ctx, store, nil)
+	repo, err := snapshot.OpenStore(ctx, store, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,11 +144,24 @@ func create(t *testing.T, store chain.Store, img string) {
 // An incremental create through a warm cache downloads no index file and
 // no tree pack, and less in all than the same create without a cache.
 func TestIncrementalCreateDownloadsLess(t *testing.T) {
-	for _, format := range []int{chain.FormatVersion, chain.FormatVersion2} {
-		t.Run("format"+string(rune('0'+format)), func(t *testing.T) {
+	key, err := chain.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		format int
+		key    []byte
+	}{{"format1", chain.FormatVersion, nil}, {"format2", chain.FormatVersion2, nil}, {"format2-encrypted", chain.FormatVersion2, key}} {
+		format := tc.format
+		create := func(t *testing.T, store chain.Store, img string) { createWithKey(t, store, img, tc.key) }
+		t.Run(tc.name, func(t *testing.T) {
+			if testing.Short() && tc.key == nil {
+				t.Skip("-short: the encrypted format 2 case covers the plain ones' paths")
+			}
 			ctx := context.Background()
 			img := filepath.Join(t.TempDir(), "disk.img")
-			if err := demodisk.Create(img, 48<<20, 11, demodisk.MixedImage); err != nil {
+			if err := demodisk.Create(img, 4<<20, 11, demodisk.MixedImage); err != nil {
 				t.Fatal(err)
 			}
 			remote := chain.NewMemStore()
@@ -155,7 +174,7 @@ func TestIncrementalCreateDownloadsLess(t *testing.T) {
 				}
 				return s
 			}
-			repo, err := snapshot.InitStore(ctx, remote, snapshot.InitOptions{Format: format, BlockSize: 16 << 10})
+			repo, err := snapshot.InitStore(ctx, remote, snapshot.InitOptions{Format: format, BlockSize: 16 << 10, Key: tc.key})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -340,7 +359,7 @@ func TestDeletedObjectsAreNotResurrected(t *testing.T) {
 	// collected by a client without the cache; the second still restores
 	// through the cache, and the cache drops what the GC removed.
 	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := demodisk.Create(img, 8<<20, 13, demodisk.MixedImage); err != nil {
+	if err := demodisk.Create(img, 2<<20, 13, demodisk.MixedImage); err != nil {
 		t.Fatal(err)
 	}
 	repoStore := chain.NewMemStore()
@@ -358,7 +377,7 @@ func TestDeletedObjectsAreNotResurrected(t *testing.T) {
 		return c
 	}
 	create(t, newCached(), img)
-	if err := os.WriteFile(img, bytes.Repeat([]byte{0x5a}, 8<<20), 0o600); err != nil {
+	if err := os.WriteFile(img, bytes.Repeat([]byte{0x5a}, 2<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	create(t, newCached(), img)

@@ -27,11 +27,8 @@ func TestGCAbortsStaleUploads(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	r := objstoretest.NewRepo(ctx, t, chain.NewRetryStore(s, chain.RetryOptions{}), 2<<20, 3)
+	r := objstoretest.NewRepo(ctx, t, chain.NewRetryStore(s, chain.RetryOptions{}), 1<<20, 3)
 	defer r.Repo.Close()
-	if _, _, err := r.Create(ctx, t); err != nil {
-		t.Fatal(err)
-	}
 	client, err := minio.New(srv.endpoint, &minio.Options{Creds: credentials.NewStaticV4(minioUser, minioPassword, "")})
 	if err != nil {
 		t.Fatal(err)

@@ -153,6 +153,9 @@ func cliRoundTrip(t *testing.T, repo string, env []string) {
 // The CLI's commands work on a repository in a real MinIO, named
 // s3:http://HOST:PORT/BUCKET/PREFIX with the credentials in AWS_*.
 func TestCLIRepoOnMinIO(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: starts a server and runs the CLI a dozen times (the full run has it)")
+	}
 	srv := objserver.StartMinIO(t)
 	srv.MakeBucket(t, "backups")
 	repo := srv.URL("backups", "hosts/one")
@@ -181,6 +184,9 @@ func TestCLIRepoOnMinIO(t *testing.T) {
 // The CLI's commands work on a repository in a real Azurite, named
 // azure:CONTAINER:/PREFIX with AZURE_STORAGE_CONNECTION_STRING.
 func TestCLIRepoOnAzurite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: starts a server and runs the CLI a dozen times (the full run has it)")
+	}
 	srv := objserver.StartAzurite(t)
 	srv.MakeContainer(t, "backups")
 	repo := srv.URL("backups", "hosts/one")
