@@ -274,3 +274,32 @@ func checkCLICache(t *testing.T, repo string, env []string) {
 		t.Fatalf("-cache-dir %s: %v", dir, err)
 	}
 }
+
+// copy's target may come from DISKPOINT_TO_REPOSITORY, as its source
+// comes from DISKPOINT_REPOSITORY; -to-repo wins over it.
+func TestCLIToRepositoryFromEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	src, dst, img := filepath.Join(dir, "src"), filepath.Join(dir, "dst"), filepath.Join(dir, "a.img")
+	if err := demodisk.Create(img, 1<<20, 1, demodisk.MixedImage); err != nil {
+		t.Fatal(err)
+	}
+	mustBinary(t, nil, "init", "-repo", src)
+	mustBinary(t, nil, "init", "-repo", "local:"+dst)
+	mustBinary(t, nil, "create", "-repo", src, "-collection", "vm", "d="+img)
+	code, _, errOut := runBinary(t, []string{"DISKPOINT_TO_REPOSITORY="}, "copy", "-repo", src, "-collection", "vm", "-all", "-to-collection", "vm")
+	if code != exitUsage || !strings.Contains(errOut, "DISKPOINT_TO_REPOSITORY") {
+		t.Fatalf("copy without a target: exit %d, %q; want a usage error naming DISKPOINT_TO_REPOSITORY", code, errOut)
+	}
+	env := []string{"DISKPOINT_REPOSITORY=" + src, "DISKPOINT_TO_REPOSITORY=" + dst}
+	if out := mustBinary(t, env, "copy", "-collection", "vm", "-all", "-to-collection", "vm"); !strings.Contains(out, "copied") {
+		t.Fatalf("copy to DISKPOINT_TO_REPOSITORY: %s", out)
+	}
+	if out := mustBinary(t, nil, "list", "-repo", dst, "-collection", "vm", "-json"); !strings.Contains(out, `"d"`) {
+		t.Fatalf("the target lacks the copied point: %s", out)
+	}
+	// -to-repo wins: an unknown scheme there is refused even with the
+	// variable set.
+	if code, _, errOut := runBinary(t, env, "copy", "-collection", "vm", "-all", "-to-repo", "foo:bar", "-to-collection", "vm"); code != exitUsage || !strings.Contains(errOut, "foo:bar") {
+		t.Fatalf("copy -to-repo foo:bar: exit %d, %q", code, errOut)
+	}
+}

@@ -46,7 +46,7 @@
 // none); verify never reads through the cache.
 //
 // Environment: DISKPOINT_REPOSITORY names the repository when -repo is not
-// given. An encrypted repository's key comes from DISKPOINT_KEY (64 hex
+// given, DISKPOINT_TO_REPOSITORY the target when -to-repo is not. An encrypted repository's key comes from DISKPOINT_KEY (64 hex
 // digits), the file DISKPOINT_KEY_FILE names, or what the shell command
 // DISKPOINT_KEY_COMMAND prints; never from the command line. An encrypted
 // format 2 repository opens with a key or a password, which comes from
@@ -231,6 +231,9 @@ func newFlagSet(name string, output io.Writer) *flag.FlagSet {
 		if fs.Lookup("repo") != nil {
 			fmt.Fprintln(w, "-repo may be left out when "+repositoryEnv+" names the repository.")
 		}
+		if fs.Lookup("to-repo") != nil {
+			fmt.Fprintln(w, "-to-repo may be left out when "+toRepositoryEnv+" names the target.")
+		}
 	}
 	return fs
 }
@@ -290,6 +293,7 @@ Run 'diskpoint help COMMAND' (or 'diskpoint COMMAND -h') for a command's flags.
 
 environment:
   DISKPOINT_REPOSITORY   the repository, when -repo is not given
+  DISKPOINT_TO_REPOSITORY  the target repository, when -to-repo is not given
   DISKPOINT_KEY          an encrypted repository's key (64 hex digits), or
   DISKPOINT_KEY_FILE     a file holding it, or
   DISKPOINT_KEY_COMMAND  a shell command printing it
@@ -315,6 +319,9 @@ func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 // repositoryEnv names the repository when a command's -repo is not given.
 const repositoryEnv = "DISKPOINT_REPOSITORY"
 
+// toRepositoryEnv names the target repository when -to-repo is not given.
+const toRepositoryEnv = "DISKPOINT_TO_REPOSITORY"
+
 // parse parses flags, which may come before, between or after the
 // positional arguments (restic's and borg's command lines put them
 // anywhere), and insists on the required ones. "--" ends the flags. A
@@ -329,6 +336,9 @@ func parse(fs *flag.FlagSet, args []string, required map[string]*string) error {
 	if repo, ok := required["repo"]; ok && *repo == "" {
 		*repo = os.Getenv(repositoryEnv)
 	}
+	if repo, ok := required["to-repo"]; ok && *repo == "" {
+		*repo = os.Getenv(toRepositoryEnv)
+	}
 	var missing []string
 	for name, v := range required {
 		if *v == "" {
@@ -338,8 +348,13 @@ func parse(fs *flag.FlagSet, args []string, required map[string]*string) error {
 	sort.Strings(missing)
 	if len(missing) > 0 {
 		msg := "missing " + strings.Join(missing, ", ")
-		if slices.Contains(missing, "-repo") {
+		switch {
+		case slices.Contains(missing, "-repo") && slices.Contains(missing, "-to-repo"):
+			msg += " (or set " + repositoryEnv + " and " + toRepositoryEnv + ")"
+		case slices.Contains(missing, "-repo"):
 			msg += " (or set " + repositoryEnv + ")"
+		case slices.Contains(missing, "-to-repo"):
+			msg += " (or set " + toRepositoryEnv + ")"
 		}
 		return usageError{msg}
 	}
