@@ -31,12 +31,15 @@ type Azurite struct {
 // there is no azurite-blob program, unless CI=true.
 func StartAzurite(t testing.TB) *Azurite {
 	t.Helper()
-	a, err := startAzurite(t)
+	a, err := LaunchAzurite(t.TempDir())
 	need(t, "Azurite", err)
+	t.Cleanup(a.Stop)
 	return a
 }
 
-func startAzurite(t testing.TB) (*Azurite, error) {
+// LaunchAzurite starts an Azurite blob server with its data and log in
+// dir, for a program rather than a test; Stop ends it.
+func LaunchAzurite(dir string) (*Azurite, error) {
 	bin, err := findProgram("DISKPOINT_AZURITE", "azurite-blob", []string{"/root/.cache/diskpoint-azurite/node_modules/.bin/azurite-blob"},
 		"set DISKPOINT_AZURITE, put it on PATH, or npm install --prefix /root/.cache/diskpoint-azurite azurite@3")
 	if err != nil {
@@ -47,9 +50,8 @@ func startAzurite(t testing.TB) (*Azurite, error) {
 		return nil, err
 	}
 	_, port, _ := net.SplitHostPort(addr)
-	dir := t.TempDir()
 	a := &Azurite{Addr: addr}
-	a.proc, err = start(t, bin, []string{"--blobHost", "127.0.0.1", "--blobPort", port,
+	a.proc, err = start(bin, []string{"--blobHost", "127.0.0.1", "--blobPort", port,
 		"--location", filepath.Join(dir, "data"), "--skipApiVersionCheck", "--disableTelemetry", "--silent"},
 		nil, filepath.Join(dir, "azurite.log"))
 	if err != nil {
@@ -58,10 +60,14 @@ func startAzurite(t testing.TB) (*Azurite, error) {
 	// Any answer, even an error status to an unsigned request, means ready.
 	answered := func(*http.Response) bool { return true }
 	if err := a.proc.waitReady("azurite on "+addr, "http://"+addr+"/"+azuriteAccount+"?comp=list", answered, time.Minute); err != nil {
+		a.Stop()
 		return nil, err
 	}
 	return a, nil
 }
+
+// Stop ends the server (SIGKILL) and waits for it.
+func (a *Azurite) Stop() { a.proc.stop() }
 
 // ConnectionString is the emulator account's connection string, naming
 // the server's blob endpoint.
@@ -81,14 +87,22 @@ func (a *Azurite) URL(containerName, prefix string) string {
 	return "azure:" + containerName + ":/" + prefix
 }
 
-// MakeContainer makes the container name.
+// MakeContainer makes the container name, or fails t.
 func (a *Azurite) MakeContainer(t testing.TB, name string) {
 	t.Helper()
-	c, err := container.NewClientFromConnectionString(a.ConnectionString(), name, nil)
-	if err != nil {
+	if err := a.CreateContainer(context.Background(), name); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Create(context.Background(), nil); err != nil {
-		t.Fatalf("create container %s: %v", name, err)
+}
+
+// CreateContainer makes the container name.
+func (a *Azurite) CreateContainer(ctx context.Context, name string) error {
+	c, err := container.NewClientFromConnectionString(a.ConnectionString(), name, nil)
+	if err == nil {
+		_, err = c.Create(ctx, nil)
 	}
+	if err != nil {
+		return fmt.Errorf("create container %s: %w", name, err)
+	}
+	return nil
 }

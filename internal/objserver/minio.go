@@ -26,12 +26,16 @@ type MinIO struct {
 // unless CI=true.
 func StartMinIO(t testing.TB) *MinIO {
 	t.Helper()
-	m, err := startMinIO(t)
+	m, err := LaunchMinIO(t.TempDir())
 	need(t, "MinIO", err)
+	t.Cleanup(m.Stop)
 	return m
 }
 
-func startMinIO(t testing.TB) (*MinIO, error) {
+// LaunchMinIO starts a MinIO with its data and log in dir, for a program
+// (an example) rather than a test; Stop ends it. Without a minio program
+// the error says how to get one.
+func LaunchMinIO(dir string) (*MinIO, error) {
 	bin, err := findProgram("DISKPOINT_MINIO", "minio", goBinDirs("minio"),
 		"set DISKPOINT_MINIO, put it on PATH, or go install github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c")
 	if err != nil {
@@ -45,9 +49,8 @@ func startMinIO(t testing.TB) (*MinIO, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir := t.TempDir()
 	m := &MinIO{Endpoint: addr, AccessKey: "diskpoint-test", SecretKey: "diskpoint-test-secret"}
-	m.proc, err = start(t, bin, []string{"server", filepath.Join(dir, "data"), "--address", addr, "--console-address", console, "--quiet"},
+	m.proc, err = start(bin, []string{"server", filepath.Join(dir, "data"), "--address", addr, "--console-address", console, "--quiet"},
 		[]string{"MINIO_ROOT_USER=" + m.AccessKey, "MINIO_ROOT_PASSWORD=" + m.SecretKey, "MINIO_BROWSER=off", "MINIO_UPDATE=off"},
 		filepath.Join(dir, "minio.log"))
 	if err != nil {
@@ -55,10 +58,14 @@ func startMinIO(t testing.TB) (*MinIO, error) {
 	}
 	ready := func(resp *http.Response) bool { return resp.StatusCode == http.StatusOK }
 	if err := m.proc.waitReady("minio on "+addr, "http://"+addr+"/minio/health/ready", ready, 2*time.Minute); err != nil {
+		m.Stop()
 		return nil, err
 	}
 	return m, nil
 }
+
+// Stop ends the server (SIGKILL) and waits for it.
+func (m *MinIO) Stop() { m.proc.stop() }
 
 // Env is the environment a client of the server needs: its credentials in
 // the AWS variables.
@@ -82,10 +89,22 @@ func (m *MinIO) Client(t testing.TB) *minio.Client {
 	return c
 }
 
-// MakeBucket makes the bucket name.
+// MakeBucket makes the bucket name, or fails t.
 func (m *MinIO) MakeBucket(t testing.TB, name string) {
 	t.Helper()
-	if err := m.Client(t).MakeBucket(context.Background(), name, minio.MakeBucketOptions{}); err != nil {
-		t.Fatalf("make bucket %s: %v", name, err)
+	if err := m.CreateBucket(context.Background(), name); err != nil {
+		t.Fatal(err)
 	}
+}
+
+// CreateBucket makes the bucket name.
+func (m *MinIO) CreateBucket(ctx context.Context, name string) error {
+	c, err := minio.New(m.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(m.AccessKey, m.SecretKey, "")})
+	if err == nil {
+		err = c.MakeBucket(ctx, name, minio.MakeBucketOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("make bucket %s: %w", name, err)
+	}
+	return nil
 }

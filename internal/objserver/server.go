@@ -20,9 +20,8 @@ type process struct {
 	log    string
 }
 
-// start runs bin with args, its output to logPath, and stops it (SIGKILL)
-// when the test ends.
-func start(t testing.TB, bin string, args, env []string, logPath string) (*process, error) {
+// start runs bin with args, its output to logPath; stop ends it.
+func start(bin string, args, env []string, logPath string) (*process, error) {
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -35,7 +34,6 @@ func start(t testing.TB, bin string, args, env []string, logPath string) (*proce
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	go func() { p.cmd.Wait(); logFile.Close(); close(p.exited) }()
-	t.Cleanup(p.stop)
 	return p, nil
 }
 
