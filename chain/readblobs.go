@@ -29,6 +29,10 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 		e    packEntry
 	}
 	idx := r.index()
+	readCtx := ctx // the context of the pack reads: marked for tree packs
+	if t == TreeBlob {
+		readCtx = withTreePack(ctx)
+	}
 	wants := make([]want, 0, len(ids))
 	for i, id := range ids {
 		if id.IsZero() {
@@ -75,7 +79,7 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 			span = make([]byte, n)
 		}
 		span = span[:n]
-		if err := r.store.ReadAt(ctx, packName(first.pack), span, int64(first.e.Offset)); err != nil {
+		if err := r.store.ReadAt(readCtx, packName(first.pack), span, int64(first.e.Offset)); err != nil {
 			object := fmt.Sprintf("%s blob %s in pack %s", t, first.e.ID, first.pack)
 			rerr := readError(object, err)
 			if !errors.Is(rerr, ErrNotFound) && !errors.As(rerr, new(*CorruptError)) {

@@ -35,8 +35,18 @@
 // progress) and -v (more detail, and a summary line). Progress is drawn on
 // stderr, only when stderr is a terminal.
 //
+// -repo and -to-repo name a directory, local:PATH,
+// s3:http[s]://HOST/BUCKET/PREFIX (https when no scheme is given) or
+// azure:CONTAINER:/PREFIX; any other scheme is refused. S3 credentials come
+// from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN (or
+// ~/.aws/credentials), Azure's from AZURE_STORAGE_ACCOUNT and
+// AZURE_STORAGE_KEY or AZURE_STORAGE_CONNECTION_STRING. A remote
+// repository's index files and tree packs are cached, verified, in
+// $XDG_CACHE_HOME/diskpoint/REPO-ID (-cache-dir DIR: DIR/REPO-ID; -no-cache:
+// none); verify never reads through the cache.
+//
 // Environment: DISKPOINT_REPOSITORY names the repository when -repo is not
-// given. An encrypted repository's key comes from DISKPOINT_KEY (64 hex
+// given, DISKPOINT_TO_REPOSITORY the target when -to-repo is not. An encrypted repository's key comes from DISKPOINT_KEY (64 hex
 // digits), the file DISKPOINT_KEY_FILE names, or what the shell command
 // DISKPOINT_KEY_COMMAND prints; never from the command line. An encrypted
 // format 2 repository opens with a key or a password, which comes from
@@ -110,6 +120,9 @@ type env struct {
 	terminal bool
 	// quiet and verbose are -q and -v (addOutputFlags).
 	quiet, verbose bool
+	// cacheDir and noCache are -cache-dir and -no-cache (addCacheFlags).
+	cacheDir string
+	noCache  bool
 }
 
 // usageError marks a bad command line (exit status 2).
@@ -200,6 +213,7 @@ func run(ctx context.Context, e *env, args []string) int {
 		fs.SetOutput(e.stdout) // asked-for help is output, not an error
 	}
 	addOutputFlags(fs, e)
+	addCacheFlags(fs, e)
 	err := cmd.run(ctx, e, fs, args[1:])
 	return exitStatus(ctx, e, args[0], err)
 }
@@ -216,6 +230,9 @@ func newFlagSet(name string, output io.Writer) *flag.FlagSet {
 		fmt.Fprintln(w, "\nFlags may come before or after the other arguments; -- ends the flags.")
 		if fs.Lookup("repo") != nil {
 			fmt.Fprintln(w, "-repo may be left out when "+repositoryEnv+" names the repository.")
+		}
+		if fs.Lookup("to-repo") != nil {
+			fmt.Fprintln(w, "-to-repo may be left out when "+toRepositoryEnv+" names the target.")
 		}
 	}
 	return fs
@@ -252,6 +269,7 @@ func commandHelp(ctx context.Context, e *env, name string) int {
 	}
 	fs := newFlagSet(name, e.stdout)
 	addOutputFlags(fs, e)
+	addCacheFlags(fs, e)
 	err := cmd.run(ctx, e, fs, []string{"-h"})
 	if !errors.Is(err, flag.ErrHelp) {
 		return exitStatus(ctx, e, name, err)
@@ -275,6 +293,7 @@ Run 'diskpoint help COMMAND' (or 'diskpoint COMMAND -h') for a command's flags.
 
 environment:
   DISKPOINT_REPOSITORY   the repository, when -repo is not given
+  DISKPOINT_TO_REPOSITORY  the target repository, when -to-repo is not given
   DISKPOINT_KEY          an encrypted repository's key (64 hex digits), or
   DISKPOINT_KEY_FILE     a file holding it, or
   DISKPOINT_KEY_COMMAND  a shell command printing it
@@ -283,6 +302,11 @@ environment:
   DISKPOINT_NEW_KEY, DISKPOINT_NEW_PASSWORD
                          key add and key passwd: the new credential
                          (also _FILE and _COMMAND)
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
+                         an s3: repository's credentials
+  AZURE_STORAGE_ACCOUNT, AZURE_STORAGE_KEY, AZURE_STORAGE_CONNECTION_STRING
+                         an azure: repository's credentials
+  XDG_CACHE_HOME         remote repositories' cache: $XDG_CACHE_HOME/diskpoint
 
 exit status: 0 success, 1 failure, 2 usage, 3 verify found damage,
 10 no repository, 11 locked, 12 wrong or missing key, 13 throttled,
@@ -294,6 +318,9 @@ func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // repositoryEnv names the repository when a command's -repo is not given.
 const repositoryEnv = "DISKPOINT_REPOSITORY"
+
+// toRepositoryEnv names the target repository when -to-repo is not given.
+const toRepositoryEnv = "DISKPOINT_TO_REPOSITORY"
 
 // parse parses flags, which may come before, between or after the
 // positional arguments (restic's and borg's command lines put them
@@ -309,6 +336,9 @@ func parse(fs *flag.FlagSet, args []string, required map[string]*string) error {
 	if repo, ok := required["repo"]; ok && *repo == "" {
 		*repo = os.Getenv(repositoryEnv)
 	}
+	if repo, ok := required["to-repo"]; ok && *repo == "" {
+		*repo = os.Getenv(toRepositoryEnv)
+	}
 	var missing []string
 	for name, v := range required {
 		if *v == "" {
@@ -318,8 +348,13 @@ func parse(fs *flag.FlagSet, args []string, required map[string]*string) error {
 	sort.Strings(missing)
 	if len(missing) > 0 {
 		msg := "missing " + strings.Join(missing, ", ")
-		if slices.Contains(missing, "-repo") {
+		switch {
+		case slices.Contains(missing, "-repo") && slices.Contains(missing, "-to-repo"):
+			msg += " (or set " + repositoryEnv + " and " + toRepositoryEnv + ")"
+		case slices.Contains(missing, "-repo"):
 			msg += " (or set " + repositoryEnv + ")"
+		case slices.Contains(missing, "-to-repo"):
+			msg += " (or set " + toRepositoryEnv + ")"
 		}
 		return usageError{msg}
 	}
