@@ -142,8 +142,10 @@ func (c *Client) connect(ctx context.Context, addr Address, opts ClientOptions) 
 	if inFlight <= 0 {
 		inFlight = 16
 	}
+	cc := newClientConn(c.server, conn, r, n, inFlight)
+	go cc.readReplies()
 	return &connection{
-		clientConn: newClientConn(c.server, conn, r, n, inFlight),
+		clientConn: cc,
 		flags:      n.info.flags,
 		minBlock:   n.info.minBlock,
 		maxBlock:   n.info.maxBlock,

@@ -50,8 +50,9 @@ type request struct {
 	done   chan struct{}
 }
 
-// newClientConn starts the reader of a connection that finished its
-// handshake; r is the reader the handshake used (it may hold bytes read ahead).
+// newClientConn is a connection that finished its handshake; r is the
+// reader the handshake used (it may hold bytes read ahead). The caller
+// starts its reader: go c.readReplies().
 func newClientConn(server string, conn io.ReadWriteCloser, r *bufio.Reader, n negotiated, inFlight int) *clientConn {
 	c := &clientConn{
 		server:     server,
@@ -68,7 +69,6 @@ func newClientConn(server string, conn io.ReadWriteCloser, r *bufio.Reader, n ne
 	for name, id := range n.contexts {
 		c.names[id] = name
 	}
-	go c.readReplies()
 	return c
 }
 
