@@ -30,8 +30,8 @@ type fakeRequest struct {
 type fakeServer struct {
 	size     uint64
 	multi    bool
-	noInfo   bool                     // acknowledge NBD_OPT_GO without NBD_INFO_EXPORT
-	contexts []string                 // meta contexts the handshake grants: default base:allocation
+	noInfo   bool     // acknowledge NBD_OPT_GO without NBD_INFO_EXPORT
+	contexts []string // meta contexts the handshake grants: default base:allocation
 	answer   func(w *fakeConn, req fakeRequest)
 }
 
@@ -204,14 +204,18 @@ func TestClientRefusesLyingServers(t *testing.T) {
 		{"block status with no extents", status, func(c *fakeConn, r fakeRequest) { c.send(chunk(1, 0, r.handle, nil)) }, "no extents", false},
 		{"block status as a simple reply", status, func(c *fakeConn, r fakeRequest) { c.send(simple(r.handle, 0, nil)) }, "simple reply", false},
 		{"reply to an unknown handle", read, func(c *fakeConn, r fakeRequest) { c.send(simple(r.handle+1000, 0, make([]byte, r.length))) }, "not in flight", false},
-		{"chunk for an unknown handle", read, func(c *fakeConn, r fakeRequest) { c.send(dataChunk(1, r.handle^0xff, r.offset, make([]byte, r.length))) }, "not in flight", false},
+		{"chunk for an unknown handle", read, func(c *fakeConn, r fakeRequest) {
+			c.send(dataChunk(1, r.handle^0xff, r.offset, make([]byte, r.length)))
+		}, "not in flight", false},
 		{"short simple read", read, func(c *fakeConn, r fakeRequest) { c.send(simple(r.handle, 0, make([]byte, r.length/2))); c.w.Close() }, "short read", true},
 		{"short data chunk", read, func(c *fakeConn, r fakeRequest) {
 			c.send(chunkClaiming(1, 1, r.handle, r.length+8, append(binary.BigEndian.AppendUint64(nil, r.offset), make([]byte, 100)...)))
 			c.w.Close()
 		}, "short read", true},
 		{"a read answered in part", read, func(c *fakeConn, r fakeRequest) { c.send(dataChunk(1, r.handle, r.offset, make([]byte, r.length/2))) }, "answered with 4096 bytes", false},
-		{"data outside the request", read, func(c *fakeConn, r fakeRequest) { c.send(dataChunk(1, r.handle, r.offset+4096, make([]byte, r.length))) }, "outside the read", false},
+		{"data outside the request", read, func(c *fakeConn, r fakeRequest) {
+			c.send(dataChunk(1, r.handle, r.offset+4096, make([]byte, r.length)))
+		}, "outside the read", false},
 		{"data before the request", read, func(c *fakeConn, r fakeRequest) { c.send(dataChunk(1, r.handle, r.offset-1, make([]byte, 10))) }, "outside the read", false},
 		{"overlapping chunks", read, func(c *fakeConn, r fakeRequest) {
 			c.send(dataChunk(0, r.handle, r.offset, make([]byte, 4096)), dataChunk(1, r.handle, r.offset+4095, make([]byte, 4097)))
@@ -222,7 +226,9 @@ func TestClientRefusesLyingServers(t *testing.T) {
 		}, "overlaps", false},
 		{"block status chunk to a read", read, func(c *fakeConn, r fakeRequest) { c.send(statusChunk(r.handle, 1, r.length, 0)) }, "chunk type 5 in reply to read", false},
 		{"a chunk of 2 GiB", read, func(c *fakeConn, r fakeRequest) { c.send(chunkClaiming(1, 0x8001, r.handle, 1<<31, nil)) }, "of 2147483648 bytes", false},
-		{"a data chunk of 4 GiB", read, func(c *fakeConn, r fakeRequest) { c.send(chunkClaiming(1, 1, r.handle, 1<<32-1, binary.BigEndian.AppendUint64(nil, r.offset))) }, "outside the read", false},
+		{"a data chunk of 4 GiB", read, func(c *fakeConn, r fakeRequest) {
+			c.send(chunkClaiming(1, 1, r.handle, 1<<32-1, binary.BigEndian.AppendUint64(nil, r.offset)))
+		}, "outside the read", false},
 		{"endless chunks", read, func(c *fakeConn, r fakeRequest) {
 			for range 1000 {
 				c.send(chunk(0, 0x8001, r.handle, append(binary.BigEndian.AppendUint32(nil, 5), 0, 0)))
