@@ -36,8 +36,21 @@ func FuzzSession(f *testing.F) {
 	f.Add(append(append([]byte(nil), flags...), goOpt("nope")...))
 	f.Add(flags)
 	f.Add([]byte{0, 0, 0, 1, 0xff})
+	// Structured replies, base:allocation, block status and a read.
+	meta := binary.BigEndian.AppendUint32(nil, 1)
+	meta = append(meta, 'd')
+	meta = binary.BigEndian.AppendUint32(meta, 1)
+	meta = binary.BigEndian.AppendUint32(meta, uint32(len(BaseAllocation)))
+	meta = append(meta, BaseAllocation...)
+	status := appendRequest(nil, 0, cmdBlockStatus, 2, 0, 9000)
+	structured := append(append([]byte(nil), flags...), appendOption(nil, optStructuredReply, nil)...)
+	structured = appendOption(structured, optListMetaContext, meta)
+	structured = appendOption(structured, optSetMetaContext, meta)
+	f.Add(append(append(append(structured, goOpt("d")...), status...), read(100, 512)...))
+	f.Add(append(appendOption(append([]byte(nil), flags...), optSetMetaContext, meta), goOpt("d")...))
 	disk := bytes.Repeat([]byte("diskpoint"), 1000)
-	s := &Server{Exports: map[string]*Export{"d": {Name: "d", Size: int64(len(disk)), Disk: bytes.NewReader(disk)}}, MaxRead: 64 << 10}
+	clear(disk[1000:5000])
+	s := &Server{Exports: map[string]*Export{"d": {Name: "d", Size: int64(len(disk)), Disk: fuzzZeroRuns{bytes.NewReader(disk), disk}}}, MaxRead: 64 << 10}
 	f.Fuzz(func(t *testing.T, input []byte) {
 		rw := struct {
 			io.Reader
@@ -45,6 +58,21 @@ func FuzzSession(f *testing.F) {
 		}{bytes.NewReader(input), io.Discard}
 		s.serve(context.Background(), rw) // returns when the input runs out, at the latest
 	})
+}
+
+// fuzzZeroRuns is a disk whose zero bytes are holes, in runs of at most 1000.
+type fuzzZeroRuns struct {
+	*bytes.Reader
+	disk []byte
+}
+
+func (z fuzzZeroRuns) Extent(ctx context.Context, off int64) (int64, bool, error) {
+	zero := z.disk[off] == 0
+	n := int64(1)
+	for off+n < int64(len(z.disk)) && n < 1000 && (z.disk[off+n] == 0) == zero {
+		n++
+	}
+	return n, zero, nil
 }
 
 // fuzzServerConn is a connection whose peer's bytes are a fuzz input;
