@@ -26,7 +26,7 @@
 //	                  [-from-key-file FILE | -from-key-command CMD | -from-no-key] [-rate-limit azure|N/DURATION] [-checkpoint SIZE] [-json]
 //	diskpoint prune   -repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-keep-yearly N]
 //	                  [-keep-within DURATION] [-utc] [-dry-run] [-json]
-//	diskpoint serve-nbd -repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -listen ADDR
+//	diskpoint serve-nbd -repo DIR -collection NAME -point ID|PREFIX|latest [-disk DISK] -listen ADDR
 //	diskpoint help [COMMAND]
 //
 // Flags may come before or after the other arguments; "--" ends them.
@@ -95,7 +95,7 @@ var commands = map[string]command{
 	"copy":      {"copy a restore point to another collection or repository", runCopy},
 	"prune":     {"delete restore points a retention policy does not keep", runPrune},
 	"stats":     {"show sizes: logical, stored, freed if deleted, dedup ratio", runStats},
-	"serve-nbd": {"serve a disk of a restore point read-only over NBD", runServeNBD},
+	"serve-nbd": {"serve the disks of a restore point (or one) read-only over NBD", runServeNBD},
 	"keygen":    {"print a new random key for an encrypted repository", runKeygen},
 	"key":       {"list, add, remove or change the credentials of an encrypted format 2 repository", runKey},
 
