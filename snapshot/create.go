@@ -33,6 +33,13 @@ type DiskSource struct {
 	// Every block is read; the caller closes Reader.
 	Reader io.ReaderAt
 	Size   int64
+	// NBD, instead of Path or Reader, is the URI of an NBD export
+	// (nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH): a running
+	// VM's disk that QEMU, qemu-storage-daemon, qemu-nbd or nbdkit serve.
+	// It is read like a Reader, over several connections where the server
+	// allows them, except the ranges its base:allocation says read as
+	// zeroes, which are not read at all.
+	NBD string
 	// ChangedOnly says Changed lists every byte range written since the
 	// disk's previous restore point (a hypervisor's dirty bitmap): only
 	// blocks those ranges touch are read. Without a previous restore point

@@ -110,7 +110,7 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		return err
 	}
 	if fs.NArg() == 0 {
-		return usageError{"no disks given (DISK=PATH...)"}
+		return usageError{"no disks given (DISK=PATH or DISK=NBD_URI...)"}
 	}
 	opts := snapshot.CreateOptions{Exclude: exclude}
 	if err := hooks.apply(&opts); err != nil {
@@ -123,12 +123,16 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 			return usageError{fmt.Sprintf("disk %q: want DISK=PATH", arg)}
 		}
 		index[name] = len(opts.Disks)
+		if isNBDURI(path) {
+			opts.Disks = append(opts.Disks, snapshot.DiskSource{Name: name, NBD: path})
+			continue
+		}
 		opts.Disks = append(opts.Disks, snapshot.DiskSource{Name: name, Path: path})
 	}
 	for _, arg := range changed {
 		name, file, ok := strings.Cut(arg, "=")
 		i, known := index[name]
-		if !ok || !known {
+		if !ok || !known || opts.Disks[i].NBD != "" {
 			return usageError{fmt.Sprintf("-changed %q: want DISK=RANGES_FILE for a disk given as DISK=PATH", arg)}
 		}
 		ranges, err := readRanges(ctx, file, opts.Disks[i].Path)
@@ -170,6 +174,14 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	}
 	printDisks(e, rp)
 	return nil
+}
+
+// isNBDURI says whether a disk's source is an NBD URI (nbd://...,
+// nbd+unix://..., and the TLS ones, which the NBD client refuses with a
+// reason) rather than a path.
+func isNBDURI(source string) bool {
+	scheme, _, ok := strings.Cut(source, "://")
+	return ok && (scheme == "nbd" || strings.HasPrefix(scheme, "nbd+") || strings.HasPrefix(scheme, "nbds"))
 }
 
 // readRanges reads the changed-range list in path for the disk at

@@ -18,7 +18,7 @@ var synopses = map[string]string{
 	"key":         "add|list|remove|passwd -repo DIR [-label NOTE] [-id ID] [-json]",
 	"version":     "",
 	"collections": "-repo DIR [-json]",
-	"create":      "-repo DIR -collection NAME [flags] DISK=PATH...",
+	"create":      "-repo DIR -collection NAME [flags] DISK=PATH|NBD_URI...",
 	"list":        "-repo DIR -collection NAME [-json]",
 	"show":        "-repo DIR -collection NAME -point ID|PREFIX|latest [-disk DISK] [-json]",
 	"restore":     "-repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -to PATH|DIR [-force | -incremental [-from ID]] [-sync]",

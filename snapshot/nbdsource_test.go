@@ -1,0 +1,121 @@
+package snapshot_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/diskpoint/diskpoint/blockdiff"
+	"github.com/diskpoint/diskpoint/snapshot"
+)
+
+// requireQemuTools skips without qemu-nbd, qemu-img and qemu-io, except
+// in CI, whose .ci/run installs qemu-utils.
+func requireQemuTools(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{"qemu-nbd", "qemu-img", "qemu-io"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is missing (.ci/run installs qemu-utils)", tool)
+			}
+			t.Skipf("needs %s (apt-get install qemu-utils)", tool)
+		}
+	}
+}
+
+func runTool(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+}
+
+// qemuNBD serves image read-only with qemu-nbd on a Unix socket until the
+// test ends, and returns the export's URI.
+func qemuNBD(t *testing.T, image string, extra ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	sock, pidFile := filepath.Join(dir, "nbd.sock"), filepath.Join(dir, "pid")
+	runTool(t, "qemu-nbd", append(append([]string{"--fork", "--pid-file", pidFile, "-t", "-e", "8", "-r", "-f", "qcow2", "-k", sock}, extra...), image)...)
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		t.Fatalf("qemu-nbd pid file %q", b)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGTERM) })
+	return "nbd+unix:///?socket=" + sock
+}
+
+// lastScan records the scan statistics of each disk's last progress report.
+type lastScan struct {
+	mu    sync.Mutex
+	stats map[string]blockdiff.Stats
+}
+
+func (l *lastScan) progress(p snapshot.Progress) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stats == nil {
+		l.stats = map[string]blockdiff.Stats{}
+	}
+	l.stats[p.Disk] = p.Scan
+}
+
+// A qcow2 disk served by qemu-nbd is captured without reading what its
+// base:allocation says reads as zeroes, and restores bit-exact (compared
+// with qemu-img convert's raw image of the qcow2).
+func TestCreateFromNBDReadsOnlyAllocatedData(t *testing.T) {
+	requireQemuTools(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	image := filepath.Join(dir, "os.qcow2")
+	const size = 16 << 20
+	runTool(t, "qemu-img", "create", "-q", "-f", "qcow2", image, strconv.Itoa(size))
+	// 64 KiB clusters: every write is whole clusters, so whole blocks of the repository's.
+	runTool(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 1M", "-c", "write -P 0x22 5M 320k", "-c", "write -z 8M 1M", "-c", "write -P 0x33 15M 64k", image)
+	const dataBytes = 1<<20 + 320<<10 + 64<<10
+	raw := filepath.Join(dir, "os.raw")
+	runTool(t, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", image, raw)
+	want := readFile(t, raw)
+	uri := qemuNBD(t, image)
+
+	repo, _ := newRepo(t)
+	vm, _ := repo.Collection("vm")
+	var seen lastScan
+	var ids []string
+	for i := range 2 {
+		rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "os", NBD: uri}}, Progress: seen.progress})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, rp.ID)
+		st := seen.stats["os"]
+		if st.Read != dataBytes || st.Holes != size-dataBytes {
+			t.Errorf("create %d: read %d bytes, %d of holes; want the %d bytes of data read, no more", i, st.Read, st.Holes, dataBytes)
+		}
+		if d, _ := rp.Disk("os"); i == 1 && d.ChangedBytes != 0 {
+			t.Errorf("second create: %d bytes changed, want none", d.ChangedBytes)
+		}
+	}
+	for _, id := range ids {
+		restoreAndCompare(t, vm, id, "os", want)
+	}
+
+	// Errors name the server; a disk is one kind of source only.
+	gone := "nbd+unix:///?socket=" + filepath.Join(dir, "no.sock")
+	if _, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "os", NBD: gone}}}); err == nil || !strings.Contains(err.Error(), "no.sock") {
+		t.Errorf("create from a server that is not there: %v", err)
+	}
+	if _, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "os", NBD: uri, Path: raw}}}); err == nil {
+		t.Error("a disk with both NBD and Path was accepted")
+	}
+}
