@@ -11,7 +11,10 @@ import (
 // its NBD export.
 // snapshotter says a Snapshotter will capture the disks, which it can only
 // do by path.
-func (s DiskSource) open(ctx context.Context, snapshotter bool) (*blockdiff.Disk, error) {
+func (s *DiskSource) open(ctx context.Context, snapshotter bool) (*blockdiff.Disk, error) {
+	if s.Bitmap != "" && s.NBD == "" {
+		return nil, errors.New("a Bitmap is read from an NBD export, and the disk is not one")
+	}
 	if s.NBD != "" {
 		switch {
 		case s.Path != "" || s.Reader != nil || s.Size != 0:

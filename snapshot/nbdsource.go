@@ -22,14 +22,48 @@ func (r nbdReader) ReadAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
+// readBitmap asks the server for the dirty extents of s.Bitmap, if it has it.
+func (s *DiskSource) readBitmap(ctx context.Context, c *nbd.Client) error {
+	name := nbd.DirtyBitmap(s.Bitmap)
+	s.bitmapFound, s.dirty = c.HasMetaContext(name), nil
+	if !s.bitmapFound {
+		return nil
+	}
+	extents, err := c.BlockStatus(ctx, name, 0, c.Size())
+	if err != nil {
+		return err
+	}
+	for _, e := range extents {
+		if e.Flags&nbd.StateDirty == 0 {
+			continue
+		}
+		if k := len(s.dirty) - 1; k >= 0 && s.dirty[k].End() == e.Offset {
+			s.dirty[k].Length += e.Length
+		} else {
+			s.dirty = append(s.dirty, blockdiff.Range{Offset: e.Offset, Length: e.Length})
+		}
+	}
+	return nil
+}
+
 // openNBD connects to the export s.NBD names and opens it as a disk that
 // knows where its data is: the ranges base:allocation does not say read
 // as zeroes are all a scan reads. A server without base:allocation has
 // all of its disk read.
-func (s DiskSource) openNBD(ctx context.Context) (*blockdiff.Disk, error) {
-	c, err := nbd.Dial(ctx, s.NBD, nbd.ClientOptions{MetaContexts: []string{nbd.BaseAllocation}})
+func (s *DiskSource) openNBD(ctx context.Context) (*blockdiff.Disk, error) {
+	contexts := []string{nbd.BaseAllocation}
+	if s.Bitmap != "" {
+		contexts = append(contexts, nbd.DirtyBitmap(s.Bitmap))
+	}
+	c, err := nbd.Dial(ctx, s.NBD, nbd.ClientOptions{MetaContexts: contexts})
 	if err != nil {
 		return nil, err
+	}
+	if s.Bitmap != "" {
+		if err := s.readBitmap(ctx, c); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	if c.Size() <= 0 {
 		c.Close()
