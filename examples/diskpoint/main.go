@@ -8,7 +8,7 @@
 //	diskpoint key     add|list|remove|passwd -repo DIR [-label NOTE] [-id ID] [-json]
 //	diskpoint version
 //	diskpoint collections -repo DIR [-json]
-//	diskpoint create  -repo DIR -collection NAME [-exclude DISK]... [-changed DISK=RANGES_FILE]... [-config FILE] [-json]
+//	diskpoint create  -repo DIR -collection NAME [-exclude DISK]... [-changed DISK=RANGES_FILE]... [-bitmap DISK=NAME]... [-config FILE] [-json]
 //	                  [-consistency crash|filesystem|application] [-freeze MOUNTPOINT]... [-pre SCRIPT] [-post SCRIPT]
 //	                  [-hook-config FILE] [-max-freeze DURATION] [-on-failure fallback|fail|skip] [-rate-limit azure|N/DURATION] DISK=PATH|NBD_URI...
 //	diskpoint list    -repo DIR -collection NAME [-json]
