@@ -1,179 +1,18 @@
 package nbd_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"io"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/diskpoint/diskpoint/internal/nbdfake"
 	"github.com/diskpoint/diskpoint/nbd"
 )
-
-// fakeRequest is a request as the fake server reads it.
-type fakeRequest struct {
-	typ    uint16
-	handle uint64
-	offset uint64
-	length uint32
-}
-
-// fakeServer is a scripted NBD server: an honest handshake (structured
-// replies, base:allocation as context 1, an export of size bytes) and
-// then whatever answer does with the requests, lies included.
-type fakeServer struct {
-	size     uint64
-	multi    bool
-	noInfo   bool     // acknowledge NBD_OPT_GO without NBD_INFO_EXPORT
-	contexts []string // meta contexts the handshake grants: default base:allocation
-	answer   func(w *fakeConn, req fakeRequest)
-}
-
-type fakeConn struct {
-	r *bufio.Reader
-	w net.Conn
-}
-
-func (c *fakeConn) send(parts ...[]byte) {
-	for _, p := range parts {
-		c.w.Write(p)
-	}
-}
-
-// start serves on a new Unix socket and returns its URI.
-func (f *fakeServer) start(t *testing.T) string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "liar.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go f.serve(conn)
-		}
-	}()
-	t.Cleanup(func() { l.Close(); <-done })
-	return "nbd+unix:///disk?socket=" + sock
-}
-
-func optReply(opt, typ uint32, data []byte) []byte {
-	b := binary.BigEndian.AppendUint64(nil, 0x0003e889045565a9)
-	b = binary.BigEndian.AppendUint32(b, opt)
-	b = binary.BigEndian.AppendUint32(b, typ)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
-	return append(b, data...)
-}
-
-func (f *fakeServer) serve(conn net.Conn) {
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(time.Minute))
-	c := &fakeConn{r: bufio.NewReader(conn), w: conn}
-	hello := binary.BigEndian.AppendUint64(nil, 0x4e42444d41474943)
-	hello = binary.BigEndian.AppendUint64(hello, 0x49484156454f5054)
-	c.send(binary.BigEndian.AppendUint16(hello, 3))
-	var b [16]byte
-	if _, err := io.ReadFull(c.r, b[:4]); err != nil {
-		return
-	}
-	contexts := f.contexts
-	if contexts == nil {
-		contexts = []string{nbd.BaseAllocation}
-	}
-	for {
-		if _, err := io.ReadFull(c.r, b[:16]); err != nil {
-			return
-		}
-		opt := binary.BigEndian.Uint32(b[8:])
-		io.CopyN(io.Discard, c.r, int64(binary.BigEndian.Uint32(b[12:])))
-		switch opt {
-		case 8: // structured replies
-			c.send(optReply(opt, 1, nil))
-		case 10: // set meta context
-			for i, name := range contexts {
-				c.send(optReply(opt, 4, append(binary.BigEndian.AppendUint32(nil, uint32(i+1)), name...)))
-			}
-			c.send(optReply(opt, 1, nil))
-		case 7: // go
-			if !f.noInfo {
-				info := binary.BigEndian.AppendUint16(nil, 0)
-				info = binary.BigEndian.AppendUint64(info, f.size)
-				flags := uint16(3)
-				if f.multi {
-					flags |= 1 << 8
-				}
-				c.send(optReply(opt, 3, binary.BigEndian.AppendUint16(info, flags)))
-			}
-			c.send(optReply(opt, 1, nil))
-			if f.noInfo {
-				return
-			}
-			f.transmit(c)
-			return
-		default:
-			c.send(optReply(opt, 1<<31+1, nil))
-		}
-	}
-}
-
-func (f *fakeServer) transmit(c *fakeConn) {
-	var h [28]byte
-	for {
-		if _, err := io.ReadFull(c.r, h[:]); err != nil {
-			return
-		}
-		req := fakeRequest{typ: binary.BigEndian.Uint16(h[6:]), handle: binary.BigEndian.Uint64(h[8:]), offset: binary.BigEndian.Uint64(h[16:]), length: binary.BigEndian.Uint32(h[24:])}
-		if req.typ == 2 {
-			return
-		}
-		f.answer(c, req)
-	}
-}
-
-func simple(handle uint64, errno uint32, data []byte) []byte {
-	b := binary.BigEndian.AppendUint32(nil, 0x67446698)
-	b = binary.BigEndian.AppendUint32(b, errno)
-	b = binary.BigEndian.AppendUint64(b, handle)
-	return append(b, data...)
-}
-
-func chunk(flags, typ uint16, handle uint64, payload []byte) []byte {
-	return chunkClaiming(flags, typ, handle, uint32(len(payload)), payload)
-}
-
-// chunkClaiming is a chunk whose header claims length bytes of payload.
-func chunkClaiming(flags, typ uint16, handle uint64, length uint32, payload []byte) []byte {
-	b := binary.BigEndian.AppendUint32(nil, 0x668e33ef)
-	b = binary.BigEndian.AppendUint16(b, flags)
-	b = binary.BigEndian.AppendUint16(b, typ)
-	b = binary.BigEndian.AppendUint64(b, handle)
-	b = binary.BigEndian.AppendUint32(b, length)
-	return append(b, payload...)
-}
-
-func dataChunk(flags uint16, handle, offset uint64, data []byte) []byte {
-	return chunk(flags, 1, handle, append(binary.BigEndian.AppendUint64(nil, offset), data...))
-}
-
-func statusChunk(handle uint64, id uint32, extents ...uint32) []byte {
-	p := binary.BigEndian.AppendUint32(nil, id)
-	for _, e := range extents {
-		p = binary.BigEndian.AppendUint32(p, e)
-	}
-	return chunk(1, 5, handle, p)
-}
 
 // TestClientRefusesLyingServers: each lie ends the request with an error
 // that names the server and says what was wrong; none panics, hangs, or
@@ -188,59 +27,72 @@ func TestClientRefusesLyingServers(t *testing.T) {
 	for _, lie := range []struct {
 		name   string
 		do     func(*nbd.Client, context.Context) error
-		answer func(c *fakeConn, r fakeRequest)
+		answer func(c *nbdfake.Conn, r nbdfake.Request)
 		want   string // in the error
 		eof    bool   // a short read: io.ErrUnexpectedEOF, not ErrProtocol
 	}{
-		{"block status past the end", status, func(c *fakeConn, r fakeRequest) { c.send(statusChunk(r.handle, 1, 2*size, 0)) }, "past the end", false},
-		{"block status extent of length 0", status, func(c *fakeConn, r fakeRequest) { c.send(statusChunk(r.handle, 1, 0, 0)) }, "length 0", false},
-		{"block status extents past the request, not last", status, func(c *fakeConn, r fakeRequest) {
-			c.send(statusChunk(r.handle, 1, 131072, 0, 4096, 3))
+		{"block status past the end", status, func(c *nbdfake.Conn, r nbdfake.Request) { c.Send(nbdfake.StatusChunk(r.Handle, 1, 2*size, 0)) }, "past the end", false},
+		{"block status extent of length 0", status, func(c *nbdfake.Conn, r nbdfake.Request) { c.Send(nbdfake.StatusChunk(r.Handle, 1, 0, 0)) }, "length 0", false},
+		{"block status extents past the request, not last", status, func(c *nbdfake.Conn, r nbdfake.Request) {
+			c.Send(nbdfake.StatusChunk(r.Handle, 1, 131072, 0, 4096, 3))
 		}, "not the last", false},
-		{"block status of a context not negotiated", status, func(c *fakeConn, r fakeRequest) { c.send(statusChunk(r.handle, 7, 65536, 0)) }, "not negotiated", false},
-		{"block status twice for one context", status, func(c *fakeConn, r fakeRequest) {
-			c.send(chunk(0, 5, r.handle, binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 1), 4096), 0)), statusChunk(r.handle, 1, 4096, 0))
+		{"block status of a context not negotiated", status, func(c *nbdfake.Conn, r nbdfake.Request) { c.Send(nbdfake.StatusChunk(r.Handle, 7, 65536, 0)) }, "not negotiated", false},
+		{"block status twice for one context", status, func(c *nbdfake.Conn, r nbdfake.Request) {
+			c.Send(nbdfake.Chunk(0, 5, r.Handle, binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 1), 4096), 0)), nbdfake.StatusChunk(r.Handle, 1, 4096, 0))
 		}, "twice", false},
-		{"block status with no extents", status, func(c *fakeConn, r fakeRequest) { c.send(chunk(1, 0, r.handle, nil)) }, "no extents", false},
-		{"block status as a simple reply", status, func(c *fakeConn, r fakeRequest) { c.send(simple(r.handle, 0, nil)) }, "simple reply", false},
-		{"reply to an unknown handle", read, func(c *fakeConn, r fakeRequest) { c.send(simple(r.handle+1000, 0, make([]byte, r.length))) }, "not in flight", false},
-		{"chunk for an unknown handle", read, func(c *fakeConn, r fakeRequest) {
-			c.send(dataChunk(1, r.handle^0xff, r.offset, make([]byte, r.length)))
+		{"block status with no extents", status, func(c *nbdfake.Conn, r nbdfake.Request) { c.Send(nbdfake.Chunk(1, 0, r.Handle, nil)) }, "no extents", false},
+		{"block status as a simple reply", status, func(c *nbdfake.Conn, r nbdfake.Request) { c.Send(nbdfake.Simple(r.Handle, 0, nil)) }, "simple reply", false},
+		{"reply to an unknown handle", read, func(c *nbdfake.Conn, r nbdfake.Request) {
+			c.Send(nbdfake.Simple(r.Handle+1000, 0, make([]byte, r.Length)))
 		}, "not in flight", false},
-		{"short simple read", read, func(c *fakeConn, r fakeRequest) { c.send(simple(r.handle, 0, make([]byte, r.length/2))); c.w.Close() }, "short read", true},
-		{"short data chunk", read, func(c *fakeConn, r fakeRequest) {
-			c.send(chunkClaiming(1, 1, r.handle, r.length+8, append(binary.BigEndian.AppendUint64(nil, r.offset), make([]byte, 100)...)))
-			c.w.Close()
+		{"chunk for an unknown handle", read, func(c *nbdfake.Conn, r nbdfake.Request) {
+			c.Send(nbdfake.DataChunk(1, r.Handle^0xff, r.Offset, make([]byte, r.Length)))
+		}, "not in flight", false},
+		{"short simple read", read, func(c *nbdfake.Conn, r nbdfake.Request) {
+			c.Send(nbdfake.Simple(r.Handle, 0, make([]byte, r.Length/2)))
+			c.Close()
 		}, "short read", true},
-		{"a read answered in part", read, func(c *fakeConn, r fakeRequest) { c.send(dataChunk(1, r.handle, r.offset, make([]byte, r.length/2))) }, "answered with 4096 bytes", false},
-		{"data outside the request", read, func(c *fakeConn, r fakeRequest) {
-			c.send(dataChunk(1, r.handle, r.offset+4096, make([]byte, r.length)))
+		{"short data chunk", read, func(c *nbdfake.Conn, r nbdfake.Request) {
+			c.Send(nbdfake.ChunkClaiming(1, 1, r.Handle, r.Length+8, append(binary.BigEndian.AppendUint64(nil, r.Offset), make([]byte, 100)...)))
+			c.Close()
+		}, "short read", true},
+		{"a read answered in part", read, func(c *nbdfake.Conn, r nbdfake.Request) {
+			c.Send(nbdfake.DataChunk(1, r.Handle, r.Offset, make([]byte, r.Length/2)))
+		}, "answered with 4096 bytes", false},
+		{"data outside the request", read, func(c *nbdfake.Conn, r nbdfake.Request) {
+			c.Send(nbdfake.DataChunk(1, r.Handle, r.Offset+4096, make([]byte, r.Length)))
 		}, "outside the read", false},
-		{"data before the request", read, func(c *fakeConn, r fakeRequest) { c.send(dataChunk(1, r.handle, r.offset-1, make([]byte, 10))) }, "outside the read", false},
-		{"overlapping chunks", read, func(c *fakeConn, r fakeRequest) {
-			c.send(dataChunk(0, r.handle, r.offset, make([]byte, 4096)), dataChunk(1, r.handle, r.offset+4095, make([]byte, 4097)))
-		}, "overlaps", false},
-		{"a hole overlapping data", read, func(c *fakeConn, r fakeRequest) {
-			c.send(dataChunk(0, r.handle, r.offset, make([]byte, r.length)))
-			c.send(chunk(1, 2, r.handle, binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(nil, r.offset), 512)))
-		}, "overlaps", false},
-		{"block status chunk to a read", read, func(c *fakeConn, r fakeRequest) { c.send(statusChunk(r.handle, 1, r.length, 0)) }, "chunk type 5 in reply to read", false},
-		{"a chunk of 2 GiB", read, func(c *fakeConn, r fakeRequest) { c.send(chunkClaiming(1, 0x8001, r.handle, 1<<31, nil)) }, "of 2147483648 bytes", false},
-		{"a data chunk of 4 GiB", read, func(c *fakeConn, r fakeRequest) {
-			c.send(chunkClaiming(1, 1, r.handle, 1<<32-1, binary.BigEndian.AppendUint64(nil, r.offset)))
+		{"data before the request", read, func(c *nbdfake.Conn, r nbdfake.Request) {
+			c.Send(nbdfake.DataChunk(1, r.Handle, r.Offset-1, make([]byte, 10)))
 		}, "outside the read", false},
-		{"endless chunks", read, func(c *fakeConn, r fakeRequest) {
+		{"overlapping chunks", read, func(c *nbdfake.Conn, r nbdfake.Request) {
+			c.Send(nbdfake.DataChunk(0, r.Handle, r.Offset, make([]byte, 4096)), nbdfake.DataChunk(1, r.Handle, r.Offset+4095, make([]byte, 4097)))
+		}, "overlaps", false},
+		{"a hole overlapping data", read, func(c *nbdfake.Conn, r nbdfake.Request) {
+			c.Send(nbdfake.DataChunk(0, r.Handle, r.Offset, make([]byte, r.Length)))
+			c.Send(nbdfake.Chunk(1, 2, r.Handle, binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(nil, r.Offset), 512)))
+		}, "overlaps", false},
+		{"block status chunk to a read", read, func(c *nbdfake.Conn, r nbdfake.Request) { c.Send(nbdfake.StatusChunk(r.Handle, 1, r.Length, 0)) }, "chunk type 5 in reply to read", false},
+		{"a chunk of 2 GiB", read, func(c *nbdfake.Conn, r nbdfake.Request) {
+			c.Send(nbdfake.ChunkClaiming(1, 0x8001, r.Handle, 1<<31, nil))
+		}, "of 2147483648 bytes", false},
+		{"a data chunk of 4 GiB", read, func(c *nbdfake.Conn, r nbdfake.Request) {
+			c.Send(nbdfake.ChunkClaiming(1, 1, r.Handle, 1<<32-1, binary.BigEndian.AppendUint64(nil, r.Offset)))
+		}, "outside the read", false},
+		{"endless chunks", read, func(c *nbdfake.Conn, r nbdfake.Request) {
 			for range 1000 {
-				c.send(chunk(0, 0x8001, r.handle, append(binary.BigEndian.AppendUint32(nil, 5), 0, 0)))
+				c.Send(nbdfake.Chunk(0, 0x8001, r.Handle, append(binary.BigEndian.AppendUint32(nil, 5), 0, 0)))
 			}
 		}, "more than", false},
-		{"an error chunk with errno 0", read, func(c *fakeConn, r fakeRequest) { c.send(chunk(1, 0x8001, r.handle, []byte{0, 0, 0, 0, 0, 0})) }, "errno 0", false},
-		{"bad reply magic", read, func(c *fakeConn, r fakeRequest) { c.send(make([]byte, 16)) }, "reply magic", false},
-		{"NONE without DONE", read, func(c *fakeConn, r fakeRequest) { c.send(chunk(0, 0, r.handle, nil)) }, "NBD_REPLY_TYPE_NONE", false},
+		{"an error chunk with errno 0", read, func(c *nbdfake.Conn, r nbdfake.Request) {
+			c.Send(nbdfake.Chunk(1, 0x8001, r.Handle, []byte{0, 0, 0, 0, 0, 0}))
+		}, "errno 0", false},
+		{"bad reply magic", read, func(c *nbdfake.Conn, r nbdfake.Request) { c.Send(make([]byte, 16)) }, "reply magic", false},
+		{"NONE without DONE", read, func(c *nbdfake.Conn, r nbdfake.Request) { c.Send(nbdfake.Chunk(0, 0, r.Handle, nil)) }, "NBD_REPLY_TYPE_NONE", false},
 	} {
 		t.Run(lie.name, func(t *testing.T) {
-			f := &fakeServer{size: size, answer: lie.answer}
-			uri := f.start(t)
+			f := &nbdfake.Server{Size: size, Answer: lie.answer}
+			uri := f.Start(t)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			c, err := nbd.Dial(ctx, uri, nbd.ClientOptions{MetaContexts: []string{nbd.BaseAllocation}})
@@ -272,13 +124,13 @@ func TestClientRefusesLyingServers(t *testing.T) {
 // TestClientRefusesLyingHandshakes: lies in the handshake fail Dial with
 // an error that names the server.
 func TestClientRefusesLyingHandshakes(t *testing.T) {
-	for _, f := range []*fakeServer{
-		{size: 4096, noInfo: true},
-		{size: 4096, contexts: []string{"qemu:dirty-bitmap:evil"}},
-		{size: 4096, contexts: []string{nbd.BaseAllocation, nbd.BaseAllocation}},
-		{size: 1 << 63},
+	for _, f := range []*nbdfake.Server{
+		{Size: 4096, NoInfo: true},
+		{Size: 4096, Contexts: []string{"qemu:dirty-bitmap:evil"}},
+		{Size: 4096, Contexts: []string{nbd.BaseAllocation, nbd.BaseAllocation}},
+		{Size: 1 << 63},
 	} {
-		uri := f.start(t)
+		uri := f.Start(t)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		c, err := nbd.Dial(ctx, uri, nbd.ClientOptions{MetaContexts: []string{nbd.BaseAllocation}})
 		cancel()
@@ -298,10 +150,10 @@ func TestClientRefusesLyingHandshakes(t *testing.T) {
 // again until it covers the range.
 func TestClientRequestsInFlight(t *testing.T) {
 	disk := testDisk(1 << 20)
-	var held []fakeRequest
-	f := &fakeServer{size: uint64(len(disk)), answer: func(c *fakeConn, r fakeRequest) {
-		if r.typ == 7 { // 4 KiB at a time, alternating
-			c.send(statusChunk(r.handle, 1, 4096, uint32(r.offset/4096%2)))
+	var held []nbdfake.Request
+	f := &nbdfake.Server{Size: uint64(len(disk)), Answer: func(c *nbdfake.Conn, r nbdfake.Request) {
+		if r.Type == 7 { // 4 KiB at a time, alternating
+			c.Send(nbdfake.StatusChunk(r.Handle, 1, 4096, uint32(r.Offset/4096%2)))
 			return
 		}
 		held = append(held, r)
@@ -310,16 +162,16 @@ func TestClientRequestsInFlight(t *testing.T) {
 		}
 		for i := len(held) - 1; i >= 0; i-- {
 			r := held[i]
-			half := uint64(r.length / 2)
-			c.send(dataChunk(0, r.handle, r.offset+half, disk[r.offset+half:r.offset+uint64(r.length)]),
-				chunk(0, 2, r.handle, binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(nil, r.offset), 512)),
-				dataChunk(0, r.handle, r.offset+512, disk[r.offset+512:r.offset+half]),
-				chunk(1, 0, r.handle, nil))
+			half := uint64(r.Length / 2)
+			c.Send(nbdfake.DataChunk(0, r.Handle, r.Offset+half, disk[r.Offset+half:r.Offset+uint64(r.Length)]),
+				nbdfake.Chunk(0, 2, r.Handle, binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(nil, r.Offset), 512)),
+				nbdfake.DataChunk(0, r.Handle, r.Offset+512, disk[r.Offset+512:r.Offset+half]),
+				nbdfake.Chunk(1, 0, r.Handle, nil))
 		}
 		held = nil
 	}}
 	copy(disk[:512], make([]byte, 512)) // what the hole chunk says
-	uri := f.start(t)
+	uri := f.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := nbd.Dial(ctx, uri, nbd.ClientOptions{MetaContexts: []string{nbd.BaseAllocation}, MaxRequest: 128 << 10})
@@ -349,8 +201,8 @@ func TestClientRequestsInFlight(t *testing.T) {
 // TestClientCancel: a request the server never answers ends when its
 // context does, and Close still returns.
 func TestClientCancel(t *testing.T) {
-	f := &fakeServer{size: 1 << 20, answer: func(*fakeConn, fakeRequest) {}}
-	uri := f.start(t)
+	f := &nbdfake.Server{Size: 1 << 20, Answer: func(*nbdfake.Conn, nbdfake.Request) {}}
+	uri := f.Start(t)
 	c, err := nbd.Dial(context.Background(), uri, nbd.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)

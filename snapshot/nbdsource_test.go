@@ -198,4 +198,21 @@ func TestCreateFromNBDWithDirtyBitmap(t *testing.T) {
 	for i, id := range ids {
 		restoreAndCompare(t, vm, id, "os", want[i])
 	}
+
+	// A disk added to the VM: read whole, alone; the bitmap still serves the other.
+	data := makeDisk(t, dir, "data.img", 1<<20, 9)
+	var seen lastScan
+	rp, err := vm.Create(ctx, snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "os", NBD: uri, Bitmap: "b0"}, {Name: "data", Path: data}}, Progress: seen.progress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	osDisk, _ := rp.Disk("os")
+	added, _ := rp.Disk("data")
+	if osDisk.ChangeSource != "bitmap" || osDisk.ChangedBytes != 0 || added.Parent != "" || added.ChangeSource != "hash" {
+		t.Errorf("with a disk added: os %+v, data %+v", osDisk, added)
+	}
+	if st := seen.stats["data"]; st.Scanned != 1<<20 || st.Read+st.Holes != 1<<20 {
+		t.Errorf("the added disk: %+v, want all of it dealt with by reading or as holes", st)
+	}
+	restoreAndCompare(t, vm, rp.ID, "data", readFile(t, data))
 }
