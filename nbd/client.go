@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ErrNoMetaContext is wrapped by BlockStatus when the server did not agree
@@ -33,6 +34,10 @@ type ClientOptions struct {
 	// MaxRequest bounds the bytes one read request asks for; larger reads
 	// are split. 0 means 4 MiB, or less if the server says so.
 	MaxRequest int
+	// ExtraConnectionWait bounds the handshake of each connection after
+	// the first; one that takes longer is given up, not waited for. 0
+	// means 2 seconds.
+	ExtraConnectionWait time.Duration
 	// Dial opens a connection; nil means a net.Dialer's DialContext.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -101,17 +106,44 @@ func DialAddress(ctx context.Context, addr Address, opts ClientOptions) (*Client
 			n = 4
 		}
 	}
-	for len(c.conns) < n {
-		more, err := c.connect(ctx, addr, opts)
-		if err == nil && (more.size != first.size || !maps.Equal(more.contexts, first.contexts)) {
-			more.close()
-			err = protocolError("nbd server %s: a second connection to the same export got a different size or meta contexts", c.server)
+	// More connections, at once. A server may advertise CAN_MULTI_CONN and
+	// still serve one client at a time (qemu-nbd without -e greets the next
+	// only when the first leaves): one that does not finish its handshake
+	// within ExtraConnectionWait is given up, and the client makes do with
+	// the connections it has.
+	wait := opts.ExtraConnectionWait
+	if wait <= 0 {
+		wait = 2 * time.Second
+	}
+	extra := make([]*connection, n-1)
+	errs := make([]error, n-1)
+	var wg sync.WaitGroup
+	for i := range extra {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, wait)
+			defer cancel()
+			extra[i], errs[i] = c.connect(cctx, addr, opts)
+		})
+	}
+	wg.Wait()
+	for i, more := range extra {
+		if errs[i] != nil {
+			continue
 		}
-		if err != nil {
+		if more.size != first.size || !maps.Equal(more.contexts, first.contexts) {
+			for _, m := range extra[i:] {
+				if m != nil {
+					m.close()
+				}
+			}
 			c.Close()
-			return nil, err
+			return nil, protocolError("nbd server %s: another connection to the same export got a different size or meta contexts", c.server)
 		}
 		c.conns = append(c.conns, more.clientConn)
+	}
+	if err := ctx.Err(); err != nil {
+		c.Close()
+		return nil, err
 	}
 	return c, nil
 }
@@ -255,7 +287,9 @@ func (c *Client) conn() *clientConn {
 
 // ReadAt fills p with the export's bytes at off. It splits large reads
 // into requests the server accepts and sends them at once, over all the
-// connections. A read past the end is an error.
+// connections. A read past the end is an error. NBD cannot cancel a
+// request: if ctx ends first, the connections with requests of this read
+// in flight are closed, and later calls on them fail.
 func (c *Client) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if off < 0 || off > c.size || int64(len(p)) > c.size-off {
 		return fmt.Errorf("nbd server %s: read of %d bytes at %d is outside the export (%d bytes)", c.server, len(p), off, c.size)
@@ -275,8 +309,8 @@ func (c *Client) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if len(p) <= int(c.maxReq) {
 		return c.read(ctx, p, off)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// Every piece is waited for, even after one fails: cancelling the
+	// others would close their connections, as NBD cannot cancel a request.
 	var wg sync.WaitGroup
 	var once sync.Once
 	var first error
@@ -284,7 +318,7 @@ func (c *Client) ReadAt(ctx context.Context, p []byte, off int64) error {
 		piece := p[pos:min(pos+int(c.maxReq), len(p))]
 		wg.Go(func() {
 			if err := c.read(ctx, piece, off+int64(pos)); err != nil {
-				once.Do(func() { first = err; cancel() })
+				once.Do(func() { first = err })
 			}
 		})
 	}

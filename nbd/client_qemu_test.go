@@ -218,3 +218,34 @@ func TestClientReadsQemuNBD(t *testing.T) {
 		t.Errorf("an export qemu-nbd does not have: %v, want an error naming the server", err)
 	}
 }
+
+// qemu-nbd without -e serves one client at a time, yet says it allows
+// several connections: the client gives up the connections it does not
+// greet within ExtraConnectionWait and reads over the one it has.
+func TestClientMakesDoWithOneConnection(t *testing.T) {
+	for _, tool := range []string{"qemu-nbd", "qemu-img"} {
+		requireTool(t, tool, "qemu-utils")
+	}
+	dir := t.TempDir()
+	image := filepath.Join(dir, "disk.img")
+	disk := testDisk(2 << 20)
+	if err := os.WriteFile(image, disk, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock, pid := filepath.Join(dir, "nbd.sock"), filepath.Join(dir, "pid")
+	startDaemon(t, pid, "qemu-nbd", "--fork", "--pid-file", pid, "-t", "-r", "-f", "raw", "-k", sock, image)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := nbd.Dial(ctx, "nbd+unix:///?socket="+sock, nbd.ClientOptions{Connections: 3, ExtraConnectionWait: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Connections() != 1 {
+		t.Errorf("%d connections to a server that serves one client", c.Connections())
+	}
+	got := make([]byte, len(disk))
+	if err := c.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, disk) {
+		t.Errorf("read: %v, or the bytes differ", err)
+	}
+}

@@ -38,7 +38,10 @@ type DiskSource struct {
 	// VM's disk that QEMU, qemu-storage-daemon, qemu-nbd or nbdkit serve.
 	// It is read like a Reader, over several connections where the server
 	// allows them, except the ranges its base:allocation says read as
-	// zeroes, which are not read at all.
+	// zeroes, which are not read at all. The allocation (and a Bitmap's
+	// extents) are asked for when the disk is opened, before any hook runs:
+	// export a view that does not change (a fleecing node, a stopped VM's
+	// image) for a restore point that is more than a live read.
 	NBD string
 	// Bitmap, for an NBD disk, names a QEMU dirty bitmap the server exports
 	// (qemu:dirty-bitmap:NAME, qemu-nbd -B NAME). When the disk's previous
