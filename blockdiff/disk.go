@@ -26,7 +26,12 @@ type Disk struct {
 	Direct bool
 	file   *os.File
 	reader io.ReaderAt // a reader disk's source; file is nil then
-	noMap  atomic.Bool // the file system refused mmap: read with pread
+	// A reader disk's data ranges, if knowsData (see ReaderDiskOptions),
+	// and who closes its reader.
+	data      []Range
+	knowsData bool
+	closer    io.Closer
+	noMap     atomic.Bool // the file system refused mmap: read with pread
 }
 
 // OpenDisk opens the disk at path for reading. It refuses what cannot be a
@@ -105,9 +110,13 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	return d.file.ReadAt(p, off)
 }
 
-// Close closes the disk. A reader disk's source is the caller's to close.
+// Close closes the disk. A reader disk's source is the caller's to close,
+// unless it was given a Closer.
 func (d *Disk) Close() error {
 	if d.file == nil {
+		if d.closer != nil {
+			return d.closer.Close()
+		}
 		return nil
 	}
 	return d.file.Close()
@@ -115,11 +124,14 @@ func (d *Disk) Close() error {
 
 // dataExtents returns the parts of [off, off+length) that hold data: for a
 // sparse file, everything but its holes (found with SEEK_DATA/SEEK_HOLE);
-// for a block device, a reader disk, or a file system without hole
-// reporting, all of it.
+// for a reader disk, its Data ranges; for a block device, a reader disk
+// without Data, or a file system without hole reporting, all of it.
 func (d *Disk) dataExtents(off, length int64, dst []Range) []Range {
 	dst = dst[:0]
-	if d.BlockDevice || d.reader != nil {
+	if d.reader != nil {
+		return d.readerData(off, length, dst)
+	}
+	if d.BlockDevice {
 		return append(dst, Range{off, length})
 	}
 	end := off + length

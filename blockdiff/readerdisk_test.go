@@ -128,3 +128,55 @@ func TestReaderDiskErrors(t *testing.T) {
 		t.Errorf("scan of a failing reader: %v, want it to wrap %v and name the disk", err, broken)
 	}
 }
+
+// closeCounter counts Close calls.
+type closeCounter struct{ n int }
+
+func (c *closeCounter) Close() error { c.n++; return nil }
+
+// A reader disk that knows where its data is reads only that: the rest
+// counts as holes, unread, and the blocks' IDs are those of the same disk
+// read whole. The disk closes its reader when given a Closer.
+func TestReaderDiskReadsOnlyItsData(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "disk.img")
+	size := int64(100*bs + 17)
+	makeImage(t, path, size, 3)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Zero two ranges, one of them unaligned, as a server's allocation map would say.
+	holes := []blockdiff.Range{{Offset: 3 * bs, Length: 20 * bs}, {Offset: 50*bs + 100, Length: 30 * bs}}
+	img, _ := os.ReadFile(path)
+	for _, h := range holes {
+		clear(img[h.Offset:h.End()])
+	}
+	os.WriteFile(path, img, 0o600)
+	data := []blockdiff.Range{{Offset: 0, Length: 3 * bs}, {Offset: 23 * bs, Length: 27*bs + 100}, {Offset: 80*bs + 100, Length: size - 80*bs - 100}}
+	src := &countingReader{r: f}
+	closer := &closeCounter{}
+	d, err := blockdiff.NewReaderDiskWith("nbd", src, size, blockdiff.ReaderDiskOptions{Data: data, Closer: closer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := scanDisk(t, d, nil, nil)
+	equalIDs(t, "reader disk with data ranges", res.ids, expectedIDs(t, path))
+	// Blocks wholly in a hole are not read; the two blocks the unaligned hole cuts are.
+	wantHoles := int64(20*bs + 29*bs)
+	if res.stats.Holes != wantHoles || src.read.Load() != size-wantHoles {
+		t.Errorf("stats %+v, %d bytes read; want %d bytes of holes, the rest read", res.stats, src.read.Load(), wantHoles)
+	}
+	if d.Close(); closer.n != 1 {
+		t.Errorf("Close closed the reader %d times, want once", closer.n)
+	}
+	for _, bad := range [][]blockdiff.Range{
+		{{Offset: 10, Length: 10}, {Offset: 5, Length: 10}}, // out of order
+		{{Offset: 0, Length: size + 1}},                     // past the end
+		{{Offset: 0, Length: 0}},                            // empty
+	} {
+		if _, err := blockdiff.NewReaderDiskWith("nbd", src, size, blockdiff.ReaderDiskOptions{Data: bad}); err == nil {
+			t.Errorf("data ranges %v were accepted", bad)
+		}
+	}
+}

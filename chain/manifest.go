@@ -69,6 +69,16 @@ type DiskManifest struct {
 	// NewChunkBytes is the plaintext size of the chunks newly stored:
 	// ChangedBytes less zero blocks and duplicates, before compression.
 	NewChunkBytes int64 `json:"new_chunk_bytes"`
+	// ChangeSource says how the blocks that changed since Parent were
+	// found: "bitmap" (a dirty bitmap's extents), "ranges" (the caller's
+	// list), or "hash" (every block read and compared); ChangeReason says
+	// why a bitmap asked for was not used. Bitmap names the dirty bitmap
+	// that recorded the disk's writes from this point's instant on, which
+	// the next restore point may read against this one. All three are
+	// absent in manifests written before they existed.
+	ChangeSource string `json:"change_source,omitempty"`
+	ChangeReason string `json:"change_reason,omitempty"`
+	Bitmap       string `json:"bitmap,omitempty"`
 }
 
 // Geometry returns the disk's block-map geometry in repository r.

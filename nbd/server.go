@@ -18,7 +18,18 @@ type Export struct {
 	Name        string
 	Description string
 	Size        int64
-	Disk        io.ReaderAt
+	// Disk is read for NBD_CMD_READ. If it is also an ExtentReader, block
+	// status (base:allocation) shows its holes; otherwise all is data.
+	Disk io.ReaderAt
+}
+
+// ExtentReader is implemented by a Disk that knows which of its ranges
+// read as zeroes without reading them, such as a restore point's
+// snapshot.DiskReader.
+type ExtentReader interface {
+	// Extent returns the length of the run at off (off < size) that is
+	// all zero or all data, and which; at least 1 byte.
+	Extent(ctx context.Context, off int64) (length int64, zero bool, err error)
 }
 
 // Server serves Exports read-only. Its zero value needs Exports set.
@@ -65,15 +76,24 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) {
 
 // session is one client's connection.
 type session struct {
-	srv      *Server
-	r        *bufio.Reader
-	w        *bufio.Writer
-	noZeroes bool
+	ctx        context.Context
+	srv        *Server
+	r          *bufio.Reader
+	w          *bufio.Writer
+	noZeroes   bool
+	structured bool // structured replies negotiated
+	// The meta contexts selected (NBD_OPT_SET_META_CONTEXT), for metaExport.
+	metaExport     string
+	baseAllocation bool
 }
+
+// baseAllocationID is the ID the server gives base:allocation, its only
+// meta context.
+const baseAllocationID = 1
 
 // serve runs the handshake and then the transmission phase.
 func (s *Server) serve(ctx context.Context, rw io.ReadWriter) error {
-	c := &session{srv: s, r: bufio.NewReader(rw), w: bufio.NewWriterSize(rw, 128<<10)}
+	c := &session{ctx: ctx, srv: s, r: bufio.NewReader(rw), w: bufio.NewWriterSize(rw, 128<<10)}
 	export, err := c.handshake()
 	if err != nil || export == nil {
 		return err
@@ -174,9 +194,20 @@ func (c *session) option(opt uint32, data []byte) (*Export, bool, error) {
 			return nil, false, err
 		}
 		if opt == optGo {
+			if name != c.metaExport {
+				c.baseAllocation = false // contexts were selected for another export
+			}
 			return e, true, nil
 		}
 		return nil, false, nil
+	case optStructuredReply:
+		if len(data) != 0 {
+			return nil, false, c.reply(opt, repErrInval, []byte("NBD_OPT_STRUCTURED_REPLY takes no data"))
+		}
+		c.structured = true
+		return nil, false, c.reply(opt, repAck, nil)
+	case optListMetaContext, optSetMetaContext:
+		return nil, false, c.metaContext(opt, data)
 	default:
 		return nil, false, c.reply(opt, repErrUnsup, nil)
 	}
@@ -257,11 +288,74 @@ func (s *Server) maxRead() uint32 {
 }
 
 func (c *session) reply(opt, typ uint32, data []byte) error {
-	out := binary.BigEndian.AppendUint64(nil, magicOptionReply)
-	out = binary.BigEndian.AppendUint32(out, opt)
-	out = binary.BigEndian.AppendUint32(out, typ)
-	out = binary.BigEndian.AppendUint32(out, uint32(len(data)))
-	return c.send(append(out, data...))
+	return c.send(appendOptionReply(nil, opt, typ, data))
+}
+
+// metaContext answers NBD_OPT_LIST_META_CONTEXT and _SET_META_CONTEXT.
+// The server knows one context, base:allocation.
+func (c *session) metaContext(opt uint32, data []byte) error {
+	if !c.structured {
+		return c.reply(opt, repErrInval, []byte("meta contexts need structured replies first"))
+	}
+	export, queries, ok := parseMetaContextRequest(data)
+	if !ok {
+		return c.reply(opt, repErrInval, []byte("malformed meta context request"))
+	}
+	if c.srv.lookup(export) == nil {
+		return c.reply(opt, repErrUnkn, []byte("no such export"))
+	}
+	selected := false
+	for _, q := range queries {
+		selected = selected || q == BaseAllocation || opt == optListMetaContext && q == "base:"
+	}
+	if opt == optListMetaContext && len(queries) == 0 {
+		selected = true // no query lists them all
+	}
+	if opt == optSetMetaContext {
+		c.metaExport, c.baseAllocation = export, selected
+	}
+	if selected {
+		body := binary.BigEndian.AppendUint32(nil, baseAllocationID)
+		if err := c.reply(opt, repMetaContext, append(body, BaseAllocation...)); err != nil {
+			return err
+		}
+	}
+	return c.reply(opt, repAck, nil)
+}
+
+// parseMetaContextRequest reads NBD_OPT_*_META_CONTEXT data: the export's
+// name and the queries.
+func parseMetaContextRequest(data []byte) (string, []string, bool) {
+	field := func() (string, bool) {
+		if len(data) < 4 {
+			return "", false
+		}
+		n := binary.BigEndian.Uint32(data)
+		if uint64(n) > uint64(len(data)-4) {
+			return "", false
+		}
+		s := string(data[4 : 4+n])
+		data = data[4+n:]
+		return s, true
+	}
+	export, ok := field()
+	if !ok || len(data) < 4 {
+		return "", nil, false
+	}
+	count := binary.BigEndian.Uint32(data)
+	data = data[4:]
+	if uint64(count)*4 > uint64(len(data)) { // each query takes 4 bytes at least
+		return "", nil, false
+	}
+	queries := make([]string, 0, count)
+	for range count {
+		q, ok := field()
+		if !ok {
+			return "", nil, false
+		}
+		queries = append(queries, q)
+	}
+	return export, queries, len(data) == 0
 }
 
 func (c *session) send(b []byte) error {
@@ -291,7 +385,7 @@ func (c *session) transmit(e *Export) error {
 			return nil
 		case cmdRead:
 			if length > c.srv.maxRead() || offset > uint64(e.Size) || uint64(length) > uint64(e.Size)-offset {
-				if err := c.simpleReply(handle, errInval, nil); err != nil {
+				if err := c.errorReply(handle, errInval); err != nil {
 					return err
 				}
 				continue
@@ -305,12 +399,34 @@ func (c *session) transmit(e *Export) error {
 				if c.srv.Log != nil {
 					c.srv.Log.Error("nbd read failed", "export", e.Name, "offset", offset, "length", length, "error", err)
 				}
-				if err := c.simpleReply(handle, errIO, nil); err != nil {
+				if err := c.errorReply(handle, errIO); err != nil {
 					return err
 				}
 				continue
 			}
-			if err := c.simpleReply(handle, 0, data); err != nil {
+			if err := c.dataReply(handle, offset, data); err != nil {
+				return err
+			}
+		case cmdBlockStatus:
+			if !c.structured || !c.baseAllocation || length == 0 || offset > uint64(e.Size) || uint64(length) > uint64(e.Size)-offset {
+				if err := c.errorReply(handle, errInval); err != nil {
+					return err
+				}
+				continue
+			}
+			extents, err := c.allocation(e, int64(offset), int64(length))
+			if err != nil {
+				if c.srv.Log != nil {
+					c.srv.Log.Error("nbd block status failed", "export", e.Name, "offset", offset, "length", length, "error", err)
+				}
+				if err := c.errorReply(handle, errIO); err != nil {
+					return err
+				}
+				continue
+			}
+			payload := appendBlockStatus(nil, baseAllocationID, extents)
+			head := appendChunkHeader(nil, replyFlagDone, chunkBlockStatus, handle, uint32(len(payload)))
+			if err := c.send(append(head, payload...)); err != nil {
 				return err
 			}
 		case cmdWrite:
@@ -321,19 +437,82 @@ func (c *session) transmit(e *Export) error {
 			if _, err := io.CopyN(io.Discard, c.r, int64(length)); err != nil {
 				return err
 			}
-			if err := c.simpleReply(handle, errPerm, nil); err != nil {
+			if err := c.errorReply(handle, errPerm); err != nil {
 				return err
 			}
 		default:
 			errno := uint32(errInval)
-			if typ == 4 || typ == 6 { // trim, write zeroes: a read-only export refuses them
+			if typ == cmdTrim || typ == cmdWriteZeroes { // a read-only export refuses them
 				errno = errPerm
 			}
-			if err := c.simpleReply(handle, errno, nil); err != nil {
+			if err := c.errorReply(handle, errno); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// maxServerExtents bounds the extents of one block status reply; a
+// client asks again from where they end.
+const maxServerExtents = 16 << 10
+
+// allocation is base:allocation of [off, off+length) of e: holes where
+// its Disk knows the blocks are zero, data elsewhere.
+func (c *session) allocation(e *Export, off, length int64) ([]Extent, error) {
+	er, ok := e.Disk.(ExtentReader)
+	if !ok {
+		return []Extent{{Offset: off, Length: length}}, nil
+	}
+	var out []Extent
+	for pos, end := off, off+length; pos < end && len(out) < maxServerExtents; {
+		n, zero, err := er.Extent(c.ctx, pos)
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return nil, fmt.Errorf("export %s: extent of %d bytes at %d", e.Name, n, pos)
+		}
+		n = min(n, end-pos)
+		var flags uint32
+		if zero {
+			flags = StateHole | StateZero
+		}
+		if k := len(out) - 1; k >= 0 && out[k].Flags == flags {
+			out[k].Length += n
+		} else {
+			out = append(out, Extent{Offset: pos, Length: n, Flags: flags})
+		}
+		pos += n
+	}
+	return out, nil
+}
+
+// dataReply answers a read: one data chunk with structured replies, a
+// simple reply without.
+func (c *session) dataReply(handle []byte, offset uint64, data []byte) error {
+	if !c.structured {
+		return c.simpleReply(handle, 0, data)
+	}
+	head := appendChunkHeader(nil, replyFlagDone, chunkOffsetData, handle, uint32(8+len(data)))
+	head = binary.BigEndian.AppendUint64(head, offset)
+	if _, err := c.w.Write(head); err != nil {
+		return err
+	}
+	if _, err := c.w.Write(data); err != nil {
+		return err
+	}
+	return c.w.Flush()
+}
+
+// errorReply fails a request: an error chunk with structured replies (which
+// a read needs), a simple reply without.
+func (c *session) errorReply(handle []byte, errno uint32) error {
+	if !c.structured {
+		return c.simpleReply(handle, errno, nil)
+	}
+	payload := binary.BigEndian.AppendUint32(nil, errno)
+	payload = binary.BigEndian.AppendUint16(payload, 0)
+	return c.send(append(appendChunkHeader(nil, replyFlagDone, chunkError, handle, uint32(len(payload))), payload...))
 }
 
 func (c *session) simpleReply(handle []byte, errno uint32, data []byte) error {

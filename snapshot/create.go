@@ -33,6 +33,32 @@ type DiskSource struct {
 	// Every block is read; the caller closes Reader.
 	Reader io.ReaderAt
 	Size   int64
+	// NBD, instead of Path or Reader, is the URI of an NBD export
+	// (nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH): a running
+	// VM's disk that QEMU, qemu-storage-daemon, qemu-nbd or nbdkit serve.
+	// It is read like a Reader, over several connections where the server
+	// allows them, except the ranges its base:allocation says read as
+	// zeroes, which are not read at all. The allocation (and a Bitmap's
+	// extents) are asked for when the disk is opened, before any hook runs:
+	// export a view that does not change (a fleecing node, a stopped VM's
+	// image) for a restore point that is more than a live read.
+	NBD string
+	// Bitmap, for an NBD disk, names a QEMU dirty bitmap the server exports
+	// (qemu:dirty-bitmap:NAME, qemu-nbd -B NAME). When the disk's previous
+	// restore point was taken with the same bitmap, only the blocks its
+	// dirty extents touch are read, and the restore point records
+	// change_source "bitmap". A bitmap the server does not have, or a
+	// previous restore point taken without it (the bitmap may have started
+	// after it, and missed writes), is never trusted: every block is read
+	// and compared ("hash"), and the reason is recorded. The restore point
+	// records the bitmap, so that the next one may trust it against this one;
+	// the bitmap must keep recording writes (not be cleared) until then.
+	Bitmap string
+
+	// What opening an NBD disk with a Bitmap found: whether the server has
+	// it, and its dirty ranges.
+	bitmapFound bool
+	dirty       []blockdiff.Range
 	// ChangedOnly says Changed lists every byte range written since the
 	// disk's previous restore point (a hypervisor's dirty bitmap): only
 	// blocks those ranges touch are read. Without a previous restore point

@@ -7,10 +7,23 @@ import (
 	"github.com/diskpoint/diskpoint/blockdiff"
 )
 
-// open opens the disk s names: its file or block device, or its reader.
+// open opens the disk s names: its file or block device, its reader, or
+// its NBD export.
 // snapshotter says a Snapshotter will capture the disks, which it can only
 // do by path.
-func (s DiskSource) open(ctx context.Context, snapshotter bool) (*blockdiff.Disk, error) {
+func (s *DiskSource) open(ctx context.Context, snapshotter bool) (*blockdiff.Disk, error) {
+	if s.Bitmap != "" && s.NBD == "" {
+		return nil, errors.New("a Bitmap is read from an NBD export, and the disk is not one")
+	}
+	if s.NBD != "" {
+		switch {
+		case s.Path != "" || s.Reader != nil || s.Size != 0:
+			return nil, errors.New("NBD is given with a Path, Reader or Size: a disk is one of them")
+		case snapshotter:
+			return nil, errors.New("a Snapshotter captures disks by path, and this one is an NBD export")
+		}
+		return s.openNBD(ctx)
+	}
 	switch {
 	case s.Reader == nil && s.Size != 0:
 		return nil, errors.New("Size is given without a Reader")

@@ -22,6 +22,7 @@ type diskWriter struct {
 	dm         chain.DiskManifest // what is known before the scan
 	tree       *chain.TreeBuilder
 	parentTree *chain.TreeReader // nil without a usable parent
+	changes    changePlan        // how the scan finds what changed since the parent
 
 	stored    atomic.Int64 // bytes the disk's blocks added to packs
 	newChunks atomic.Int64 // bytes of the blocks that added them
@@ -39,7 +40,11 @@ func (c *Collection) newDiskWriter(w *chain.Writer, src DiskSource, size int64, 
 	if parent != nil && parent.disk.BlockSize == cfg.BlockSize {
 		dw.dm.Parent = parent.point
 		dw.parentTree = c.repo.chain.OpenTree(parent.disk)
+	} else {
+		parent = nil
 	}
+	dw.changes = src.plan(parent)
+	dw.dm.ChangeSource, dw.dm.ChangeReason, dw.dm.Bitmap = dw.changes.source, dw.changes.reason, dw.changes.bitmap
 	return dw
 }
 
@@ -105,7 +110,7 @@ func (c *Collection) scanDisk(ctx context.Context, src DiskSource, disk *blockdi
 	}
 	if dw.parentTree != nil {
 		scanOpts.Parent = treeParent{dw.parentTree}
-		scanOpts.ChangedOnly, scanOpts.Changed = src.ChangedOnly, src.Changed
+		scanOpts.ChangedOnly, scanOpts.Changed = dw.changes.changedOnly, dw.changes.changed
 	}
 	if opts.Progress != nil {
 		scanOpts.Progress = func(st blockdiff.Stats) {

@@ -174,20 +174,68 @@ func (r *DiskReader) ReadAtContext(ctx context.Context, p []byte, off int64) (in
 	return n, nil
 }
 
-// block returns block i's bytes, or nil for a zero block.
-func (r *DiskReader) block(ctx context.Context, i int64) ([]byte, error) {
-	leaf := i / int64(r.g.Fanout)
+// Extent says how the disk runs from off on: the length of the run of
+// blocks there that are all zero blocks (never stored; they read as
+// zeroes) or all stored, and which. The run ends where that changes, at the
+// end of the disk, or after a bounded number of block-map leaves, so a
+// caller covering a range asks again from where it ended. It reads only
+// the block map, no data: what an NBD export's base:allocation needs to
+// show a restore point's holes.
+func (r *DiskReader) Extent(ctx context.Context, off int64) (length int64, zero bool, err error) {
+	if r.closed.Load() {
+		return 0, false, errors.New("extent of a closed DiskReader")
+	}
+	if err := r.lock.Err(); err != nil {
+		return 0, false, fmt.Errorf("extent at %d: %w", off, err)
+	}
+	if off < 0 || off >= r.g.Size {
+		return 0, false, fmt.Errorf("extent at %d: outside the disk (%d bytes)", off, r.g.Size)
+	}
+	const maxLeaves = 64 // bounds the block-map reads of one call
+	bs, fanout := int64(r.g.BlockSize), int64(r.g.Fanout)
+	block := off / bs
+	end := block
+	for leaf := block / fanout; leaf < r.g.Leaves() && leaf < block/fanout+maxLeaves; leaf++ {
+		ids, err := r.leafIDs(ctx, leaf)
+		if err != nil {
+			return 0, false, err
+		}
+		if end == block {
+			zero = ids[block%fanout].IsZero()
+		}
+		for end < (leaf+1)*fanout && end < r.g.Blocks() && ids[end%fanout].IsZero() == zero {
+			end++
+		}
+		if end < (leaf+1)*fanout {
+			break // the run ended within this leaf, or the disk did
+		}
+	}
+	return min(end*bs, r.g.Size) - off, zero, nil
+}
+
+// leafIDs returns the block IDs of block-map leaf j, from the cache if it can.
+func (r *DiskReader) leafIDs(ctx context.Context, leaf int64) ([]chain.ID, error) {
 	r.mu.Lock()
 	ids, ok := r.leaves.get(leaf)
 	r.mu.Unlock()
-	if !ok {
-		var err error
-		if ids, err = r.tree.Leaf(ctx, leaf, nil); err != nil {
-			return nil, err
-		}
-		r.mu.Lock()
-		r.leaves.put(leaf, ids)
-		r.mu.Unlock()
+	if ok {
+		return ids, nil
+	}
+	ids, err := r.tree.Leaf(ctx, leaf, nil)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.leaves.put(leaf, ids)
+	r.mu.Unlock()
+	return ids, nil
+}
+
+// block returns block i's bytes, or nil for a zero block.
+func (r *DiskReader) block(ctx context.Context, i int64) ([]byte, error) {
+	ids, err := r.leafIDs(ctx, i/int64(r.g.Fanout))
+	if err != nil {
+		return nil, err
 	}
 	id := ids[i%int64(r.g.Fanout)]
 	if id.IsZero() {
@@ -199,7 +247,7 @@ func (r *DiskReader) block(ctx context.Context, i int64) ([]byte, error) {
 	if ok {
 		return data, nil
 	}
-	data, err := r.repo.ReadBlob(ctx, chain.DataBlob, id, nil)
+	data, err = r.repo.ReadBlob(ctx, chain.DataBlob, id, nil)
 	if err != nil {
 		return nil, fmt.Errorf("block %d: %w", i, err)
 	}

@@ -71,6 +71,16 @@ type CapturedDisk struct {
 	// NewChunkBytes is the plaintext size of the chunks newly stored:
 	// ChangedBytes less zero blocks and duplicates, before compression.
 	NewChunkBytes int64 `json:"new_chunk_bytes"`
+	// ChangeSource says how the changed blocks were found: "bitmap" (a
+	// QEMU dirty bitmap's extents, DiskSource.Bitmap), "ranges" (the
+	// caller's list, DiskSource.Changed), or "hash" (every block read and
+	// compared). ChangeReason says why a bitmap asked for was not used.
+	ChangeSource string `json:"change_source,omitempty"`
+	ChangeReason string `json:"change_reason,omitempty"`
+	// Bitmap is the dirty bitmap that recorded the disk's writes from
+	// this restore point's instant on: the next restore point trusts it
+	// against this one, and no other.
+	Bitmap string `json:"bitmap,omitempty"`
 }
 
 // Disk returns the restore point's disk named name.
@@ -140,6 +150,7 @@ func diskFromManifest(d chain.DiskManifest) CapturedDisk {
 	return CapturedDisk{
 		Name: d.Name, Size: d.Size, BlockSize: d.BlockSize, Root: d.Root, Capture: d.Capture, Parent: d.Parent,
 		ChangedBytes: d.ChangedBytes, StoredBytes: d.StoredBytes, MetadataBytes: d.MetadataBytes, NewChunkBytes: d.NewChunkBytes,
+		ChangeSource: d.ChangeSource, ChangeReason: d.ChangeReason, Bitmap: d.Bitmap,
 	}
 }
 
@@ -149,5 +160,6 @@ func (d CapturedDisk) manifest() chain.DiskManifest {
 	return chain.DiskManifest{
 		Name: d.Name, Size: d.Size, BlockSize: d.BlockSize, Root: d.Root, Capture: d.Capture, Parent: d.Parent,
 		ChangedBytes: d.ChangedBytes, StoredBytes: d.StoredBytes, MetadataBytes: d.MetadataBytes, NewChunkBytes: d.NewChunkBytes,
+		ChangeSource: d.ChangeSource, ChangeReason: d.ChangeReason, Bitmap: d.Bitmap,
 	}
 }

@@ -261,56 +261,68 @@ func runPrune(ctx context.Context, e *env, fs *flag.FlagSet, args []string) erro
 func runServeNBD(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 	repoDir := fs.String("repo", "", repoFlagUsage)
 	collection := fs.String("collection", "", "collection `name`")
-	point := fs.String("point", "", "restore point: `ID`, a unique prefix of one, or latest (the newest that has the disk)")
-	disk := fs.String("disk", "", "disk `name` to export")
+	point := fs.String("point", "", "restore point: `ID`, a unique prefix of one, or latest (the newest that has the disk, or the newest without -disk)")
+	disk := fs.String("disk", "", "disk `name` to export; without it, every disk of the point, each an export of its name")
 	listen := fs.String("listen", "", "`address`: HOST:PORT, or unix:PATH for a Unix socket")
-	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point, "disk": disk, "listen": listen}); err != nil {
+	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point, "listen": listen}); err != nil {
 		return err
 	}
 	_, c, err := openCollection(ctx, e, *repoDir, *collection)
 	if err != nil {
 		return err
 	}
-	l, url, err := listenNBD(*listen, *disk)
+	l, urlOf, err := listenNBD(*listen)
 	if err != nil {
 		return err
 	}
-	return serveDisk(ctx, e, c, *point, *disk, l, url)
+	return serveDisks(ctx, e, c, *point, *disk, l, urlOf)
 }
 
-// listenNBD listens on addr and returns the URL an NBD client reads disk at.
-func listenNBD(addr, disk string) (net.Listener, string, error) {
+// listenNBD listens on addr and returns how an NBD client names an export there.
+func listenNBD(addr string) (net.Listener, func(disk string) string, error) {
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 		l, err := net.Listen("unix", path)
 		if err != nil {
-			return nil, "", err
+			return nil, nil, err
 		}
-		return l, fmt.Sprintf("nbd+unix:///%s?socket=%s", disk, path), nil
+		return l, func(disk string) string { return fmt.Sprintf("nbd+unix:///%s?socket=%s", disk, path) }, nil
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
-	return l, fmt.Sprintf("nbd://%s/%s", l.Addr(), disk), nil
+	return l, func(disk string) string { return fmt.Sprintf("nbd://%s/%s", l.Addr(), disk) }, nil
 }
 
-// serveDisk exports one disk restore point read-only until ctx is done.
-func serveDisk(ctx context.Context, e *env, c *snapshot.Collection, point, disk string, l net.Listener, url string) error {
+// serveDisks exports disk of a restore point, or every disk of it if disk
+// is "", read-only until ctx is done.
+func serveDisks(ctx context.Context, e *env, c *snapshot.Collection, point, disk string, l net.Listener, urlOf func(string) string) error {
+	defer l.Close()
 	rp, err := c.GetWithDisk(ctx, point, disk)
 	if err != nil {
-		l.Close()
 		return err
 	}
-	r, err := c.OpenDisk(ctx, rp.ID, disk, snapshot.ReaderOptions{})
-	if err != nil {
-		l.Close()
-		return err
+	disks := []string{disk}
+	if disk == "" {
+		disks = nil
+		for _, d := range rp.Disks {
+			disks = append(disks, d.Name)
+		}
+		if len(disks) == 0 {
+			return fmt.Errorf("restore point %s/%s has no disks to export", c.Name(), rp.ID)
+		}
 	}
-	defer r.Close() // releases its reader lock
-	srv := &nbd.Server{
-		Exports: map[string]*nbd.Export{disk: {Name: disk, Description: c.Name() + "/" + rp.ID + "/" + disk, Size: r.Size(), Disk: r}},
-		Log:     e.logger(),
+	srv := &nbd.Server{Exports: map[string]*nbd.Export{}, Log: e.logger()}
+	for _, d := range disks {
+		r, err := c.OpenDisk(ctx, rp.ID, d, snapshot.ReaderOptions{})
+		if err != nil {
+			return err
+		}
+		defer r.Close() // releases its reader lock
+		srv.Exports[d] = &nbd.Export{Name: d, Description: c.Name() + "/" + rp.ID + "/" + d, Size: r.Size(), Disk: r}
 	}
-	fmt.Fprintf(e.stdout, "serving disk %s of restore point %s (%s), read-only, at %s\n", disk, rp.ID, humanize.IBytes(uint64(r.Size())), url)
+	for _, d := range disks {
+		fmt.Fprintf(e.stdout, "serving disk %s of restore point %s (%s), read-only, at %s\n", d, rp.ID, humanize.IBytes(uint64(srv.Exports[d].Size)), urlOf(d))
+	}
 	return srv.Serve(ctx, l)
 }

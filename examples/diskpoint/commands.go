@@ -102,15 +102,16 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	collection := fs.String("collection", "", "collection `name` (one per VM)")
 	configFile := fs.String("config", "", "VM configuration `file` to store with the restore point")
 	asJSON := fs.Bool("json", false, "print the restore point as JSON")
-	var exclude, changed listFlag
+	var exclude, changed, bitmaps listFlag
 	fs.Var(&exclude, "exclude", "leave out `DISK` (repeatable)")
 	fs.Var(&changed, "changed", "`DISK=RANGES_FILE`: only these byte ranges changed since DISK's last restore point (repeatable)")
+	fs.Var(&bitmaps, "bitmap", "`DISK=NAME`: read only the extents QEMU dirty bitmap NAME marks, for DISK given as an NBD URI, when DISK's last restore point was taken with the same bitmap; otherwise read and compare every block, and say why (repeatable)")
 	hooks := addHookFlags(fs)
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection}); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
-		return usageError{"no disks given (DISK=PATH...)"}
+		return usageError{"no disks given (DISK=PATH or DISK=NBD_URI...)"}
 	}
 	opts := snapshot.CreateOptions{Exclude: exclude}
 	if err := hooks.apply(&opts); err != nil {
@@ -123,12 +124,16 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 			return usageError{fmt.Sprintf("disk %q: want DISK=PATH", arg)}
 		}
 		index[name] = len(opts.Disks)
+		if isNBDURI(path) {
+			opts.Disks = append(opts.Disks, snapshot.DiskSource{Name: name, NBD: path})
+			continue
+		}
 		opts.Disks = append(opts.Disks, snapshot.DiskSource{Name: name, Path: path})
 	}
 	for _, arg := range changed {
 		name, file, ok := strings.Cut(arg, "=")
 		i, known := index[name]
-		if !ok || !known {
+		if !ok || !known || opts.Disks[i].NBD != "" {
 			return usageError{fmt.Sprintf("-changed %q: want DISK=RANGES_FILE for a disk given as DISK=PATH", arg)}
 		}
 		ranges, err := readRanges(ctx, file, opts.Disks[i].Path)
@@ -136,6 +141,14 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 			return err
 		}
 		opts.Disks[i].ChangedOnly, opts.Disks[i].Changed = true, ranges
+	}
+	for _, arg := range bitmaps {
+		name, bitmap, ok := strings.Cut(arg, "=")
+		i, known := index[name]
+		if !ok || !known || bitmap == "" || opts.Disks[i].NBD == "" {
+			return usageError{fmt.Sprintf("-bitmap %q: want DISK=NAME for a disk given as DISK=NBD_URI", arg)}
+		}
+		opts.Disks[i].Bitmap = bitmap
 	}
 	if *configFile != "" {
 		data, err := os.ReadFile(*configFile)
@@ -172,6 +185,14 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	return nil
 }
 
+// isNBDURI says whether a disk's source is an NBD URI (nbd://...,
+// nbd+unix://..., and the TLS ones, which the NBD client refuses with a
+// reason) rather than a path.
+func isNBDURI(source string) bool {
+	scheme, _, ok := strings.Cut(source, "://")
+	return ok && (scheme == "nbd" || strings.HasPrefix(scheme, "nbd+") || strings.HasPrefix(scheme, "nbds"))
+}
+
 // readRanges reads the changed-range list in path for the disk at
 // diskPath: a range past the disk's end is an error naming its line.
 func readRanges(ctx context.Context, path, diskPath string) ([]blockdiff.Range, error) {
@@ -206,6 +227,11 @@ func printDisks(e *env, rp *snapshot.RestorePoint) {
 			humanize.IBytes(uint64(d.ChangedBytes)), humanize.IBytes(uint64(d.StoredBytes)), parent)
 	}
 	tw.Flush()
+	for _, d := range rp.Disks {
+		if d.ChangeReason != "" {
+			fmt.Fprintf(e.stdout, "  %s: %s\n", d.Name, d.ChangeReason)
+		}
+	}
 	if len(rp.Excluded) > 0 {
 		fmt.Fprintf(e.stdout, "  excluded: %s\n", strings.Join(rp.Excluded, ", "))
 	}

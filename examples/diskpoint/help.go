@@ -18,7 +18,7 @@ var synopses = map[string]string{
 	"key":         "add|list|remove|passwd -repo DIR [-label NOTE] [-id ID] [-json]",
 	"version":     "",
 	"collections": "-repo DIR [-json]",
-	"create":      "-repo DIR -collection NAME [flags] DISK=PATH...",
+	"create":      "-repo DIR -collection NAME [flags] DISK=PATH|NBD_URI...",
 	"list":        "-repo DIR -collection NAME [-json]",
 	"show":        "-repo DIR -collection NAME -point ID|PREFIX|latest [-disk DISK] [-json]",
 	"restore":     "-repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -to PATH|DIR [-force | -incremental [-from ID]] [-sync]",
@@ -32,7 +32,7 @@ var synopses = map[string]string{
 	"copy":        "-repo DIR -collection NAME (-point ID|PREFIX|latest | -all) -to-repo DIR -to-collection NAME [-from-key-file FILE | -from-key-command CMD | -from-no-key] [-rate-limit azure|N/DURATION] [-checkpoint SIZE] [-json]",
 	"prune":       "-repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-keep-yearly N] [-keep-within DURATION] [-utc] [-dry-run] [-json]",
 	"stats":       "-repo DIR [-collection NAME] [-json]",
-	"serve-nbd":   "-repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -listen HOST:PORT|unix:PATH",
+	"serve-nbd":   "-repo DIR -collection NAME -point ID|PREFIX|latest [-disk DISK] -listen HOST:PORT|unix:PATH",
 }
 
 // synopsis returns command name's one-line usage.

@@ -8,9 +8,9 @@
 //	diskpoint key     add|list|remove|passwd -repo DIR [-label NOTE] [-id ID] [-json]
 //	diskpoint version
 //	diskpoint collections -repo DIR [-json]
-//	diskpoint create  -repo DIR -collection NAME [-exclude DISK]... [-changed DISK=RANGES_FILE]... [-config FILE] [-json]
+//	diskpoint create  -repo DIR -collection NAME [-exclude DISK]... [-changed DISK=RANGES_FILE]... [-bitmap DISK=NAME]... [-config FILE] [-json]
 //	                  [-consistency crash|filesystem|application] [-freeze MOUNTPOINT]... [-pre SCRIPT] [-post SCRIPT]
-//	                  [-hook-config FILE] [-max-freeze DURATION] [-on-failure fallback|fail|skip] [-rate-limit azure|N/DURATION] DISK=PATH...
+//	                  [-hook-config FILE] [-max-freeze DURATION] [-on-failure fallback|fail|skip] [-rate-limit azure|N/DURATION] DISK=PATH|NBD_URI...
 //	diskpoint list    -repo DIR -collection NAME [-json]
 //	diskpoint show    -repo DIR -collection NAME -point ID|PREFIX|latest [-disk DISK] [-json]
 //	diskpoint restore -repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -to PATH|DIR [-force | -incremental [-from ID]] [-sync]
@@ -26,7 +26,7 @@
 //	                  [-from-key-file FILE | -from-key-command CMD | -from-no-key] [-rate-limit azure|N/DURATION] [-checkpoint SIZE] [-json]
 //	diskpoint prune   -repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-keep-yearly N]
 //	                  [-keep-within DURATION] [-utc] [-dry-run] [-json]
-//	diskpoint serve-nbd -repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -listen ADDR
+//	diskpoint serve-nbd -repo DIR -collection NAME -point ID|PREFIX|latest [-disk DISK] -listen ADDR
 //	diskpoint help [COMMAND]
 //
 // Flags may come before or after the other arguments; "--" ends them.
@@ -105,7 +105,7 @@ var commands = map[string]command{
 	"copy":      {"copy a restore point to another collection or repository", runCopy},
 	"prune":     {"delete restore points a retention policy does not keep", runPrune},
 	"stats":     {"show sizes: logical, stored, freed if deleted, dedup ratio", runStats},
-	"serve-nbd": {"serve a disk of a restore point read-only over NBD", runServeNBD},
+	"serve-nbd": {"serve the disks of a restore point (or one) read-only over NBD", runServeNBD},
 	"keygen":    {"print a new random key for an encrypted repository", runKeygen},
 	"key":       {"list, add, remove or change the credentials of an encrypted format 2 repository", runKey},
 

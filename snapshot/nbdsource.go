@@ -1,0 +1,92 @@
+package snapshot
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/diskpoint/diskpoint/blockdiff"
+	"github.com/diskpoint/diskpoint/nbd"
+)
+
+// nbdReader reads an NBD export as an io.ReaderAt, with the context of
+// the create that reads it.
+type nbdReader struct {
+	ctx context.Context
+	c   *nbd.Client
+}
+
+func (r nbdReader) ReadAt(p []byte, off int64) (int, error) {
+	if err := r.c.ReadAt(r.ctx, p, off); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// readBitmap asks the server for the dirty extents of s.Bitmap, if it has it.
+func (s *DiskSource) readBitmap(ctx context.Context, c *nbd.Client) error {
+	name := nbd.DirtyBitmap(s.Bitmap)
+	s.bitmapFound, s.dirty = c.HasMetaContext(name), nil
+	if !s.bitmapFound {
+		return nil
+	}
+	extents, err := c.BlockStatus(ctx, name, 0, c.Size())
+	if err != nil {
+		return err
+	}
+	for _, e := range extents {
+		if e.Flags&nbd.StateDirty == 0 {
+			continue
+		}
+		if k := len(s.dirty) - 1; k >= 0 && s.dirty[k].End() == e.Offset {
+			s.dirty[k].Length += e.Length
+		} else {
+			s.dirty = append(s.dirty, blockdiff.Range{Offset: e.Offset, Length: e.Length})
+		}
+	}
+	return nil
+}
+
+// openNBD connects to the export s.NBD names and opens it as a disk that
+// knows where its data is: the ranges base:allocation does not say read
+// as zeroes are all a scan reads. A server without base:allocation has
+// all of its disk read.
+func (s *DiskSource) openNBD(ctx context.Context) (*blockdiff.Disk, error) {
+	contexts := []string{nbd.BaseAllocation}
+	if s.Bitmap != "" {
+		contexts = append(contexts, nbd.DirtyBitmap(s.Bitmap))
+	}
+	c, err := nbd.Dial(ctx, s.NBD, nbd.ClientOptions{MetaContexts: contexts})
+	if err != nil {
+		return nil, err
+	}
+	if s.Bitmap != "" {
+		if err := s.readBitmap(ctx, c); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	if c.Size() <= 0 {
+		c.Close()
+		return nil, fmt.Errorf("nbd server %s: the export is empty", c.Server())
+	}
+	var data []blockdiff.Range
+	if c.HasMetaContext(nbd.BaseAllocation) {
+		extents, err := c.BlockStatus(ctx, nbd.BaseAllocation, 0, c.Size())
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		data = []blockdiff.Range{} // not nil: the disk knows where its data is, even if nowhere
+		for _, e := range extents {
+			if e.Flags&nbd.StateZero != 0 {
+				continue // reads as zeroes: a hole, whether allocated or not
+			}
+			if k := len(data) - 1; k >= 0 && data[k].End() == e.Offset {
+				data[k].Length += e.Length
+			} else {
+				data = append(data, blockdiff.Range{Offset: e.Offset, Length: e.Length})
+			}
+		}
+	}
+	return blockdiff.NewReaderDiskWith(c.Server(), nbdReader{ctx: ctx, c: c}, c.Size(), blockdiff.ReaderDiskOptions{Data: data, Closer: c})
+}
