@@ -16,7 +16,7 @@ import (
 )
 
 func runDiff(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	collection := fs.String("collection", "", "collection `name`")
 	from := fs.String("from", "", "the older restore point: `ID`, a unique prefix of one, or latest (the newest that has the disk)")
 	to := fs.String("to", "", "the newer restore point: `ID`, a unique prefix of one, or latest (the newest that has the disk)")
@@ -198,7 +198,7 @@ func missingPoints(ctx context.Context, src, dst *snapshot.Collection, srcRepo s
 }
 
 func runPrune(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	collection := fs.String("collection", "", "collection `name`")
 	var p snapshot.RetentionPolicy
 	fs.IntVar(&p.Last, "keep-last", 0, "keep the newest `N` restore points")
@@ -259,7 +259,7 @@ func runPrune(ctx context.Context, e *env, fs *flag.FlagSet, args []string) erro
 }
 
 func runServeNBD(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	collection := fs.String("collection", "", "collection `name`")
 	point := fs.String("point", "", "restore point: `ID`, a unique prefix of one, or latest (the newest that has the disk)")
 	disk := fs.String("disk", "", "disk `name` to export")

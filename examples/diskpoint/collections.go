@@ -11,7 +11,7 @@ import (
 )
 
 func runCollections(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	asJSON := fs.Bool("json", false, "print a JSON array")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err

@@ -45,7 +45,7 @@ func runInit(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 			return usageError{"-block-size: " + err.Error()}
 		}
 	}
-	repo, err := snapshot.Init(ctx, *repoDir, snapshot.InitOptions{BlockSize: bs, Key: key, Password: password, Format: *format})
+	repo, err := initLocation(ctx, *repoDir, snapshot.InitOptions{BlockSize: bs, Key: key, Password: password, Format: *format})
 	if err != nil {
 		return err
 	}
@@ -98,7 +98,7 @@ func openCollection(ctx context.Context, e *env, repoDir, name string) (*snapsho
 }
 
 func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	collection := fs.String("collection", "", "collection `name` (one per VM)")
 	configFile := fs.String("config", "", "VM configuration `file` to store with the restore point")
 	asJSON := fs.Bool("json", false, "print the restore point as JSON")
@@ -218,7 +218,7 @@ func printJSON(e *env, v any) error {
 }
 
 func runList(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	collection := fs.String("collection", "", "collection `name`")
 	asJSON := fs.Bool("json", false, "print a JSON array")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection}); err != nil {
@@ -269,7 +269,7 @@ func runList(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 }
 
 func runShow(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	collection := fs.String("collection", "", "collection `name`")
 	point := fs.String("point", "", "restore point: `ID`, a unique prefix of one, or latest")
 	disk := fs.String("disk", "", "with -point latest: the newest restore point that has `DISK`")
@@ -304,7 +304,7 @@ func runShow(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 }
 
 func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	collection := fs.String("collection", "", "collection `name`")
 	point := fs.String("point", "", "restore point: `ID`, a unique prefix of one, or latest (the newest that has the disk)")
 	disk := fs.String("disk", "", "`name` of the disk to restore")
@@ -353,7 +353,7 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 }
 
 func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	structureOnly := fs.Bool("structure-only", false, "check the index, the packs' presence and the block maps, but read no chunk data (fast)")
 	subset := fs.String("read-data-subset", "", "read the data of only these packs: `N/M` (group N of M, by pack ID) or P% (at random)")
@@ -440,7 +440,7 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 }
 
 func runDelete(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	collection := fs.String("collection", "", "collection `name`")
 	point := fs.String("point", "", "restore point `ID` (or a unique prefix of one)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point}); err != nil {
@@ -467,7 +467,7 @@ func runDelete(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 }
 
 func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	dryRun := fs.Bool("dry-run", false, "report what would be removed, remove nothing")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	lockWait := fs.Duration("lock-wait", 0, "wait this long for running creates to finish (default: fail at once)")
@@ -519,7 +519,7 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 }
 
 func runUnlock(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	all := fs.Bool("all", false, "remove every lock, live or not: only when no diskpoint runs anywhere")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err

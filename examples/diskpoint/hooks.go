@@ -161,7 +161,7 @@ func parseRateLimit(s string) (snapshot.RateLimit, error) {
 }
 
 func runHooksLog(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	collection := fs.String("collection", "", "collection `name`")
 	asJSON := fs.Bool("json", false, "print JSON lines, as stored")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection}); err != nil {

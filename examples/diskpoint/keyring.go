@@ -97,7 +97,7 @@ func (s credentialSource) loadPassword(ctx context.Context) (string, error) {
 }
 
 func runKey(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	label := fs.String("label", "", "key add, key passwd: a `note` on the new key, shown by key list")
 	id := fs.String("id", "", "key remove: the `ID` of the key to remove (key list shows it)")
 	asJSON := fs.Bool("json", false, "key list: print a JSON array")

@@ -25,7 +25,7 @@ var migrateUnits = map[string]string{
 // the other ways the CLI takes a key), which becomes the first key of the
 // version 2 key ring.
 func runMigrate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	lockWait := fs.Duration("lock-wait", 0, "wait this long for running creates, GCs and verifies to finish (default: fail at once)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {

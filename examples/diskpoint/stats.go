@@ -14,7 +14,7 @@ import (
 // runStats reports sizes as restic stats and borg info do: for the
 // repository, per collection and per restore point.
 func runStats(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	collection := fs.String("collection", "", "report only this collection `name` (and its points)")
 	asJSON := fs.Bool("json", false, "print the figures as JSON")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
