@@ -30,7 +30,7 @@ func newTieredFixture(t *testing.T, n int) *tieredFixture {
 	vault, vaultDir := newRepo(t)
 	f := &tieredFixture{local: local, vault: vault, vaultDir: vaultDir, images: map[string][]byte{}}
 	work := t.TempDir()
-	disk := makeDisk(t, work, "d.img", 2<<20, 41)
+	disk := makeDisk(t, work, "d.img", 1<<20, 41)
 	vm, _ := local.Collection("vm")
 	for i := range n {
 		if i > 0 {
