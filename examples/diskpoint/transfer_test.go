@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/diskpoint/diskpoint/internal/demodisk"
+	"github.com/diskpoint/diskpoint/internal/objserver"
 )
 
 // transferJSON is what transfer -json prints.
@@ -146,6 +147,9 @@ func TestCLITransferThenRestoreFromEitherTier(t *testing.T) {
 // the point restores from the vault. DISKPOINT_TEST_FORMAT picks the
 // kind of repositories (testRepoFormat).
 func TestCLITransferKilledHalfwayFinishesOnRerun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short: a 48 MiB transfer killed and run again (the copy kill test covers the same path there)")
+	}
 	dir := t.TempDir()
 	local, vault, img := filepath.Join(dir, "local"), filepath.Join(dir, "vault"), filepath.Join(dir, "d.img")
 	demodisk.Create(img, 48<<20, 19, demodisk.Mix{Random: 1}) // incompressible: the transfer takes a while
@@ -197,4 +201,40 @@ func newestPack(t *testing.T, dir string) string {
 		t.Fatalf("no packs in %s", dir)
 	}
 	return newest
+}
+
+// transfer and restore -vault take a vault in an S3 bucket, as every
+// -repo does: here a real MinIO the test starts.
+func TestCLITransferToMinIO(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short: starts a MinIO")
+	}
+	m := objserver.StartMinIO(t)
+	m.MakeBucket(t, "vaults")
+	env, vault := m.Env(), m.URL("vaults", "host-1")
+	dir := t.TempDir()
+	local, img := filepath.Join(dir, "local"), filepath.Join(dir, "d.img")
+	mustBinary(t, nil, "init", "-repo", local)
+	mustBinary(t, env, "init", "-repo", vault)
+	demodisk.Create(img, 2<<20, 71, demodisk.MixedImage)
+	first := readAll(t, img)
+	var ids []string
+	for i := range 2 {
+		if i > 0 {
+			demodisk.Scatter(img, 0.05, 72)
+		}
+		var rp jsonPoint
+		json.Unmarshal([]byte(mustBinary(t, nil, "create", "-repo", local, "-collection", "vm", "-json", "d="+img)), &rp)
+		ids = append(ids, rp.ID)
+	}
+	mustBinary(t, env, "transfer", "-repo", local, "-to-repo", vault, "-keep-local", "1", "-gc")
+	if got := listIDs(t, local); !slices.Equal(got, ids[1:]) {
+		t.Fatalf("the local tier keeps %v, want %v", got, ids[1:])
+	}
+	to := filepath.Join(dir, "restored.img")
+	out := mustBinary(t, env, "restore", "-repo", local, "-vault", vault, "-collection", "vm", "-point", ids[0], "-disk", "d", "-to", to)
+	if !strings.HasPrefix(out, "from the vault tier") || !bytes.Equal(readAll(t, to), first) {
+		t.Fatalf("restore -vault %s of the pruned point: %q, or other bytes", vault, out)
+	}
+	mustBinary(t, env, "verify", "-repo", vault)
 }
