@@ -31,6 +31,7 @@ import (
 	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/chain/location"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
+	"github.com/diskpoint/diskpoint/internal/minioserver"
 	"github.com/diskpoint/diskpoint/snapshot"
 	"github.com/dustin/go-humanize"
 	"github.com/zeebo/blake3"
@@ -220,7 +221,7 @@ func transfer(ctx context.Context, out io.Writer, local, vault *snapshot.Reposit
 // openVaultStore opens the store of the vault: under DISKPOINT_VAULT, or
 // in a MinIO started for the run. stop ends what it started.
 func openVaultStore(ctx context.Context, getenv func(string) string) (chain.Store, string, func(), error) {
-	run := "tiered-" + time.Now().UTC().Format("20060102-150405") + "-" + randomSecret()[:6]
+	run := fmt.Sprintf("tiered-%s-%d", time.Now().UTC().Format("20060102-150405"), os.Getpid())
 	if v := getenv("DISKPOINT_VAULT"); v != "" {
 		loc, err := location.Parse(v)
 		if err != nil {
@@ -237,23 +238,23 @@ func openVaultStore(ctx context.Context, getenv func(string) string) (chain.Stor
 		}
 		return store, loc.String(), func() { store.Close() }, nil
 	}
-	bin, err := findMinIO(getenv)
-	if errors.Is(err, errNoMinIO) {
+	bin, err := minioserver.Find(getenv)
+	if errors.Is(err, minioserver.ErrNoMinIO) {
 		return nil, "", nil, errors.New("no vault: set DISKPOINT_VAULT to a repository location (s3:http://HOST:PORT/BUCKET/PREFIX, with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or DISKPOINT_MINIO to a minio program to start (go install github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c)")
 	}
 	const bucket = "diskpoint-tiered"
-	server, err := startMinIO(ctx, bin, bucket)
+	server, err := minioserver.Start(ctx, bin, "", bucket)
 	if err != nil {
 		return nil, "", nil, err
 	}
-	loc, err := location.Parse(fmt.Sprintf("s3:http://%s/%s/%s", server.endpoint, bucket, run))
+	loc, err := location.Parse(fmt.Sprintf("s3:http://%s/%s/%s", server.Endpoint, bucket, run))
 	if err == nil {
 		var store chain.Store
-		if store, err = loc.NewStore(server.getenv); err == nil {
-			return store, loc.String() + " (a MinIO started for this run)", func() { store.Close(); server.stop() }, nil
+		if store, err = loc.NewStore(server.Getenv); err == nil {
+			return store, loc.String() + " (a MinIO started for this run)", func() { store.Close(); server.Stop() }, nil
 		}
 	}
-	server.stop()
+	server.Stop()
 	return nil, "", nil, err
 }
 
