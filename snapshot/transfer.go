@@ -111,8 +111,10 @@ func Transfer(ctx context.Context, local, vault *Repository, opts TransferOption
 	if opts.KeepLocal < 0 {
 		return result, fmt.Errorf("transfer: KeepLocal is %d; it counts restore points to keep", opts.KeepLocal)
 	}
-	if local == vault {
-		return result, errors.New("transfer: the local tier and the vault are the same repository")
+	if local == vault || local.Config().ID == vault.Config().ID {
+		// Every point would be "in the vault", and the prune would delete
+		// the only copy.
+		return result, fmt.Errorf("transfer: the local tier and the vault are the same repository (%s)", local.Config().ID)
 	}
 	names := []string{opts.Collection}
 	if opts.Collection == "" {

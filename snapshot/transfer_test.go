@@ -111,6 +111,16 @@ func TestTransferCopiesWhatTheVaultLacksThenPrunesTheLocalTier(t *testing.T) {
 	if report, err := f.vault.Verify(ctx, snapshot.VerifyOptions{}); err != nil || len(report.Damage) != 0 {
 		t.Fatalf("verify the vault: %v %v", report.Damage, err)
 	}
+
+	// The same repository, opened twice, is refused: every point would be
+	// "in the vault", and the prune would delete the only copy.
+	twice, err := snapshot.OpenStore(ctx, f.local.Chain().Store(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snapshot.Transfer(ctx, f.local, twice, snapshot.TransferOptions{PruneLocal: true}); err == nil || len(ids(t, f.local, "vm")) != 1 {
+		t.Fatalf("a transfer into the local tier itself: %v, the local tier keeps %v", err, ids(t, f.local, "vm"))
+	}
 }
 
 // The prune asks the vault itself, after the copies, and keeps every local
