@@ -30,6 +30,12 @@ type GCOptions struct {
 	// it marks from, the bytes of live blobs it repacks, and the packs it
 	// deletes.
 	Progress func(GCProgress)
+	// IncompleteUploadAge: in a store that keeps interrupted uploads (S3
+	// multipart uploads), GC aborts those started longer ago than this,
+	// by this host's clock against the store's. 0 means LockStaleAfter:
+	// a writer that ran so long without refreshing its lock is taken for
+	// dead, so no live writer's upload is aborted.
+	IncompleteUploadAge time.Duration
 }
 
 // GCProgress says how far a GC is: Done of Total in its current phase.
@@ -66,6 +72,10 @@ type GCReport struct {
 	// PacksDeferred: packs dropped but left in place, and recorded under
 	// garbage/, because live readers may still read them.
 	PacksDeferred int `json:"packs_deferred"`
+	// UploadsAborted: interrupted uploads (S3 multipart uploads) older
+	// than GCOptions.IncompleteUploadAge that were aborted, freeing
+	// the parts they had stored.
+	UploadsAborted int `json:"incomplete_uploads_aborted"`
 	// GarbagePacksDeleted: packs an earlier GC deferred, deleted now that
 	// no live reader can read them.
 	GarbagePacksDeleted int `json:"garbage_packs_deleted"`
@@ -104,6 +114,9 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 		if report.TempFiles, err = remover.RemoveTemp(ctx); err != nil {
 			return report, fmt.Errorf("gc: %w", err)
 		}
+	}
+	if err := r.abortStaleUploads(ctx, opts, &report); err != nil {
+		return report, fmt.Errorf("gc: %w", err)
 	}
 	if r.config.Version == FormatVersion2 {
 		if err := r.gcV2(ctx, lock, opts, &report); err != nil {

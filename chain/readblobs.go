@@ -29,6 +29,9 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 		e    packEntry
 	}
 	idx := r.index()
+	if t == TreeBlob {
+		ctx = withTreePack(ctx)
+	}
 	wants := make([]want, 0, len(ids))
 	for i, id := range ids {
 		if id.IsZero() {

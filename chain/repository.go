@@ -443,6 +443,9 @@ func (r *Repository) readBlobAt(ctx context.Context, pack ID, e packEntry, dst [
 	object := fmt.Sprintf("%s blob %s in pack %s", e.Type, e.ID, pack)
 	buf := getBuffer(int(e.Length))
 	defer putBuffer(buf)
+	if e.Type == TreeBlob {
+		ctx = withTreePack(ctx)
+	}
 	if err := r.store.ReadAt(ctx, packName(pack), buf, int64(e.Offset)); err != nil {
 		return nil, readError(object, err)
 	}

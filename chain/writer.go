@@ -304,6 +304,9 @@ func (w *Writer) usable() error {
 func (w *Writer) writePack(ctx context.Context, p *openPack) error {
 	data := appendPackHeader(p.data, p.entries, w.repo.packKeys())
 	id := Hash(data)
+	if len(p.entries) > 0 && p.entries[0].Type == TreeBlob {
+		ctx = withTreePack(ctx) // a caching store keeps it for the next create
+	}
 	err := w.repo.store.Put(ctx, packName(id), data)
 	p.buf.release()
 	w.mu.Lock()

@@ -28,6 +28,11 @@ type GCOptions struct {
 	IgnoreDamaged bool
 	// Progress, if set, is called as GC goes.
 	Progress func(GCProgress)
+	// IncompleteUploadAge: in an S3 bucket, GC aborts the multipart
+	// uploads under the repository that were started longer ago than
+	// this (0 means chain.LockStaleAfter, when a writer is taken for
+	// dead), freeing the parts interrupted uploads left.
+	IncompleteUploadAge time.Duration
 }
 
 // GCProgress reports a GC's advance through its phases.
@@ -49,7 +54,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (chain.GCReport, er
 
 // chain is the options as the storage layer takes them.
 func (o GCOptions) chain() chain.GCOptions {
-	c := chain.GCOptions{DryRun: o.DryRun, RepackUnused: o.RepackUnused, LockWait: o.LockWait, IgnoreDamaged: o.IgnoreDamaged}
+	c := chain.GCOptions{DryRun: o.DryRun, RepackUnused: o.RepackUnused, LockWait: o.LockWait, IgnoreDamaged: o.IgnoreDamaged, IncompleteUploadAge: o.IncompleteUploadAge}
 	if progress := o.Progress; progress != nil {
 		c.Progress = func(p chain.GCProgress) { progress(GCProgress{Phase: p.Phase, Done: p.Done, Total: p.Total}) }
 	}

@@ -25,12 +25,12 @@ func unsetFields(v any) []string {
 // not to snapshot's fails here.
 func TestGCAndVerifyOptionsReachChain(t *testing.T) {
 	var gcSeen []GCProgress
-	gc := GCOptions{DryRun: true, RepackUnused: 0.5, LockWait: time.Second, IgnoreDamaged: true,
+	gc := GCOptions{DryRun: true, RepackUnused: 0.5, LockWait: time.Second, IgnoreDamaged: true, IncompleteUploadAge: time.Hour,
 		Progress: func(p GCProgress) { gcSeen = append(gcSeen, p) }}.chain()
 	if unset := unsetFields(gc); len(unset) > 0 {
 		t.Errorf("chain.GCOptions fields left unset: %v", unset)
 	}
-	if gc.DryRun != true || gc.RepackUnused != 0.5 || gc.LockWait != time.Second || !gc.IgnoreDamaged {
+	if gc.DryRun != true || gc.RepackUnused != 0.5 || gc.LockWait != time.Second || !gc.IgnoreDamaged || gc.IncompleteUploadAge != time.Hour {
 		t.Errorf("GC options became %+v", gc)
 	}
 	gc.Progress(chain.GCProgress{Phase: "mark", Done: 1, Total: 2})

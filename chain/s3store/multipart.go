@@ -55,3 +55,10 @@ func (s *Store) AbortIncompleteUploads(ctx context.Context, olderThan time.Durat
 		keyMarker, uploadIDMarker = page.NextKeyMarker, page.NextUploadIDMarker
 	}
 }
+
+// AbortStaleUploads is AbortIncompleteUploads that counts what it aborted:
+// how chain's GC finds and calls it.
+func (s *Store) AbortStaleUploads(ctx context.Context, olderThan time.Duration) (int, error) {
+	aborted, err := s.AbortIncompleteUploads(ctx, olderThan)
+	return len(aborted), err
+}

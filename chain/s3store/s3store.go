@@ -28,7 +28,9 @@
 //     same moment can both succeed. A repository never writes such names.
 //
 // Multipart uploads that a crash interrupted keep their parts (and cost
-// storage) until they are aborted: [Store.AbortIncompleteUploads] does it.
+// storage) until they are aborted: [Store.AbortIncompleteUploads] does it,
+// and chain's GC calls it (as AbortStaleUploads) for uploads older than
+// its window.
 package s3store
 
 import (

@@ -373,6 +373,7 @@ func runVerify(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err
 	}
+	e.noCache = true // verify checks what the store holds, never a local copy
 	opts := snapshot.VerifyOptions{StructureOnly: *structureOnly}
 	if *subset != "" {
 		if *structureOnly {
@@ -525,6 +526,9 @@ func runGC(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
 		report.PacksDeleted, report.PacksRepacked, report.BlobsRemoved, report.RestorePoints, report.LiveBlobs)
 	if report.PacksDeferred > 0 {
 		fmt.Fprintf(e.stdout, "%d packs left in place while readers (restores, exports) may read them; a later gc deletes them\n", report.PacksDeferred)
+	}
+	if report.UploadsAborted > 0 {
+		fmt.Fprintf(e.stdout, "%d interrupted multipart uploads aborted\n", report.UploadsAborted)
 	}
 	return nil
 }

@@ -138,7 +138,7 @@ func openRepositoryWithKey(ctx context.Context, e *env, dir string, source crede
 	if err != nil {
 		return nil, err
 	}
-	repo, err := openLocation(ctx, dir, cred)
+	repo, err := openLocation(ctx, e, dir, cred)
 	switch {
 	case errors.Is(err, snapshot.ErrKeyRequired) && !given:
 		return nil, fmt.Errorf("%w (%s)", err, source.hint())

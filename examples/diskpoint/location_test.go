@@ -40,10 +40,11 @@ func runBinaryIn(t *testing.T, dir string, env []string, args ...string) (int, s
 }
 
 // noCredentials blanks every variable a store could take credentials
-// from, and points HOME at an empty directory (no ~/.aws/credentials).
+// from, and points HOME at an empty directory (no ~/.aws/credentials; the
+// cache goes to its .cache, as XDG_CACHE_HOME is blanked too).
 func noCredentials(t *testing.T) []string {
 	return []string{"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "AWS_SESSION_TOKEN=", "AWS_SHARED_CREDENTIALS_FILE=",
-		"AZURE_STORAGE_ACCOUNT=", "AZURE_STORAGE_KEY=", "AZURE_STORAGE_CONNECTION_STRING=", "HOME=" + t.TempDir()}
+		"AZURE_STORAGE_ACCOUNT=", "AZURE_STORAGE_KEY=", "AZURE_STORAGE_CONNECTION_STRING=", "HOME=" + t.TempDir(), "XDG_CACHE_HOME="}
 }
 
 // A -repo with a scheme diskpoint does not know is refused, and nothing
@@ -168,6 +169,8 @@ func TestCLIRepoOnMinIO(t *testing.T) {
 	if !slices.Contains(keys, "hosts/one/config") || !allHavePrefix(keys, "hosts/one/") {
 		t.Fatalf("bucket holds %v; want the repository under hosts/one/", keys)
 	}
+	checkCLICache(t, repo, srv.Env())
+
 	// Wrong credentials: an error from the server, not a local repository.
 	code, _, errOut := runBinary(t, append(noCredentials(t), "AWS_ACCESS_KEY_ID=nobody", "AWS_SECRET_ACCESS_KEY=wrong-secret"), "list", "-repo", repo, "-collection", "vm")
 	if code == 0 || !strings.Contains(errOut, "Access Key") {
@@ -180,7 +183,9 @@ func TestCLIRepoOnMinIO(t *testing.T) {
 func TestCLIRepoOnAzurite(t *testing.T) {
 	srv := objserver.StartAzurite(t)
 	srv.MakeContainer(t, "backups")
-	cliRoundTrip(t, srv.URL("backups", "hosts/one"), append(noCredentials(t), srv.Env()...))
+	repo := srv.URL("backups", "hosts/one")
+	cliRoundTrip(t, repo, append(noCredentials(t), srv.Env()...))
+	checkCLICache(t, repo, srv.Env())
 }
 
 func allHavePrefix(list []string, prefix string) bool {
@@ -190,4 +195,76 @@ func allHavePrefix(list []string, prefix string) bool {
 		}
 	}
 	return len(list) > 0
+}
+
+// checkCLICache checks the local cache of the remote repository at repo,
+// which holds a restore point of disk os in collection vm: create and
+// restore keep its index files and tree packs in $XDG_CACHE_HOME/diskpoint/ID
+// (or -cache-dir's DIR/ID), -no-cache keeps nothing, and a damaged cache
+// file is fetched again rather than trusted or reported as damage.
+func checkCLICache(t *testing.T, repo string, env []string) {
+	t.Helper()
+	xdg := t.TempDir()
+	env = append(append(noCredentials(t), env...), "XDG_CACHE_HOME="+xdg)
+	target := filepath.Join(t.TempDir(), "restored.img")
+	restore := func(extra ...string) []byte {
+		t.Helper()
+		mustBinary(t, env, append([]string{"restore", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "os", "-to", target, "-force"}, extra...)...)
+		data, err := os.ReadFile(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	want := restore("-no-cache")
+	if _, err := os.Stat(filepath.Join(xdg, "diskpoint")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("-no-cache made a cache: %v", err)
+	}
+	if got := restore(); !bytes.Equal(got, want) {
+		t.Fatal("a restore through the cache differs from one without")
+	}
+	ids, err := os.ReadDir(filepath.Join(xdg, "diskpoint"))
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("the cache base holds %v, %v; want one repository's directory", ids, err)
+	}
+	objects := filepath.Join(xdg, "diskpoint", ids[0].Name(), "objects")
+	var files []string
+	filepath.Walk(objects, func(path string, info os.FileInfo, err error) error {
+		if err == nil && info.Mode().IsRegular() {
+			files = append(files, path)
+		}
+		return nil
+	})
+	var index, packs int
+	for _, f := range files {
+		switch {
+		case strings.HasPrefix(f, filepath.Join(objects, "index")):
+			index++
+		case strings.HasPrefix(f, filepath.Join(objects, "packs")):
+			packs++
+		}
+	}
+	if index == 0 || packs == 0 {
+		t.Fatalf("the cache holds %v; want index files and tree packs", files)
+	}
+	// Damage every cache file: the restore fetches them again.
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[len(data)-1] ^= 0xff
+		if err := os.WriteFile(f, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := restore(); !bytes.Equal(got, want) {
+		t.Fatal("a restore through a damaged cache differs")
+	}
+	// -cache-dir puts it elsewhere.
+	dir := t.TempDir()
+	restore("-cache-dir", dir)
+	if _, err := os.Stat(filepath.Join(dir, ids[0].Name(), "objects", "index")); err != nil {
+		t.Fatalf("-cache-dir %s: %v", dir, err)
+	}
 }

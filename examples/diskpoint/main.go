@@ -37,6 +37,16 @@
 // progress) and -v (more detail, and a summary line). Progress is drawn on
 // stderr, only when stderr is a terminal.
 //
+// -repo and -to-repo name a directory, local:PATH,
+// s3:http[s]://HOST/BUCKET/PREFIX (https when no scheme is given) or
+// azure:CONTAINER:/PREFIX; any other scheme is refused. S3 credentials come
+// from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN (or
+// ~/.aws/credentials), Azure's from AZURE_STORAGE_ACCOUNT and
+// AZURE_STORAGE_KEY or AZURE_STORAGE_CONNECTION_STRING. A remote
+// repository's index files and tree packs are cached, verified, in
+// $XDG_CACHE_HOME/diskpoint/REPO-ID (-cache-dir DIR: DIR/REPO-ID; -no-cache:
+// none); verify never reads through the cache.
+//
 // Environment: DISKPOINT_REPOSITORY names the repository when -repo is not
 // given. An encrypted repository's key comes from DISKPOINT_KEY (64 hex
 // digits), the file DISKPOINT_KEY_FILE names, or what the shell command
@@ -113,6 +123,9 @@ type env struct {
 	terminal bool
 	// quiet and verbose are -q and -v (addOutputFlags).
 	quiet, verbose bool
+	// cacheDir and noCache are -cache-dir and -no-cache (addCacheFlags).
+	cacheDir string
+	noCache  bool
 }
 
 // usageError marks a bad command line (exit status 2).
@@ -203,6 +216,7 @@ func run(ctx context.Context, e *env, args []string) int {
 		fs.SetOutput(e.stdout) // asked-for help is output, not an error
 	}
 	addOutputFlags(fs, e)
+	addCacheFlags(fs, e)
 	err := cmd.run(ctx, e, fs, args[1:])
 	return exitStatus(ctx, e, args[0], err)
 }
@@ -255,6 +269,7 @@ func commandHelp(ctx context.Context, e *env, name string) int {
 	}
 	fs := newFlagSet(name, e.stdout)
 	addOutputFlags(fs, e)
+	addCacheFlags(fs, e)
 	err := cmd.run(ctx, e, fs, []string{"-h"})
 	if !errors.Is(err, flag.ErrHelp) {
 		return exitStatus(ctx, e, name, err)
@@ -286,6 +301,11 @@ environment:
   DISKPOINT_NEW_KEY, DISKPOINT_NEW_PASSWORD
                          key add and key passwd: the new credential
                          (also _FILE and _COMMAND)
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
+                         an s3: repository's credentials
+  AZURE_STORAGE_ACCOUNT, AZURE_STORAGE_KEY, AZURE_STORAGE_CONNECTION_STRING
+                         an azure: repository's credentials
+  XDG_CACHE_HOME         remote repositories' cache: $XDG_CACHE_HOME/diskpoint
 
 exit status: 0 success, 1 failure, 2 usage, 3 verify found damage,
 10 no repository, 11 locked, 12 wrong or missing key, 13 throttled,
