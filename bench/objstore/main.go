@@ -257,7 +257,7 @@ func run() error {
 	}
 	mid := len(incrDown) / 2
 	share := float64(incrDown[mid]) / float64(repoBytes[mid])
-	fmt.Printf("\nThe incremental after the 1%% change downloaded %s in %d GET requests from a repository of %s: %.2f%% of its bytes (target: under 2%%: %s).\n",
+	fmt.Printf("\nThe incremental after the 1%% change downloaded %s in %d GET requests from a repository of %s: %.4f%% of its bytes (target: under 2%%: %s).\n",
 		humanize.IBytes(uint64(incrDown[mid])), incrGets[mid], humanize.IBytes(uint64(repoBytes[mid])), 100*share, yes(share < 0.02))
 	fmt.Printf("\nEvery run, in seconds:\n\n")
 	for _, where := range []string{"local", "minio"} {
