@@ -17,6 +17,11 @@
 //	}})
 //	_, _ = vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: rp.ID, Disk: "data", Path: "/tmp/data.img"})
 //
+// [Transfer] copies the restore points a vault lacks from a fast local
+// repository (Azure Backup's snapshot tier) to the vault, and prunes the
+// local tier to its newest points; [Tiers] restores a point from whichever
+// tier holds it, local first.
+//
 // The package builds on blockdiff (reading disks and finding changes) and
 // chain (the repository format).
 package snapshot

@@ -339,6 +339,7 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 	incremental := fs.Bool("incremental", false, "update the existing target in place, writing only the blocks that differ")
 	from := fs.String("from", "", "with -incremental: the restore point `ID` the target holds now (then the target is not read)")
 	sync := fs.Bool("sync", false, "make the restored disk durable (fsync) before returning")
+	vault := fs.String("vault", "", "the vault `location` (as -repo) that transfer copies -repo's points to: a point -repo lacks is restored from it (opened only then)")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection, "point": point, "disk": disk, "to": to}); err != nil {
 		return err
 	}
@@ -348,7 +349,7 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 	if *force && *incremental {
 		return usageError{"-force and -incremental: -incremental updates the target in place, -force replaces it; give one"}
 	}
-	_, c, err := openCollection(ctx, e, *repoDir, *collection)
+	repo, c, err := openCollection(ctx, e, *repoDir, *collection)
 	if err != nil {
 		return err
 	}
@@ -358,7 +359,14 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 		opts.Progress = progress.update
 	}
 	start := time.Now()
-	stats, err := c.RestoreDisk(ctx, opts)
+	var stats snapshot.RestoreStats
+	tier := snapshot.TierLocal
+	if *vault != "" {
+		tiers := &snapshot.Tiers{Local: repo, OpenVault: func(ctx context.Context) (*snapshot.Repository, error) { return openRepository(ctx, e, *vault) }}
+		stats, tier, err = tiers.RestoreDisk(ctx, *collection, opts)
+	} else {
+		stats, err = c.RestoreDisk(ctx, opts)
+	}
 	progress.done()
 	if errors.Is(err, snapshot.ErrExists) {
 		// The library's hint names its option; the CLI's are flags.
@@ -369,6 +377,9 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 		return err
 	}
 	elapsed := time.Since(start)
+	if *vault != "" {
+		fmt.Fprintf(e.stdout, "from the %s tier: ", tier)
+	}
 	fmt.Fprintf(e.stdout, "restored disk %s to %s: %s (%s data, %s zeros) in %s, %s/s\n", *disk, stats.Path,
 		humanize.IBytes(uint64(stats.Size)), humanize.IBytes(uint64(stats.WrittenBytes)), humanize.IBytes(uint64(stats.ZeroBytes)),
 		elapsed.Round(time.Millisecond), humanize.IBytes(uint64(float64(stats.Size)/max(elapsed.Seconds(), 1e-9))))

@@ -21,7 +21,7 @@ var synopses = map[string]string{
 	"create":      "-repo DIR -collection NAME [flags] DISK=PATH|NBD_URI...",
 	"list":        "-repo DIR -collection NAME [-json]",
 	"show":        "-repo DIR -collection NAME -point ID|PREFIX|latest [-disk DISK] [-json]",
-	"restore":     "-repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -to PATH|DIR [-force | -incremental [-from ID]] [-sync]",
+	"restore":     "-repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -to PATH|DIR [-force | -incremental [-from ID]] [-sync] [-vault LOCATION]",
 	"verify":      "-repo DIR [-structure-only | -read-data-subset N/M|P%] [-repair-from DISK=PATH]... [-json]",
 	"delete":      "-repo DIR -collection NAME -point ID|PREFIX",
 	"gc":          "-repo DIR [-dry-run] [-ignore-damaged] [-lock-wait DURATION] [-json]",
@@ -32,6 +32,7 @@ var synopses = map[string]string{
 	"copy":        "-repo DIR -collection NAME (-point ID|PREFIX|latest | -all) -to-repo DIR -to-collection NAME [-from-key-file FILE | -from-key-command CMD | -from-no-key] [-rate-limit azure|N/DURATION] [-checkpoint SIZE] [-json]",
 	"prune":       "-repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-keep-yearly N] [-keep-within DURATION] [-utc] [-dry-run] [-json]",
 	"stats":       "-repo DIR [-collection NAME] [-json]",
+	"transfer":    "-repo LOCAL -to-repo VAULT [-collection NAME] [-keep-local N [-gc]] [-lock-wait DURATION] [-checkpoint SIZE] [-json]",
 	"serve-nbd":   "-repo DIR -collection NAME -point ID|PREFIX|latest [-disk DISK] -listen HOST:PORT|unix:PATH",
 }
 

@@ -69,8 +69,35 @@ func TestCopyKilledHalfwayFinishesOnRerun(t *testing.T) {
 	json.Unmarshal([]byte(mustCLI(t, "create", "-repo", src, "-collection", "vm", "-json", "d="+img)), &rp)
 	args := []string{"copy", "-repo", src, "-collection", "vm", "-point", rp.ID, "-to-repo", dst, "-to-collection", "dr", "-checkpoint", "4MiB", "-json"}
 
+	killAtFirstCheckpoint(t, dst, args...)
+
+	var resumed struct {
+		Blobs int64 `json:"blobs_copied"`
+	}
+	if err := json.Unmarshal([]byte(mustCLI(t, args...)), &resumed); err != nil {
+		t.Fatal(err)
+	}
+	full := int64(48<<20) / (64 << 10) // chunks of the disk, before block-map nodes
+	if resumed.Blobs >= full {
+		t.Errorf("the rerun moved %d blobs, the whole disk has %d chunks: it did not resume", resumed.Blobs, full)
+	}
+	out := filepath.Join(dir, "restored.img")
+	mustCLI(t, "restore", "-repo", dst, "-collection", "dr", "-point", rp.ID, "-disk", "d", "-to", out)
+	if !bytes.Equal(readAll(t, out), readAll(t, img)) {
+		t.Fatal("the resumed copy restores something else")
+	}
+	mustCLI(t, "verify", "-repo", dst)
+	t.Logf("killed after the first checkpoint; the rerun moved %d of %d chunks", resumed.Blobs, full)
+}
+
+// killAtFirstCheckpoint starts the CLI with args and kills it with SIGKILL
+// as soon as the repository at dst holds an index file it wrote (a
+// checkpoint of a copy or transfer into dst), and waits for it to die. If
+// the command finished first, it skips the test.
+func killAtFirstCheckpoint(t *testing.T, dst string, args ...string) {
+	t.Helper()
 	// The target may hold index files already (a converted repository
-	// does): only a file the copy writes is its checkpoint.
+	// does): only a file the command writes is its checkpoint.
 	before := map[string]bool{}
 	existing, _ := filepath.Glob(filepath.Join(dst, "index", "[0-9a-f]*"))
 	for _, name := range existing {
@@ -90,7 +117,7 @@ func TestCopyKilledHalfwayFinishesOnRerun(t *testing.T) {
 		}
 		select {
 		case err := <-exited:
-			t.Skipf("the copy finished (%v) before it could be killed", err)
+			t.Skipf("%s finished (%v) before it could be killed", args[0], err)
 		case <-time.After(2 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -98,24 +125,6 @@ func TestCopyKilledHalfwayFinishesOnRerun(t *testing.T) {
 		}
 	}
 	if err := <-exited; err == nil {
-		t.Skip("the copy finished before the kill landed")
+		t.Skipf("%s finished before the kill landed", args[0])
 	}
-
-	var resumed struct {
-		Blobs int64 `json:"blobs_copied"`
-	}
-	if err := json.Unmarshal([]byte(mustCLI(t, args...)), &resumed); err != nil {
-		t.Fatal(err)
-	}
-	full := int64(48<<20) / (64 << 10) // chunks of the disk, before block-map nodes
-	if resumed.Blobs >= full {
-		t.Errorf("the rerun moved %d blobs, the whole disk has %d chunks: it did not resume", resumed.Blobs, full)
-	}
-	out := filepath.Join(dir, "restored.img")
-	mustCLI(t, "restore", "-repo", dst, "-collection", "dr", "-point", rp.ID, "-disk", "d", "-to", out)
-	if !bytes.Equal(readAll(t, out), readAll(t, img)) {
-		t.Fatal("the resumed copy restores something else")
-	}
-	mustCLI(t, "verify", "-repo", dst)
-	t.Logf("killed after the first checkpoint; the rerun moved %d of %d chunks", resumed.Blobs, full)
 }

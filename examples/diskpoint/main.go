@@ -14,6 +14,7 @@
 //	diskpoint list    -repo DIR -collection NAME [-json]
 //	diskpoint show    -repo DIR -collection NAME -point ID|PREFIX|latest [-disk DISK] [-json]
 //	diskpoint restore -repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -to PATH|DIR [-force | -incremental [-from ID]] [-sync]
+//	                  [-vault LOCATION]
 //	diskpoint verify  -repo DIR [-structure-only | -read-data-subset N/M|P%] [-repair-from DISK=PATH]... [-json]
 //	diskpoint delete  -repo DIR -collection NAME -point ID|PREFIX
 //	diskpoint gc      -repo DIR [-dry-run] [-ignore-damaged] [-lock-wait DURATION] [-json]
@@ -26,6 +27,7 @@
 //	                  [-from-key-file FILE | -from-key-command CMD | -from-no-key] [-rate-limit azure|N/DURATION] [-checkpoint SIZE] [-json]
 //	diskpoint prune   -repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-keep-yearly N]
 //	                  [-keep-within DURATION] [-utc] [-dry-run] [-json]
+//	diskpoint transfer -repo LOCAL -to-repo VAULT [-collection NAME] [-keep-local N [-gc]] [-lock-wait DURATION] [-checkpoint SIZE] [-json]
 //	diskpoint serve-nbd -repo DIR -collection NAME -point ID|PREFIX|latest [-disk DISK] -listen ADDR
 //	diskpoint help [COMMAND]
 //
@@ -103,6 +105,7 @@ var commands = map[string]command{
 	"hooks-log": {"show a collection's hook runs", runHooksLog},
 	"diff":      {"list the byte ranges that differ between two restore points", runDiff},
 	"copy":      {"copy a restore point to another collection or repository", runCopy},
+	"transfer":  {"copy the restore points a vault lacks from the local tier, then prune the local tier", runTransfer},
 	"prune":     {"delete restore points a retention policy does not keep", runPrune},
 	"stats":     {"show sizes: logical, stored, freed if deleted, dedup ratio", runStats},
 	"serve-nbd": {"serve the disks of a restore point (or one) read-only over NBD", runServeNBD},
