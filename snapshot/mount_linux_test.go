@@ -50,6 +50,7 @@ func mountRepo(t *testing.T, repo *snapshot.Repository, opts snapshot.MountOptio
 	t.Cleanup(func() {
 		if err := m.Unmount(); err != nil {
 			t.Errorf("unmount: %v", err)
+			m.Detach()
 		}
 	})
 	return m

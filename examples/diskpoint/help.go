@@ -33,6 +33,7 @@ var synopses = map[string]string{
 	"prune":       "-repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-keep-yearly N] [-keep-within DURATION] [-utc] [-dry-run] [-json]",
 	"stats":       "-repo DIR [-collection NAME] [-json]",
 	"serve-nbd":   "-repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -listen HOST:PORT|unix:PATH",
+	"mount":       "-repo DIR [-allow-other] MOUNTPOINT",
 }
 
 // synopsis returns command name's one-line usage.

@@ -27,6 +27,7 @@
 //	diskpoint prune   -repo DIR -collection NAME [-keep-last N] [-keep-hourly N] [-keep-daily N] [-keep-weekly N] [-keep-monthly N] [-keep-yearly N]
 //	                  [-keep-within DURATION] [-utc] [-dry-run] [-json]
 //	diskpoint serve-nbd -repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK -listen ADDR
+//	diskpoint mount   -repo DIR [-allow-other] MOUNTPOINT
 //	diskpoint help [COMMAND]
 //
 // Flags may come before or after the other arguments; "--" ends them.
@@ -96,6 +97,7 @@ var commands = map[string]command{
 	"prune":     {"delete restore points a retention policy does not keep", runPrune},
 	"stats":     {"show sizes: logical, stored, freed if deleted, dedup ratio", runStats},
 	"serve-nbd": {"serve a disk of a restore point read-only over NBD", runServeNBD},
+	"mount":     {"mount the restore points read-only as files (FUSE)", runMount},
 	"keygen":    {"print a new random key for an encrypted repository", runKeygen},
 	"key":       {"list, add, remove or change the credentials of an encrypted format 2 repository", runKey},
 
