@@ -226,7 +226,6 @@ type mountState struct {
 	mounted time.Time
 
 	mu       sync.Mutex
-	closed   bool
 	lockLost bool // reported once
 }
 
@@ -249,9 +248,6 @@ func (s *mountState) readFailed(err error) {
 
 // close releases the lock once the file system is unmounted.
 func (s *mountState) close() {
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
 	if err := s.lock.Close(); err != nil {
 		s.logger.Error("releasing the mount's reader lock", "error", err)
 	}

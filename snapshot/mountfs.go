@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -41,7 +43,8 @@ var (
 // OnAdd builds the whole tree under the root.
 func (n *rootNode) OnAdd(ctx context.Context) {
 	dir := fs.StableAttr{Mode: syscall.S_IFDIR}
-	for name, points := range n.points {
+	for _, name := range slices.Sorted(maps.Keys(n.points)) {
+		points := n.points[name]
 		c := &Collection{repo: n.state.repo, name: name}
 		newest := n.state.mounted
 		if len(points) > 0 {

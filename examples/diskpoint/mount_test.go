@@ -280,3 +280,20 @@ func TestCLIMountEndsOnFusermountAndSIGINT(t *testing.T) {
 		t.Errorf("%s is still mounted after SIGINT", m.dir)
 	}
 }
+
+// A damaged chunk fails the reads of its region with EIO, and the mount
+// says on stderr which object is damaged.
+func TestCLIMountNamesDamagedObject(t *testing.T) {
+	requireFUSE(t)
+	repo, pack := damageAPack(t)
+	m := startMount(t, repo)
+	_, err := os.ReadFile(filepath.Join(m.dir, "vm", "latest", "d.img"))
+	if !errors.Is(err, syscall.EIO) {
+		t.Errorf("reading the damaged disk: %v, want EIO", err)
+	}
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	code, out := m.wait(t)
+	if code != 0 || !strings.Contains(out, strings.TrimSuffix(pack, filepath.Ext(pack))) {
+		t.Errorf("mount: exit %d, %s; want it to name the damaged pack %s", code, out, pack)
+	}
+}
