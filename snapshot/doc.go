@@ -17,6 +17,10 @@
 //	}})
 //	_, _ = vm.RestoreDisk(ctx, snapshot.RestoreOptions{Point: rp.ID, Disk: "data", Path: "/tmp/data.img"})
 //
+// [Collection.OpenDisk] reads any disk restore point at any offset, and
+// [Mount] shows every restore point of a repository as files, read-only,
+// with FUSE (COLLECTION/POINT-ID/DISK.img), for file-level restore.
+//
 // The package builds on blockdiff (reading disks and finding changes) and
 // chain (the repository format).
 package snapshot
