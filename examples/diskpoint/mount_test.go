@@ -139,7 +139,7 @@ func TestCLIMountReadsPointsWhileGCRuns(t *testing.T) {
 	dir := t.TempDir()
 	repo, img := filepath.Join(dir, "repo"), filepath.Join(dir, "os.img")
 	mustBinary(t, nil, "init", "-repo", repo)
-	if err := demodisk.Create(img, 24<<20, 11, demodisk.MixedImage); err != nil {
+	if err := demodisk.Create(img, 8<<20, 11, demodisk.MixedImage); err != nil {
 		t.Fatal(err)
 	}
 	images := map[string][]byte{}
@@ -157,7 +157,7 @@ func TestCLIMountReadsPointsWhileGCRuns(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, id+".img"), images[id], 0o600)
 	}
 	other := filepath.Join(dir, "other.img")
-	if err := demodisk.Create(other, 4<<20, 13, demodisk.Mix{Random: 1}); err != nil {
+	if err := demodisk.Create(other, 2<<20, 13, demodisk.Mix{Random: 1}); err != nil {
 		t.Fatal(err)
 	}
 	otherID := pointID(t, mustBinary(t, nil, "create", "-repo", repo, "-collection", "other", "-json", "data="+other))
