@@ -188,8 +188,9 @@ func leftBehind(t *testing.T) []string {
 	return left
 }
 
-// diskpoint files copies trees out of the partitions of a GPT disk and out
-// of a disk without a partition table, for each of two restore points, as
+// diskpoint files copies trees out of the partitions of a GPT disk, out of
+// the only partition of an MBR disk and out of a disk without a partition
+// table, for each of two restore points, as
 // they were at each; asks which partition when there are several; and
 // leaves nothing mounted or attached, whether it worked or failed.
 func TestCLIFilesCopiesOutOfPartitions(t *testing.T) {
@@ -199,17 +200,22 @@ func TestCLIFilesCopiesOutOfPartitions(t *testing.T) {
 	mustBinary(t, nil, "init", "-repo", repo)
 	// os: GPT, partition 1 (16 MiB) and 2 (12 MiB), each ext4; raw: ext4
 	// on the whole disk.
-	osImg, rawImg := filepath.Join(dir, "os.img"), filepath.Join(dir, "raw.img")
+	osImg, rawImg, mbrImg := filepath.Join(dir, "os.img"), filepath.Join(dir, "raw.img"), filepath.Join(dir, "mbr.img")
 	if err := os.WriteFile(osImg, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	os.Truncate(osImg, 40<<20)
 	runTool(t, "sgdisk", "-n", "1:2048:+16M", "-c", "1:system", "-n", "2:0:+12M", "-c", "2:data", osImg)
+	// mbr: an MBR with one Linux partition (type 0x83) of 12 MiB at 1 MiB.
+	if err := os.WriteFile(mbrImg, mbrWith(0x83, 2048, 12<<11)[:512], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Truncate(mbrImg, 14<<20)
 	const part1, part2 = 2048 * 512, (2048 + 16<<11) * 512
 	trees := map[string]string{}
 	var points []string
 	for gen := range 2 {
-		for _, name := range []string{"p1", "p2", "raw"} {
+		for _, name := range []string{"p1", "p2", "raw", "mb"} {
 			src := filepath.Join(dir, fmt.Sprintf("%s-%d", name, gen))
 			makeTree(t, filepath.Join(src, "data"), uint64(gen*10+len(name)))
 			if gen == 1 && name == "p2" { // the second partition changes little
@@ -223,7 +229,9 @@ func TestCLIFilesCopiesOutOfPartitions(t *testing.T) {
 		ext4Image(t, fsImg, 12<<20, filepath.Join(dir, fmt.Sprintf("p2-%d", gen)))
 		writeAt(t, fsImg, osImg, part2)
 		ext4Image(t, rawImg, 8<<20, filepath.Join(dir, fmt.Sprintf("raw-%d", gen)))
-		points = append(points, pointID(t, mustBinary(t, nil, "create", "-repo", repo, "-collection", "vm", "-json", "os="+osImg, "raw="+rawImg)))
+		ext4Image(t, fsImg, 12<<20, filepath.Join(dir, fmt.Sprintf("mb-%d", gen)))
+		writeAt(t, fsImg, mbrImg, 1<<20)
+		points = append(points, pointID(t, mustBinary(t, nil, "create", "-repo", repo, "-collection", "vm", "-json", "os="+osImg, "raw="+rawImg, "mbr="+mbrImg)))
 	}
 
 	files := func(point, disk string, extra ...string) (int, string, string) {
@@ -238,7 +246,7 @@ func TestCLIFilesCopiesOutOfPartitions(t *testing.T) {
 	for gen, point := range points {
 		for _, c := range []struct {
 			disk, partition, tree string
-		}{{"os", "1", "p1"}, {"os", "2", "p2"}, {"raw", "", "raw"}} {
+		}{{"os", "1", "p1"}, {"os", "2", "p2"}, {"raw", "", "raw"}, {"mbr", "", "mb"}} {
 			var extra []string
 			if c.partition != "" {
 				extra = []string{"-partition", c.partition}
