@@ -21,6 +21,9 @@
 // repository (Azure Backup's snapshot tier) to the vault, and prunes the
 // local tier to its newest points; [Tiers] restores a point from whichever
 // tier holds it, local first.
+// [Collection.OpenDisk] reads any disk restore point at any offset, and
+// [Mount] shows every restore point of a repository as files, read-only,
+// with FUSE (COLLECTION/POINT-ID/DISK.img), for file-level restore.
 //
 // The package builds on blockdiff (reading disks and finding changes) and
 // chain (the repository format).

@@ -20,15 +20,27 @@ import (
 // It holds a reader lock until Close: GCs in any process keep what it reads,
 // even if its restore point is deleted meanwhile. Close it when done.
 type DiskReader struct {
-	repo   *chain.Repository
-	tree   *chain.TreeReader
-	g      chain.Geometry
-	lock   *chain.ReaderLock
-	closed atomic.Bool
+	repo *chain.Repository
+	tree *chain.TreeReader
+	g    chain.Geometry
+	lock *chain.ReaderLock
+	// ownsLock: Close releases lock. A mount's readers share the mount's.
+	ownsLock bool
+	closed   atomic.Bool
 
 	mu     sync.Mutex
 	blocks *lru[chain.ID, []byte]
 	leaves *lru[int64, []chain.ID]
+	// loading holds the blocks being read now, so that a read and a
+	// read-ahead of the same block read it once.
+	loading map[chain.ID]*blockLoad
+}
+
+// blockLoad is one block being read; done is closed when data and err are set.
+type blockLoad struct {
+	done chan struct{}
+	data []byte
+	err  error
 }
 
 var _ io.ReaderAt = (*DiskReader)(nil)
@@ -52,19 +64,28 @@ func (c *Collection) OpenDisk(ctx context.Context, id, disk string, opts ReaderO
 		lock.Close()
 		return nil, err
 	}
+	r := newDiskReader(c, d, lock, opts)
+	r.ownsLock = true
+	return r, nil
+}
+
+// newDiskReader returns a reader of disk d that reads under lock, which
+// the caller took with d's root among its roots.
+func newDiskReader(c *Collection, d *pointDisk, lock *chain.ReaderLock, opts ReaderOptions) *DiskReader {
 	cacheBytes := opts.CacheBytes
 	if cacheBytes <= 0 {
 		cacheBytes = 64 << 20
 	}
 	tree := c.repo.chain.OpenTree(d.disk)
 	return &DiskReader{
-		repo:   c.repo.chain,
-		tree:   tree,
-		g:      tree.Geometry(),
-		lock:   lock,
-		blocks: newLRU[chain.ID, []byte](int(max(cacheBytes/int64(d.disk.BlockSize), 1))),
-		leaves: newLRU[int64, []chain.ID](256),
-	}, nil
+		repo:    c.repo.chain,
+		tree:    tree,
+		g:       tree.Geometry(),
+		lock:    lock,
+		blocks:  newLRU[chain.ID, []byte](int(max(cacheBytes/int64(d.disk.BlockSize), 1))),
+		leaves:  newLRU[int64, []chain.ID](256),
+		loading: map[chain.ID]*blockLoad{},
+	}
 }
 
 // lockPoints opens restore points ids (each an ID, a prefix or Latest) for reading
@@ -123,6 +144,9 @@ func (r *DiskReader) Size() int64 { return r.g.Size }
 // Close releases the reader's lock; reads after Close fail.
 func (r *DiskReader) Close() error {
 	r.closed.Store(true)
+	if !r.ownsLock {
+		return nil
+	}
 	return r.lock.Close()
 }
 
@@ -196,7 +220,7 @@ func (r *DiskReader) Extent(ctx context.Context, off int64) (length int64, zero 
 	block := off / bs
 	end := block
 	for leaf := block / fanout; leaf < r.g.Leaves() && leaf < block/fanout+maxLeaves; leaf++ {
-		ids, err := r.leafIDs(ctx, leaf)
+		ids, err := r.leafBlocks(ctx, leaf)
 		if err != nil {
 			return 0, false, err
 		}
@@ -213,27 +237,9 @@ func (r *DiskReader) Extent(ctx context.Context, off int64) (length int64, zero 
 	return min(end*bs, r.g.Size) - off, zero, nil
 }
 
-// leafIDs returns the block IDs of block-map leaf j, from the cache if it can.
-func (r *DiskReader) leafIDs(ctx context.Context, leaf int64) ([]chain.ID, error) {
-	r.mu.Lock()
-	ids, ok := r.leaves.get(leaf)
-	r.mu.Unlock()
-	if ok {
-		return ids, nil
-	}
-	ids, err := r.tree.Leaf(ctx, leaf, nil)
-	if err != nil {
-		return nil, err
-	}
-	r.mu.Lock()
-	r.leaves.put(leaf, ids)
-	r.mu.Unlock()
-	return ids, nil
-}
-
 // block returns block i's bytes, or nil for a zero block.
 func (r *DiskReader) block(ctx context.Context, i int64) ([]byte, error) {
-	ids, err := r.leafIDs(ctx, i/int64(r.g.Fanout))
+	ids, err := r.leafBlocks(ctx, i/int64(r.g.Fanout))
 	if err != nil {
 		return nil, err
 	}
@@ -241,22 +247,69 @@ func (r *DiskReader) block(ctx context.Context, i int64) ([]byte, error) {
 	if id.IsZero() {
 		return nil, nil
 	}
+	for {
+		r.mu.Lock()
+		if data, ok := r.blocks.get(id); ok {
+			r.mu.Unlock()
+			return data, nil
+		}
+		load, ok := r.loading[id]
+		if !ok {
+			break // with r.mu held: this call reads the block
+		}
+		r.mu.Unlock()
+		select { // another read is reading it
+		case <-load.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if load.err == nil || !errors.Is(load.err, context.Canceled) && !errors.Is(load.err, context.DeadlineExceeded) {
+			return load.data, load.err
+		}
+		// That read was given up by its caller, not failed: read it here.
+	}
+	load := &blockLoad{done: make(chan struct{})}
+	r.loading[id] = load
+	r.mu.Unlock()
+
+	load.data, load.err = r.readBlock(ctx, i, id)
 	r.mu.Lock()
-	data, ok := r.blocks.get(id)
+	delete(r.loading, id)
+	if load.err == nil {
+		r.blocks.put(id, load.data)
+	}
+	r.mu.Unlock()
+	close(load.done)
+	return load.data, load.err
+}
+
+// leafBlocks returns the block IDs leaf j lists, through the cache.
+func (r *DiskReader) leafBlocks(ctx context.Context, j int64) ([]chain.ID, error) {
+	r.mu.Lock()
+	ids, ok := r.leaves.get(j)
 	r.mu.Unlock()
 	if ok {
-		return data, nil
+		return ids, nil
 	}
-	data, err = r.repo.ReadBlob(ctx, chain.DataBlob, id, nil)
+	ids, err := r.tree.Leaf(ctx, j, nil)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.leaves.put(j, ids)
+	r.mu.Unlock()
+	return ids, nil
+}
+
+// readBlock reads block i, whose chunk is id, from the repository.
+func (r *DiskReader) readBlock(ctx context.Context, i int64, id chain.ID) ([]byte, error) {
+	data, err := r.repo.ReadBlob(ctx, chain.DataBlob, id, nil)
 	if err != nil {
 		return nil, fmt.Errorf("block %d: %w", i, err)
 	}
 	if len(data) != r.g.BlockLength(i) {
 		return nil, &chain.CorruptError{Object: "data blob " + id.String(), Reason: fmt.Sprintf("%d bytes where block %d has %d", len(data), i, r.g.BlockLength(i))}
 	}
-	r.mu.Lock()
-	r.blocks.put(id, data)
-	r.mu.Unlock()
 	return data, nil
 }
 

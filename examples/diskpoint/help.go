@@ -34,6 +34,8 @@ var synopses = map[string]string{
 	"stats":       "-repo DIR [-collection NAME] [-json]",
 	"transfer":    "-repo LOCAL -to-repo VAULT [-collection NAME] [-keep-local N [-gc]] [-lock-wait DURATION] [-checkpoint SIZE] [-json]",
 	"serve-nbd":   "-repo DIR -collection NAME -point ID|PREFIX|latest [-disk DISK] -listen HOST:PORT|unix:PATH",
+	"mount":       "-repo DIR [-allow-other] MOUNTPOINT",
+	"files":       "-repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK [-partition N] -to DIR PATH...",
 }
 
 // synopsis returns command name's one-line usage.

@@ -29,6 +29,8 @@
 //	                  [-keep-within DURATION] [-utc] [-dry-run] [-json]
 //	diskpoint transfer -repo LOCAL -to-repo VAULT [-collection NAME] [-keep-local N [-gc]] [-lock-wait DURATION] [-checkpoint SIZE] [-json]
 //	diskpoint serve-nbd -repo DIR -collection NAME -point ID|PREFIX|latest [-disk DISK] -listen ADDR
+//	diskpoint mount   -repo DIR [-allow-other] MOUNTPOINT
+//	diskpoint files   -repo DIR -collection NAME -point ID|PREFIX|latest -disk DISK [-partition N] -to DIR PATH...
 //	diskpoint help [COMMAND]
 //
 // Flags may come before or after the other arguments; "--" ends them.
@@ -109,6 +111,8 @@ var commands = map[string]command{
 	"prune":     {"delete restore points a retention policy does not keep", runPrune},
 	"stats":     {"show sizes: logical, stored, freed if deleted, dedup ratio", runStats},
 	"serve-nbd": {"serve the disks of a restore point (or one) read-only over NBD", runServeNBD},
+	"mount":     {"mount the restore points read-only as files (FUSE)", runMount},
+	"files":     {"copy files out of a file system on a disk of a restore point (root)", runFiles},
 	"keygen":    {"print a new random key for an encrypted repository", runKeygen},
 	"key":       {"list, add, remove or change the credentials of an encrypted format 2 repository", runKey},
 
