@@ -161,6 +161,9 @@ func (r *Repository) saveManifest(ctx context.Context, m *Manifest) error {
 	if err := r.store.PutIfAbsent(ctx, name, r.sealObject(name, data)); err != nil {
 		return fmt.Errorf("save restore point %s/%s: %w", m.Collection, m.ID, err)
 	}
+	// After the manifest: a crash between the two leaves a record whose
+	// set lacks the point, which NewestManifests sees and rebuilds.
+	r.headsAfterSave(ctx, m)
 	return nil
 }
 
@@ -379,5 +382,6 @@ func (r *Repository) DeleteManifest(ctx context.Context, collection, id string) 
 	if err := r.store.Delete(ctx, manifestName(collection, id)); err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("delete restore point %s/%s: %w", collection, id, err)
 	}
+	r.headsAfterDelete(ctx, collection, id)
 	return nil
 }
