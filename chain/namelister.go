@@ -2,10 +2,13 @@ package chain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // NameLister is what a [Store] may offer beside List: the names alone.
@@ -44,29 +47,60 @@ func eachName(ctx context.Context, store Store, prefix string, fn func(name stri
 var _ NameLister = (*LocalStore)(nil)
 
 // ListNames lists what List lists, from the directory entries alone: no
-// file is stat'ed (the entry's type comes with it from getdents on the
-// file systems that matter; WalkDir stats only where it does not).
+// file is stat'ed (an entry's type comes with it from getdents on the file
+// systems that matter; os.ReadDir stats only where it does not), entries
+// are not sorted, and only directories that can hold names with prefix
+// are read.
 func (s *LocalStore) ListNames(ctx context.Context, prefix string, fn func(name string) error) error {
-	start := s.root
+	dir := ""
 	if i := strings.LastIndex(prefix, "/"); i >= 0 {
-		start = filepath.Join(s.root, filepath.FromSlash(prefix[:i]))
+		dir = prefix[:i]
 	}
-	err := walkFiles(ctx, start, func(path string, d fs.DirEntry) error {
-		if d.IsDir() || !d.Type().IsRegular() || strings.HasPrefix(d.Name(), tempPrefix) {
-			return nil
-		}
-		rel, err := filepath.Rel(s.root, path)
-		if err != nil {
-			return err
-		}
-		name := filepath.ToSlash(rel)
-		if !strings.HasPrefix(name, prefix) {
-			return nil
-		}
-		return fn(name)
-	})
-	if err != nil {
+	if err := s.listNamesIn(ctx, dir, prefix, fn); err != nil {
 		return fmt.Errorf("list %q in %s: %w", prefix, s.root, err)
+	}
+	return nil
+}
+
+// listNamesIn lists the names under the directory of objects dir ("" for
+// the root) that begin with prefix. A directory removed while it is
+// listed, or that is no directory, holds nothing.
+func (s *LocalStore) listNamesIn(ctx context.Context, dir, prefix string, fn func(name string) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f, err := os.Open(filepath.Join(s.root, filepath.FromSlash(dir)))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return nil
+		}
+		return err
+	}
+	entries, err := f.ReadDir(-1)
+	f.Close()
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return nil
+		}
+		return err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if dir != "" {
+			name = dir + "/" + name
+		}
+		switch {
+		case e.IsDir():
+			if under := name + "/"; strings.HasPrefix(under, prefix) || strings.HasPrefix(prefix, under) {
+				if err := s.listNamesIn(ctx, name, prefix, fn); err != nil {
+					return err
+				}
+			}
+		case e.Type().IsRegular() && !strings.HasPrefix(e.Name(), tempPrefix) && strings.HasPrefix(name, prefix):
+			if err := fn(name); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
