@@ -313,7 +313,7 @@ func (r *Repository) headsAfterDelete(ctx context.Context, collection, id string
 // collection's lock, as a create does); without, it returns ok false and
 // reads nothing more, for the caller to find the points its own way.
 func (r *Repository) NewestManifests(ctx context.Context, collection string, disks []string, rebuild bool) (found map[string]*Manifest, ok bool, err error) {
-	ids, err := r.ListManifestIDs(ctx, collection)
+	ids, err := r.manifestIDs(ctx, collection) // in no order: the set's digest has none
 	if err != nil {
 		return nil, false, err
 	}

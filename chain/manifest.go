@@ -337,18 +337,24 @@ func (r *Repository) readManifests(ctx context.Context, collection string, ids [
 // without reading them: one listing of names, however many points there
 // are.
 func (r *Repository) ListManifestIDs(ctx context.Context, collection string) ([]string, error) {
+	ids, err := r.manifestIDs(ctx, collection)
+	sort.Strings(ids)
+	return ids, err
+}
+
+// manifestIDs is ListManifestIDs in the order the store lists them.
+func (r *Repository) manifestIDs(ctx context.Context, collection string) ([]string, error) {
 	if err := CheckName("collection", collection); err != nil {
 		return nil, err
 	}
 	prefix := manifestPrefix + collection + "/"
 	var ids []string
 	if err := eachName(ctx, r.store, prefix, func(name string) error {
-		ids = append(ids, strings.TrimPrefix(name, prefix))
+		ids = append(ids, name[len(prefix):])
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("list restore points of %q: %w", collection, err)
 	}
-	sort.Strings(ids)
 	return ids, nil
 }
 
