@@ -354,15 +354,6 @@ func writeIndexFile(ctx context.Context, store Store, packs []indexedPack) (stri
 	return name, nil
 }
 
-func listNames(ctx context.Context, store Store, prefix string) ([]string, error) {
-	var names []string
-	err := store.List(ctx, prefix, func(info ObjectInfo) error {
-		names = append(names, info.Name)
-		return nil
-	})
-	return names, err
-}
-
 // replaceIndex makes packs the whole index: it writes index files for
 // them (one in version 1; in version 2, files of at most maxIndexEntries
 // entries), deletes the old index files, and serves the new index. It

@@ -207,7 +207,7 @@ func (s *LocalStore) Get(ctx context.Context, name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(path)
+	data, err := readObjectFile(path)
 	if err != nil {
 		return nil, notFoundOr(name, err)
 	}

@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // Manifest is a VM restore point as stored: what was captured, how, and the
@@ -167,6 +171,9 @@ func (r *Repository) saveManifest(ctx context.Context, m *Manifest) error {
 	if err := r.store.PutIfAbsent(ctx, name, r.sealObject(name, data)); err != nil {
 		return fmt.Errorf("save restore point %s/%s: %w", m.Collection, m.ID, err)
 	}
+	// After the manifest: a crash between the two leaves a record whose
+	// set lacks the point, which NewestManifests sees and rebuilds.
+	r.headsAfterSave(ctx, m)
 	return nil
 }
 
@@ -253,30 +260,34 @@ type ListedManifest struct {
 // ListManifestsWithDamaged returns every restore point of collection,
 // damaged ones included, oldest first (a damaged one by the time it was
 // stored), so that a listing can show them rather than hide them.
+//
+// It lists names only (no size or time of every manifest: see
+// [NameLister]), reads the manifests a few at a time, and asks the store
+// for the time of the damaged ones alone.
 func (r *Repository) ListManifestsWithDamaged(ctx context.Context, collection string) ([]ListedManifest, error) {
-	if err := CheckName("collection", collection); err != nil {
+	ids, err := r.ListManifestIDs(ctx, collection)
+	if err != nil {
 		return nil, err
 	}
-	prefix := manifestPrefix + collection + "/"
-	var infos []ObjectInfo
-	if err := r.store.List(ctx, prefix, func(info ObjectInfo) error { infos = append(infos, info); return nil }); err != nil {
-		return nil, fmt.Errorf("list restore points of %q: %w", collection, err)
+	out, err := r.readManifests(ctx, collection, ids)
+	if err != nil {
+		return nil, err
 	}
-	var out []ListedManifest
-	for _, info := range infos {
-		id := strings.TrimPrefix(info.Name, prefix)
-		m, err := r.LoadManifest(ctx, collection, id)
+	for i := range out {
+		if out[i].Damage == nil {
+			continue
+		}
+		info, err := r.store.Stat(ctx, manifestName(collection, out[i].ID))
 		switch {
 		case errors.Is(err, ErrNotFound):
-			continue // deleted while we listed
-		case errors.As(err, new(*CorruptError)) || errors.Is(err, ErrInvalidName):
-			out = append(out, ListedManifest{ID: id, Damage: err, Stored: info.ModTime})
+			out[i].ID = "" // deleted since it was read
 		case err != nil:
-			return nil, err
+			return nil, fmt.Errorf("restore point %s/%s: %w", collection, out[i].ID, err)
 		default:
-			out = append(out, ListedManifest{ID: id, Manifest: m, Stored: info.ModTime})
+			out[i].Stored = info.ModTime
 		}
 	}
+	out = slices.DeleteFunc(out, func(l ListedManifest) bool { return l.ID == "" })
 	created := func(l ListedManifest) time.Time {
 		if l.Manifest != nil {
 			return l.Manifest.Created
@@ -292,21 +303,68 @@ func (r *Repository) ListManifestsWithDamaged(ctx context.Context, collection st
 	return out, nil
 }
 
+// manifestReaders is how many manifests a listing reads at once: each is
+// a small object, and opening, reading and decoding it is mostly system
+// calls and JSON, which a few goroutines overlap.
+const manifestReaders = 8
+
+// readManifests reads the restore points ids of collection, in that order,
+// a few at a time. One deleted meanwhile is left out; a damaged one is
+// listed with its Damage (and no Stored time: the caller asks for it).
+// Any other error stops it.
+func (r *Repository) readManifests(ctx context.Context, collection string, ids []string) ([]ListedManifest, error) {
+	out := make([]ListedManifest, len(ids))
+	var next atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	// A few workers that each take the next ID, rather than a goroutine
+	// per manifest: 10,000 new goroutines grow 10,000 stacks.
+	for range min(manifestReaders, len(ids)) {
+		g.Go(func() error {
+			for i := int(next.Add(1) - 1); i < len(ids); i = int(next.Add(1) - 1) {
+				id := ids[i]
+				m, err := r.LoadManifest(gctx, collection, id)
+				switch {
+				case errors.Is(err, ErrNotFound):
+					// deleted while we listed: left out (ID "")
+				case errors.As(err, new(*CorruptError)) || errors.Is(err, ErrInvalidName):
+					out[i] = ListedManifest{ID: id, Damage: err}
+				case err != nil:
+					return err
+				default:
+					out[i] = ListedManifest{ID: id, Manifest: m}
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(out, func(l ListedManifest) bool { return l.ID == "" }), nil
+}
+
 // ListManifestIDs returns the IDs of collection's restore points, sorted,
-// without reading them: one listing, however many points there are.
+// without reading them: one listing of names, however many points there
+// are.
 func (r *Repository) ListManifestIDs(ctx context.Context, collection string) ([]string, error) {
+	ids, err := r.manifestIDs(ctx, collection)
+	sort.Strings(ids)
+	return ids, err
+}
+
+// manifestIDs is ListManifestIDs in the order the store lists them.
+func (r *Repository) manifestIDs(ctx context.Context, collection string) ([]string, error) {
 	if err := CheckName("collection", collection); err != nil {
 		return nil, err
 	}
 	prefix := manifestPrefix + collection + "/"
 	var ids []string
-	if err := r.store.List(ctx, prefix, func(info ObjectInfo) error {
-		ids = append(ids, strings.TrimPrefix(info.Name, prefix))
+	if err := eachName(ctx, r.store, prefix, func(name string) error {
+		ids = append(ids, name[len(prefix):])
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("list restore points of %q: %w", collection, err)
 	}
-	sort.Strings(ids)
 	return ids, nil
 }
 
@@ -340,5 +398,6 @@ func (r *Repository) DeleteManifest(ctx context.Context, collection, id string) 
 	if err := r.store.Delete(ctx, manifestName(collection, id)); err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("delete restore point %s/%s: %w", collection, id, err)
 	}
+	r.headsAfterDelete(ctx, collection, id)
 	return nil
 }

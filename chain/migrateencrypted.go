@@ -387,6 +387,18 @@ func (e *encryptedMigration) stageObjects(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list %s: %w", migrateStagePrefix, err)
 	}
+	// Heads records are caches (heads.go), deleted rather than resealed:
+	// the first create of each collection after the switch rebuilds its
+	// record, and a damaged one cannot stop the migration.
+	heads, err := listNames(ctx, e.raw, headsPrefix)
+	if err != nil {
+		return fmt.Errorf("list %s: %w", headsPrefix, err)
+	}
+	for _, name := range heads {
+		if err := e.raw.Delete(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("delete heads record: %w", err)
+		}
+	}
 	keep := map[string]bool{}
 	var names []string
 	for _, prefix := range []string{manifestPrefix, statePrefix, logPrefix, garbagePrefix} {

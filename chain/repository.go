@@ -31,6 +31,10 @@ type Repository struct {
 	busyMu sync.Mutex
 	busy   map[string]string // collection -> operation holding its lock here
 
+	// headsMu: one update of a heads record at a time in this process
+	// (heads.go); other processes' updates are caught by the record's set.
+	headsMu sync.Mutex
+
 	idxMu sync.Mutex
 	idx   blobIndex
 	// reloadMu: one reload at a time when reads find the index out of date.

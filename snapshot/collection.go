@@ -51,7 +51,7 @@ func (c *Collection) Get(ctx context.Context, ref string) (*RestorePoint, error)
 // any restore point.
 func (c *Collection) GetWithDisk(ctx context.Context, ref, disk string) (*RestorePoint, error) {
 	if ref == Latest {
-		newest, err := c.newestWithDisks(ctx, []string{disk})
+		newest, err := c.newestWithDisks(ctx, []string{disk}, false)
 		if err != nil {
 			return nil, err
 		}

@@ -243,7 +243,7 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (rp *Restor
 	for i, d := range cp.disks {
 		names[i] = d.src.Name
 	}
-	parents, err := c.newestWithDisks(ctx, names)
+	parents, err := c.newestWithDisks(ctx, names, true)
 	if err != nil {
 		return nil, err
 	}

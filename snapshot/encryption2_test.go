@@ -109,7 +109,7 @@ func TestEncryptedVersion2StoresNoPlaintext(t *testing.T) {
 		for name := range objects {
 			kinds[name[:strings.Index(name, "/")]] = true
 		}
-		for _, kind := range []string{"packs", "index", "manifests", "state", "logs", "locks"} {
+		for _, kind := range []string{"packs", "index", "manifests", "state", "logs", "locks", "heads"} {
 			if !kinds[kind] {
 				t.Fatalf("no %s objects to look at: %v", kind, kinds)
 			}
@@ -199,6 +199,19 @@ func TestEncryptedVersion2DamageIsFound(t *testing.T) {
 				named("load the collection state", err)
 			case "logs":
 				named("read the hook logs", repo.Chain().HookLogs(ctx, secretCollection, func(string, []byte) error { return nil }))
+			case "heads":
+				// A cache, never trusted when damaged: a reader passes it
+				// over, a create rebuilds it from the manifests.
+				if _, ok, err := repo.Chain().NewestManifests(ctx, secretCollection, []string{secretDisk}, false); ok || err != nil {
+					t.Errorf("a reader with %s damaged: used it %v, %v", name, ok, err)
+				}
+				found, ok, err := repo.Chain().NewestManifests(ctx, secretCollection, []string{secretDisk}, true)
+				if err != nil || !ok || found[secretDisk] == nil || found[secretDisk].ID != fx.point.ID {
+					t.Errorf("the newest point with %s damaged: %v, %v, %v; want %s", name, found, ok, err, fx.point.ID)
+				}
+				if _, ok, err := repo.Chain().NewestManifests(ctx, secretCollection, []string{secretDisk}, false); !ok || err != nil {
+					t.Errorf("%s not rebuilt: %v, %v", name, ok, err)
+				}
 			default:
 				t.Fatalf("an object of a kind this test does not know: %s", name)
 			}

@@ -10,18 +10,40 @@ import (
 )
 
 // newestWithDisks finds, for each name in disks, the newest restore point
-// that has a disk of that name ("" stands for any disk: the newest point),
-// reading manifests newest first and stopping once every name is found. A
-// create, or a restore of "latest", in a collection of thousands of points
-// so reads one or two manifests, not all of them.
-//
-// Newest means latest Created, as List orders. IDs begin with their
-// creation time to the second (newRestorePointID), so manifests are read
-// one second's worth at a time, in descending order of that prefix, and
-// compared by Created within it. A collection with an ID of any other
-// shape is searched the slow way, through List. Damaged manifests are
+// that has a disk of that name ("" stands for any disk: the newest point).
+// Newest means latest Created, as List orders. Damaged manifests are
 // passed over, as List passes them over.
-func (c *Collection) newestWithDisks(ctx context.Context, disks []string) (pointsByDisk, error) {
+//
+// It asks the collection's heads record first (chain.NewestManifests): a
+// listing of names and a read per point found, however many points the
+// collection has. When the record cannot be used, a create (rebuild)
+// reads every manifest once and stores a new record; a reader, which
+// writes nothing, scans the newest manifests (newestByScan).
+func (c *Collection) newestWithDisks(ctx context.Context, disks []string, rebuild bool) (pointsByDisk, error) {
+	manifests, ok, err := c.repo.chain.NewestManifests(ctx, c.name, disks, rebuild)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return c.newestByScan(ctx, disks)
+	}
+	found := pointsByDisk{}
+	for name, m := range manifests {
+		found[name] = pointFromManifest(m)
+	}
+	return found, nil
+}
+
+// newestByScan is newestWithDisks without the heads record, reading
+// manifests newest first and stopping once every name is found: a restore
+// of "latest" in a collection of thousands of points so reads one or two
+// manifests, not all of them (unless they share their second).
+//
+// IDs begin with their creation time to the second (newRestorePointID),
+// so manifests are read one second's worth at a time, in descending order
+// of that prefix, and compared by Created within it. A collection with an
+// ID of any other shape is searched the slow way, through List.
+func (c *Collection) newestByScan(ctx context.Context, disks []string) (pointsByDisk, error) {
 	found := pointsByDisk{}
 	ids, err := c.repo.chain.ListManifestIDs(ctx, c.name)
 	if err != nil {

@@ -19,9 +19,10 @@
 // a real create of a one-block disk, the others are copies of its manifest
 // saved through the library (chain.Writer.SaveManifest), each with a new
 // ID and time and the one before as its parent. That is what that many
-// creates of the unchanged disk write, byte for byte, except the times;
-// making them by create would cost O(points²), because each create reads
-// every manifest of its collection. With -points-store, each copied point
+// creates of the unchanged disk write, byte for byte, except the times,
+// and SaveManifest keeps the collection's heads record as a create's does;
+// making them by create would take a create each (and before heads
+// records, O(points²) manifest reads). With -points-store, each copied point
 // also stores a small blob of its own (its VM configuration) and is
 // flushed with it, so that it leaves a pack and an index file, as a create
 // that changed anything does: the index files of many creates pile up

@@ -19,8 +19,8 @@ import (
 // same block map, nothing changed or stored, the point before as parent),
 // each with its own ID and a time a microsecond after the one before (so
 // all are in the past before the next step starts), saved through the
-// library: a create reads every manifest of its collection, so making them
-// by create would take O(points²).
+// library, which keeps the heads record as a create does: making them by
+// create would take a create each.
 func makePoints(ctx context.Context, p params, repo *snapshot.Repository) (string, error) {
 	for _, name := range []string{manyCollection, oneCollection} {
 		if _, err := create(ctx, repo, name, smallDisk(p)); err != nil {

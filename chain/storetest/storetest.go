@@ -159,6 +159,11 @@ func Run(t *testing.T, newStore func(t *testing.T) chain.Store) {
 			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
 				t.Errorf("List(%q) = %v, want %v", tc.prefix, got, tc.want)
 			}
+			if nl, ok := s.(chain.NameLister); ok { // the names alone: the same names
+				if got := listNames(t, nl, tc.prefix); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+					t.Errorf("ListNames(%q) = %v, want %v", tc.prefix, got, tc.want)
+				}
+			}
 		}
 		stop := errors.New("stop")
 		calls := 0
@@ -427,6 +432,20 @@ func list(t *testing.T, s chain.Store, prefix string) []string {
 	})
 	if err != nil {
 		t.Fatalf("List(%q): %v", prefix, err)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// listNames is list through the store's ListNames.
+func listNames(t *testing.T, s chain.NameLister, prefix string) []string {
+	t.Helper()
+	var names []string
+	if err := s.ListNames(context.Background(), prefix, func(name string) error {
+		names = append(names, name)
+		return nil
+	}); err != nil {
+		t.Fatalf("ListNames(%q): %v", prefix, err)
 	}
 	sort.Strings(names)
 	return names
