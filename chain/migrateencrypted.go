@@ -488,6 +488,13 @@ func (e *encryptedMigration) afterSwitch(ctx context.Context) error {
 		}
 	}
 	e.opts.report("move", len(staged), len(staged))
+	// A run killed inside a Put left its temporary file, under migrate/
+	// as anywhere: the run that finishes leaves nothing staged behind.
+	if remover, ok := findTempRemover(e.raw); ok {
+		if _, err := remover.RemoveTemp(ctx); err != nil {
+			return err
+		}
+	}
 	if err := e.refuseReaders(ctx); err != nil {
 		return err
 	}

@@ -34,7 +34,7 @@ func TestCLIRestorePointJSONFields(t *testing.T) {
 	pointFields := []string{"id", "collection", "created", "consistency", "requested_consistency", "fallback_reason",
 		"freeze_ms", "capture_spread_ms", "warnings", "config", "config_size", "excluded", "disks"}
 	diskFields := []string{"name", "size", "block_size", "root", "capture", "parent", "changed_bytes", "stored_bytes",
-		"metadata_bytes", "new_chunk_bytes"}
+		"metadata_bytes", "new_chunk_bytes", "change_source"}
 	var list []json.RawMessage
 	if err := json.Unmarshal([]byte(listed), &list); err != nil || len(list) != 1 {
 		t.Fatalf("list -json printed %q: %v", listed, err)
