@@ -31,7 +31,7 @@ import (
 	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/chain/location"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
-	"github.com/diskpoint/diskpoint/internal/minioserver"
+	"github.com/diskpoint/diskpoint/internal/objserver"
 	"github.com/diskpoint/diskpoint/snapshot"
 	"github.com/dustin/go-humanize"
 	"github.com/zeebo/blake3"
@@ -238,13 +238,20 @@ func openVaultStore(ctx context.Context, getenv func(string) string) (chain.Stor
 		}
 		return store, loc.String(), func() { store.Close() }, nil
 	}
-	bin, err := minioserver.Find(getenv)
-	if errors.Is(err, minioserver.ErrNoMinIO) {
-		return nil, "", nil, errors.New("no vault: set DISKPOINT_VAULT to a repository location (s3:http://HOST:PORT/BUCKET/PREFIX, with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or DISKPOINT_MINIO to a minio program to start (go install github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c)")
+	bin, err := objserver.FindMinIO(getenv)
+	if errors.Is(err, objserver.ErrNoProgram) {
+		return nil, "", nil, errors.New("no vault: set DISKPOINT_VAULT to a repository location (s3:http://HOST:PORT/BUCKET/PREFIX, with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or DISKPOINT_MINIO to a minio program to start (go install " + objserver.MinIOVersion + ")")
+	}
+	if err != nil {
+		return nil, "", nil, err
 	}
 	const bucket = "diskpoint-tiered"
-	server, err := minioserver.Start(ctx, bin, "", bucket)
+	server, err := objserver.LaunchMinIO(ctx, bin, "")
 	if err != nil {
+		return nil, "", nil, err
+	}
+	if err := server.CreateBucket(ctx, bucket); err != nil {
+		server.Stop()
 		return nil, "", nil, err
 	}
 	loc, err := location.Parse(fmt.Sprintf("s3:http://%s/%s/%s", server.Endpoint, bucket, run))
