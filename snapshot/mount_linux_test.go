@@ -14,35 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/diskpoint/diskpoint/internal/systest"
 	"github.com/diskpoint/diskpoint/snapshot"
 	"golang.org/x/sys/unix"
 )
 
-// needFUSE skips a test that mounts a FUSE file system where it cannot
-// (not root, no /dev/fuse), except under CI=true, where it must.
-func needFUSE(t *testing.T) {
-	t.Helper()
-	reason := ""
-	if os.Geteuid() != 0 {
-		reason = "not root"
-	} else if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
-		reason = "/dev/fuse: " + err.Error()
-	} else {
-		f.Close()
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("mounting FUSE needs root and /dev/fuse, and CI has them: %s", reason)
-	}
-	t.Skipf("skipped: mounting FUSE needs root and /dev/fuse: %s", reason)
-}
-
 // mountRepo mounts repo on a new directory, unmounted when the test ends.
 func mountRepo(t *testing.T, repo *snapshot.Repository, opts snapshot.MountOptions) *snapshot.Mounted {
 	t.Helper()
-	needFUSE(t)
+	systest.RequireFUSE(t)
 	m, err := snapshot.Mount(context.Background(), repo, t.TempDir(), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +56,7 @@ func sparseDisk(t *testing.T, path string, blocks int64, data func(int64) bool) 
 // sizes and the point's time, latest links to the newest point, each
 // image reads as its disk did, and SEEK_DATA/SEEK_HOLE find the holes.
 func TestMountShowsRestorePoints(t *testing.T) {
-	needFUSE(t)
+	systest.RequireFUSE(t)
 	ctx := context.Background()
 	repo, _ := newRepo(t)
 	vm, _ := repo.Collection("vm")
@@ -177,7 +157,7 @@ func TestMountShowsRestorePoints(t *testing.T) {
 // object to OnError, and leaves the rest of the disk and other points
 // readable.
 func TestMountDamagedChunkIsEIO(t *testing.T) {
-	needFUSE(t)
+	systest.RequireFUSE(t)
 	f := newCorruptionFixture(t)
 	path, loc := f.blobFile(t, f.uniqueA)
 	flipAt(t, path, loc.Offset+loc.Length/2)
@@ -232,7 +212,7 @@ func TestMountDamagedChunkIsEIO(t *testing.T) {
 // Unmount ends the mount; so does an unmount from outside (umount, as
 // fusermount -u does), which Wait sees.
 func TestMountUnmounts(t *testing.T) {
-	needFUSE(t)
+	systest.RequireFUSE(t)
 	repo, _ := newRepo(t)
 	vm, _ := repo.Collection("vm")
 	path := makeDisk(t, t.TempDir(), "d.img", 1<<20, 5)
