@@ -34,7 +34,6 @@ import (
 	"github.com/diskpoint/diskpoint/internal/objserver"
 	"github.com/diskpoint/diskpoint/snapshot"
 	"github.com/dustin/go-humanize"
-	"github.com/zeebo/blake3"
 )
 
 func main() {
@@ -114,7 +113,7 @@ func run(ctx context.Context, out io.Writer, getenv func(string) string) error {
 		}
 		hashes[rp.ID] = map[string][32]byte{}
 		for _, s := range sources {
-			if hashes[rp.ID][s.Name], err = hashFile(s.Path); err != nil {
+			if hashes[rp.ID][s.Name], err = demodisk.Hash(s.Path); err != nil {
 				return err
 			}
 		}
@@ -168,7 +167,7 @@ func run(ctx context.Context, out io.Writer, getenv func(string) string) error {
 			if err != nil {
 				return err
 			}
-			got, err := hashFile(target)
+			got, err := demodisk.Hash(target)
 			if err != nil {
 				return err
 			}
@@ -307,21 +306,6 @@ func (s *readCounter) List(ctx context.Context, prefix string, fn func(chain.Obj
 func (s *readCounter) Stat(ctx context.Context, name string) (chain.ObjectInfo, error) {
 	s.reads.Add(1)
 	return s.Store.Stat(ctx, name)
-}
-
-func hashFile(p string) ([32]byte, error) {
-	var sum [32]byte
-	f, err := os.Open(p)
-	if err != nil {
-		return sum, err
-	}
-	defer f.Close()
-	h := blake3.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return sum, err
-	}
-	copy(sum[:], h.Sum(nil))
-	return sum, nil
 }
 
 func size(n int64) string { return humanize.IBytes(uint64(n)) }
