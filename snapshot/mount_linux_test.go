@@ -228,7 +228,7 @@ func TestMountUnmounts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !isMountPoint(t, dir) {
+		if !systest.IsMountPoint(t, dir) {
 			t.Fatalf("%s is not a mount point after Mount", dir)
 		}
 		if outside {
@@ -243,26 +243,11 @@ func TestMountUnmounts(t *testing.T) {
 		} else if err := m.Unmount(); err != nil {
 			t.Fatal(err)
 		}
-		if isMountPoint(t, dir) {
+		if systest.IsMountPoint(t, dir) {
 			t.Errorf("%s is still a mount point (unmounted from outside: %v)", dir, outside)
 		}
 		if err := m.Unmount(); err != nil {
 			t.Errorf("a second Unmount: %v", err)
 		}
 	}
-}
-
-// isMountPoint reports whether dir is in /proc/self/mountinfo.
-func isMountPoint(t *testing.T, dir string) bool {
-	t.Helper()
-	info, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(info), "\n") {
-		if fields := strings.Fields(line); len(fields) > 4 && fields[4] == dir {
-			return true
-		}
-	}
-	return false
 }

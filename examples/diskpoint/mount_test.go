@@ -48,7 +48,7 @@ func startMount(t *testing.T, repo string) *mountCLI {
 			m.cmd.Process.Kill()
 			m.cmd.Wait()
 		}
-		if mounted(t, m.dir) { // a failed test's: leave no dead mount behind
+		if systest.IsMountPoint(t, m.dir) { // a failed test's: leave no dead mount behind
 			unix.Unmount(m.dir, unix.MNT_DETACH)
 		}
 	})
@@ -74,21 +74,6 @@ func (m *mountCLI) wait(t *testing.T) (int, string) {
 		t.Fatal(err)
 	}
 	return 0, string(rest) + m.stderr.String()
-}
-
-// mounted reports whether dir is a mount point now.
-func mounted(t *testing.T, dir string) bool {
-	t.Helper()
-	info, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(info), "\n") {
-		if fields := strings.Fields(line); len(fields) > 4 && fields[4] == dir {
-			return true
-		}
-	}
-	return false
 }
 
 // cmpFiles runs cmp(1) on two files.
@@ -192,7 +177,7 @@ func TestCLIMountReadsPointsWhileGCRuns(t *testing.T) {
 	if err != nil || !strings.Contains(line, "detached") {
 		t.Errorf("after SIGTERM with files open, mount said %q (%v); want it to detach", line, err)
 	}
-	if mounted(t, m.dir) {
+	if systest.IsMountPoint(t, m.dir) {
 		t.Errorf("%s is still mounted after SIGTERM", m.dir)
 	}
 	f.Close()
@@ -244,7 +229,7 @@ func TestCLIMountEndsOnFusermountAndSIGINT(t *testing.T) {
 	if code, out := m.wait(t); code != 0 || !strings.Contains(out, "unmounted "+m.dir) || strings.Contains(out, "detach") {
 		t.Errorf("mount after SIGINT: exit %d, %s; want 0, unmounted at once", code, out)
 	}
-	if mounted(t, m.dir) {
+	if systest.IsMountPoint(t, m.dir) {
 		t.Errorf("%s is still mounted after SIGINT", m.dir)
 	}
 }

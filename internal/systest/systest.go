@@ -135,3 +135,19 @@ func RequireTool(t testing.TB, tool, pkg string) {
 		t.Skipf("skipped: needs %s (apt-get install %s)", tool, pkg)
 	}
 }
+
+// IsMountPoint reports whether dir is a mount point now: a mount point in
+// /proc/self/mountinfo.
+func IsMountPoint(t testing.TB, dir string) bool {
+	t.Helper()
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(info), "\n") {
+		if fields := strings.Fields(line); len(fields) > 4 && fields[4] == dir {
+			return true
+		}
+	}
+	return false
+}
