@@ -23,7 +23,7 @@ import (
 // Help goes to stdout with status 0, however it is asked for; a command's
 // help shows its synopsis and flags; every command has a synopsis.
 func TestCLIHelp(t *testing.T) {
-	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}, {"-help"}} {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}, {"-help"}, {"help", "help"}} {
 		c := startChild(t, args...)
 		out := string(c.wait(t))
 		if !strings.Contains(out, "usage: diskpoint COMMAND") || c.stderr.Len() != 0 {
@@ -542,6 +542,29 @@ func TestCLIREADMENamesEveryCommandAndFlag(t *testing.T) {
 			}
 			if !regexp.MustCompile(regexp.QuoteMeta(m[1]) + `\b`).MatchString(section) {
 				t.Errorf("the README's CLI section does not name %s's flag %s", name, m[1])
+			}
+		}
+	}
+}
+
+// A command's synopsis names every flag of its own (the flags every
+// command takes aside), unless it says [flags]: a newcomer reads the
+// synopsis first.
+func TestCLISynopsisNamesItsFlags(t *testing.T) {
+	common := map[string]bool{"-q": true, "-v": true, "-cache-dir": true, "-no-cache": true}
+	flagLine := regexp.MustCompile(`^  (-[a-z][a-z0-9-]*)`)
+	for name := range commands {
+		syn := synopsis(name)
+		if strings.Contains(syn, "[flags]") {
+			continue
+		}
+		for _, line := range strings.Split(mustBinary(t, nil, "help", name), "\n") {
+			m := flagLine.FindStringSubmatch(line)
+			if m == nil || common[m[1]] {
+				continue
+			}
+			if !regexp.MustCompile(regexp.QuoteMeta(m[1]) + `\b`).MatchString(syn) {
+				t.Errorf("diskpoint %s's synopsis %q does not name its flag %s", name, syn, m[1])
 			}
 		}
 	}

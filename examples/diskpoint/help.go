@@ -13,7 +13,7 @@ import (
 // synopses are the commands' one-line usages, after "diskpoint COMMAND".
 // -repo may be left out when DISKPOINT_REPOSITORY names the repository.
 var synopses = map[string]string{
-	"init":        "-repo DIR [-block-size SIZE] [-encrypt]",
+	"init":        "-repo DIR [-block-size SIZE] [-format 1|2] [-encrypt]",
 	"keygen":      "",
 	"key":         "add|list|remove|passwd -repo DIR [-label NOTE] [-id ID] [-json]",
 	"version":     "",
