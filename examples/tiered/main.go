@@ -25,6 +25,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -80,7 +81,8 @@ func run(ctx context.Context, out io.Writer, getenv func(string) string) error {
 		return err
 	}
 	defer local.Close()
-	fmt.Fprintf(out, "local tier: %s\nvault:      %s\n\n", filepath.Join(work, "local"), where)
+	fmt.Fprintf(out, "local tier: %s\nvault:      %s\n", filepath.Join(work, "local"), where)
+	fmt.Fprintf(out, "VM web-vm, disks %s; the local tier keeps its newest %d restore points, the vault every one\n\n", diskList(), keepLocal)
 
 	var sources []snapshot.DiskSource
 	for i, d := range disks {
@@ -306,6 +308,18 @@ func (s *readCounter) List(ctx context.Context, prefix string, fn func(chain.Obj
 func (s *readCounter) Stat(ctx context.Context, name string) (chain.ObjectInfo, error) {
 	s.reads.Add(1)
 	return s.Store.Stat(ctx, name)
+}
+
+// diskList names the VM's disks and their sizes: "os (24 MiB) and data (8.0 MiB)".
+func diskList() string {
+	var names []string
+	for _, d := range disks {
+		names = append(names, fmt.Sprintf("%s (%s)", d.name, size(d.size)))
+	}
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
 
 func size(n int64) string { return humanize.IBytes(uint64(n)) }
