@@ -569,3 +569,17 @@ func TestCLISynopsisNamesItsFlags(t *testing.T) {
 		}
 	}
 }
+
+// A flag that takes a value names what it takes in its help (-to DIR,
+// -on-failure fallback|fail|skip), not Go's type name (-on-failure string;
+// "duration" reads well enough).
+func TestCLIFlagHelpNamesTheValue(t *testing.T) {
+	typeName := regexp.MustCompile(`^  -[a-z][a-z0-9-]* (string|value|int|uint|float)$`)
+	for name := range commands {
+		for _, line := range strings.Split(mustBinary(t, nil, "help", name), "\n") {
+			if typeName.MatchString(line) {
+				t.Errorf("diskpoint help %s: %q shows a type, not what the flag takes", name, strings.TrimSpace(line))
+			}
+		}
+	}
+}
