@@ -1,7 +1,9 @@
-// Command diskpoint is the operator's CLI for diskpoint repositories: take,
-// list, restore and delete restore points of VM disks, keep the
-// repository healthy (verify, gc), and convert a format version 1
-// repository to version 2 in place (migrate).
+// Command diskpoint is the operator's CLI for diskpoint repositories, in a
+// directory or in S3 or Azure Blob storage: take, list, restore and delete
+// restore points of VM disks, move them to a vault (transfer), read them
+// without restoring (serve-nbd, mount, files), keep the repository healthy
+// (verify, gc), and convert a format version 1 repository to version 2 in
+// place (migrate).
 //
 //	diskpoint init    -repo DIR [-block-size SIZE] [-format 1|2] [-encrypt]
 //	diskpoint keygen
