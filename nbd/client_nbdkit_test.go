@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/diskpoint/diskpoint/internal/systest"
 	"github.com/diskpoint/diskpoint/nbd"
 )
 
@@ -18,7 +19,7 @@ import (
 // socket, or on TCP if tcp, and returns the export's URI.
 func startNbdkit(t *testing.T, tcp bool, plugin ...string) string {
 	t.Helper()
-	requireTool(t, "nbdkit", "nbdkit")
+	systest.RequireTool(t, "nbdkit", "nbdkit")
 	dir := t.TempDir()
 	pid := filepath.Join(dir, "nbdkit.pid")
 	args := []string{"-P", pid, "-r"}

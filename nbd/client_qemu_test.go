@@ -14,19 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/diskpoint/diskpoint/internal/systest"
 	"github.com/diskpoint/diskpoint/nbd"
 )
-
-// requireTool skips without tool, except in CI, whose .ci/run installs pkg.
-func requireTool(t *testing.T, tool, pkg string) {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is missing (.ci/run installs %s)", tool, pkg)
-		}
-		t.Skipf("needs %s (apt-get install %s)", tool, pkg)
-	}
-}
 
 func run(t *testing.T, name string, args ...string) []byte {
 	t.Helper()
@@ -108,7 +98,7 @@ func appendMerged(out []nbd.Extent, e nbd.Extent) []nbd.Extent {
 // writes made after the bitmap was added.
 func TestClientReadsQemuNBD(t *testing.T) {
 	for _, tool := range []string{"qemu-nbd", "qemu-img", "qemu-io"} {
-		requireTool(t, tool, "qemu-utils")
+		systest.RequireTool(t, tool, "qemu-utils")
 	}
 	dir := t.TempDir()
 	image := filepath.Join(dir, "disk.qcow2")
@@ -224,7 +214,7 @@ func TestClientReadsQemuNBD(t *testing.T) {
 // greet within ExtraConnectionWait and reads over the one it has.
 func TestClientMakesDoWithOneConnection(t *testing.T) {
 	for _, tool := range []string{"qemu-nbd", "qemu-img"} {
-		requireTool(t, tool, "qemu-utils")
+		systest.RequireTool(t, tool, "qemu-utils")
 	}
 	dir := t.TempDir()
 	image := filepath.Join(dir, "disk.img")

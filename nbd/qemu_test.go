@@ -12,19 +12,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/diskpoint/diskpoint/internal/systest"
 	"github.com/diskpoint/diskpoint/nbd"
 )
-
-// requireQemuImg skips without qemu-img, except in CI, which installs it.
-func requireQemuImg(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("qemu-img is missing (.ci/run installs qemu-utils)")
-		}
-		t.Skip("needs qemu-img (apt-get install qemu-utils)")
-	}
-}
 
 func qemuImg(t *testing.T, args ...string) []byte {
 	t.Helper()
@@ -38,7 +28,7 @@ func qemuImg(t *testing.T, args ...string) []byte {
 // qemu-img, an NBD client nobody here wrote, reads an export exactly: over
 // TCP and over a Unix socket, several clients at once.
 func TestQemuImgReadsExport(t *testing.T) {
-	requireQemuImg(t)
+	systest.RequireTool(t, "qemu-img", "qemu-utils")
 	dir := t.TempDir()
 	disk := testDisk(5<<20 + 4096) // whole sectors, as qemu expects of raw images
 	copy(disk[1<<20:], make([]byte, 1<<20))

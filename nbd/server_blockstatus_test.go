@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/diskpoint/diskpoint/internal/systest"
 	"github.com/diskpoint/diskpoint/nbd"
 )
 
@@ -123,7 +124,7 @@ func TestServerBlockStatusAndExports(t *testing.T) {
 	}
 	c.Close()
 
-	requireQemuImg(t)
+	systest.RequireTool(t, "qemu-img", "qemu-utils")
 	if got := qemuMap(t, "-f", "raw", "nbd+unix:///os?socket="+sock); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("qemu-img map of the export\n %v\nwant\n %v", got, want)
 	}

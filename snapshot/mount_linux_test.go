@@ -8,41 +8,22 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/diskpoint/diskpoint/internal/systest"
 	"github.com/diskpoint/diskpoint/snapshot"
 	"golang.org/x/sys/unix"
 )
 
-// needFUSE skips a test that mounts a FUSE file system where it cannot
-// (not root, no /dev/fuse), except under CI=true, where it must.
-func needFUSE(t *testing.T) {
-	t.Helper()
-	reason := ""
-	if os.Geteuid() != 0 {
-		reason = "not root"
-	} else if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
-		reason = "/dev/fuse: " + err.Error()
-	} else {
-		f.Close()
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("mounting FUSE needs root and /dev/fuse, and CI has them: %s", reason)
-	}
-	t.Skipf("skipped: mounting FUSE needs root and /dev/fuse: %s", reason)
-}
-
 // mountRepo mounts repo on a new directory, unmounted when the test ends.
 func mountRepo(t *testing.T, repo *snapshot.Repository, opts snapshot.MountOptions) *snapshot.Mounted {
 	t.Helper()
-	needFUSE(t)
+	systest.RequireFUSE(t)
 	m, err := snapshot.Mount(context.Background(), repo, t.TempDir(), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +57,7 @@ func sparseDisk(t *testing.T, path string, blocks int64, data func(int64) bool) 
 // sizes and the point's time, latest links to the newest point, each
 // image reads as its disk did, and SEEK_DATA/SEEK_HOLE find the holes.
 func TestMountShowsRestorePoints(t *testing.T) {
-	needFUSE(t)
+	systest.RequireFUSE(t)
 	ctx := context.Background()
 	repo, _ := newRepo(t)
 	vm, _ := repo.Collection("vm")
@@ -104,7 +85,9 @@ func TestMountShowsRestorePoints(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if want := []string{first.ID, second.ID, "latest"}; strings.Join(names, " ") != strings.Join(want, " ") {
+	// os.ReadDir sorts by name; two points taken in the same second have
+	// IDs in the order of their random suffixes, not of their taking.
+	if want := []string{first.ID, second.ID, "latest"}; strings.Join(names, " ") != strings.Join(slices.Sorted(slices.Values(want)), " ") {
 		t.Errorf("vm/ holds %q, want %q", names, want)
 	}
 	if target, err := os.Readlink(filepath.Join(m.Dir(), "vm", "latest")); err != nil || target != second.ID {
@@ -177,7 +160,7 @@ func TestMountShowsRestorePoints(t *testing.T) {
 // object to OnError, and leaves the rest of the disk and other points
 // readable.
 func TestMountDamagedChunkIsEIO(t *testing.T) {
-	needFUSE(t)
+	systest.RequireFUSE(t)
 	f := newCorruptionFixture(t)
 	path, loc := f.blobFile(t, f.uniqueA)
 	flipAt(t, path, loc.Offset+loc.Length/2)
@@ -232,7 +215,7 @@ func TestMountDamagedChunkIsEIO(t *testing.T) {
 // Unmount ends the mount; so does an unmount from outside (umount, as
 // fusermount -u does), which Wait sees.
 func TestMountUnmounts(t *testing.T) {
-	needFUSE(t)
+	systest.RequireFUSE(t)
 	repo, _ := newRepo(t)
 	vm, _ := repo.Collection("vm")
 	path := makeDisk(t, t.TempDir(), "d.img", 1<<20, 5)
@@ -245,7 +228,7 @@ func TestMountUnmounts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !isMountPoint(t, dir) {
+		if !systest.IsMountPoint(t, dir) {
 			t.Fatalf("%s is not a mount point after Mount", dir)
 		}
 		if outside {
@@ -260,26 +243,11 @@ func TestMountUnmounts(t *testing.T) {
 		} else if err := m.Unmount(); err != nil {
 			t.Fatal(err)
 		}
-		if isMountPoint(t, dir) {
+		if systest.IsMountPoint(t, dir) {
 			t.Errorf("%s is still a mount point (unmounted from outside: %v)", dir, outside)
 		}
 		if err := m.Unmount(); err != nil {
 			t.Errorf("a second Unmount: %v", err)
 		}
 	}
-}
-
-// isMountPoint reports whether dir is in /proc/self/mountinfo.
-func isMountPoint(t *testing.T, dir string) bool {
-	t.Helper()
-	info, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(info), "\n") {
-		if fields := strings.Fields(line); len(fields) > 4 && fields[4] == dir {
-			return true
-		}
-	}
-	return false
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
+	"github.com/diskpoint/diskpoint/internal/systest"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
 
@@ -20,12 +21,7 @@ import (
 func requireQemuTools(t *testing.T) {
 	t.Helper()
 	for _, tool := range []string{"qemu-nbd", "qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is missing (.ci/run installs qemu-utils)", tool)
-			}
-			t.Skipf("needs %s (apt-get install qemu-utils)", tool)
-		}
+		systest.RequireTool(t, tool, "qemu-utils")
 	}
 }
 

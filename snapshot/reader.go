@@ -198,45 +198,6 @@ func (r *DiskReader) ReadAtContext(ctx context.Context, p []byte, off int64) (in
 	return n, nil
 }
 
-// Extent says how the disk runs from off on: the length of the run of
-// blocks there that are all zero blocks (never stored; they read as
-// zeroes) or all stored, and which. The run ends where that changes, at the
-// end of the disk, or after a bounded number of block-map leaves, so a
-// caller covering a range asks again from where it ended. It reads only
-// the block map, no data: what an NBD export's base:allocation needs to
-// show a restore point's holes.
-func (r *DiskReader) Extent(ctx context.Context, off int64) (length int64, zero bool, err error) {
-	if r.closed.Load() {
-		return 0, false, errors.New("extent of a closed DiskReader")
-	}
-	if err := r.lock.Err(); err != nil {
-		return 0, false, fmt.Errorf("extent at %d: %w", off, err)
-	}
-	if off < 0 || off >= r.g.Size {
-		return 0, false, fmt.Errorf("extent at %d: outside the disk (%d bytes)", off, r.g.Size)
-	}
-	const maxLeaves = 64 // bounds the block-map reads of one call
-	bs, fanout := int64(r.g.BlockSize), int64(r.g.Fanout)
-	block := off / bs
-	end := block
-	for leaf := block / fanout; leaf < r.g.Leaves() && leaf < block/fanout+maxLeaves; leaf++ {
-		ids, err := r.leafBlocks(ctx, leaf)
-		if err != nil {
-			return 0, false, err
-		}
-		if end == block {
-			zero = ids[block%fanout].IsZero()
-		}
-		for end < (leaf+1)*fanout && end < r.g.Blocks() && ids[end%fanout].IsZero() == zero {
-			end++
-		}
-		if end < (leaf+1)*fanout {
-			break // the run ended within this leaf, or the disk did
-		}
-	}
-	return min(end*bs, r.g.Size) - off, zero, nil
-}
-
 // block returns block i's bytes, or nil for a zero block.
 func (r *DiskReader) block(ctx context.Context, i int64) ([]byte, error) {
 	ids, err := r.leafBlocks(ctx, i/int64(r.g.Fanout))

@@ -12,7 +12,8 @@ import (
 )
 
 // DiskReader.Extent shows exactly the zero blocks of a restore point, in
-// few calls, across block-map leaves, up to an unaligned end.
+// few calls, across block-map leaves, up to an unaligned end; SeekData and
+// SeekHole find them from any offset.
 func TestDiskReaderExtentShowsZeroBlocks(t *testing.T) {
 	ctx := context.Background()
 	repo, _ := newRepo(t)
@@ -64,5 +65,34 @@ func TestDiskReaderExtentShowsZeroBlocks(t *testing.T) {
 	}
 	if _, _, err := r.Extent(ctx, size); err == nil {
 		t.Error("an extent at the end of the disk")
+	}
+
+	// SeekData and SeekHole find the same holes, from any offset.
+	isHole := func(b int64) bool {
+		block := disk[b*testBlockSize : min((b+1)*testBlockSize, size)]
+		return bytes.Equal(block, make([]byte, len(block)))
+	}
+	blocks := int64(size+testBlockSize-1) / testBlockSize
+	for off := int64(0); off < size; off += testBlockSize/2 + 3 {
+		wantData, wantHole := int64(-1), int64(size)
+		for b := off / testBlockSize; b < blocks; b++ {
+			if !isHole(b) {
+				wantData = max(off, b*testBlockSize)
+				break
+			}
+		}
+		for b := off / testBlockSize; b < blocks; b++ {
+			if isHole(b) {
+				wantHole = max(off, b*testBlockSize)
+				break
+			}
+		}
+		data, ok, err := r.SeekData(ctx, off)
+		if err != nil || !ok && wantData != -1 || ok && data != wantData {
+			t.Fatalf("SeekData(%d) = %d, %v, %v; want %d", off, data, ok, err, wantData)
+		}
+		if hole, err := r.SeekHole(ctx, off); err != nil || hole != wantHole {
+			t.Fatalf("SeekHole(%d) = %d, %v; want %d", off, hole, err, wantHole)
+		}
 	}
 }

@@ -37,10 +37,9 @@ import (
 	"time"
 
 	"github.com/diskpoint/diskpoint/internal/demodisk"
-	"github.com/diskpoint/diskpoint/internal/minioserver"
+	"github.com/diskpoint/diskpoint/internal/objserver"
 	"github.com/dustin/go-humanize"
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
 func main() {
@@ -138,22 +137,25 @@ func run() error {
 		}
 		defer os.RemoveAll(dir)
 	}
-	bin, err := minioserver.Find(nil)
+	bin, err := objserver.FindMinIO(nil)
 	if err != nil {
 		return err
 	}
-	server, err := minioserver.Start(ctx, bin, dir, "bench")
+	server, err := objserver.LaunchMinIO(ctx, bin, dir)
 	if err != nil {
 		return err
 	}
 	defer server.Stop()
+	if err := server.CreateBucket(ctx, "bench"); err != nil {
+		return err
+	}
 	var c counts
 	proxy, stopProxy, err := startProxy(server.Endpoint, &c)
 	if err != nil {
 		return err
 	}
 	defer stopProxy()
-	client, err := minio.New(server.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(server.AccessKey, server.SecretKey, "")})
+	client, err := server.NewClient()
 	if err != nil {
 		return err
 	}

@@ -14,16 +14,17 @@ import (
 	"github.com/diskpoint/diskpoint/chain/azurestore"
 	"github.com/diskpoint/diskpoint/chain/internal/objstoretest"
 	"github.com/diskpoint/diskpoint/chain/storetest"
+	"github.com/diskpoint/diskpoint/internal/objserver"
 )
 
 func TestConformance(t *testing.T) {
-	needAzurite(t) // skips here, once, when there is no server
+	objserver.SharedAzurite(t) // skips here, once, when there is no server
 	storetest.Run(t, func(t *testing.T) chain.Store { return newStore(t, nil) })
 }
 
 // The container's root, with no prefix, is a store too.
 func TestConformanceWithoutPrefix(t *testing.T) {
-	needAzurite(t)
+	objserver.SharedAzurite(t)
 	storetest.Run(t, func(t *testing.T) chain.Store {
 		return newStore(t, func(o *azurestore.Options) { o.Prefix = "" })
 	})
@@ -48,7 +49,7 @@ func TestListManyPages(t *testing.T) {
 // PutIfAbsent racing from separate clients (as from separate hosts) lets
 // exactly one win, and the blob holds the winner's bytes.
 func TestPutIfAbsentRaceAcrossClients(t *testing.T) {
-	srv := needAzurite(t)
+	srv := objserver.SharedAzurite(t)
 	name := newContainer(t, srv)
 	const clients = 8
 	stores := make([]chain.Store, clients)
@@ -110,7 +111,7 @@ func TestPersistentUnavailableIsTransient(t *testing.T) {
 // TLS is the default: a plain-HTTP endpoint needs Insecure.
 func TestPlainHTTPNeedsInsecure(t *testing.T) {
 	opts := azurestore.Options{
-		ConnectionString: "DefaultEndpointsProtocol=http;AccountName=" + devAccount + ";AccountKey=" + devKey + ";BlobEndpoint=http://127.0.0.1:1/" + devAccount + ";",
+		ConnectionString: objserver.AzuriteConnectionString("127.0.0.1:1"),
 		Container:        "c",
 	}
 	if _, err := azurestore.New(opts); err == nil {
@@ -126,7 +127,7 @@ func TestPlainHTTPNeedsInsecure(t *testing.T) {
 // restored bit-exact from a new client, and verify clean, through
 // snapshot's Store entry points.
 func TestRepositoryOnAzurite(t *testing.T) {
-	srv := needAzurite(t)
+	srv := objserver.SharedAzurite(t)
 	storeOpts := storeOptions(srv, newContainer(t, srv), "vault")
 	objstoretest.RepositoryRoundTrip(t, func(t *testing.T) chain.Store {
 		s, err := azurestore.New(storeOpts)

@@ -1,7 +1,6 @@
 package azurestore_test
 
 import (
-	"fmt"
 	"testing"
 	"time"
 
@@ -9,20 +8,21 @@ import (
 	"github.com/diskpoint/diskpoint/chain/azurestore"
 	"github.com/diskpoint/diskpoint/chain/internal/faultproxy"
 	"github.com/diskpoint/diskpoint/chain/internal/objstoretest"
+	"github.com/diskpoint/diskpoint/internal/objserver"
 )
 
 // proxiedStore returns a store that reaches Azurite through a fault
 // proxy, and its options.
 func proxiedStore(t *testing.T, mutate func(*azurestore.Options)) (*azurestore.Store, *faultproxy.Proxy, azurestore.Options) {
 	t.Helper()
-	srv := needAzurite(t)
-	p, err := faultproxy.New(fmt.Sprintf("127.0.0.1:%d", srv.port))
+	srv := objserver.SharedAzurite(t)
+	p, err := faultproxy.New(srv.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
 	opts := storeOptions(srv, newContainer(t, srv), "repo")
-	opts.ConnectionString = connectionStringFor(p.Port())
+	opts.ConnectionString = objserver.AzuriteConnectionString(p.Addr())
 	opts.RequestTimeout = time.Second // a stall is found in a second
 	if mutate != nil {
 		mutate(&opts)
@@ -64,7 +64,7 @@ func TestRepositoryUnderFaults(t *testing.T) {
 		return s, p
 	}, func(t *testing.T) chain.Store {
 		direct := opts
-		direct.ConnectionString = server.connectionString()
+		direct.ConnectionString = objserver.SharedAzurite(t).ConnectionString()
 		s2, err := azurestore.New(direct)
 		if err != nil {
 			t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/diskpoint/diskpoint/chain/internal/objstoretest"
 	"github.com/diskpoint/diskpoint/chain/s3store"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
+	"github.com/diskpoint/diskpoint/internal/objserver"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
 
@@ -19,8 +20,8 @@ import (
 // and its options.
 func proxiedStore(t *testing.T, mutate func(*s3store.Options)) (*s3store.Store, *faultproxy.Proxy, s3store.Options) {
 	t.Helper()
-	srv := needMinIO(t)
-	p, err := faultproxy.New(srv.endpoint)
+	srv := objserver.SharedMinIO(t)
+	p, err := faultproxy.New(srv.Endpoint)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func TestRepositoryUnderFaults(t *testing.T) {
 		return s, p
 	}, func(t *testing.T) chain.Store {
 		direct := opts
-		direct.Endpoint = server.endpoint
+		direct.Endpoint = objserver.SharedMinIO(t).Endpoint
 		s2, err := s3store.New(direct)
 		if err != nil {
 			t.Fatal(err)
@@ -83,19 +84,14 @@ func TestRepositoryUnderFaults(t *testing.T) {
 // clean.
 func TestMinIOKilledDuringCreate(t *testing.T) {
 	objstoretest.SkipShort(t)
-	needMinIO(t) // skips without a binary
-	own, err := startMinIO()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(own.stop)
+	own := objserver.StartMinIO(t) // its own, to kill
 	bucket := newBucket(t, own)
 	var sent, killAt atomic.Int64
 	opts := storeOptions(own, bucket, "repo")
 	opts.MaxRetries = 3
 	opts.Transport = objstoretest.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
 		if k := killAt.Load(); k > 0 && sent.Add(1) == k {
-			own.kill()
+			own.Kill()
 		}
 		return http.DefaultTransport.RoundTrip(req)
 	})
@@ -119,7 +115,7 @@ func TestMinIOKilledDuringCreate(t *testing.T) {
 		t.Fatal("a create succeeded while MinIO was down")
 	}
 	killAt.Store(0)
-	if err := own.launch(); err != nil {
+	if err := own.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// The failed create could not remove its lock while MinIO was down.

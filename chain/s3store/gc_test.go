@@ -6,11 +6,11 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/chain/internal/objstoretest"
 	"github.com/diskpoint/diskpoint/chain/s3store"
+	"github.com/diskpoint/diskpoint/internal/objserver"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
 
@@ -20,7 +20,7 @@ import (
 // window is the stale-lock age, which leaves both alone here. The store
 // is reached through a RetryStore, as the CLI opens it.
 func TestGCAbortsStaleUploads(t *testing.T) {
-	srv := needMinIO(t)
+	srv := objserver.SharedMinIO(t)
 	bucket := newBucket(t, srv)
 	s, err := s3store.New(storeOptions(srv, bucket, "repo"))
 	if err != nil {
@@ -29,7 +29,7 @@ func TestGCAbortsStaleUploads(t *testing.T) {
 	ctx := context.Background()
 	r := objstoretest.NewRepo(ctx, t, chain.NewRetryStore(s, chain.RetryOptions{}), 1<<20, 3)
 	defer r.Repo.Close()
-	client, err := minio.New(srv.endpoint, &minio.Options{Creds: credentials.NewStaticV4(minioUser, minioPassword, "")})
+	client, err := srv.NewClient()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,22 +13,22 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/chain/internal/objstoretest"
 	"github.com/diskpoint/diskpoint/chain/s3store"
 	"github.com/diskpoint/diskpoint/chain/storetest"
+	"github.com/diskpoint/diskpoint/internal/objserver"
 )
 
 func TestConformance(t *testing.T) {
-	needMinIO(t) // skips here, once, when there is no server
+	objserver.SharedMinIO(t) // skips here, once, when there is no server
 	storetest.Run(t, func(t *testing.T) chain.Store { return newStore(t, nil) })
 }
 
 // The bucket's root, with no prefix, is a store too.
 func TestConformanceWithoutPrefix(t *testing.T) {
-	needMinIO(t)
+	objserver.SharedMinIO(t)
 	storetest.Run(t, func(t *testing.T) chain.Store {
 		return newStore(t, func(o *s3store.Options) { o.Prefix = "" })
 	})
@@ -80,7 +80,7 @@ func TestListManyPages(t *testing.T) {
 // PutIfAbsent racing from separate clients (as from separate hosts) lets
 // exactly one win, and the object holds the winner's bytes.
 func TestPutIfAbsentRaceAcrossClients(t *testing.T) {
-	srv := needMinIO(t)
+	srv := objserver.SharedMinIO(t)
 	bucket := newBucket(t, srv)
 	const clients = 8
 	stores := make([]chain.Store, clients)
@@ -128,7 +128,7 @@ func TestMultipartPut(t *testing.T) {
 // Uploads a crash left behind are aborted once old enough; younger ones,
 // and those outside the store's prefix, are left alone.
 func TestAbortIncompleteUploads(t *testing.T) {
-	srv := needMinIO(t)
+	srv := objserver.SharedMinIO(t)
 	bucket := newBucket(t, srv)
 	s, err := s3store.New(storeOptions(srv, bucket, "repo"))
 	if err != nil {
@@ -136,7 +136,7 @@ func TestAbortIncompleteUploads(t *testing.T) {
 	}
 	defer s.Close()
 	ctx := context.Background()
-	client, err := minio.New(srv.endpoint, &minio.Options{Creds: credentials.NewStaticV4(minioUser, minioPassword, "")})
+	client, err := srv.NewClient()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestCreateOnlyCheckThenPut(t *testing.T) {
 // A repository lives in the bucket: a restore point is created, restored
 // bit-exact, and verifies clean, through snapshot's Store entry points.
 func TestRepositoryOnMinIO(t *testing.T) {
-	srv := needMinIO(t)
+	srv := objserver.SharedMinIO(t)
 	storeOpts := storeOptions(srv, newBucket(t, srv), "vault")
 	objstoretest.RepositoryRoundTrip(t, func(t *testing.T) chain.Store {
 		s, err := s3store.New(storeOpts)

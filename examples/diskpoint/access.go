@@ -54,11 +54,11 @@ func runDiff(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error
 }
 
 func runCopy(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "source repository `directory`")
+	repoDir := fs.String("repo", "", "source repository `location`: "+locationForms)
 	collection := fs.String("collection", "", "source collection `name`")
 	point := fs.String("point", "", "restore point: `ID`, a unique prefix of one, or latest")
 	all := fs.Bool("all", false, "copy every restore point of the collection that the target lacks")
-	toRepo := fs.String("to-repo", "", "target repository `directory` (may be the source)")
+	toRepo := fs.String("to-repo", "", "target repository `location`, as -repo (may be the source)")
 	toCollection := fs.String("to-collection", "", "target collection `name`")
 	fromKeyFile := fs.String("from-key-file", "", "the source repository's key is in `FILE` (default: "+fromKeyVariables[1]+", else the target's key)")
 	fromKeyCommand := fs.String("from-key-command", "", "the source repository's key is what shell `COMMAND` prints (default: "+fromKeyVariables[2]+")")

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/diskpoint/diskpoint/internal/demodisk"
+	"github.com/diskpoint/diskpoint/internal/systest"
 )
 
 // twoPoints makes a repository with two restore points of one disk and
@@ -89,7 +90,7 @@ func TestCLIDiffRestoreCopyPrune(t *testing.T) {
 
 // serve-nbd exports a restore point that qemu-img reads bit-exact.
 func TestCLIServeNBD(t *testing.T) {
-	requireQemuImg(t)
+	systest.RequireTool(t, "qemu-img", "qemu-utils")
 	repo, ids, images := twoPoints(t)
 	serving := startServeNBD(t, "-repo", repo, "-collection", "vm", "-point", ids[0], "-disk", "d")
 	url := serving.url

@@ -23,7 +23,7 @@ import (
 // Help goes to stdout with status 0, however it is asked for; a command's
 // help shows its synopsis and flags; every command has a synopsis.
 func TestCLIHelp(t *testing.T) {
-	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}, {"-help"}} {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}, {"-help"}, {"help", "help"}} {
 		c := startChild(t, args...)
 		out := string(c.wait(t))
 		if !strings.Contains(out, "usage: diskpoint COMMAND") || c.stderr.Len() != 0 {
@@ -58,7 +58,7 @@ func TestCLIHelp(t *testing.T) {
 func TestCLIVersion(t *testing.T) {
 	for _, args := range [][]string{{"version"}, {"--version"}} {
 		out := string(startChild(t, args...).wait(t))
-		if !regexp.MustCompile(`^diskpoint \S.* compiled with go\S+ on \w+/\w+; repository format version 1\n$`).MatchString(out) ||
+		if !regexp.MustCompile(`^diskpoint \S.* compiled with go\S+ on \w+/\w+; repository format versions 1 and 2 \(init makes 1 unless -format says otherwise\)\n$`).MatchString(out) ||
 			!strings.Contains(out, runtime.Version()) {
 			t.Errorf("diskpoint %v printed %q", args, out)
 		}
@@ -542,6 +542,43 @@ func TestCLIREADMENamesEveryCommandAndFlag(t *testing.T) {
 			}
 			if !regexp.MustCompile(regexp.QuoteMeta(m[1]) + `\b`).MatchString(section) {
 				t.Errorf("the README's CLI section does not name %s's flag %s", name, m[1])
+			}
+		}
+	}
+}
+
+// A command's synopsis names every flag of its own (the flags every
+// command takes aside), unless it says [flags]: a newcomer reads the
+// synopsis first.
+func TestCLISynopsisNamesItsFlags(t *testing.T) {
+	common := map[string]bool{"-q": true, "-v": true, "-cache-dir": true, "-no-cache": true}
+	flagLine := regexp.MustCompile(`^  (-[a-z][a-z0-9-]*)`)
+	for name := range commands {
+		syn := synopsis(name)
+		if strings.Contains(syn, "[flags]") {
+			continue
+		}
+		for _, line := range strings.Split(mustBinary(t, nil, "help", name), "\n") {
+			m := flagLine.FindStringSubmatch(line)
+			if m == nil || common[m[1]] {
+				continue
+			}
+			if !regexp.MustCompile(regexp.QuoteMeta(m[1]) + `\b`).MatchString(syn) {
+				t.Errorf("diskpoint %s's synopsis %q does not name its flag %s", name, syn, m[1])
+			}
+		}
+	}
+}
+
+// A flag that takes a value names what it takes in its help (-to DIR,
+// -on-failure fallback|fail|skip), not Go's type name (-on-failure string;
+// "duration" reads well enough).
+func TestCLIFlagHelpNamesTheValue(t *testing.T) {
+	typeName := regexp.MustCompile(`^  -[a-z][a-z0-9-]* (string|value|int|uint|float)$`)
+	for name := range commands {
+		for _, line := range strings.Split(mustBinary(t, nil, "help", name), "\n") {
+			if typeName.MatchString(line) {
+				t.Errorf("diskpoint help %s: %q shows a type, not what the flag takes", name, strings.TrimSpace(line))
 			}
 		}
 	}

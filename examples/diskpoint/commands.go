@@ -20,7 +20,7 @@ import (
 )
 
 func runInit(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory` to create")
+	repoDir := fs.String("repo", "", "repository `location` to create: "+locationForms+" (the bucket or container must exist)")
 	blockSize := fs.String("block-size", "", "block `size`, a power of two from 16KiB to 16MiB (default 64KiB)")
 	format := fs.Int("format", chain.FormatVersion, "repository format `version`: 1, or 2 (an index read a bucket at a time, for repositories of millions of chunks)")
 	encrypt := fs.Bool("encrypt", false, "encrypt the repository with the key DISKPOINT_KEY, DISKPOINT_KEY_FILE or DISKPOINT_KEY_COMMAND gives (diskpoint keygen makes one), or with -format 2 the password DISKPOINT_PASSWORD, DISKPOINT_PASSWORD_FILE or DISKPOINT_PASSWORD_COMMAND gives")

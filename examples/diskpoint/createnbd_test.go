@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/diskpoint/diskpoint/internal/systest"
 )
 
 // create takes a disk by its NBD URI (here a qcow2 image qemu-nbd serves),
@@ -25,7 +27,7 @@ func TestCLICreateFromNBD(t *testing.T) {
 			t.Skipf("needs %s (apt-get install qemu-utils)", tool)
 		}
 	}
-	requireQemuImg(t)
+	systest.RequireTool(t, "qemu-img", "qemu-utils")
 	dir := t.TempDir()
 	image, raw := filepath.Join(dir, "os.qcow2"), filepath.Join(dir, "os.raw")
 	for _, args := range [][]string{

@@ -27,7 +27,7 @@ var geteuid = os.Geteuid
 // the paths asked for. Everything it attached or mounted is undone when it
 // ends, whether it worked or not.
 func runFiles(ctx context.Context, e *env, fs *flag.FlagSet, args []string) (err error) {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	collection := fs.String("collection", "", "collection `name`")
 	point := fs.String("point", "", "restore point: `ID`, a unique prefix of one, or latest (the newest that has the disk)")
 	disk := fs.String("disk", "", "disk `name`")

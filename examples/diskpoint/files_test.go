@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/diskpoint/diskpoint/internal/systest"
 )
 
 // requireFilesTools skips a diskpoint files test where it cannot run (not
@@ -19,7 +21,7 @@ import (
 // CI=true, where .ci/run installs them.
 func requireFilesTools(t *testing.T, tools ...string) {
 	t.Helper()
-	requireFUSE(t)
+	systest.RequireFUSE(t)
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("no loop devices: %v", err)
@@ -28,7 +30,7 @@ func requireFilesTools(t *testing.T, tools ...string) {
 	}
 	packages := map[string]string{"sgdisk": "gdisk", "mkfs.ext4": "e2fsprogs", "mkfs.xfs": "xfsprogs"}
 	for _, tool := range tools {
-		requireTool(t, tool, packages[tool])
+		systest.RequireTool(t, tool, packages[tool])
 	}
 }
 

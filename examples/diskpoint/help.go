@@ -13,7 +13,7 @@ import (
 // synopses are the commands' one-line usages, after "diskpoint COMMAND".
 // -repo may be left out when DISKPOINT_REPOSITORY names the repository.
 var synopses = map[string]string{
-	"init":        "-repo DIR [-block-size SIZE] [-encrypt]",
+	"init":        "-repo DIR [-block-size SIZE] [-format 1|2] [-encrypt]",
 	"keygen":      "",
 	"key":         "add|list|remove|passwd -repo DIR [-label NOTE] [-id ID] [-json]",
 	"version":     "",
@@ -50,8 +50,8 @@ func runVersion(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 	if err := parse(fs, args, nil); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "diskpoint %s compiled with %s on %s/%s; repository format version %d\n",
-		moduleVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH, chain.FormatVersion)
+	fmt.Fprintf(e.stdout, "diskpoint %s compiled with %s on %s/%s; repository format versions %d and %d (init makes %d unless -format says otherwise)\n",
+		moduleVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH, chain.FormatVersion, chain.FormatVersion2, chain.FormatVersion)
 	return nil
 }
 

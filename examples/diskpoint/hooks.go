@@ -35,9 +35,9 @@ func addHookFlags(fs *flag.FlagSet) *hookFlags {
 		post:          fs.String("post", "", "post `script` (application mode)"),
 		config:        fs.String("hook-config", "", "Azure-style VMSnapshotScriptPluginConfig.json `file` for the scripts"),
 		maxFreeze:     fs.Duration("max-freeze", consistency.DefaultMaxFreeze, "longest the disks may be held still; past it everything is thawed and the create fails"),
-		onFailure:     fs.String("on-failure", "", "when hooks fail: fallback, fail or skip (default: the hook config's continueBackupOnFailure, else fallback)"),
+		onFailure:     fs.String("on-failure", "", "when hooks fail: `fallback|fail|skip` (default: the hook config's continueBackupOnFailure, else fallback)"),
 		allowInsecure: fs.Bool("allow-insecure-hooks", false, "run hook scripts and configs that others can write"),
-		rateLimit:     fs.String("rate-limit", "", "limit creates per mode: `azure` (3 an hour) or N/DURATION, e.g. 6/1h"),
+		rateLimit:     fs.String("rate-limit", "", "limit creates per mode: `azure|N/DURATION`, azure being 3 an hour, e.g. 6/1h"),
 		lockWait:      fs.Duration("lock-wait", 0, "wait this long for another create of the collection to finish (default: fail at once)"),
 	}
 	fs.Var(&h.freeze, "freeze", "`MOUNTPOINT` to freeze with FIFREEZE in filesystem and application modes (repeatable)")

@@ -19,8 +19,12 @@ import (
 // cache of its index files and tree packs (chain/cachestore) unless
 // -no-cache says otherwise.
 
+// locationForms are the forms a repository location takes, for the
+// usage of the flags that name one.
+const locationForms = "a directory (local:DIR for one whose name has a colon), s3:http[s]://HOST/BUCKET/PREFIX or azure:CONTAINER:/PREFIX; credentials from the environment"
+
 // repoFlagUsage describes -repo.
-const repoFlagUsage = "repository `location`: a directory (local:DIR for one whose name has a colon), s3:http[s]://HOST/BUCKET/PREFIX or azure:CONTAINER:/PREFIX; credentials from the environment"
+const repoFlagUsage = "repository `location`: " + locationForms
 
 // addCacheFlags adds -cache-dir and -no-cache, which the commands that
 // open a remote repository honour.

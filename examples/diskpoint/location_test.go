@@ -303,3 +303,25 @@ func TestCLIToRepositoryFromEnvironment(t *testing.T) {
 		t.Fatalf("copy -to-repo foo:bar: exit %d, %q", code, errOut)
 	}
 }
+
+// Every command that takes -repo, -to-repo or -vault opens it through
+// chain/location, so its help says the flag takes a location (s3:,
+// azure:), not only a directory.
+func TestCLIHelpSaysRepoFlagsTakeLocations(t *testing.T) {
+	for name := range commands {
+		out := mustBinary(t, nil, "help", name)
+		lines := strings.Split(out, "\n")
+		for i, line := range lines {
+			if !strings.HasPrefix(line, "  -") { // a flag's line, not the notes after them
+				continue
+			}
+			flagName, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+			if flagName != "-repo" && flagName != "-to-repo" && flagName != "-vault" || i+1 == len(lines) {
+				continue
+			}
+			if usage := lines[i+1]; !strings.Contains(usage, "s3:") && !strings.Contains(usage, "as -repo") {
+				t.Errorf("diskpoint help %s: %s %q does not say it takes a location", name, flagName, strings.TrimSpace(usage))
+			}
+		}
+	}
+}

@@ -1,7 +1,9 @@
-// Command diskpoint is the operator's CLI for diskpoint repositories: take,
-// list, restore and delete restore points of VM disks, keep the
-// repository healthy (verify, gc), and convert a format version 1
-// repository to version 2 in place (migrate).
+// Command diskpoint is the operator's CLI for diskpoint repositories, in a
+// directory or in S3 or Azure Blob storage: take, list, restore and delete
+// restore points of VM disks, move them to a vault (transfer), read them
+// without restoring (serve-nbd, mount, files), keep the repository healthy
+// (verify, gc), and convert a format version 1 repository to version 2 in
+// place (migrate).
 //
 //	diskpoint init    -repo DIR [-block-size SIZE] [-format 1|2] [-encrypt]
 //	diskpoint keygen
@@ -232,7 +234,7 @@ func newFlagSet(name string, output io.Writer) *flag.FlagSet {
 	fs.SetOutput(output)
 	fs.Usage = func() {
 		w := fs.Output()
-		fmt.Fprintf(w, "usage: diskpoint %s %s\n\n%s\n\nflags:\n", name, synopsis(name), commands[name].summary)
+		fmt.Fprintf(w, "usage: %s\n\n%s\n\nflags:\n", strings.TrimSpace("diskpoint "+name+" "+synopsis(name)), commands[name].summary)
 		fs.PrintDefaults()
 		fmt.Fprintln(w, "\nFlags may come before or after the other arguments; -- ends the flags.")
 		if fs.Lookup("repo") != nil {
@@ -269,6 +271,10 @@ func wantsHelp(args []string) bool {
 // commandHelp prints the help of command name on stdout: its flag set,
 // asked for -h, prints it without running the command.
 func commandHelp(ctx context.Context, e *env, name string) int {
+	if name == "help" { // it is listed among the commands
+		usage(e.stdout)
+		return exitOK
+	}
 	cmd, ok := commands[name]
 	if !ok {
 		fmt.Fprintf(e.stderr, "diskpoint help: unknown command %q (try: diskpoint help)\n", name)
@@ -300,7 +306,8 @@ Run 'diskpoint help COMMAND' (or 'diskpoint COMMAND -h') for a command's flags.
 
 environment:
   DISKPOINT_REPOSITORY   the repository, when -repo is not given
-  DISKPOINT_TO_REPOSITORY  the target repository, when -to-repo is not given
+  DISKPOINT_TO_REPOSITORY
+                         the target repository, when -to-repo is not given
   DISKPOINT_KEY          an encrypted repository's key (64 hex digits), or
   DISKPOINT_KEY_FILE     a file holding it, or
   DISKPOINT_KEY_COMMAND  a shell command printing it

@@ -12,7 +12,7 @@ import (
 // (snapshot.Mount) and serves them until SIGINT or SIGTERM, or until the
 // file system is unmounted from outside (fusermount3 -u MOUNTPOINT).
 func runMount(ctx context.Context, e *env, fs *flag.FlagSet, args []string) error {
-	repoDir := fs.String("repo", "", "repository `directory`")
+	repoDir := fs.String("repo", "", repoFlagUsage)
 	allowOther := fs.Bool("allow-other", false, "let users other than the one who mounts read the file system")
 	if err := parse(fs, args, map[string]*string{"repo": repoDir}); err != nil {
 		return err

@@ -14,41 +14,9 @@ import (
 	"testing"
 
 	"github.com/diskpoint/diskpoint/internal/demodisk"
+	"github.com/diskpoint/diskpoint/internal/systest"
 	"golang.org/x/sys/unix"
 )
-
-// requireFUSE skips a test that mounts with FUSE where it cannot (not
-// root, no /dev/fuse), and fails it under CI=true, which has both.
-func requireFUSE(t *testing.T) {
-	t.Helper()
-	reason := ""
-	if os.Geteuid() != 0 {
-		reason = "not root"
-	} else if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
-		reason = "/dev/fuse: " + err.Error()
-	} else {
-		f.Close()
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("mounting FUSE needs root and /dev/fuse, and CI has them: %s", reason)
-	}
-	t.Skipf("skipped: mounting FUSE needs root and /dev/fuse: %s", reason)
-}
-
-// requireTool skips a test where a program is missing, and fails it under
-// CI=true, where .ci/run installs package.
-func requireTool(t *testing.T, tool, pkg string) {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is missing (.ci/run installs %s)", tool, pkg)
-		}
-		t.Skipf("skipped: needs %s (apt-get install %s)", tool, pkg)
-	}
-}
 
 // mountCLI is diskpoint mount running as a child process.
 type mountCLI struct {
@@ -63,7 +31,7 @@ type mountCLI struct {
 // once it has mounted. At the test's end it is stopped if it still runs.
 func startMount(t *testing.T, repo string) *mountCLI {
 	t.Helper()
-	requireFUSE(t)
+	systest.RequireFUSE(t)
 	m := &mountCLI{dir: t.TempDir()}
 	m.cmd = exec.Command(os.Args[0], "mount", "-repo", repo, m.dir)
 	m.cmd.Env = append(os.Environ(), "DISKPOINT_TEST_CLI=1")
@@ -80,7 +48,7 @@ func startMount(t *testing.T, repo string) *mountCLI {
 			m.cmd.Process.Kill()
 			m.cmd.Wait()
 		}
-		if mounted(t, m.dir) { // a failed test's: leave no dead mount behind
+		if systest.IsMountPoint(t, m.dir) { // a failed test's: leave no dead mount behind
 			unix.Unmount(m.dir, unix.MNT_DETACH)
 		}
 	})
@@ -108,21 +76,6 @@ func (m *mountCLI) wait(t *testing.T) (int, string) {
 	return 0, string(rest) + m.stderr.String()
 }
 
-// mounted reports whether dir is a mount point now.
-func mounted(t *testing.T, dir string) bool {
-	t.Helper()
-	info, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(info), "\n") {
-		if fields := strings.Fields(line); len(fields) > 4 && fields[4] == dir {
-			return true
-		}
-	}
-	return false
-}
-
 // cmpFiles runs cmp(1) on two files.
 func cmpFiles(t *testing.T, a, b string) {
 	t.Helper()
@@ -135,7 +88,7 @@ func cmpFiles(t *testing.T, a, b string) {
 // the disk (cmp), with its holes findable by SEEK_HOLE, and keeps serving
 // every point it shows while another process deletes them and runs GC.
 func TestCLIMountReadsPointsWhileGCRuns(t *testing.T) {
-	requireFUSE(t)
+	systest.RequireFUSE(t)
 	dir := t.TempDir()
 	repo, img := filepath.Join(dir, "repo"), filepath.Join(dir, "os.img")
 	mustBinary(t, nil, "init", "-repo", repo)
@@ -224,7 +177,7 @@ func TestCLIMountReadsPointsWhileGCRuns(t *testing.T) {
 	if err != nil || !strings.Contains(line, "detached") {
 		t.Errorf("after SIGTERM with files open, mount said %q (%v); want it to detach", line, err)
 	}
-	if mounted(t, m.dir) {
+	if systest.IsMountPoint(t, m.dir) {
 		t.Errorf("%s is still mounted after SIGTERM", m.dir)
 	}
 	f.Close()
@@ -253,8 +206,8 @@ func pointID(t *testing.T, out string) string {
 // The mount ends cleanly when it is unmounted from outside with
 // fusermount3 -u, and on SIGINT with nothing open.
 func TestCLIMountEndsOnFusermountAndSIGINT(t *testing.T) {
-	requireFUSE(t)
-	requireTool(t, "fusermount3", "fuse3")
+	systest.RequireFUSE(t)
+	systest.RequireTool(t, "fusermount3", "fuse3")
 	dir := t.TempDir()
 	repo, img := filepath.Join(dir, "repo"), filepath.Join(dir, "d.img")
 	mustBinary(t, nil, "init", "-repo", repo)
@@ -276,7 +229,7 @@ func TestCLIMountEndsOnFusermountAndSIGINT(t *testing.T) {
 	if code, out := m.wait(t); code != 0 || !strings.Contains(out, "unmounted "+m.dir) || strings.Contains(out, "detach") {
 		t.Errorf("mount after SIGINT: exit %d, %s; want 0, unmounted at once", code, out)
 	}
-	if mounted(t, m.dir) {
+	if systest.IsMountPoint(t, m.dir) {
 		t.Errorf("%s is still mounted after SIGINT", m.dir)
 	}
 }
@@ -284,7 +237,7 @@ func TestCLIMountEndsOnFusermountAndSIGINT(t *testing.T) {
 // A damaged chunk fails the reads of its region with EIO, and the mount
 // says on stderr which object is damaged.
 func TestCLIMountNamesDamagedObject(t *testing.T) {
-	requireFUSE(t)
+	systest.RequireFUSE(t)
 	repo, pack := damageAPack(t)
 	m := startMount(t, repo)
 	_, err := os.ReadFile(filepath.Join(m.dir, "vm", "latest", "d.img"))

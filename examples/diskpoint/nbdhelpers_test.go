@@ -5,24 +5,10 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-// requireQemuImg skips the test where qemu-img is missing, and fails it
-// under CI=true, where .ci/run installs it.
-func requireQemuImg(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("qemu-img is missing (.ci/run installs qemu-utils)")
-		}
-		t.Skip("needs qemu-img (apt-get install qemu-utils)")
-	}
-}
 
 // servingNBD is serve-nbd running in this process on a Unix socket.
 type servingNBD struct {

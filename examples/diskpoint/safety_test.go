@@ -13,6 +13,7 @@ import (
 
 	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
+	"github.com/diskpoint/diskpoint/internal/systest"
 )
 
 // unlock removes the locks of operations that died (stale) and leaves live ones;
@@ -86,7 +87,7 @@ func TestCLIGCIgnoreDamaged(t *testing.T) {
 // meanwhile keeps serving it bit-exact; once the export stops, gc reclaims
 // the point's space.
 func TestCLIExportOfADeletedPoint(t *testing.T) {
-	requireQemuImg(t)
+	systest.RequireTool(t, "qemu-img", "qemu-utils")
 	repo, ids, images := twoPoints(t)
 	serving := startServeNBD(t, "-repo", repo, "-collection", "vm", "-point", ids[0], "-disk", "d")
 	url := serving.url

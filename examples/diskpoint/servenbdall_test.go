@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/diskpoint/diskpoint/internal/systest"
 	"github.com/diskpoint/diskpoint/nbd"
 )
 
@@ -23,7 +24,7 @@ import (
 // name, listed by NBD_OPT_LIST; each reads bit-exact, and base:allocation
 // shows the zero blocks as holes, to nbd's client and to qemu-img map.
 func TestCLIServeNBDExportsEveryDisk(t *testing.T) {
-	requireQemuImg(t)
+	systest.RequireTool(t, "qemu-img", "qemu-utils")
 	dir := t.TempDir()
 	repo := filepath.Join(dir, "repo")
 	const bs = 64 << 10

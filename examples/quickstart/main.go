@@ -18,7 +18,6 @@ import (
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/snapshot"
 	"github.com/dustin/go-humanize"
-	"github.com/zeebo/blake3"
 )
 
 func main() {
@@ -122,7 +121,7 @@ func run(ctx context.Context, out io.Writer) error {
 			if err != nil {
 				return err
 			}
-			got, err := hashFile(target)
+			got, err := demodisk.Hash(target)
 			if err != nil {
 				return err
 			}
@@ -154,7 +153,7 @@ func run(ctx context.Context, out io.Writer) error {
 func createPoint(ctx context.Context, out io.Writer, vm *snapshot.Collection, sources []snapshot.DiskSource, what string) (*snapshot.RestorePoint, map[string][32]byte, error) {
 	hashes := map[string][32]byte{}
 	for _, s := range sources {
-		h, err := hashFile(s.Path)
+		h, err := demodisk.Hash(s.Path)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -180,21 +179,6 @@ func metadata(rp *snapshot.RestorePoint) (n int64) {
 		n += d.MetadataBytes
 	}
 	return n
-}
-
-func hashFile(path string) ([32]byte, error) {
-	var sum [32]byte
-	f, err := os.Open(path)
-	if err != nil {
-		return sum, err
-	}
-	defer f.Close()
-	h := blake3.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return sum, err
-	}
-	copy(sum[:], h.Sum(nil))
-	return sum, nil
 }
 
 func size(n int64) string { return humanize.IBytes(uint64(n)) }

@@ -25,16 +25,16 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/diskpoint/diskpoint/chain"
 	"github.com/diskpoint/diskpoint/chain/location"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
-	"github.com/diskpoint/diskpoint/internal/minioserver"
+	"github.com/diskpoint/diskpoint/internal/objserver"
 	"github.com/diskpoint/diskpoint/snapshot"
 	"github.com/dustin/go-humanize"
-	"github.com/zeebo/blake3"
 )
 
 func main() {
@@ -81,7 +81,8 @@ func run(ctx context.Context, out io.Writer, getenv func(string) string) error {
 		return err
 	}
 	defer local.Close()
-	fmt.Fprintf(out, "local tier: %s\nvault:      %s\n\n", filepath.Join(work, "local"), where)
+	fmt.Fprintf(out, "local tier: %s\nvault:      %s\n", filepath.Join(work, "local"), where)
+	fmt.Fprintf(out, "VM web-vm, disks %s; the local tier keeps its newest %d restore points, the vault every one\n\n", diskList(), keepLocal)
 
 	var sources []snapshot.DiskSource
 	for i, d := range disks {
@@ -114,7 +115,7 @@ func run(ctx context.Context, out io.Writer, getenv func(string) string) error {
 		}
 		hashes[rp.ID] = map[string][32]byte{}
 		for _, s := range sources {
-			if hashes[rp.ID][s.Name], err = hashFile(s.Path); err != nil {
+			if hashes[rp.ID][s.Name], err = demodisk.Hash(s.Path); err != nil {
 				return err
 			}
 		}
@@ -168,7 +169,7 @@ func run(ctx context.Context, out io.Writer, getenv func(string) string) error {
 			if err != nil {
 				return err
 			}
-			got, err := hashFile(target)
+			got, err := demodisk.Hash(target)
 			if err != nil {
 				return err
 			}
@@ -238,13 +239,20 @@ func openVaultStore(ctx context.Context, getenv func(string) string) (chain.Stor
 		}
 		return store, loc.String(), func() { store.Close() }, nil
 	}
-	bin, err := minioserver.Find(getenv)
-	if errors.Is(err, minioserver.ErrNoMinIO) {
-		return nil, "", nil, errors.New("no vault: set DISKPOINT_VAULT to a repository location (s3:http://HOST:PORT/BUCKET/PREFIX, with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or DISKPOINT_MINIO to a minio program to start (go install github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c)")
+	bin, err := objserver.FindMinIO(getenv)
+	if errors.Is(err, objserver.ErrNoProgram) {
+		return nil, "", nil, errors.New("no vault: set DISKPOINT_VAULT to a repository location (s3:http://HOST:PORT/BUCKET/PREFIX, with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or DISKPOINT_MINIO to a minio program to start (go install " + objserver.MinIOVersion + ")")
+	}
+	if err != nil {
+		return nil, "", nil, err
 	}
 	const bucket = "diskpoint-tiered"
-	server, err := minioserver.Start(ctx, bin, "", bucket)
+	server, err := objserver.LaunchMinIO(ctx, bin, "")
 	if err != nil {
+		return nil, "", nil, err
+	}
+	if err := server.CreateBucket(ctx, bucket); err != nil {
+		server.Stop()
 		return nil, "", nil, err
 	}
 	loc, err := location.Parse(fmt.Sprintf("s3:http://%s/%s/%s", server.Endpoint, bucket, run))
@@ -302,19 +310,16 @@ func (s *readCounter) Stat(ctx context.Context, name string) (chain.ObjectInfo, 
 	return s.Store.Stat(ctx, name)
 }
 
-func hashFile(p string) ([32]byte, error) {
-	var sum [32]byte
-	f, err := os.Open(p)
-	if err != nil {
-		return sum, err
+// diskList names the VM's disks and their sizes: "os (24 MiB) and data (8.0 MiB)".
+func diskList() string {
+	var names []string
+	for _, d := range disks {
+		names = append(names, fmt.Sprintf("%s (%s)", d.name, size(d.size)))
 	}
-	defer f.Close()
-	h := blake3.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return sum, err
+	if len(names) < 2 {
+		return strings.Join(names, "")
 	}
-	copy(sum[:], h.Sum(nil))
-	return sum, nil
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
 
 func size(n int64) string { return humanize.IBytes(uint64(n)) }

@@ -36,7 +36,7 @@ func TestTieredExampleRuns(t *testing.T) {
 	if err := run(context.Background(), &out, getenv); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	for _, want := range []string{"from the vault tier", "from the local tier", "0 reads of the vault", "the local tier holds 2 restore points, the vault 5", "all intact"} {
+	for _, want := range []string{"VM web-vm, disks os (24 MiB) and data (8.0 MiB); the local tier keeps its newest 2 restore points", "from the vault tier", "from the local tier", "0 reads of the vault", "the local tier holds 2 restore points, the vault 5", "all intact"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the example's output lacks %q:\n%s", want, out.String())
 		}

@@ -1,9 +1,9 @@
 package objserver
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"go/build"
 	"net"
 	"net/http"
 	"os"
@@ -13,38 +13,61 @@ import (
 	"time"
 )
 
-// process is a server program running for one test.
+// process is a server program started by start; it can be killed and
+// started again with the same arguments, as a crashed server restarts.
 type process struct {
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd has exited
-	log    string
+	bin       string
+	args, env []string
+	log       string
+	cmd       *exec.Cmd
+	exited    chan struct{} // closed when cmd has exited
 }
 
-// start runs bin with args, its output to logPath; stop ends it.
+// start runs bin with args and env added to the process's environment,
+// its output appended to logPath.
 func start(bin string, args, env []string, logPath string) (*process, error) {
-	logFile, err := os.Create(logPath)
+	p := &process{bin: bin, args: args, env: env, log: logPath}
+	return p, p.run()
+}
+
+// run starts the program (again).
+func (p *process) run() error {
+	logFile, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	p := &process{cmd: exec.Command(bin, args...), exited: make(chan struct{}), log: logPath}
-	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd = exec.Command(p.bin, p.args...)
+	p.cmd.Env = append(os.Environ(), p.env...)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	if err := p.cmd.Start(); err != nil {
 		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+		p.cmd = nil
+		return fmt.Errorf("start %s: %w", p.bin, err)
 	}
-	go func() { p.cmd.Wait(); logFile.Close(); close(p.exited) }()
-	return p, nil
+	exited := make(chan struct{})
+	p.exited = exited
+	cmd := p.cmd
+	go func() { cmd.Wait(); logFile.Close(); close(exited) }()
+	return nil
 }
 
-func (p *process) stop() {
-	p.cmd.Process.Kill()
-	<-p.exited
+// kill ends the program at once (SIGKILL), as a crash would, and waits for
+// it; a program that has already exited is left as it is.
+func (p *process) kill() {
+	if p.cmd == nil {
+		return
+	}
+	select {
+	case <-p.exited:
+	default:
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
 }
 
 // waitReady polls url until ready accepts the answer, the process exits,
-// or limit passes; the error carries the server's log.
-func (p *process) waitReady(name, url string, ready func(*http.Response) bool, limit time.Duration) error {
+// ctx ends, or limit passes; the error carries the server's log.
+func (p *process) waitReady(ctx context.Context, name, url string, ready func(*http.Response) bool, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -63,6 +86,8 @@ func (p *process) waitReady(name, url string, ready func(*http.Response) bool, l
 		select {
 		case <-p.exited:
 			return p.failure(fmt.Errorf("%s exited before it was ready: %v", name, p.cmd.ProcessState))
+		case <-ctx.Done():
+			return ctx.Err()
 		case <-tick.C:
 		}
 	}
@@ -83,26 +108,29 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// errNoProgram marks a server program that is not installed.
-var errNoProgram = errors.New("not installed")
+// ErrNoProgram marks a server program that is not installed: tests skip
+// on it (except under CI=true), programs tell the user how to get one.
+var ErrNoProgram = errors.New("not installed")
 
-// need fails or skips the test for a server that did not start: a missing
-// program skips it, except under CI=true.
-func need(t testing.TB, name string, err error) {
+// Need fails or skips the test for a server that did not start (err):
+// a missing program (ErrNoProgram) skips it, except under CI=true, where
+// it is a failure like any other.
+func Need(t testing.TB, name string, err error) {
 	t.Helper()
 	if err == nil {
 		return
 	}
-	if errors.Is(err, errNoProgram) && os.Getenv("CI") != "true" {
+	if errors.Is(err, ErrNoProgram) && os.Getenv("CI") != "true" {
 		t.Skip("skipped: " + err.Error())
 	}
 	t.Fatalf("%s: %v", name, err)
 }
 
-// findProgram returns the program: $envVar, name on PATH, one of the
-// fixed places, or an error wrapping errNoProgram with hint.
-func findProgram(envVar, name string, places []string, hint string) (string, error) {
-	if p := os.Getenv(envVar); p != "" {
+// findProgram returns the program: the one getenv(envVar) names, name on
+// PATH, one of the fixed places, or an error wrapping ErrNoProgram with
+// hint. getenv nil means os.Getenv.
+func findProgram(getenv func(string) string, envVar, name string, places []string, hint string) (string, error) {
+	if p := getenv(envVar); p != "" {
 		return p, nil
 	}
 	if p, err := exec.LookPath(name); err == nil {
@@ -113,17 +141,32 @@ func findProgram(envVar, name string, places []string, hint string) (string, err
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("no %s: %w (%s)", name, errNoProgram, hint)
+	return "", fmt.Errorf("no %s program: %w (%s)", name, ErrNoProgram, hint)
 }
 
-// goBinDirs are where go install puts programs.
-func goBinDirs(name string) []string {
-	var dirs []string
-	if gobin := os.Getenv("GOBIN"); gobin != "" {
-		dirs = append(dirs, filepath.Join(gobin, name))
+// goBinPaths are where `go install` puts the program name: $GOBIN, or the
+// bin directory of each $GOPATH entry ($HOME/go by default).
+func goBinPaths(getenv func(string) string, name string) []string {
+	if gobin := getenv("GOBIN"); gobin != "" {
+		return []string{filepath.Join(gobin, name)}
 	}
-	for _, dir := range filepath.SplitList(build.Default.GOPATH) {
-		dirs = append(dirs, filepath.Join(dir, "bin", name))
+	gopath := getenv("GOPATH")
+	if gopath == "" {
+		if home := getenv("HOME"); home != "" {
+			gopath = filepath.Join(home, "go")
+		}
 	}
-	return dirs
+	var paths []string
+	for _, dir := range filepath.SplitList(gopath) {
+		paths = append(paths, filepath.Join(dir, "bin", name))
+	}
+	return paths
+}
+
+// orGetenv is getenv, or os.Getenv when it is nil.
+func orGetenv(getenv func(string) string) func(string) string {
+	if getenv == nil {
+		return os.Getenv
+	}
+	return getenv
 }

@@ -102,3 +102,52 @@ func FileSystem(t testing.TB, dir, fstype string, size int64) (dev, mnt string) 
 	Run(t, "mkfs."+fstype, "-q", dev)
 	return dev, Mount(t, dev)
 }
+
+// RequireFUSE skips (or in CI fails) a test that mounts a FUSE file system
+// unless it runs as root with /dev/fuse.
+func RequireFUSE(t testing.TB) {
+	t.Helper()
+	reason := ""
+	if os.Geteuid() != 0 {
+		reason = "not root"
+	} else if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
+		reason = "/dev/fuse: " + err.Error()
+	} else {
+		f.Close()
+	}
+	if reason == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("mounting FUSE needs root and /dev/fuse, and CI has them: %s", reason)
+	}
+	t.Skipf("skipped: mounting FUSE needs root and /dev/fuse: %s", reason)
+}
+
+// RequireTool skips (or in CI fails) the test unless the program tool is
+// on PATH; pkg is the Debian package that has it, which .ci/run installs.
+func RequireTool(t testing.TB, tool, pkg string) {
+	t.Helper()
+	if _, err := exec.LookPath(tool); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is missing (.ci/run installs %s)", tool, pkg)
+		}
+		t.Skipf("skipped: needs %s (apt-get install %s)", tool, pkg)
+	}
+}
+
+// IsMountPoint reports whether dir is a mount point now: a mount point in
+// /proc/self/mountinfo.
+func IsMountPoint(t testing.TB, dir string) bool {
+	t.Helper()
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(info), "\n") {
+		if fields := strings.Fields(line); len(fields) > 4 && fields[4] == dir {
+			return true
+		}
+	}
+	return false
+}

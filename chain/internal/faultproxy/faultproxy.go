@@ -15,7 +15,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -277,11 +276,4 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.n.Add(int64(n))
 	return n, err
-}
-
-// Port returns the proxy's port, for clients that want it alone.
-func (p *Proxy) Port() int {
-	_, port, _ := net.SplitHostPort(p.Addr())
-	n, _ := strconv.Atoi(port)
-	return n
 }
