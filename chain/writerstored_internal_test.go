@@ -6,8 +6,8 @@ import (
 )
 
 // storedPackIndex answers exactly, even for IDs that share their first 8
-// bytes (its set of prefixes says only "maybe" for them), across packs,
-// and after prepend.
+// bytes, and so their bit of the bitmap (which says only "maybe"), across
+// packs, and after prepend.
 func TestStoredPackIndexIsExact(t *testing.T) {
 	id := func(prefix, rest uint64) ID {
 		var id ID
