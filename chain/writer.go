@@ -326,6 +326,9 @@ func (w *Writer) writePack(ctx context.Context, p *openPack) error {
 	data := appendPackHeader(p.data, p.entries, w.repo.packKeys())
 	id := Hash(data)
 	err := w.repo.store.Put(ctx, packName(id), data)
+	if len(p.entries) > 0 && p.entries[0].Type == TreeBlob {
+		p.buf.dropPages() // see dropPages: a tree pack fills its buffer whole
+	}
 	p.buf.release()
 	var order []uint32
 	if err == nil {
