@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -155,33 +156,35 @@ func (c *Copier) cover(n int64) {
 }
 
 func (c *Copier) move(ctx context.Context, t BlobType, id ID) error {
-	if err := c.put(ctx, t, id, nil); err != nil {
+	if _, err := c.put(ctx, t, id, nil, nil); err != nil {
 		return err
 	}
 	return c.flushIfDue(ctx)
 }
 
 // put copies blob id, reading it where e says when e is not nil (a copy
-// that looked its chunks up in a batch), else where the index says. It
-// is safe for concurrent use.
-func (c *Copier) put(ctx context.Context, t BlobType, id ID, e *indexEntry) error {
+// that looked its chunks up in a batch), else where the index says, into
+// buf's memory when it is large enough. It returns the memory it read
+// into, for the caller's next put (PutBlob keeps none of it). It is safe
+// for concurrent use, with a buf per goroutine.
+func (c *Copier) put(ctx context.Context, t BlobType, id ID, e *indexEntry, buf []byte) ([]byte, error) {
 	var data []byte
 	var err error
 	if e != nil && e.Type != t {
 		e = nil // ReadBlob reports it
 	}
 	if e != nil {
-		data, err = c.From.readBlobAt(ctx, e.Pack, e.packEntry, nil) // checks the hash
+		data, err = c.From.readBlobAt(ctx, e.Pack, e.packEntry, buf) // checks the hash
 	}
 	if e == nil || err != nil && mayHaveMoved(err) {
-		data, err = c.From.ReadBlob(ctx, t, id, nil) // a GC may have moved it: reloads
+		data, err = c.From.ReadBlob(ctx, t, id, buf) // a GC may have moved it: reloads
 	}
 	if err != nil {
-		return fmt.Errorf("copy: %w", err)
+		return buf, fmt.Errorf("copy: %w", err)
 	}
 	stored, err := c.To.PutBlob(ctx, t, id, data)
 	if err != nil {
-		return fmt.Errorf("copy: %w", err)
+		return data, fmt.Errorf("copy: %w", err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -192,7 +195,7 @@ func (c *Copier) put(ctx context.Context, t BlobType, id ID, e *indexEntry) erro
 		c.Progress(c.stats)
 	}
 	c.unflushed += int64(len(data))
-	return nil
+	return data, nil
 }
 
 // copyLeafV2 copies the chunks of a leaf node that the target lacks, from
@@ -230,10 +233,27 @@ func (c *Copier) copyLeafV2(ctx context.Context, x *indexV2Set, ids []ID) error 
 	if err != nil {
 		clear(found) // looked up one by one instead
 	}
+	// A few workers that take the chunks in turn, each decoding into one
+	// buffer, not a goroutine and a buffer a chunk: each goroutine's stack
+	// grows to what decompressing and hashing take, and growing (copying)
+	// a fresh one per chunk cost a tenth of a copy's CPU, beside the
+	// allocation, clearing and collection of a block's memory per chunk.
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0))
-	for _, id := range need {
-		g.Go(func() error { return c.put(gctx, DataBlob, id, found[id]) })
+	var next atomic.Int64
+	for range min(runtime.GOMAXPROCS(0), len(need)) {
+		g.Go(func() error {
+			var buf []byte
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(need) {
+					return nil
+				}
+				var err error
+				if buf, err = c.put(gctx, DataBlob, need[i], found[need[i]], buf); err != nil {
+					return err
+				}
+			}
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return err

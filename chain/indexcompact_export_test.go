@@ -30,3 +30,11 @@ func SetIndexV2Batches(n int) (restore func()) {
 // IndexV2BatchBytes is the memory of one batch of IDs that GC's mark or
 // verify looks up at once on version 2: a constant, not a cost per blob.
 func IndexV2BatchBytes() int { return max(indexV2MarkBatch, verifyLeafBatch) * IDSize }
+
+// IndexCompactTier is the tier of a small index file of size bytes
+// (indexCompactTier): compaction merges files of one tier only.
+func IndexCompactTier(size int64) int { return indexCompactTier(size) }
+
+// IndexCompactSmallBytes is the size below which an index file is small:
+// compaction merges only small files.
+const IndexCompactSmallBytes = indexCompactSmallBytes

@@ -507,9 +507,17 @@ func writeIndexV2Files(ctx context.Context, store Store, packs []indexedPack) ([
 	for len(refs) > 0 {
 		piece := refs[:min(len(refs), maxIndexEntries)]
 		refs = refs[len(piece):]
-		// Sized once: grown by appends, the buffers would hold up to twice the file.
-		w.entries = slices.Grow(w.entries[:0], len(piece)*indexV2EntrySize)
-		w.keys = slices.Grow(w.keys[:0], len(piece))
+		// Sized once, the entries encoded where the file has them: grown
+		// by appends, or copied, the buffers would hold up to twice the file.
+		inPiece := make([]bool, len(packs))
+		distinct := 0
+		for _, r := range piece {
+			if !inPiece[r.pack] {
+				inPiece[r.pack] = true
+				distinct++
+			}
+		}
+		w.presize(len(piece), distinct)
 		w.noteWritten(now)
 		for _, r := range piece {
 			p := &packs[r.pack]

@@ -23,6 +23,26 @@ type indexV2Writer struct {
 	last    ID            // the last ID added, to enforce the order
 	written int64         // unix seconds: the newest write time noted
 	filter  xorfilter.BinaryFuseBuilder
+	// file, once presize has said what the next file holds: the buffer
+	// the file is made in, its entries encoded in place at front (the
+	// offset of the entries section), so that finish copies none of them.
+	file  []byte
+	front int64
+}
+
+// presize prepares the next file of count entries of packs distinct packs
+// in one buffer: finish then fills in the tables around the entries
+// instead of copying them into a file of its own, which would hold a
+// checkpoint's entries twice at the peak of a create. The filter's size
+// is known only once it is built: the buffer has room for a generous
+// bound, and finish copies after all if the filter outgrows it.
+func (w *indexV2Writer) presize(count, packs int) {
+	front := indexV2LayoutOf(indexV2FanoutBits(count), packs, count, 0).entries
+	room := int64(count)*indexV2EntrySize + indexV2FilterHeaderSize + 2*int64(count) + 1<<16 + indexV2TrailerSize
+	w.file = make([]byte, front, front+room)
+	w.front = front
+	w.entries = w.file[front:front]
+	w.keys = slices.Grow(w.keys[:0], count)
 }
 
 func newIndexV2Writer(limit int) *indexV2Writer {
@@ -102,7 +122,14 @@ func (w *indexV2Writer) finish() ([]byte, error) {
 	}
 
 	l := indexV2LayoutOf(bits, len(sorted), count, len(filter.Fingerprints))
-	file := make([]byte, l.size)
+	var file []byte
+	if count > 0 && w.file != nil && w.front == l.entries && int64(cap(w.file)) >= l.size && &w.file[:l.size][w.front] == &w.entries[0] {
+		file = w.file[:l.size] // the entries are in place; the rest is zero
+	} else {
+		file = make([]byte, l.size)
+		copy(file[l.entries:], w.entries)
+	}
+	w.file, w.front = nil, 0
 	copy(file, indexV2Magic)
 	// flags (2) and reserved (1) stay zero
 	file[6] = byte(bits)
@@ -119,7 +146,6 @@ func (w *indexV2Writer) finish() ([]byte, error) {
 	for i, id := range sorted {
 		copy(file[l.packs+IDSize*int64(i):], id[:])
 	}
-	copy(file[l.entries:], w.entries)
 	f := file[l.filter:]
 	binary.LittleEndian.PutUint64(f, filter.Seed)
 	binary.LittleEndian.PutUint32(f[8:], filter.SegmentLength)
@@ -132,6 +158,9 @@ func (w *indexV2Writer) finish() ([]byte, error) {
 	binary.LittleEndian.PutUint32(t[48:], indexV2TablesChecksum(file[:l.entries], file[l.filter:l.trailer+48]))
 	copy(t[52:], indexV2Magic)
 
+	if len(w.entries) > 0 && len(file) > int(l.entries) && &w.entries[0] == &file[l.entries] {
+		w.entries = nil // the file's now: the caller may keep it
+	}
 	w.entries, w.keys, w.packs, w.written = w.entries[:0], w.keys[:0], w.packs[:0], 0
 	clear(w.packNum)
 	return file, nil

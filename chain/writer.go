@@ -26,10 +26,22 @@ type Writer struct {
 	repo *Repository
 	lock *repoLock
 
-	mu      sync.Mutex
-	pending map[ID]struct{} // blobs added by this writer, written or not
-	open    [3]*openPack    // per BlobType, so tree nodes pack together
-	written []indexedPack   // packs stored but not yet in an index file
+	mu sync.Mutex
+	// pending: the blobs claimed by this writer whose pack is not stored
+	// yet (open, or being written). Once a pack is stored its blobs leave
+	// pending for writtenIndex, then for the repository's index: the
+	// writer's set of whole IDs holds a few packs' blobs, not a
+	// checkpoint's (see remembers).
+	pending map[ID]struct{}
+	open    [3]*openPack  // per BlobType, so tree nodes pack together
+	written []indexedPack // packs stored but not yet in an index file
+	// writtenIndex finds a blob in written. The entries keep the order
+	// their pack header has: index files of version 1 list them so.
+	writtenIndex storedPackIndex
+	// checkpointing: the packs an index file is being written for, taken
+	// out of written and not yet in the index (see indexWritten).
+	checkpointing      []indexedPack
+	checkpointingIndex storedPackIndex
 	// claimed counts the PutBlobs between claiming a blob in pending and
 	// adding it to an open pack, since the last tree pack was stored: a
 	// tree node may already name a blob that another PutBlob is still
@@ -117,8 +129,17 @@ func (w *Writer) has(ctx context.Context, id ID) (bool, error) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, ok := w.pending[id]
-	return ok, nil
+	return w.remembers(id), nil
+}
+
+// remembers reports whether this writer added id and its index file is
+// not written yet: claimed (pending), in a stored pack (written), or in a
+// pack an index file is being written for. w.mu is held.
+func (w *Writer) remembers(id ID) bool {
+	if _, ok := w.pending[id]; ok {
+		return true
+	}
+	return w.writtenIndex.holds(w.written, &id) || w.checkpointingIndex.holds(w.checkpointing, &id)
 }
 
 // PutBlob stores data, whose ID the caller computed with Hash, unless the
@@ -153,7 +174,7 @@ func (w *Writer) PutBlob(ctx context.Context, t BlobType, id ID, data []byte) (i
 		w.mu.Unlock()
 		return 0, err
 	}
-	if _, ok := w.pending[id]; ok {
+	if w.remembers(id) {
 		w.mu.Unlock()
 		return 0, nil
 	}
@@ -308,7 +329,14 @@ func (w *Writer) writePack(ctx context.Context, p *openPack) error {
 		ctx = withTreePack(ctx) // a caching store keeps it for the next create
 	}
 	err := w.repo.store.Put(ctx, packName(id), data)
+	if len(p.entries) > 0 && p.entries[0].Type == TreeBlob {
+		p.buf.dropPages() // see dropPages: a tree pack fills its buffer whole
+	}
 	p.buf.release()
+	var order []uint32
+	if err == nil {
+		order = entriesByID(p.entries) // outside the lock: maxPackEntries at most
+	}
 	w.mu.Lock()
 	if err != nil {
 		err = fmt.Errorf("write pack %s: %w", id.Short(), err)
@@ -319,6 +347,10 @@ func (w *Writer) writePack(ctx context.Context, p *openPack) error {
 		return err
 	}
 	w.written = append(w.written, indexedPack{ID: id, Entries: p.entries})
+	w.writtenIndex.add(p.entries, order)
+	for _, e := range p.entries {
+		delete(w.pending, e.ID) // written has it now
+	}
 	checkpoint := !w.repacking && w.checkpointDue() // GC and repair write one index themselves
 	w.mu.Unlock()
 	if !checkpoint {
@@ -337,7 +369,8 @@ func (w *Writer) indexWritten(ctx context.Context) error {
 	w.mu.Lock()
 	batch, err := w.written, w.err
 	if err == nil {
-		w.written = nil
+		w.checkpointing, w.checkpointingIndex = w.written, w.writtenIndex
+		w.written, w.writtenIndex = nil, storedPackIndex{}
 	}
 	w.mu.Unlock()
 	if err != nil || len(batch) == 0 {
@@ -375,8 +408,9 @@ func (w *Writer) checkpointDue() bool {
 	return entries >= indexCheckpointEntries
 }
 
-// writeIndex writes an index file for packs already stored, adds them to
-// the repository's index, and forgets their blobs (the index has them).
+// writeIndex writes an index file for packs already stored (those of
+// w.checkpointing), adds them to the repository's index, and forgets
+// their blobs (the index has them).
 func (w *Writer) writeIndex(ctx context.Context, packs []indexedPack) error {
 	files, err := w.repo.writeIndexFiles(ctx, packs)
 	if err == nil {
@@ -386,17 +420,13 @@ func (w *Writer) writeIndex(ctx context.Context, packs []indexedPack) error {
 	defer w.mu.Unlock()
 	if err != nil {
 		w.written = append(packs, w.written...)
+		w.writtenIndex.prepend(w.checkpointingIndex)
 		if w.err == nil {
 			w.err = err
 		}
-		return err
 	}
-	for _, p := range packs {
-		for _, e := range p.Entries {
-			delete(w.pending, e.ID)
-		}
-	}
-	return nil
+	w.checkpointing, w.checkpointingIndex = nil, storedPackIndex{}
+	return err
 }
 
 // Flush writes the open packs and an index file for every pack written

@@ -16,7 +16,7 @@ import (
 // writer remembered every one of them until the end of the create.
 func TestWriterMemoryIsBoundedForTinyBlobs(t *testing.T) {
 	savedPack, savedCheckpoint := maxPackEntries, indexCheckpointEntries
-	maxPackEntries, indexCheckpointEntries = 100, 300
+	maxPackEntries, indexCheckpointEntries = 100, 1000
 	t.Cleanup(func() { maxPackEntries, indexCheckpointEntries = savedPack, savedCheckpoint })
 	ctx := context.Background()
 	for _, version := range []int{FormatVersion, FormatVersion2} {
@@ -28,8 +28,8 @@ func TestWriterMemoryIsBoundedForTinyBlobs(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer w.Close()
-			const blobs = 2000
-			remembered := 0
+			const blobs = 5000
+			remembered, hashed := 0, 0
 			for i := range blobs {
 				b := make([]byte, 4096)
 				binary.LittleEndian.PutUint64(b, uint64(i)+1)
@@ -37,16 +37,33 @@ func TestWriterMemoryIsBoundedForTinyBlobs(t *testing.T) {
 					t.Fatal(err)
 				}
 				w.mu.Lock()
-				remembered = max(remembered, len(w.pending))
+				hashed = max(hashed, len(w.pending))
+				remembered = max(remembered, len(w.pending)+entriesOf(w.written)+entriesOf(w.checkpointing))
 				w.mu.Unlock()
+			}
+			// Every blob again, before the last ones are indexed: each is
+			// found (in a pack not stored yet, a stored one, or the index),
+			// and stored once.
+			for i := range blobs {
+				b := make([]byte, 4096)
+				binary.LittleEndian.PutUint64(b, uint64(i)+1)
+				if n, err := w.PutBlob(ctx, DataBlob, Hash(b), b); err != nil || n != 0 {
+					t.Fatalf("blob %d put again: %d bytes stored, %v; want 0, nil", i, n, err)
+				}
 			}
 			if err := w.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-			// A checkpoint waits for a pack to be stored: at most one
-			// checkpoint's worth plus a pack, and the packs being written.
-			if limit := indexCheckpointEntries + (maxPackWrites+2)*maxPackEntries; remembered > limit {
+			// A checkpoint waits for a pack to be stored, and the packs
+			// stored while it writes its index file wait for the next: at
+			// most two checkpoints' worth, and the packs being written.
+			if limit := 2*indexCheckpointEntries + (maxPackWrites+2)*maxPackEntries; remembered > limit {
 				t.Errorf("the writer remembered %d blobs at once, want at most %d", remembered, limit)
+			}
+			// Its hash set holds only the blobs of packs not stored yet: the
+			// open ones and those being written.
+			if limit := (maxPackWrites + 3) * maxPackEntries; hashed > limit {
+				t.Errorf("the writer's hash set held %d blobs at once, want at most %d (packs not stored yet)", hashed, limit)
 			}
 			packs, err := listPacks(ctx, store)
 			if err != nil {
@@ -75,4 +92,13 @@ func TestWriterMemoryIsBoundedForTinyBlobs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// entriesOf counts the entries of packs.
+func entriesOf(packs []indexedPack) int {
+	n := 0
+	for _, p := range packs {
+		n += len(p.Entries)
+	}
+	return n
 }

@@ -165,6 +165,10 @@ func run(p params, step string) result {
 	if err := json.Unmarshal(stdout.Bytes(), &r.report); err != nil {
 		fail(fmt.Errorf("step %s printed %q: %w", step, stdout.String(), err))
 	}
+	// Each step's figures as it ends, so that a long run stopped early
+	// still leaves the figures of the steps it finished.
+	fmt.Fprintf(os.Stderr, "scale: %s: %.2f s wall, %.2f s in the process, peak RSS %d KiB; %s\n",
+		step, r.wall.Seconds(), r.report.Seconds, r.rssKB, r.report.Detail)
 	return r
 }
 
