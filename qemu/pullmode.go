@@ -173,16 +173,16 @@ func StartPull(ctx context.Context, c *Client, opts PullOptions) (*Pull, error) 
 			"job-id": p.names.job, "device": opts.Node, "target": p.names.fleece,
 			"sync": "none", "filter-node-name": p.names.cbw, "auto-finalize": true, "auto-dismiss": true,
 		}})
+	release := func() {}
 	if opts.Hold != nil {
-		release, err := opts.Hold(ctx)
-		if err != nil {
+		if release, err = opts.Hold(ctx); err != nil {
 			return fail(fmt.Errorf("holding the guest still: %w", err))
 		}
-		defer release()
 	}
 	p.export.FrozenAt = time.Now()
 	err = c.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil)
 	p.export.FreezeWindow = time.Since(p.export.FrozenAt)
+	release() // the view is taken: the guest goes on at once
 	if err != nil {
 		return fail(err)
 	}

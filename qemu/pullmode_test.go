@@ -106,7 +106,11 @@ func (rw *recordWriter) longestStall(from, to time.Time) time.Duration {
 func backup(t *testing.T, ctx context.Context, c *Client, d *storageDaemon, vm *snapshot.Collection, rw *recordWriter, prev, next string, fail error) (*snapshot.RestorePoint, PullExport, blockdiffRead, error) {
 	var rp *snapshot.RestorePoint
 	var read blockdiffRead
-	exp, err := PullBackup(ctx, c, PullOptions{Node: "disk0", Previous: prev, Next: next, NBDSocket: d.nbd, FleeceDir: t.TempDir()},
+	hold := func(context.Context) (func(), error) {
+		read.held = time.Now()
+		return func() { read.released = time.Now() }, nil
+	}
+	exp, err := PullBackup(ctx, c, PullOptions{Node: "disk0", Previous: prev, Next: next, NBDSocket: d.nbd, FleeceDir: t.TempDir(), Hold: hold},
 		func(ctx context.Context, exp PullExport) error {
 			rw.waitFor(t, 50)
 			if fail != nil {
@@ -124,7 +128,12 @@ func backup(t *testing.T, ctx context.Context, c *Client, d *storageDaemon, vm *
 	return rp, exp, read, err
 }
 
-type blockdiffRead struct{ bytes int64 }
+// blockdiffRead is what a backup saw: the bytes its create read, and when
+// PullOptions.Hold held the guest and let it go.
+type blockdiffRead struct {
+	bytes          int64
+	held, released time.Time
+}
 
 // checkRecords restores rp and checks that it holds exactly records 1..K
 // for some K, every record acknowledged before the transaction, and none
@@ -199,6 +208,9 @@ func TestPullModeBackupWhileWriting(t *testing.T) {
 	d1, _ := rp1.Disk("os")
 	if d1.Bitmap != "diskpoint-1" || d1.BitmapRead != "" || d1.ChangeSource != snapshot.ChangeSourceHash || d1.Capture != "frozen-view" {
 		t.Errorf("first point: bitmap %q, read %q, change source %q, capture %q", d1.Bitmap, d1.BitmapRead, d1.ChangeSource, d1.Capture)
+	}
+	if read1.held.After(exp1.FrozenAt) || read1.released.Before(exp1.FrozenAt.Add(exp1.FreezeWindow)) || read1.released.After(exp1.FrozenAt.Add(exp1.FreezeWindow+time.Second)) {
+		t.Errorf("Hold held from %v to %v; the transaction ran from %v for %v", read1.held, read1.released, exp1.FrozenAt, exp1.FreezeWindow)
 	}
 	if rp1.FreezeMillis != exp1.FreezeWindow.Milliseconds() {
 		t.Errorf("freeze_ms %d, the transaction took %v", rp1.FreezeMillis, exp1.FreezeWindow)
