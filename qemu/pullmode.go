@@ -322,13 +322,18 @@ func (p *Pull) mergeBack(ctx context.Context, node *blockNode, bitmaps []string)
 	}
 	prev := node.bitmap(p.opts.Previous)
 	if prev != nil {
-		if len(present) > 0 {
-			if err := p.c.Execute(ctx, "block-dirty-bitmap-merge", map[string]any{"node": p.opts.Node, "target": p.opts.Previous, "bitmaps": present}, nil); err != nil {
-				return err
-			}
-		}
+		// In one transaction, and the previous bitmap recording before
+		// the merge: a write between the two would otherwise be in
+		// neither once the others are removed.
+		var actions []map[string]any
 		if !prev.Recording {
-			if err := p.c.Execute(ctx, "block-dirty-bitmap-enable", map[string]any{"node": p.opts.Node, "name": p.opts.Previous}, nil); err != nil {
+			actions = append(actions, map[string]any{"type": "block-dirty-bitmap-enable", "data": map[string]any{"node": p.opts.Node, "name": p.opts.Previous}})
+		}
+		if len(present) > 0 {
+			actions = append(actions, map[string]any{"type": "block-dirty-bitmap-merge", "data": map[string]any{"node": p.opts.Node, "target": p.opts.Previous, "bitmaps": present}})
+		}
+		if len(actions) > 0 {
+			if err := p.c.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil); err != nil {
 				return err
 			}
 		}

@@ -15,7 +15,7 @@ import (
 )
 
 const (
-	diskSize   = 64 << 20
+	diskSize   = 128 << 20 // sparse: only what the writer wrote is allocated
 	recordSize = 4096
 	maxRecords = diskSize/recordSize - 1 // record n is at slot n; slot 0 stays empty
 )
