@@ -32,8 +32,10 @@ func record(n uint64) []byte {
 // recordWriter writes records 1, 2, ... to their slots, one at a time,
 // and notes when each was sent and acknowledged.
 type recordWriter struct {
-	mu         sync.Mutex
-	cond       *sync.Cond
+	mu   sync.Mutex
+	cond *sync.Cond
+	gate sync.Mutex // held while a restore point is checked: the writer waits
+
 	sent, ack  []time.Time // index n-1
 	err        error
 	stop, done chan struct{}
@@ -55,8 +57,10 @@ func startWriter(t *testing.T, d *storageDaemon) *recordWriter {
 				return
 			default:
 			}
+			rw.gate.Lock()
 			sent := time.Now()
 			err := w.WriteAt(record(n), int64(n)*recordSize)
+			rw.gate.Unlock()
 			rw.mu.Lock()
 			rw.sent, rw.ack, rw.err = append(rw.sent, sent), append(rw.ack, time.Now()), err
 			rw.cond.Broadcast()
@@ -140,6 +144,8 @@ type blockdiffRead struct {
 // sent after it ended.
 func checkRecords(t *testing.T, vm *snapshot.Collection, rp *snapshot.RestorePoint, exp PullExport, rw *recordWriter) int {
 	t.Helper()
+	rw.gate.Lock() // the checks need no writes, and the disk stays small
+	defer rw.gate.Unlock()
 	out := filepath.Join(t.TempDir(), "restored.img")
 	if _, err := vm.RestoreDisk(context.Background(), snapshot.RestoreOptions{Point: rp.ID, Disk: "os", Path: out}); err != nil {
 		t.Fatal(err)
