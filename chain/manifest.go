@@ -83,6 +83,10 @@ type DiskManifest struct {
 	ChangeSource string `json:"change_source,omitempty"`
 	ChangeReason string `json:"change_reason,omitempty"`
 	Bitmap       string `json:"bitmap,omitempty"`
+	// BitmapRead names the bitmap whose extents were read (ChangeSource
+	// "bitmap"); a pull-mode backup reads the previous bitmap and records
+	// the new one as Bitmap. Absent otherwise, and in older manifests.
+	BitmapRead string `json:"bitmap_read,omitempty"`
 }
 
 // Geometry returns the disk's block-map geometry in repository r.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
 	"github.com/diskpoint/diskpoint/snapshot"
@@ -40,6 +41,8 @@ func TestCreateRefusesBadInput(t *testing.T) {
 		{"empty name", snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "", Path: good}}}, "empty", snapshot.ErrInvalidName},
 		{"control char", snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "a\x01", Path: good}}}, "not allowed", snapshot.ErrInvalidName},
 		{"no disks", snapshot.CreateOptions{}, "no disks", nil},
+		{"next bitmap of a file", snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "d", Path: good, NextBitmap: "diskpoint-1"}}}, "NextBitmap and HeldStill are for an NBD export", nil},
+		{"held still file", snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "d", Path: good, HeldStill: time.Millisecond}}}, "NextBitmap and HeldStill are for an NBD export", nil},
 		{"exclude unknown", snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "d", Path: good}}, Exclude: []string{"x"}}, `"x"`, snapshot.ErrNotFound},
 		{"exclude all", snapshot.CreateOptions{Disks: []snapshot.DiskSource{{Name: "d", Path: good}}, Exclude: []string{"d"}}, "no disks", nil},
 	} {

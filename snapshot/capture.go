@@ -38,6 +38,7 @@ const (
 	captureSnapshotter = "snapshotter"
 	captureReadFrozen  = "read-frozen"
 	captureRead        = "read"
+	captureFrozenView  = "frozen-view" // an NBD view frozen at one instant (DiskSource.HeldStill)
 )
 
 // diskCapture is one disk on its way into a restore point.
@@ -159,6 +160,12 @@ func (cp *capture) take(ctx context.Context, readNow bool) error {
 	}
 	var direct []*diskCapture
 	for _, d := range cp.disks {
+		if d.src.NBD != "" && d.src.HeldStill > 0 {
+			// Taken before Create by its own transaction: read after the
+			// thaw like a clone.
+			d.method = captureFrozenView
+			continue
+		}
 		if !d.live.IsFile() { // a block device, or a reader: no clone to make
 			direct = append(direct, d)
 			continue

@@ -20,6 +20,7 @@ type changePlan struct {
 	changed        []blockdiff.Range
 	source, reason string
 	bitmap         string // the bitmap to record: it records writes from this point on
+	read           string // the bitmap whose extents were read, if one was
 }
 
 // plan decides how to find the changes of disk s against parent (nil
@@ -30,6 +31,9 @@ func (s *DiskSource) plan(parent *pointDisk) changePlan {
 	p := changePlan{source: ChangeSourceHash}
 	if s.Bitmap != "" && s.bitmapFound {
 		p.bitmap = s.Bitmap
+	}
+	if s.NextBitmap != "" {
+		p.bitmap = s.NextBitmap // started at this view's instant: it exists whether or not Bitmap does
 	}
 	switch {
 	case s.Bitmap == "" && parent != nil && s.ChangedOnly:
@@ -46,7 +50,7 @@ func (s *DiskSource) plan(parent *pointDisk) changePlan {
 		}
 		p.reason = fmt.Sprintf("the previous restore point %s recorded %s, not %q: the bitmap may have started after it, so every block was read and compared", parent.point, recorded, s.Bitmap)
 	default:
-		p.changedOnly, p.changed, p.source = true, s.dirty, ChangeSourceBitmap
+		p.changedOnly, p.changed, p.source, p.read = true, s.dirty, ChangeSourceBitmap, s.Bitmap
 	}
 	return p
 }

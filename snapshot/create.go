@@ -54,6 +54,17 @@ type DiskSource struct {
 	// records the bitmap, so that the next one may trust it against this one;
 	// the bitmap must keep recording writes (not be cleared) until then.
 	Bitmap string
+	// NextBitmap, for an NBD disk, is the bitmap the restore point records
+	// for the next one to read against, when it is not Bitmap: a pull-mode
+	// backup (package qemu) reads the previous bitmap's extents from a
+	// frozen view and starts NextBitmap at that view's instant. The restore
+	// point records Bitmap as bitmap_read when its extents were used.
+	NextBitmap string
+	// HeldStill, for an NBD disk, says the export is a view frozen at one
+	// instant (a pull-mode backup's fleecing node, qemu.PullExport) and is
+	// how long taking it held the guest's writes up (its transaction): the
+	// disk is not read live, and freeze_ms counts the window.
+	HeldStill time.Duration
 
 	// What opening an NBD disk with a Bitmap found: whether the server has
 	// it, and its dirty ranges.
@@ -277,6 +288,11 @@ func (c *Collection) Create(ctx context.Context, opts CreateOptions) (rp *Restor
 	}
 	m.Created = now().UTC()
 	m.FreezeMillis = out.FreezeWindow.Milliseconds()
+	for _, d := range cp.disks {
+		// A frozen view's own transaction held the guest up before Create
+		// ran; the longest of them and the hooks' window is the freeze.
+		m.FreezeMillis = max(m.FreezeMillis, d.src.HeldStill.Milliseconds())
+	}
 	m.Warnings = out.Warnings
 
 	// Read what was captured, after the thaw.

@@ -12,6 +12,9 @@ import (
 // snapshotter says a Snapshotter will capture the disks, which it can only
 // do by path.
 func (s *DiskSource) open(ctx context.Context, snapshotter bool) (*blockdiff.Disk, error) {
+	if (s.NextBitmap != "" || s.HeldStill != 0) && s.NBD == "" {
+		return nil, errors.New("NextBitmap and HeldStill are for an NBD export, and the disk is not one")
+	}
 	if s.Bitmap != "" && s.NBD == "" {
 		return nil, errors.New("a Bitmap is read from an NBD export, and the disk is not one")
 	}

@@ -44,7 +44,7 @@ func (c *Collection) newDiskWriter(w *chain.Writer, src DiskSource, size int64, 
 		parent = nil
 	}
 	dw.changes = src.plan(parent)
-	dw.dm.ChangeSource, dw.dm.ChangeReason, dw.dm.Bitmap = dw.changes.source, dw.changes.reason, dw.changes.bitmap
+	dw.dm.ChangeSource, dw.dm.ChangeReason, dw.dm.Bitmap, dw.dm.BitmapRead = dw.changes.source, dw.changes.reason, dw.changes.bitmap, dw.changes.read
 	return dw
 }
 

@@ -81,6 +81,10 @@ type CapturedDisk struct {
 	// this restore point's instant on: the next restore point trusts it
 	// against this one, and no other.
 	Bitmap string `json:"bitmap,omitempty"`
+	// BitmapRead is the bitmap whose dirty extents were read (change
+	// source "bitmap"); it differs from Bitmap after a pull-mode backup
+	// (DiskSource.NextBitmap), which reads one bitmap and starts another.
+	BitmapRead string `json:"bitmap_read,omitempty"`
 }
 
 // Disk returns the restore point's disk named name.
@@ -150,7 +154,7 @@ func diskFromManifest(d chain.DiskManifest) CapturedDisk {
 	return CapturedDisk{
 		Name: d.Name, Size: d.Size, BlockSize: d.BlockSize, Root: d.Root, Capture: d.Capture, Parent: d.Parent,
 		ChangedBytes: d.ChangedBytes, StoredBytes: d.StoredBytes, MetadataBytes: d.MetadataBytes, NewChunkBytes: d.NewChunkBytes,
-		ChangeSource: d.ChangeSource, ChangeReason: d.ChangeReason, Bitmap: d.Bitmap,
+		ChangeSource: d.ChangeSource, ChangeReason: d.ChangeReason, Bitmap: d.Bitmap, BitmapRead: d.BitmapRead,
 	}
 }
 
@@ -160,6 +164,6 @@ func (d CapturedDisk) manifest() chain.DiskManifest {
 	return chain.DiskManifest{
 		Name: d.Name, Size: d.Size, BlockSize: d.BlockSize, Root: d.Root, Capture: d.Capture, Parent: d.Parent,
 		ChangedBytes: d.ChangedBytes, StoredBytes: d.StoredBytes, MetadataBytes: d.MetadataBytes, NewChunkBytes: d.NewChunkBytes,
-		ChangeSource: d.ChangeSource, ChangeReason: d.ChangeReason, Bitmap: d.Bitmap,
+		ChangeSource: d.ChangeSource, ChangeReason: d.ChangeReason, Bitmap: d.Bitmap, BitmapRead: d.BitmapRead,
 	}
 }

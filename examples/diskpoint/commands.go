@@ -106,6 +106,8 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	fs.Var(&exclude, "exclude", "leave out `DISK` (repeatable)")
 	fs.Var(&changed, "changed", "`DISK=RANGES_FILE`: only these byte ranges changed since DISK's last restore point (repeatable)")
 	fs.Var(&bitmaps, "bitmap", "`DISK=NAME`: read only the extents QEMU dirty bitmap NAME marks, for DISK given as an NBD URI, when DISK's last restore point was taken with the same bitmap; otherwise read and compare every block, and say why (repeatable)")
+	qmpSocket := fs.String("qmp", "", "QMP `socket` of a running QEMU or qemu-storage-daemon: take a pull-mode backup of the one disk, given as DISK=NODE (its qcow2 node name)")
+	qmpNBD := fs.String("qmp-nbd", "", "with -qmp: the Unix `socket` of the daemon's NBD server, on which the frozen view is exported")
 	hooks := addHookFlags(fs)
 	if err := parse(fs, args, map[string]*string{"repo": repoDir, "collection": collection}); err != nil {
 		return err
@@ -116,6 +118,16 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	opts := snapshot.CreateOptions{Exclude: exclude}
 	if err := hooks.apply(&opts); err != nil {
 		return err
+	}
+	if *configFile != "" {
+		data, err := os.ReadFile(*configFile)
+		if err != nil {
+			return fmt.Errorf("VM config: %w", err)
+		}
+		opts.VMConfig = data
+	}
+	if *qmpSocket != "" || *qmpNBD != "" {
+		return createPullMode(ctx, e, *repoDir, *collection, *qmpSocket, *qmpNBD, *asJSON, opts, fs.Args(), len(changed)+len(bitmaps)+len(exclude))
 	}
 	index := map[string]int{}
 	for _, arg := range fs.Args() {
@@ -150,13 +162,6 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 		}
 		opts.Disks[i].Bitmap = bitmap
 	}
-	if *configFile != "" {
-		data, err := os.ReadFile(*configFile)
-		if err != nil {
-			return fmt.Errorf("VM config: %w", err)
-		}
-		opts.VMConfig = data
-	}
 	_, c, err := openCollection(ctx, e, *repoDir, *collection)
 	if err != nil {
 		return err
@@ -173,6 +178,11 @@ func runCreate(ctx context.Context, e *env, fs *flag.FlagSet, args []string) err
 	if *asJSON {
 		return printJSON(e, rp)
 	}
+	return printCreated(e, rp, start)
+}
+
+// printCreated says what a create stored.
+func printCreated(e *env, rp *snapshot.RestorePoint, start time.Time) error {
 	fmt.Fprintf(e.stdout, "created restore point %s in %s in %s: %s", rp.ID, rp.Collection, time.Since(start).Round(time.Millisecond), consistencyLabel(rp))
 	if rp.FreezeMillis > 0 && rp.Consistency != consistency.Inconsistent {
 		fmt.Fprintf(e.stdout, ", held still for %d ms", rp.FreezeMillis)

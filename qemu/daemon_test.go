@@ -1,0 +1,161 @@
+package qemu
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// needTool skips the test when tool is missing, and fails it under CI.
+func needTool(t *testing.T, tool string) {
+	t.Helper()
+	if _, err := exec.LookPath(tool); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is missing, and CI must run this test", tool)
+		}
+		t.Skipf("%s is not installed", tool)
+	}
+}
+
+// storageDaemon is a qemu-storage-daemon the test started, serving a
+// qcow2 node "disk0" over QMP and over NBD (export "w", writable).
+type storageDaemon struct {
+	image, qmp, nbd string
+	cmd             *exec.Cmd
+}
+
+// startDaemon starts qemu-storage-daemon on a new qcow2 of size bytes.
+func startDaemon(t *testing.T, size int64) *storageDaemon {
+	t.Helper()
+	needTool(t, "qemu-storage-daemon")
+	needTool(t, "qemu-img")
+	dir := t.TempDir()
+	d := &storageDaemon{image: filepath.Join(dir, "disk.qcow2"), qmp: filepath.Join(dir, "qmp.sock"), nbd: filepath.Join(dir, "nbd.sock")}
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", d.image, strconv.FormatInt(size, 10)).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v: %s", err, out)
+	}
+	d.cmd = exec.Command("qemu-storage-daemon",
+		"--blockdev", "driver=file,node-name=file0,filename="+d.image,
+		"--blockdev", "driver=qcow2,node-name=disk0,file=file0",
+		"--nbd-server", "addr.type=unix,addr.path="+d.nbd,
+		"--export", "type=nbd,id=w,node-name=disk0,name=w,writable=on",
+		"--chardev", "socket,id=qmp0,path="+d.qmp+",server=on,wait=off",
+		"--monitor", "chardev=qmp0")
+	d.cmd.Stderr = os.Stderr
+	// --pidfile would say when it is ready; waiting for the QMP greeting
+	// does too, and is what the test needs.
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		<-exited
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := Dial(context.Background(), d.qmp)
+		if err == nil {
+			c.Close()
+			return d
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("qemu-storage-daemon exited: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("qemu-storage-daemon did not answer on %s: %v", d.qmp, err)
+		}
+	}
+}
+
+func (d *storageDaemon) client(t *testing.T) *Client {
+	t.Helper()
+	c, err := Dial(context.Background(), d.qmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// nbdWriter writes to an NBD export, one write at a time: the smallest
+// client that writes (package nbd's client only reads). Old-style option
+// NBD_OPT_EXPORT_NAME, simple replies.
+type nbdWriter struct {
+	conn   net.Conn
+	handle uint64
+}
+
+func dialNBDWriter(socket, export string) (*nbdWriter, error) {
+	conn, err := net.Dial("unix", socket)
+	if err != nil {
+		return nil, err
+	}
+	var hello [18]byte
+	if _, err := io.ReadFull(conn, hello[:]); err != nil {
+		return nil, err
+	}
+	if string(hello[:16]) != "NBDMAGICIHAVEOPT" || binary.BigEndian.Uint16(hello[16:])&1 == 0 {
+		return nil, errors.New("not a fixed-newstyle NBD server")
+	}
+	noZeroes := binary.BigEndian.Uint16(hello[16:])&2 != 0
+	flags := uint32(1)
+	if noZeroes {
+		flags |= 2
+	}
+	msg := binary.BigEndian.AppendUint32(nil, flags)
+	msg = append(msg, "IHAVEOPT"...)
+	msg = binary.BigEndian.AppendUint32(msg, 1) // NBD_OPT_EXPORT_NAME
+	msg = binary.BigEndian.AppendUint32(msg, uint32(len(export)))
+	msg = append(msg, export...)
+	if _, err := conn.Write(msg); err != nil {
+		return nil, err
+	}
+	n := 10
+	if !noZeroes {
+		n += 124
+	}
+	if _, err := io.ReadFull(conn, make([]byte, n)); err != nil {
+		return nil, fmt.Errorf("export %q: %w", export, err)
+	}
+	return &nbdWriter{conn: conn}, nil
+}
+
+// WriteAt writes p at off and returns once the server acknowledged it.
+func (w *nbdWriter) WriteAt(p []byte, off int64) error {
+	w.handle++
+	req := binary.BigEndian.AppendUint32(nil, 0x25609513)
+	req = binary.BigEndian.AppendUint16(req, 0)
+	req = binary.BigEndian.AppendUint16(req, 1) // NBD_CMD_WRITE
+	req = binary.BigEndian.AppendUint64(req, w.handle)
+	req = binary.BigEndian.AppendUint64(req, uint64(off))
+	req = binary.BigEndian.AppendUint32(req, uint32(len(p)))
+	if _, err := w.conn.Write(append(req, p...)); err != nil {
+		return err
+	}
+	var reply [16]byte
+	if _, err := io.ReadFull(w.conn, reply[:]); err != nil {
+		return err
+	}
+	switch {
+	case binary.BigEndian.Uint32(reply[:]) != 0x67446698 || binary.BigEndian.Uint64(reply[8:]) != w.handle:
+		return errors.New("a reply that is not to this write")
+	case binary.BigEndian.Uint32(reply[4:]) != 0:
+		return fmt.Errorf("write at %d: NBD error %d", off, binary.BigEndian.Uint32(reply[4:]))
+	}
+	return nil
+}
+
+func (w *nbdWriter) Close() error { return w.conn.Close() }
