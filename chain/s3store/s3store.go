@@ -133,6 +133,7 @@ const (
 	DefaultMaxUploads     = 8
 	DefaultListPageSize   = 1000
 	minPartSize           = 5 << 20 // S3's smallest part but the last
+	minIdleConns          = 64      // idle connections kept at least
 )
 
 // Store is a [chain.Store] in an S3 bucket. It is safe for concurrent use.
@@ -188,6 +189,12 @@ func New(opts Options) (*Store, error) {
 			return nil, fmt.Errorf("s3 store: %w", err)
 		}
 		t.ResponseHeaderTimeout = opts.RequestTimeout
+		// Keep a connection for every request that may run at once (the
+		// parts of MaxUploads Puts, a restore's reads ahead): with fewer
+		// idle ones kept (minio-go's default is 16, Go's 2), parallel
+		// requests close and redial connections all the time.
+		t.MaxIdleConnsPerHost = max(minIdleConns, opts.MaxUploads*opts.PartUploads)
+		t.MaxIdleConns = max(t.MaxIdleConns, t.MaxIdleConnsPerHost)
 		s.transport, base = t, t
 	}
 	client, err := minio.New(opts.Endpoint, &minio.Options{
