@@ -13,7 +13,7 @@ import (
 // The bounds keep the memory of one read small.
 const (
 	readAheadSpans = 6        // span reads of one call in flight or waiting to be used
-	readAheadBytes = 48 << 20 // and their bytes (a bigger span still goes, alone)
+	readAheadBytes = 24 << 20 // and their bytes (a bigger span still goes, alone)
 )
 
 // spanReads reads the spans of one ReadBlobs call ahead of their use.
