@@ -21,6 +21,7 @@ type concurrentReads struct {
 	inFlight int
 	most     int
 	second   chan struct{} // closed when two reads are in flight
+	once     sync.Once
 }
 
 func (s *concurrentReads) ReadAt(ctx context.Context, name string, p []byte, off int64) error {
@@ -31,7 +32,7 @@ func (s *concurrentReads) ReadAt(ctx context.Context, name string, p []byte, off
 	s.inFlight++
 	s.most = max(s.most, s.inFlight)
 	if s.inFlight == 2 {
-		close(s.second)
+		s.once.Do(func() { close(s.second) })
 	}
 	s.mu.Unlock()
 	defer func() {
