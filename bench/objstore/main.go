@@ -35,7 +35,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -91,7 +90,6 @@ func startProxy(target string, c *counts) (string, func(), error) {
 			r.SetURL(u)
 			r.Out.Host = r.In.Host
 			c.requests.Add(1)
-			dbgCount(r.In)
 			if r.In.Method == http.MethodGet {
 				c.gets.Add(1)
 			}
@@ -190,12 +188,10 @@ func run() error {
 	steps := map[string]*step{}
 	timed := func(key, repoData string, env []string, args ...string) error {
 		warm(image, repoData)
-		dbgReset()
 		start := time.Now()
-		if err := sh(append(env, "DISKPOINT_CPUPROFILE="+filepath.Join("/tmp/objperf-prof", strings.ReplaceAll(key, " ", "_")+".pprof")), cli, args...); err != nil {
+		if err := sh(env, cli, args...); err != nil {
 			return err
 		}
-		dbgDump(key, time.Since(start))
 		if steps[key] == nil {
 			steps[key] = &step{name: key}
 		}
@@ -388,40 +384,4 @@ func resticSteps(dir string, r int, proxy string, server *minioserver.Server, im
 		return fmt.Errorf("restic's restore differs from the image: %w", err)
 	}
 	return os.RemoveAll(target)
-}
-
-var dbgMu sync.Mutex
-var dbgMap = map[string]int{}
-
-func dbgCount(r *http.Request) {
-	parts := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 4)
-	cls := r.Method
-	if len(parts) >= 3 {
-		cls += " " + parts[2]
-	}
-	q := r.URL.Query()
-	keys := []string{}
-	for k := range q {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	cls += " ?" + strings.Join(keys, ",")
-	if r.Header.Get("Range") != "" {
-		cls += " range"
-	}
-	if r.Header.Get("If-None-Match") != "" {
-		cls += " ifnonematch"
-	}
-	dbgMu.Lock()
-	dbgMap[cls]++
-	dbgMu.Unlock()
-}
-func dbgReset() { dbgMu.Lock(); dbgMap = map[string]int{}; dbgMu.Unlock() }
-func dbgDump(key string, d time.Duration) {
-	dbgMu.Lock()
-	defer dbgMu.Unlock()
-	fmt.Fprintf(os.Stderr, "DBG %s %.2fs\n", key, d.Seconds())
-	for k, v := range dbgMap {
-		fmt.Fprintf(os.Stderr, "DBG   %6d %s\n", v, k)
-	}
 }
