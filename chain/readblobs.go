@@ -60,7 +60,9 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 		}
 		return wants[a].e.Offset < wants[b].e.Offset
 	})
-	var span, plain []byte
+	// Cut the wants into spans, each read with one ReadAt.
+	type span struct{ start, end int }
+	var spans []span
 	for start := 0; start < len(wants); {
 		// Extend the span while the next blob is in the same pack, close by.
 		first := wants[start]
@@ -74,12 +76,24 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 			spanEnd = max(spanEnd, int64(next.Offset)+int64(next.Length))
 			end++
 		}
-		n := spanEnd - int64(first.e.Offset)
-		if int64(cap(span)) < n {
-			span = make([]byte, n)
+		spans = append(spans, span{start, end})
+		start = end
+	}
+	spanBytes := func(sp span) (name string, off, n int64) {
+		first := wants[sp.start]
+		end := int64(first.e.Offset)
+		for _, w := range wants[sp.start:sp.end] {
+			end = max(end, int64(w.e.Offset)+int64(w.e.Length))
 		}
-		span = span[:n]
-		if err := r.store.ReadAt(readCtx, packName(first.pack), span, int64(first.e.Offset)); err != nil {
+		return packName(first.pack), int64(first.e.Offset), end - int64(first.e.Offset)
+	}
+	fetches := readAhead(readCtx, r.store, len(spans), func(k int) (string, int64, int64) { return spanBytes(spans[k]) })
+	defer fetches.stop()
+	var plain []byte
+	for k, sp := range spans {
+		first := wants[sp.start]
+		spanData, err := fetches.wait(k)
+		if err != nil {
 			object := fmt.Sprintf("%s blob %s in pack %s", t, first.e.ID, first.pack)
 			rerr := readError(object, err)
 			if !errors.Is(rerr, ErrNotFound) && !errors.As(rerr, new(*CorruptError)) {
@@ -90,7 +104,7 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 			// The pack is gone (a GC elsewhere may have moved its blobs:
 			// ReadBlob looks again) or short: read one by one, so that the
 			// blobs it still holds are read and the error names the blob.
-			for _, w := range wants[start:end] {
+			for _, w := range wants[sp.start:sp.end] {
 				dst := plain
 				if into != nil {
 					dst = into(w.i)
@@ -103,16 +117,15 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 					return err
 				}
 			}
-			start = end
 			continue
 		}
-		for _, w := range wants[start:end] {
+		for _, w := range wants[sp.start:sp.end] {
 			off := int64(w.e.Offset) - int64(first.e.Offset)
 			dst := plain
 			if into != nil {
 				dst = into(w.i)
 			}
-			data, err := r.decodeStored(dst, span[off:off+int64(w.e.Length)], w.e)
+			data, err := r.decodeStored(dst, spanData[off:off+int64(w.e.Length)], w.e)
 			if err != nil {
 				// Damaged, or repaired elsewhere since the index was
 				// loaded: ReadBlob looks again, and names the damage.
@@ -127,7 +140,6 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 				return err
 			}
 		}
-		start = end
 	}
 	return nil
 }

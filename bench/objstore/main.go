@@ -11,7 +11,9 @@
 // MinIO is the program DISKPOINT_MINIO names, or minio on PATH. diskpoint
 // reaches it through a proxy in this program that counts the requests and
 // the bytes of their answers, for target 2's "downloads less than 2% of
-// the repository's bytes". The CLI keeps its local cache of the remote
+// the repository's bytes". With -restic (the default when restic is
+// installed), restic takes the same steps into the same MinIO through the
+// same proxy, for target 4. The CLI keeps its local cache of the remote
 // repository (index files, tree packs) in the working directory, new for
 // each run, as a host that backs up to the bucket would. Before each step dirty pages are written back
 // and the image and the repository (or MinIO's data) are read into the
@@ -124,7 +126,11 @@ func run() error {
 	sizeFlag := flag.String("size", "2GiB", "image size")
 	runs := flag.Int("runs", 1, "run every step this many times; the table shows medians")
 	work := flag.String("work", "", "working directory (default: a new one under /var/tmp, removed after)")
+	withRestic := flag.Bool("restic", true, "also take the steps with restic into the same MinIO, for target 4 (when restic is installed)")
 	flag.Parse()
+	if _, err := exec.LookPath("restic"); err != nil {
+		*withRestic = false
+	}
 	size, err := humanize.ParseBytes(*sizeFlag)
 	if err != nil {
 		return err
@@ -246,6 +252,11 @@ func run() error {
 				os.RemoveAll(repo)
 			}
 		}
+		if *withRestic {
+			if err := resticSteps(dir, r, proxy, server, image, before, after, use, steps); err != nil {
+				return err
+			}
+		}
 	}
 
 	fmt.Printf("| step | local | MinIO | MinIO / local | target | met |\n| --- | --- | --- | --- | --- | --- |\n")
@@ -256,6 +267,17 @@ func run() error {
 		local, remote := median(steps["local "+s.name].wall), median(steps["minio "+s.name].wall)
 		ratio := remote.Seconds() / local.Seconds()
 		fmt.Printf("| %d. %s | %s | %s | %.2fx | within %.1fx | %s |\n", i+1, s.name, secs(local), secs(remote), ratio, s.limit, yes(ratio <= s.limit))
+	}
+	if *withRestic {
+		// Target 4: restic into the same MinIO, same image, same change.
+		for _, s := range []struct {
+			name   string
+			factor float64
+		}{{"after 1% change", 8}, {"restore", 2}} {
+			ours, theirs := median(steps["minio "+s.name].wall), median(steps["restic "+s.name].wall)
+			faster := theirs.Seconds() / ours.Seconds()
+			fmt.Printf("| 4. %s, restic -r s3: into the same MinIO | restic %s | %s | %.1fx faster | at least %.0fx faster | %s |\n", s.name, secs(theirs), secs(ours), faster, s.factor, yes(faster >= s.factor))
+		}
 	}
 	mid := len(incrDown) / 2
 	share := float64(incrDown[mid]) / float64(repoBytes[mid])
@@ -269,6 +291,15 @@ func run() error {
 				each = append(each, fmt.Sprintf("%.2f", d.Seconds()))
 			}
 			fmt.Printf("- %s %s: %s\n", where, name, strings.Join(each, ", "))
+		}
+	}
+	if *withRestic {
+		for _, name := range []string{"first backup", "after 1% change", "restore"} {
+			var each []string
+			for _, d := range steps["restic "+name].wall {
+				each = append(each, fmt.Sprintf("%.2f", d.Seconds()))
+			}
+			fmt.Printf("- restic (MinIO) %s: %s\n", name, strings.Join(each, ", "))
 		}
 	}
 	fmt.Printf("- MinIO incremental: GET requests %v, bytes downloaded %v, repository bytes %v\n", incrGets, incrDown, repoBytes)
@@ -313,4 +344,46 @@ func yes(ok bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+// resticSteps takes the same three steps with restic into a repository in
+// the same MinIO, through the same proxy, timed as diskpoint's are.
+func resticSteps(dir string, r int, proxy string, server *minioserver.Server, image, before, after string, use func(string) error, steps map[string]*step) error {
+	repo := fmt.Sprintf("s3:http://%s/bench/restic%d", proxy, r)
+	env := append(server.Env(), "RESTIC_PASSWORD=objstore")
+	timed := func(key string, args ...string) error {
+		warm(image, server.DataDir())
+		start := time.Now()
+		if err := sh(env, "restic", args...); err != nil {
+			return err
+		}
+		if steps[key] == nil {
+			steps[key] = &step{name: key}
+		}
+		steps[key].wall = append(steps[key].wall, time.Since(start))
+		return nil
+	}
+	if err := sh(env, "restic", "-q", "--repo", repo, "init"); err != nil {
+		return err
+	}
+	if err := use(before); err != nil {
+		return err
+	}
+	if err := timed("restic first backup", "-q", "--repo", repo, "backup", image); err != nil {
+		return err
+	}
+	if err := use(after); err != nil {
+		return err
+	}
+	if err := timed("restic after 1% change", "-q", "--repo", repo, "backup", image); err != nil {
+		return err
+	}
+	target := filepath.Join(dir, "restic-restore")
+	if err := timed("restic restore", "-q", "--repo", repo, "restore", "latest", "--target", target); err != nil {
+		return err
+	}
+	if err := sh(nil, "cmp", "-s", filepath.Join(target, image), after); err != nil {
+		return fmt.Errorf("restic's restore differs from the image: %w", err)
+	}
+	return os.RemoveAll(target)
 }

@@ -8,8 +8,8 @@
 //     server refuses it with 412 Precondition Failed when the key exists,
 //     atomically across clients. Where the server does not support it,
 //     [CreateOnlyCheckThenPut] is the documented fallback (see there).
-//   - Put uploads in one PUT up to Options.PartSize and in parts above it,
-//     Options.PartUploads parts at a time; at most Options.MaxUploads Puts
+//   - Put uploads in one PUT up to twice Options.PartSize and in parts
+//     above it, Options.PartUploads parts at a time; at most Options.MaxUploads Puts
 //     run at once. Either way S3 shows the object only when it is whole.
 //   - ReadAt is a ranged GET; List follows the listing's pages.
 //   - Every HTTP request runs under the caller's ctx and its own timeout
@@ -108,8 +108,8 @@ type Options struct {
 	MaxRetries    int
 	MaxRetryAfter time.Duration
 
-	// PartSize: objects larger than this are uploaded in parts of this
-	// size (default 16 MiB, at least 5 MiB). PartUploads parts of an object
+	// PartSize: objects larger than twice this are uploaded in parts of
+	// this size (default 16 MiB, at least 5 MiB); smaller ones in one PUT. PartUploads parts of an object
 	// are uploaded at once (default 4), and at most MaxUploads Puts run at
 	// once (default 8).
 	PartSize    uint64
@@ -133,6 +133,8 @@ const (
 	DefaultMaxUploads     = 8
 	DefaultListPageSize   = 1000
 	minPartSize           = 5 << 20 // S3's smallest part but the last
+	minIdleConns          = 64      // idle connections kept at least
+	maxSinglePut          = 5 << 30 // S3's largest object in one PUT
 )
 
 // Store is a [chain.Store] in an S3 bucket. It is safe for concurrent use.
@@ -188,6 +190,12 @@ func New(opts Options) (*Store, error) {
 			return nil, fmt.Errorf("s3 store: %w", err)
 		}
 		t.ResponseHeaderTimeout = opts.RequestTimeout
+		// Keep a connection for every request that may run at once (the
+		// parts of MaxUploads Puts, a restore's reads ahead): with fewer
+		// idle ones kept (minio-go's default is 16, Go's 2), parallel
+		// requests close and redial connections all the time.
+		t.MaxIdleConnsPerHost = max(minIdleConns, opts.MaxUploads*opts.PartUploads)
+		t.MaxIdleConns = max(t.MaxIdleConns, t.MaxIdleConnsPerHost)
 		s.transport, base = t, t
 	}
 	client, err := minio.New(opts.Endpoint, &minio.Options{
@@ -264,6 +272,11 @@ func (s *Store) put(ctx context.Context, op, name string, data []byte, create bo
 		ContentType: "application/octet-stream",
 		PartSize:    s.opts.PartSize,
 		NumThreads:  uint(s.opts.PartUploads),
+		// Up to twice the part size in one PUT: a pack just over the part
+		// size (a repository's 16 MiB packs and their header) would take
+		// an initiation, two parts (one of a few bytes) and a completion,
+		// three round trips in a row where one PUT does.
+		DisableMultipart: uint64(len(data)) <= min(2*s.opts.PartSize, maxSinglePut),
 	}
 	var attempts *objhttp.AttemptCounter
 	if create {
