@@ -348,7 +348,7 @@ func yes(ok bool) string {
 
 // resticSteps takes the same three steps with restic into a repository in
 // the same MinIO, through the same proxy, timed as diskpoint's are.
-func resticSteps(dir string, r int, proxy string, server *minioserver.Server, image, before, after string, use func(string) error, steps map[string]*step) error {
+func resticSteps(dir string, r int, proxy string, server *objserver.MinIO, image, before, after string, use func(string) error, steps map[string]*step) error {
 	repo := fmt.Sprintf("s3:http://%s/bench/restic%d", proxy, r)
 	env := append(server.Env(), "RESTIC_PASSWORD=objstore")
 	timed := func(key string, args ...string) error {
