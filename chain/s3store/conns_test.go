@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/diskpoint/diskpoint/chain/s3store"
+	"github.com/diskpoint/diskpoint/internal/objserver"
 )
 
 // countingForwarder forwards TCP connections on 127.0.0.1 to target and
@@ -67,8 +68,8 @@ func (f *countingForwarder) forward(c net.Conn, target string) {
 // dialled 16 connections anew.
 func TestParallelReadsReuseConnections(t *testing.T) {
 	const parallel = 32
-	srv := needMinIO(t)
-	fwd := startForwarder(t, srv.endpoint, parallel)
+	srv := objserver.SharedMinIO(t)
+	fwd := startForwarder(t, srv.Endpoint, parallel)
 	opts := storeOptions(srv, newBucket(t, srv), "repo/conns")
 	opts.Region = "us-east-1" // no lookup before the first round
 	ctx := context.Background()
