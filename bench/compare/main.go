@@ -46,6 +46,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/diskpoint/diskpoint/internal/benchutil"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/dustin/go-humanize"
 	"golang.org/x/sys/unix"
@@ -147,7 +148,7 @@ func main() {
 	table := b.table(int64(size), written, *runs, big)
 	fmt.Print(table)
 	if *out != "" {
-		if err := replaceBetweenMarkers(*out, table); err != nil {
+		if err := benchutil.ReplaceBetweenMarkers(*out, "compare", "", table); err != nil {
 			fail(err)
 		}
 	}
@@ -320,11 +321,7 @@ func (b *bench) output(name string, args ...string) string {
 // repository, with sys time 0.8 s against 2.1-2.35 s). So every step, of
 // every tool, starts with memory the host has just backed.
 func (b *bench) warm(repo string) {
-	exec.Command("sync").Run()
-	exec.Command("sh", "-c", "cat "+b.image+" > /dev/null").Run()
-	if repo != "" {
-		exec.Command("sh", "-c", "find "+repo+" -type f -exec cat {} + > /dev/null").Run()
-	}
+	benchutil.Warm(b.image, repo)
 	// In a process of its own: a child's peak RSS starts from its parent's
 	// high-water mark (os/exec forks with CLONE_VM), so touching memory here
 	// would count against every tool.
@@ -422,21 +419,6 @@ func idsOf(listJSON string) []string {
 		ids = append(ids, part[:strings.Index(part, `"`)])
 	}
 	return ids
-}
-
-// replaceBetweenMarkers writes text into path between its marker lines.
-func replaceBetweenMarkers(path, text string) error {
-	const begin, end = "<!-- compare:begin -->\n", "<!-- compare:end -->"
-	old, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	i, j := bytes.Index(old, []byte(begin)), bytes.Index(old, []byte(end))
-	if i < 0 || j < i {
-		return fmt.Errorf("%s has no %q ... %q lines to write between", path, strings.TrimSpace(begin), end)
-	}
-	updated := slices.Concat(old[:i+len(begin)], []byte("\n"+text+"\n"), old[j:])
-	return os.WriteFile(path, updated, 0o644)
 }
 
 // summary is the median of one step's runs.

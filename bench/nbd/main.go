@@ -53,6 +53,7 @@ import (
 	"time"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
+	"github.com/diskpoint/diskpoint/internal/benchutil"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/nbd"
 	"github.com/dustin/go-humanize"
@@ -137,7 +138,7 @@ func run() error {
 	table := report(all, int64(size), written, len(b.ranges), *runs)
 	fmt.Print(table)
 	if *out != "" {
-		return replaceBetweenMarkers(*out, table)
+		return benchutil.ReplaceBetweenMarkers(*out, "nbd", "Live VMs over NBD: issue 14's targets", table)
 	}
 	return nil
 }
@@ -308,7 +309,7 @@ func (b *bench) createJSON(ctx context.Context, image, repo string, args ...stri
 			return rp, 0, err
 		}
 	}
-	warm(image, repo)
+	benchutil.Warm(image, repo)
 	cmd := exec.CommandContext(ctx, b.cli, append([]string{"create", "-json", "-repo", repo, "-collection", "vm"}, args...)...)
 	var stdout bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
@@ -325,7 +326,7 @@ func (b *bench) createJSON(ctx context.Context, image, repo string, args ...stri
 
 // timed warms image and repo (if any) and times a command.
 func (b *bench) timed(ctx context.Context, image, repo, name string, args ...string) (time.Duration, error) {
-	warm(image, repo)
+	benchutil.Warm(image, repo)
 	start := time.Now()
 	err := sh(ctx, name, args...)
 	return time.Since(start), err
@@ -465,12 +466,6 @@ func startProxy(listen, target string, sent *atomic.Int64) (func(), error) {
 	return func() { l.Close() }, nil
 }
 
-func median[T int64 | time.Duration](v []T) T {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
 // report is the Markdown table of the medians and every run's figures;
 // written and writes are the change's bytes and writes.
 func report(all []figures, size, written int64, writes, runs int) string {
@@ -479,14 +474,14 @@ func report(all []figures, size, written int64, writes, runs int) string {
 		for _, f := range all {
 			v = append(v, get(f))
 		}
-		return median(v)
+		return benchutil.Median(v)
 	}
 	pickN := func(get func(figures) int64) (int64, int64) {
 		var v []int64
 		for _, f := range all {
 			v = append(v, get(f))
 		}
-		return median(v), slices.Max(v)
+		return benchutil.Median(v), slices.Max(v)
 	}
 	floor, local, full := pick(func(f figures) time.Duration { return f.floor }), pick(func(f figures) time.Duration { return f.local }), pick(func(f figures) time.Duration { return f.full })
 	bitmapIncr, hashIncr := pick(func(f figures) time.Duration { return f.bitmapIncr }), pick(func(f figures) time.Duration { return f.hashIncr })
@@ -501,17 +496,17 @@ func report(all []figures, size, written int64, writes, runs int) string {
 	fmt.Fprintf(&s, "%s mixed image as qcow2, medians of %d runs.\n\n", humanize.IBytes(uint64(size)), runs)
 	fmt.Fprintf(&s, "| step | time | target | met |\n| --- | --- | --- | --- |\n")
 	fmt.Fprintf(&s, "| 1. full backup over NBD | %s = %.2fx (nbdcopy floor %s + local first backup %s) | at most 1.3x | %s |\n",
-		secs(full), fullRatio, secs(floor), secs(local), yes(fullRatio <= 1.3))
+		benchutil.Secs(full), fullRatio, benchutil.Secs(floor), benchutil.Secs(local), benchutil.Yes(fullRatio <= 1.3))
 	fmt.Fprintf(&s, "| 2a. bitmap incremental after 1%% change | %s = %.1f%% of the hashing incremental's %s | at most 10%% | %s |\n",
-		secs(bitmapIncr), 100*incrShare, secs(hashIncr), yes(incrShare <= 0.10))
+		benchutil.Secs(bitmapIncr), 100*incrShare, benchutil.Secs(hashIncr), benchutil.Yes(incrShare <= 0.10))
 	fmt.Fprintf(&s, "| 2b. bytes the server sent to it | %s = %.3fx the bitmap's dirty extents (%s) | at most 1.1x | %s |\n",
-		humanize.IBytes(uint64(sent)), readRatio, humanize.IBytes(uint64(dirty)), yes(readRatio <= 1.1))
+		humanize.IBytes(uint64(sent)), readRatio, humanize.IBytes(uint64(dirty)), benchutil.Yes(readRatio <= 1.1))
 	fmt.Fprintf(&s, "| 3. freeze window of a pull-mode restore point | median %d ms, max %d ms | under 100 ms | %s |\n",
-		freeze, freezeMax, yes(freezeMax < 100))
+		freeze, freezeMax, benchutil.Yes(freezeMax < 100))
 	fmt.Fprintf(&s, "\nThe change wrote %s in %d writes of 4-64 KiB (some may overlap); the bitmap (64 KiB granularity) marks %s dirty, and both incrementals found %s changed.\n",
 		humanize.IBytes(uint64(written)), writes, humanize.IBytes(uint64(dirty)), humanize.IBytes(uint64(all[len(all)/2].bitmapChanged)))
 	fmt.Fprintf(&s, "A bitmap incremental with nothing changed (the bitmap still empty) takes %s.\n",
-		secs(pick(func(f figures) time.Duration { return f.emptyIncr })))
+		benchutil.Secs(pick(func(f figures) time.Duration { return f.emptyIncr })))
 	fmt.Fprintf(&s, "\nEvery run (times in seconds):\n\n")
 	for i, f := range all {
 		fmt.Fprintf(&s, "- run %d: nbdcopy %.2f, local first backup %.2f, full over NBD %.2f; empty bitmap incremental %.2f, bitmap incremental %.2f (changed %s), hashing incremental %.2f (changed %s); dirty %d bytes, sent %d bytes; freeze %d ms\n",
@@ -519,35 +514,6 @@ func report(all []figures, size, written int64, writes, runs int) string {
 			f.hashIncr.Seconds(), humanize.IBytes(uint64(f.hashChg)), f.dirty, f.sent, f.freeze)
 	}
 	return s.String()
-}
-
-// replaceBetweenMarkers writes text into path between its marker lines,
-// appending the section with its markers if path has none.
-func replaceBetweenMarkers(path, text string) error {
-	const begin, end = "<!-- nbd:begin -->\n", "<!-- nbd:end -->"
-	old, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	s := string(old)
-	i, j := strings.Index(s, begin), strings.Index(s, end)
-	if i < 0 || j < i {
-		s = strings.TrimRight(s, "\n") + "\n\n## Live VMs over NBD: issue 14's targets\n\n" + begin + end + "\n"
-		i, j = strings.Index(s, begin), strings.Index(s, end)
-	}
-	return os.WriteFile(path, []byte(s[:i+len(begin)]+"\n"+text+"\n"+s[j:]), 0o644)
-}
-
-// warm writes dirty pages back and reads the image and the repository's
-// files into the page cache, so every step starts alike.
-func warm(image, repo string) {
-	exec.Command("sync").Run()
-	if image != "" {
-		exec.Command("sh", "-c", "cat "+image+" > /dev/null").Run()
-	}
-	if repo != "" {
-		exec.Command("sh", "-c", "find "+repo+" -type f -exec cat {} + > /dev/null").Run()
-	}
 }
 
 // sh runs a command, its output to stderr.
@@ -558,13 +524,4 @@ func sh(ctx context.Context, name string, args ...string) error {
 		return fmt.Errorf("%s %s: %w", name, strings.Join(args[:min(len(args), 6)], " "), err)
 	}
 	return nil
-}
-
-func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
-
-func yes(ok bool) string {
-	if ok {
-		return "yes"
-	}
-	return "no"
 }

@@ -33,11 +33,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/diskpoint/diskpoint/internal/benchutil"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/internal/objserver"
 	"github.com/dustin/go-humanize"
@@ -116,12 +116,6 @@ type step struct {
 	wall []time.Duration // one per run
 }
 
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
 func run() error {
 	sizeFlag := flag.String("size", "2GiB", "image size")
 	runs := flag.Int("runs", 1, "run every step this many times; the table shows medians")
@@ -189,7 +183,7 @@ func run() error {
 
 	steps := map[string]*step{}
 	timed := func(key, repoData string, env []string, args ...string) error {
-		warm(image, repoData)
+		benchutil.Warm(image, repoData)
 		start := time.Now()
 		if err := sh(env, cli, args...); err != nil {
 			return err
@@ -264,9 +258,9 @@ func run() error {
 		name  string
 		limit float64
 	}{{"first backup", 1.5}, {"after 1% change", 2}, {"restore", 2}} {
-		local, remote := median(steps["local "+s.name].wall), median(steps["minio "+s.name].wall)
+		local, remote := benchutil.Median(steps["local "+s.name].wall), benchutil.Median(steps["minio "+s.name].wall)
 		ratio := remote.Seconds() / local.Seconds()
-		fmt.Printf("| %d. %s | %s | %s | %.2fx | within %.1fx | %s |\n", i+1, s.name, secs(local), secs(remote), ratio, s.limit, yes(ratio <= s.limit))
+		fmt.Printf("| %d. %s | %s | %s | %.2fx | within %.1fx | %s |\n", i+1, s.name, benchutil.Secs(local), benchutil.Secs(remote), ratio, s.limit, benchutil.Yes(ratio <= s.limit))
 	}
 	if *withRestic {
 		// Target 4: restic into the same MinIO, same image, same change.
@@ -274,15 +268,15 @@ func run() error {
 			name   string
 			factor float64
 		}{{"after 1% change", 8}, {"restore", 2}} {
-			ours, theirs := median(steps["minio "+s.name].wall), median(steps["restic "+s.name].wall)
+			ours, theirs := benchutil.Median(steps["minio "+s.name].wall), benchutil.Median(steps["restic "+s.name].wall)
 			faster := theirs.Seconds() / ours.Seconds()
-			fmt.Printf("| 4. %s, restic -r s3: into the same MinIO | restic %s | %s | %.1fx faster | at least %.0fx faster | %s |\n", s.name, secs(theirs), secs(ours), faster, s.factor, yes(faster >= s.factor))
+			fmt.Printf("| 4. %s, restic -r s3: into the same MinIO | restic %s | %s | %.1fx faster | at least %.0fx faster | %s |\n", s.name, benchutil.Secs(theirs), benchutil.Secs(ours), faster, s.factor, benchutil.Yes(faster >= s.factor))
 		}
 	}
 	mid := len(incrDown) / 2
 	share := float64(incrDown[mid]) / float64(repoBytes[mid])
 	fmt.Printf("\nThe incremental after the 1%% change downloaded %s in %d GET requests from a repository of %s: %.4f%% of its bytes (target: under 2%%: %s).\n",
-		humanize.IBytes(uint64(incrDown[mid])), incrGets[mid], humanize.IBytes(uint64(repoBytes[mid])), 100*share, yes(share < 0.02))
+		humanize.IBytes(uint64(incrDown[mid])), incrGets[mid], humanize.IBytes(uint64(repoBytes[mid])), 100*share, benchutil.Yes(share < 0.02))
 	fmt.Printf("\nEvery run, in seconds:\n\n")
 	for _, where := range []string{"local", "minio"} {
 		for _, name := range []string{"first backup", "after 1% change", "restore"} {
@@ -318,14 +312,6 @@ func bucketBytes(ctx context.Context, client *minio.Client, bucket, prefix strin
 	return n, nil
 }
 
-// warm writes dirty pages back and reads the image and the repository's
-// files into the page cache, so every step starts alike.
-func warm(image, data string) {
-	exec.Command("sync").Run()
-	exec.Command("sh", "-c", "cat "+image+" > /dev/null").Run()
-	exec.Command("sh", "-c", "find "+data+" -type f -exec cat {} + > /dev/null").Run()
-}
-
 // sh runs a command with more environment, its output to stderr.
 func sh(env []string, name string, args ...string) error {
 	cmd := exec.Command(name, args...)
@@ -337,22 +323,13 @@ func sh(env []string, name string, args ...string) error {
 	return nil
 }
 
-func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
-
-func yes(ok bool) string {
-	if ok {
-		return "yes"
-	}
-	return "no"
-}
-
 // resticSteps takes the same three steps with restic into a repository in
 // the same MinIO, through the same proxy, timed as diskpoint's are.
 func resticSteps(dir string, r int, proxy string, server *objserver.MinIO, image, before, after string, use func(string) error, steps map[string]*step) error {
 	repo := fmt.Sprintf("s3:http://%s/bench/restic%d", proxy, r)
 	env := append(server.Env(), "RESTIC_PASSWORD=objstore")
 	timed := func(key string, args ...string) error {
-		warm(image, server.DataDir())
+		benchutil.Warm(image, server.DataDir())
 		start := time.Now()
 		if err := sh(env, "restic", args...); err != nil {
 			return err
