@@ -110,10 +110,16 @@ func startProxy(target string, c *counts) (string, func(), error) {
 	return l.Addr().String(), func() { srv.Close() }, nil
 }
 
-// step is one timed command.
-type step struct {
-	name string
-	wall []time.Duration // one per run
+// timed warms image and data (the repository's files), runs name with env
+// added, and appends its wall time to steps[key] (one per run).
+func timed(steps map[string][]time.Duration, key, image, data string, env []string, name string, args ...string) error {
+	benchutil.Warm(image, data)
+	start := time.Now()
+	if err := sh(env, name, args...); err != nil {
+		return err
+	}
+	steps[key] = append(steps[key], time.Since(start))
+	return nil
 }
 
 func run() error {
@@ -181,19 +187,7 @@ func run() error {
 	}
 	use := func(version string) error { return sh(nil, "cp", "--sparse=always", version, image) }
 
-	steps := map[string]*step{}
-	timed := func(key, repoData string, env []string, args ...string) error {
-		benchutil.Warm(image, repoData)
-		start := time.Now()
-		if err := sh(env, cli, args...); err != nil {
-			return err
-		}
-		if steps[key] == nil {
-			steps[key] = &step{name: key}
-		}
-		steps[key].wall = append(steps[key].wall, time.Since(start))
-		return nil
-	}
+	steps := map[string][]time.Duration{}
 	var incrGets, incrDown, repoBytes []int64
 	for r := 1; r <= *runs; r++ {
 		fmt.Fprintf(os.Stderr, "--- run %d of %d\n", r, *runs)
@@ -213,7 +207,7 @@ func run() error {
 			if err := use(before); err != nil {
 				return err
 			}
-			if err := timed(where+" first backup", data, env, "create", "-q", "-repo", repo, "-collection", "vm", "d="+image); err != nil {
+			if err := timed(steps, where+" first backup", image, data, env, cli, "create", "-q", "-repo", repo, "-collection", "vm", "d="+image); err != nil {
 				return err
 			}
 			if err := use(after); err != nil {
@@ -227,7 +221,7 @@ func run() error {
 				repoBytes = append(repoBytes, n)
 				c.reset()
 			}
-			if err := timed(where+" after 1% change", data, env, "create", "-q", "-repo", repo, "-collection", "vm", "d="+image); err != nil {
+			if err := timed(steps, where+" after 1% change", image, data, env, cli, "create", "-q", "-repo", repo, "-collection", "vm", "d="+image); err != nil {
 				return err
 			}
 			if where == "minio" {
@@ -235,7 +229,7 @@ func run() error {
 				incrDown = append(incrDown, c.downloaded.Load())
 			}
 			restored := filepath.Join(dir, "restored.img")
-			if err := timed(where+" restore", data, env, "restore", "-q", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "d", "-to", restored); err != nil {
+			if err := timed(steps, where+" restore", image, data, env, cli, "restore", "-q", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "d", "-to", restored); err != nil {
 				return err
 			}
 			if err := sh(nil, "cmp", "-s", restored, after); err != nil {
@@ -258,7 +252,7 @@ func run() error {
 		name  string
 		limit float64
 	}{{"first backup", 1.5}, {"after 1% change", 2}, {"restore", 2}} {
-		local, remote := benchutil.Median(steps["local "+s.name].wall), benchutil.Median(steps["minio "+s.name].wall)
+		local, remote := benchutil.Median(steps["local "+s.name]), benchutil.Median(steps["minio "+s.name])
 		ratio := remote.Seconds() / local.Seconds()
 		fmt.Printf("| %d. %s | %s | %s | %.2fx | within %.1fx | %s |\n", i+1, s.name, benchutil.Secs(local), benchutil.Secs(remote), ratio, s.limit, benchutil.Yes(ratio <= s.limit))
 	}
@@ -268,7 +262,7 @@ func run() error {
 			name   string
 			factor float64
 		}{{"after 1% change", 8}, {"restore", 2}} {
-			ours, theirs := benchutil.Median(steps["minio "+s.name].wall), benchutil.Median(steps["restic "+s.name].wall)
+			ours, theirs := benchutil.Median(steps["minio "+s.name]), benchutil.Median(steps["restic "+s.name])
 			faster := theirs.Seconds() / ours.Seconds()
 			fmt.Printf("| 4. %s, restic -r s3: into the same MinIO | restic %s | %s | %.1fx faster | at least %.0fx faster | %s |\n", s.name, benchutil.Secs(theirs), benchutil.Secs(ours), faster, s.factor, benchutil.Yes(faster >= s.factor))
 		}
@@ -281,7 +275,7 @@ func run() error {
 	for _, where := range []string{"local", "minio"} {
 		for _, name := range []string{"first backup", "after 1% change", "restore"} {
 			var each []string
-			for _, d := range steps[where+" "+name].wall {
+			for _, d := range steps[where+" "+name] {
 				each = append(each, fmt.Sprintf("%.2f", d.Seconds()))
 			}
 			fmt.Printf("- %s %s: %s\n", where, name, strings.Join(each, ", "))
@@ -290,7 +284,7 @@ func run() error {
 	if *withRestic {
 		for _, name := range []string{"first backup", "after 1% change", "restore"} {
 			var each []string
-			for _, d := range steps["restic "+name].wall {
+			for _, d := range steps["restic "+name] {
 				each = append(each, fmt.Sprintf("%.2f", d.Seconds()))
 			}
 			fmt.Printf("- restic (MinIO) %s: %s\n", name, strings.Join(each, ", "))
@@ -325,20 +319,11 @@ func sh(env []string, name string, args ...string) error {
 
 // resticSteps takes the same three steps with restic into a repository in
 // the same MinIO, through the same proxy, timed as diskpoint's are.
-func resticSteps(dir string, r int, proxy string, server *objserver.MinIO, image, before, after string, use func(string) error, steps map[string]*step) error {
+func resticSteps(dir string, r int, proxy string, server *objserver.MinIO, image, before, after string, use func(string) error, steps map[string][]time.Duration) error {
 	repo := fmt.Sprintf("s3:http://%s/bench/restic%d", proxy, r)
 	env := append(server.Env(), "RESTIC_PASSWORD=objstore")
-	timed := func(key string, args ...string) error {
-		benchutil.Warm(image, server.DataDir())
-		start := time.Now()
-		if err := sh(env, "restic", args...); err != nil {
-			return err
-		}
-		if steps[key] == nil {
-			steps[key] = &step{name: key}
-		}
-		steps[key].wall = append(steps[key].wall, time.Since(start))
-		return nil
+	restic := func(key string, args ...string) error {
+		return timed(steps, key, image, server.DataDir(), env, "restic", args...)
 	}
 	if err := sh(env, "restic", "-q", "--repo", repo, "init"); err != nil {
 		return err
@@ -346,17 +331,17 @@ func resticSteps(dir string, r int, proxy string, server *objserver.MinIO, image
 	if err := use(before); err != nil {
 		return err
 	}
-	if err := timed("restic first backup", "-q", "--repo", repo, "backup", image); err != nil {
+	if err := restic("restic first backup", "-q", "--repo", repo, "backup", image); err != nil {
 		return err
 	}
 	if err := use(after); err != nil {
 		return err
 	}
-	if err := timed("restic after 1% change", "-q", "--repo", repo, "backup", image); err != nil {
+	if err := restic("restic after 1% change", "-q", "--repo", repo, "backup", image); err != nil {
 		return err
 	}
 	target := filepath.Join(dir, "restic-restore")
-	if err := timed("restic restore", "-q", "--repo", repo, "restore", "latest", "--target", target); err != nil {
+	if err := restic("restic restore", "-q", "--repo", repo, "restore", "latest", "--target", target); err != nil {
 		return err
 	}
 	if err := sh(nil, "cmp", "-s", filepath.Join(target, image), after); err != nil {
