@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/diskpoint/diskpoint/internal/systest"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
 
@@ -17,14 +18,9 @@ import (
 // disk0 for the test's writes), and returns the two sockets.
 func startStorageDaemon(t *testing.T) (qmp, nbd string) {
 	t.Helper()
-	for _, tool := range []string{"qemu-storage-daemon", "qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is missing (.ci/run installs qemu-system-common and qemu-utils)", tool)
-			}
-			t.Skipf("needs %s", tool)
-		}
-	}
+	systest.RequireTool(t, "qemu-storage-daemon", "qemu-system-common")
+	systest.RequireTool(t, "qemu-img", "qemu-utils")
+	systest.RequireTool(t, "qemu-io", "qemu-utils")
 	dir := t.TempDir()
 	image, pid := filepath.Join(dir, "disk.qcow2"), filepath.Join(dir, "pid")
 	qmp, nbd = filepath.Join(dir, "qmp.sock"), filepath.Join(dir, "nbd.sock")
