@@ -374,6 +374,9 @@ func runRestore(ctx context.Context, e *env, fs *flag.FlagSet, args []string) er
 	if *vault != "" {
 		tiers := &snapshot.Tiers{Local: repo, OpenVault: func(ctx context.Context) (*snapshot.Repository, error) { return openRepository(ctx, e, *vault) }}
 		stats, tier, err = tiers.RestoreDisk(ctx, *collection, opts)
+		if tiers.Vault != nil { // opened only when the local tier lacked the point
+			tiers.Vault.Close()
+		}
 	} else {
 		stats, err = c.RestoreDisk(ctx, opts)
 	}

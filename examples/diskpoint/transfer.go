@@ -43,6 +43,7 @@ func runTransfer(ctx context.Context, e *env, fs *flag.FlagSet, args []string) e
 	if err != nil {
 		return fmt.Errorf("local tier: %w", err)
 	}
+	defer local.Close()
 	if *collection != "" {
 		c, err := local.Collection(*collection)
 		if err != nil {
@@ -56,6 +57,7 @@ func runTransfer(ctx context.Context, e *env, fs *flag.FlagSet, args []string) e
 	if err != nil {
 		return fmt.Errorf("vault: %w", err)
 	}
+	defer vault.Close()
 	progress := newProgress(e, *asJSON, "transfer")
 	if progress != nil {
 		opts.Progress = func(p snapshot.TransferProgress) {
