@@ -3,7 +3,6 @@ package snapshot_test
 import (
 	"context"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,24 +10,10 @@ import (
 	"github.com/diskpoint/diskpoint/snapshot"
 )
 
-// storeCalls counts the manifests a repository reads and the listings it
-// makes.
-type storeCalls struct {
-	chain.Store
-	manifestGets atomic.Int64
-}
-
-func (s *storeCalls) Get(ctx context.Context, name string) ([]byte, error) {
-	if strings.HasPrefix(name, "manifests/") {
-		s.manifestGets.Add(1)
-	}
-	return s.Store.Get(ctx, name)
-}
-
 // headsFixture is a collection "vm" of points p0 {a, b}, p1 {a, b},
 // p2 {a}: the next create of a and b has parents p2 (a) and p1 (b).
 type headsFixture struct {
-	store      *storeCalls
+	store      *manifestReads
 	repo       *snapshot.Repository
 	vm         *snapshot.Collection
 	a, b       string
@@ -39,7 +24,7 @@ type headsFixture struct {
 func newHeadsFixture(t *testing.T) *headsFixture {
 	t.Helper()
 	ctx := context.Background()
-	f := &headsFixture{store: &storeCalls{Store: chain.NewMemStore()}}
+	f := &headsFixture{store: &manifestReads{Store: chain.NewMemStore()}}
 	var err error
 	f.repo, err = snapshot.InitStore(ctx, f.store, snapshot.InitOptions{BlockSize: testBlockSize, Format: testFormat()})
 	if err != nil {
@@ -90,9 +75,9 @@ func (f *headsFixture) checkParents(t *testing.T, a, b *snapshot.RestorePoint) *
 // one manifest (its parent), not the collection: the record is sound.
 func (f *headsFixture) checkCheap(t *testing.T, rp *snapshot.RestorePoint, when string) *snapshot.RestorePoint {
 	t.Helper()
-	f.store.manifestGets.Store(0)
+	f.store.n.Store(0)
 	next := f.checkParents(t, rp, rp)
-	if n := f.store.manifestGets.Load(); n > 1 {
+	if n := f.store.n.Load(); n > 1 {
 		t.Errorf("%s: the next create read %d manifests, want 1 (the heads record rebuilt)", when, n)
 	}
 	return next
@@ -104,7 +89,7 @@ func (f *headsFixture) checkCheap(t *testing.T, rp *snapshot.RestorePoint, when 
 // record this create reads every manifest.
 func TestCreateFindsParentsWithoutReadingEveryManifest(t *testing.T) {
 	ctx := context.Background()
-	store := &storeCalls{Store: chain.NewMemStore()}
+	store := &manifestReads{Store: chain.NewMemStore()}
 	repo, err := snapshot.InitStore(ctx, store, snapshot.InitOptions{BlockSize: testBlockSize, Format: testFormat()})
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +102,7 @@ func TestCreateFindsParentsWithoutReadingEveryManifest(t *testing.T) {
 	for i := range points + 1 {
 		at := base.Add(time.Duration(i) * 10 * time.Millisecond) // all in one second
 		if i == points {
-			store.manifestGets.Store(0)
+			store.n.Store(0)
 		}
 		rp, err := vm.Create(ctx, snapshot.CreateOptions{
 			Disks: []snapshot.DiskSource{{Name: "a", Path: disk}},
@@ -131,7 +116,7 @@ func TestCreateFindsParentsWithoutReadingEveryManifest(t *testing.T) {
 		}
 		last = rp
 	}
-	if n := store.manifestGets.Load(); n > 2 {
+	if n := store.n.Load(); n > 2 {
 		t.Errorf("a create after %d points of one second read %d manifests; want 1 (its parent)", points, n)
 	}
 }
@@ -227,9 +212,9 @@ func TestHeadsRecordMissingDamagedOrStale(t *testing.T) {
 			f := newHeadsFixture(t)
 			a, b := c.change(t, f)
 			if c.name == "sound" || c.name == "a point before the heads deleted" {
-				f.store.manifestGets.Store(0)
+				f.store.n.Store(0)
 				rp := f.checkParents(t, a, b)
-				if n := f.store.manifestGets.Load(); n > 2 {
+				if n := f.store.n.Load(); n > 2 {
 					t.Errorf("the create read %d manifests with a sound record; want 2 (the parents)", n)
 				}
 				f.checkCheap(t, rp, c.name)

@@ -360,24 +360,7 @@ func checkGCAfterEncryptedCrash(t *testing.T, store chain.Store, disks []fixture
 // (the kill harness found one left under migrate/).
 func TestMigrateEncryptedLeavesNoTemporaryFile(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	err := filepath.WalkDir(encryptedV1FixtureDir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(encryptedV1FixtureDir, path)
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, rel)), 0o700); err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dir, rel), data, 0o600)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := copyFixture(t, encryptedV1FixtureDir)
 	// Another host's writer, an hour and more ago: orphaned by any rule.
 	stray := filepath.Join(dir, "migrate", "manifests", "vm", ".tmp-otherhost-4242-1")
 	if err := os.MkdirAll(filepath.Dir(stray), 0o700); err != nil {

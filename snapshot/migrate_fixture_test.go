@@ -204,12 +204,19 @@ func fixtureIndexFiles(t *testing.T, dir string) []string {
 // stay as it is.
 func copyV1Fixture(t testing.TB) string {
 	t.Helper()
-	dst := filepath.Join(t.TempDir(), "v1repo")
-	err := filepath.WalkDir(v1FixtureDir, func(path string, d fs.DirEntry, err error) error {
+	return copyFixture(t, v1FixtureDir)
+}
+
+// copyFixture copies the fixture in directory src into a new directory,
+// named as src is, and returns it.
+func copyFixture(t testing.TB, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), filepath.Base(src))
+	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(v1FixtureDir, path)
+		rel, _ := filepath.Rel(src, path)
 		if d.IsDir() {
 			return os.MkdirAll(filepath.Join(dst, rel), 0o700)
 		}

@@ -189,10 +189,7 @@ func lockAllPoints(ctx context.Context, repo *Repository, operation string) (map
 		}
 		listed[name] = points
 		for _, rp := range points {
-			roots = append(roots, rp.Config)
-			for _, d := range rp.Disks {
-				roots = append(roots, d.Root)
-			}
+			roots = append(roots, rp.roots()...)
 		}
 	}
 	// The lock outlives ctx: it lasts as long as the mount.

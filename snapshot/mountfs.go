@@ -13,6 +13,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // The nodes of a mounted repository (see Mount). The tree is built whole
@@ -201,7 +202,7 @@ func (h *diskHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint
 		return 0, syscall.ENXIO
 	}
 	switch whence {
-	case unixSeekData:
+	case unix.SEEK_DATA:
 		pos, ok, err := h.reader.SeekData(ctx, int64(off))
 		if err != nil {
 			return 0, h.fail(ctx, fmt.Errorf("seek data in %s from %d: %w", h.node.name(), off, err))
@@ -210,7 +211,7 @@ func (h *diskHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint
 			return 0, syscall.ENXIO
 		}
 		return uint64(pos), 0
-	case unixSeekHole:
+	case unix.SEEK_HOLE:
 		pos, err := h.reader.SeekHole(ctx, int64(off))
 		if err != nil {
 			return 0, h.fail(ctx, fmt.Errorf("seek hole in %s from %d: %w", h.node.name(), off, err))
@@ -219,12 +220,6 @@ func (h *diskHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint
 	}
 	return 0, syscall.EINVAL
 }
-
-// Linux's lseek whence values for data and holes.
-const (
-	unixSeekData = 3
-	unixSeekHole = 4
-)
 
 // Release lets the node close its reader after the last handle.
 func (h *diskHandle) Release(ctx context.Context) syscall.Errno {

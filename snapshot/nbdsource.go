@@ -33,17 +33,24 @@ func (s *DiskSource) readBitmap(ctx context.Context, c *nbd.Client) error {
 	if err != nil {
 		return err
 	}
+	s.dirty = appendExtents(s.dirty, extents, func(flags uint32) bool { return flags&nbd.StateDirty != 0 })
+	return nil
+}
+
+// appendExtents appends to ranges the extents keep accepts, in order,
+// merging those that touch.
+func appendExtents(ranges []blockdiff.Range, extents []nbd.Extent, keep func(flags uint32) bool) []blockdiff.Range {
 	for _, e := range extents {
-		if e.Flags&nbd.StateDirty == 0 {
+		if !keep(e.Flags) {
 			continue
 		}
-		if k := len(s.dirty) - 1; k >= 0 && s.dirty[k].End() == e.Offset {
-			s.dirty[k].Length += e.Length
+		if k := len(ranges) - 1; k >= 0 && ranges[k].End() == e.Offset {
+			ranges[k].Length += e.Length
 		} else {
-			s.dirty = append(s.dirty, blockdiff.Range{Offset: e.Offset, Length: e.Length})
+			ranges = append(ranges, blockdiff.Range{Offset: e.Offset, Length: e.Length})
 		}
 	}
-	return nil
+	return ranges
 }
 
 // openNBD connects to the export s.NBD names and opens it as a disk that
@@ -76,17 +83,9 @@ func (s *DiskSource) openNBD(ctx context.Context) (*blockdiff.Disk, error) {
 			c.Close()
 			return nil, err
 		}
-		data = []blockdiff.Range{} // not nil: the disk knows where its data is, even if nowhere
-		for _, e := range extents {
-			if e.Flags&nbd.StateZero != 0 {
-				continue // reads as zeroes: a hole, whether allocated or not
-			}
-			if k := len(data) - 1; k >= 0 && data[k].End() == e.Offset {
-				data[k].Length += e.Length
-			} else {
-				data = append(data, blockdiff.Range{Offset: e.Offset, Length: e.Length})
-			}
-		}
+		// Not nil: the disk knows where its data is, even if nowhere. An
+		// extent that reads as zeroes is a hole, whether allocated or not.
+		data = appendExtents([]blockdiff.Range{}, extents, func(flags uint32) bool { return flags&nbd.StateZero == 0 })
 	}
 	return blockdiff.NewReaderDiskWith(c.Server(), nbdReader{ctx: ctx, c: c}, c.Size(), blockdiff.ReaderDiskOptions{Data: data, Closer: c})
 }

@@ -3,7 +3,6 @@ package snapshot_test
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,13 +24,6 @@ func requireQemuTools(t *testing.T) {
 	}
 }
 
-func runTool(t *testing.T, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-}
-
 // qemuNBD serves a qcow2 image with qemu-nbd (and extra flags, -r for
 // read-only) on a Unix socket until the test ends, and returns the
 // export's URI.
@@ -39,7 +31,7 @@ func qemuNBD(t *testing.T, image string, extra ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	sock, pidFile := filepath.Join(dir, "nbd.sock"), filepath.Join(dir, "pid")
-	runTool(t, "qemu-nbd", append(append([]string{"--fork", "--pid-file", pidFile, "-t", "-e", "8", "-f", "qcow2", "-k", sock}, extra...), image)...)
+	systest.Run(t, "qemu-nbd", append(append([]string{"--fork", "--pid-file", pidFile, "-t", "-e", "8", "-f", "qcow2", "-k", sock}, extra...), image)...)
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
 		t.Fatal(err)
@@ -76,12 +68,12 @@ func TestCreateFromNBDReadsOnlyAllocatedData(t *testing.T) {
 	dir := t.TempDir()
 	image := filepath.Join(dir, "os.qcow2")
 	const size = 16 << 20
-	runTool(t, "qemu-img", "create", "-q", "-f", "qcow2", image, strconv.Itoa(size))
+	systest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", image, strconv.Itoa(size))
 	// 64 KiB clusters: every write is whole clusters, so whole blocks of the repository's.
-	runTool(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 1M", "-c", "write -P 0x22 5M 320k", "-c", "write -z 8M 1M", "-c", "write -P 0x33 15M 64k", image)
+	systest.Run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 1M", "-c", "write -P 0x22 5M 320k", "-c", "write -z 8M 1M", "-c", "write -P 0x33 15M 64k", image)
 	const dataBytes = 1<<20 + 320<<10 + 64<<10
 	raw := filepath.Join(dir, "os.raw")
-	runTool(t, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", image, raw)
+	systest.Run(t, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", image, raw)
 	want := readFile(t, raw)
 	uri := qemuNBD(t, image, "-r")
 
@@ -125,14 +117,14 @@ func writeNBD(t *testing.T, uri string, cmds ...string) {
 	for _, c := range cmds {
 		args = append(args, "-c", c)
 	}
-	runTool(t, "qemu-io", append(args, uri)...)
+	systest.Run(t, "qemu-io", append(args, uri)...)
 }
 
 // rawOf is the export's bytes as qemu-img reads them.
 func rawOf(t *testing.T, uri string) []byte {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "raw")
-	runTool(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", uri, out)
+	systest.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", uri, out)
 	return readFile(t, out)
 }
 
@@ -147,10 +139,10 @@ func TestCreateFromNBDWithDirtyBitmap(t *testing.T) {
 	dir := t.TempDir()
 	image := filepath.Join(dir, "os.qcow2")
 	const size = 16 << 20
-	runTool(t, "qemu-img", "create", "-q", "-f", "qcow2", image, strconv.Itoa(size))
-	runTool(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 2M", "-c", "write -P 0x22 6M 1M", image)
+	systest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", image, strconv.Itoa(size))
+	systest.Run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 2M", "-c", "write -P 0x22 6M 1M", image)
 	const allocated = 3 << 20
-	runTool(t, "qemu-img", "bitmap", "--add", image, "b0")
+	systest.Run(t, "qemu-img", "bitmap", "--add", image, "b0")
 	uri := qemuNBD(t, image, "-B", "b0") // writable, as a VM's disk is
 
 	repo, _ := newRepo(t)

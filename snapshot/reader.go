@@ -108,10 +108,7 @@ func (c *Collection) lockPointsWithDisk(ctx context.Context, operation, disk str
 			return nil, nil, err
 		}
 		points[i] = rp
-		roots = append(roots, rp.Config)
-		for _, d := range rp.Disks {
-			roots = append(roots, d.Root)
-		}
+		roots = append(roots, rp.roots()...)
 	}
 	lock, err := c.repo.chain.OpenReader(ctx, operation+" in "+c.name, roots)
 	if err != nil {

@@ -124,6 +124,16 @@ func pointFromManifest(m *chain.Manifest) *RestorePoint {
 	return rp
 }
 
+// roots are the block-map roots and config blob rp references: what a
+// reader lock on it names.
+func (rp *RestorePoint) roots() []chain.ID {
+	roots := []chain.ID{rp.Config}
+	for _, d := range rp.Disks {
+		roots = append(roots, d.Root)
+	}
+	return roots
+}
+
 // manifest is the manifest that stores rp.
 func (rp *RestorePoint) manifest() chain.Manifest {
 	m := chain.Manifest{

@@ -5,38 +5,12 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 
 	"github.com/diskpoint/diskpoint/chain"
+	"github.com/diskpoint/diskpoint/chain/storetest"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
-
-// readCountingStore counts the reads of a store: what a tier was asked.
-type readCountingStore struct {
-	chain.Store
-	reads atomic.Int64
-}
-
-func (s *readCountingStore) Get(ctx context.Context, name string) ([]byte, error) {
-	s.reads.Add(1)
-	return s.Store.Get(ctx, name)
-}
-
-func (s *readCountingStore) ReadAt(ctx context.Context, name string, p []byte, off int64) error {
-	s.reads.Add(1)
-	return s.Store.ReadAt(ctx, name, p, off)
-}
-
-func (s *readCountingStore) Stat(ctx context.Context, name string) (chain.ObjectInfo, error) {
-	s.reads.Add(1)
-	return s.Store.Stat(ctx, name)
-}
-
-func (s *readCountingStore) List(ctx context.Context, prefix string, fn func(chain.ObjectInfo) error) error {
-	s.reads.Add(1)
-	return s.Store.List(ctx, prefix, fn)
-}
 
 // A restore names the point and reads it from whichever tier holds it,
 // local first: a point the local tier holds is read without a single read
@@ -49,7 +23,11 @@ func TestTieredRestoreReadsTheVaultOnlyForWhatTheLocalTierLacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	counted := &readCountingStore{Store: store}
+	counted := storetest.NewFaultStore(store, 0) // no faults: it counts the vault's reads
+	vaultReads := func() int {
+		return counted.Calls(storetest.OpGet) + counted.Calls(storetest.OpReadAt) +
+			counted.Calls(storetest.OpStat) + counted.Calls(storetest.OpList)
+	}
 	vault, err := snapshot.OpenStore(ctx, counted, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -73,15 +51,15 @@ func TestTieredRestoreReadsTheVaultOnlyForWhatTheLocalTierLacks(t *testing.T) {
 	}
 
 	tiers := &snapshot.Tiers{Local: f.local, Vault: vault}
-	counted.reads.Store(0)
-	if tier := restore(tiers, newest, newest); tier != snapshot.TierLocal || counted.reads.Load() != 0 {
-		t.Fatalf("the local point was restored from the %s tier with %d reads of the vault, want local and none", tier, counted.reads.Load())
+	before := vaultReads()
+	if tier := restore(tiers, newest, newest); tier != snapshot.TierLocal || vaultReads() != before {
+		t.Fatalf("the local point was restored from the %s tier with %d reads of the vault, want local and none", tier, vaultReads()-before)
 	}
-	if tier := restore(tiers, snapshot.Latest, newest); tier != snapshot.TierLocal || counted.reads.Load() != 0 {
-		t.Fatalf("latest was restored from the %s tier with %d reads of the vault, want local and none", tier, counted.reads.Load())
+	if tier := restore(tiers, snapshot.Latest, newest); tier != snapshot.TierLocal || vaultReads() != before {
+		t.Fatalf("latest was restored from the %s tier with %d reads of the vault, want local and none", tier, vaultReads()-before)
 	}
-	if tier := restore(tiers, oldest, oldest); tier != snapshot.TierVault || counted.reads.Load() == 0 {
-		t.Fatalf("the pruned point was restored from the %s tier with %d reads of the vault, want the vault", tier, counted.reads.Load())
+	if tier := restore(tiers, oldest, oldest); tier != snapshot.TierVault || vaultReads() == before {
+		t.Fatalf("the pruned point was restored from the %s tier with %d reads of the vault, want the vault", tier, vaultReads()-before)
 	}
 	if tier := restore(tiers, oldest[:len(oldest)-2], oldest); tier != snapshot.TierVault {
 		t.Fatalf("a prefix of the pruned point was restored from the %s tier", tier)
