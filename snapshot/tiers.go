@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // Tier names where a restore point was found: the local snapshot tier or
@@ -29,6 +30,8 @@ type Tiers struct {
 	// the vault is unreachable. One of the two is needed for the vault.
 	Vault     *Repository
 	OpenVault func(ctx context.Context) (*Repository, error)
+
+	opening sync.Mutex // restores running at once open the vault once
 }
 
 // Locate returns the collection, in the first tier that holds it, of the
@@ -71,6 +74,8 @@ func (t *Tiers) locateInVault(ctx context.Context, collection, ref, disk string)
 
 // vault returns the vault, opening it on first use if need be.
 func (t *Tiers) vault(ctx context.Context) (*Repository, error) {
+	t.opening.Lock()
+	defer t.opening.Unlock()
 	if t.Vault != nil {
 		return t.Vault, nil
 	}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/diskpoint/diskpoint/chain"
@@ -81,5 +83,26 @@ func TestTieredRestoreReadsTheVaultOnlyForWhatTheLocalTierLacks(t *testing.T) {
 	missing := &snapshot.Tiers{Local: f.local, Vault: vault}
 	if _, _, err := missing.RestoreDisk(ctx, "vm", snapshot.RestoreOptions{Point: "20000101-000000-nope", Disk: "d", Path: filepath.Join(t.TempDir(), "x")}); !errors.Is(err, snapshot.ErrNotFound) {
 		t.Fatalf("a point in neither tier: %v, want ErrNotFound", err)
+	}
+
+	// Restores running at once open the vault once (run with -race).
+	var opens atomic.Int32
+	shared := &snapshot.Tiers{Local: f.local, OpenVault: func(context.Context) (*snapshot.Repository, error) {
+		opens.Add(1)
+		return vault, nil
+	}}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, _, _, err := shared.Locate(ctx, "vm", oldest, "d"); err != nil {
+				t.Errorf("locate the pruned point: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := opens.Load(); n != 1 {
+		t.Fatalf("four restores at once opened the vault %d times, want once", n)
 	}
 }
