@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,23 +24,6 @@ func run(t *testing.T, name string, args ...string) []byte {
 		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
 	}
 	return out
-}
-
-// startDaemon runs a server that forks into the background once it
-// listens (qemu-nbd --fork, nbdkit) and writes its pid to pidFile, and
-// kills it at the end of the test.
-func startDaemon(t *testing.T, pidFile, name string, args ...string) {
-	t.Helper()
-	run(t, name, args...)
-	b, err := os.ReadFile(pidFile)
-	if err != nil {
-		t.Fatalf("%s wrote no pid file: %v", name, err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		t.Fatalf("%s pid file says %q", name, b)
-	}
-	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGTERM) })
 }
 
 // qemuIO writes to a qcow2 image with qemu-io: each command a "write ...".
@@ -124,7 +106,7 @@ func TestClientReadsQemuNBD(t *testing.T) {
 
 	sock := filepath.Join(dir, "nbd.sock")
 	pid := filepath.Join(dir, "qemu-nbd.pid")
-	startDaemon(t, pid, "qemu-nbd", "--fork", "--pid-file", pid, "-t", "-e", "8", "-r", "-f", "qcow2", "-B", "b0", "-k", sock, image)
+	startForeground(t, pid, "qemu-nbd", "--pid-file", pid, "-t", "-e", "8", "-r", "-f", "qcow2", "-B", "b0", "-k", sock, image)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // turns a hang into a failure
 	defer cancel()
@@ -223,7 +205,7 @@ func TestClientMakesDoWithOneConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock, pid := filepath.Join(dir, "nbd.sock"), filepath.Join(dir, "pid")
-	startDaemon(t, pid, "qemu-nbd", "--fork", "--pid-file", pid, "-t", "-r", "-f", "raw", "-k", sock, image)
+	startForeground(t, pid, "qemu-nbd", "--pid-file", pid, "-t", "-r", "-f", "raw", "-k", sock, image)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := nbd.Dial(ctx, "nbd+unix:///?socket="+sock, nbd.ClientOptions{Connections: 3, ExtraConnectionWait: 300 * time.Millisecond})
