@@ -123,7 +123,7 @@ func TestClientReadsNbdkit(t *testing.T) {
 	defer c2.Close()
 	t.Logf("nbdkit sparse-random over a Unix socket: %d connections", c2.Connections())
 	raw := filepath.Join(t.TempDir(), "copy.raw")
-	run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", uri, raw)
+	systest.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", uri, raw)
 	want, err = os.ReadFile(raw)
 	if err != nil {
 		t.Fatal(err)
