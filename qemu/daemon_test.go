@@ -13,18 +13,9 @@ import (
 	"strconv"
 	"testing"
 	"time"
-)
 
-// needTool skips the test when tool is missing, and fails it under CI.
-func needTool(t *testing.T, tool string) {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is missing, and CI must run this test", tool)
-		}
-		t.Skipf("%s is not installed", tool)
-	}
-}
+	"github.com/diskpoint/diskpoint/internal/systest"
+)
 
 // storageDaemon is a qemu-storage-daemon the test started, serving a
 // qcow2 node "disk0" over QMP and over NBD (export "w", writable).
@@ -36,8 +27,8 @@ type storageDaemon struct {
 // startDaemon starts qemu-storage-daemon on a new qcow2 of size bytes.
 func startDaemon(t *testing.T, size int64) *storageDaemon {
 	t.Helper()
-	needTool(t, "qemu-storage-daemon")
-	needTool(t, "qemu-img")
+	systest.RequireTool(t, "qemu-storage-daemon", "qemu-system-common")
+	systest.RequireTool(t, "qemu-img", "qemu-utils")
 	dir := t.TempDir()
 	d := &storageDaemon{image: filepath.Join(dir, "disk.qcow2"), qmp: filepath.Join(dir, "qmp.sock"), nbd: filepath.Join(dir, "nbd.sock")}
 	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", d.image, strconv.FormatInt(size, 10)).CombinedOutput(); err != nil {

@@ -19,15 +19,9 @@ import (
 // it. With -bitmap, the first point says why it could not use the bitmap,
 // and the second uses it.
 func TestCLICreateFromNBD(t *testing.T) {
-	for _, tool := range []string{"qemu-nbd", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is missing (.ci/run installs qemu-utils)", tool)
-			}
-			t.Skipf("needs %s (apt-get install qemu-utils)", tool)
-		}
+	for _, tool := range []string{"qemu-nbd", "qemu-io", "qemu-img"} {
+		systest.RequireTool(t, tool, "qemu-utils")
 	}
-	systest.RequireTool(t, "qemu-img", "qemu-utils")
 	dir := t.TempDir()
 	image, raw := filepath.Join(dir, "os.qcow2"), filepath.Join(dir, "os.raw")
 	for _, args := range [][]string{
