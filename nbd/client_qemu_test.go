@@ -96,7 +96,7 @@ func TestClientReadsQemuNBD(t *testing.T) {
 
 	sock := filepath.Join(dir, "nbd.sock")
 	pid := filepath.Join(dir, "qemu-nbd.pid")
-	startForeground(t, pid, "qemu-nbd", "--pid-file", pid, "-t", "-e", "8", "-r", "-f", "qcow2", "-B", "b0", "-k", sock, image)
+	systest.StartDaemon(t, pid, "qemu-nbd", "--pid-file", pid, "-t", "-e", "8", "-r", "-f", "qcow2", "-B", "b0", "-k", sock, image)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // turns a hang into a failure
 	defer cancel()
@@ -195,7 +195,7 @@ func TestClientMakesDoWithOneConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock, pid := filepath.Join(dir, "nbd.sock"), filepath.Join(dir, "pid")
-	startForeground(t, pid, "qemu-nbd", "--pid-file", pid, "-t", "-r", "-f", "raw", "-k", sock, image)
+	systest.StartDaemon(t, pid, "qemu-nbd", "--pid-file", pid, "-t", "-r", "-f", "raw", "-k", sock, image)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := nbd.Dial(ctx, "nbd+unix:///?socket="+sock, nbd.ClientOptions{Connections: 3, ExtraConnectionWait: 300 * time.Millisecond})
