@@ -26,12 +26,11 @@ type Disk struct {
 	Direct bool
 	file   *os.File
 	reader io.ReaderAt // a reader disk's source; file is nil then
-	// A reader disk's data ranges, if knowsData (see ReaderDiskOptions),
-	// and who closes its reader.
-	data      []Range
-	knowsData bool
-	closer    io.Closer
-	noMap     atomic.Bool // the file system refused mmap: read with pread
+	// A reader disk's data ranges, nil if all of it may hold data (see
+	// ReaderDiskOptions), and who closes its reader.
+	data   []Range
+	closer io.Closer
+	noMap  atomic.Bool // the file system refused mmap: read with pread
 }
 
 // OpenDisk opens the disk at path for reading. It refuses what cannot be a

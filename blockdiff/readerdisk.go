@@ -44,13 +44,13 @@ func NewReaderDiskWith(name string, r io.ReaderAt, size int64, opts ReaderDiskOp
 		}
 		end = d.End()
 	}
-	return &Disk{Path: name, Size: size, reader: r, data: opts.Data, knowsData: opts.Data != nil, closer: opts.Closer}, nil
+	return &Disk{Path: name, Size: size, reader: r, data: opts.Data, closer: opts.Closer}, nil
 }
 
 // readerData is dataExtents for a reader disk: the parts of [off,
 // off+length) its Data ranges cover, or all of it if it has none.
 func (d *Disk) readerData(off, length int64, dst []Range) []Range {
-	if !d.knowsData {
+	if d.data == nil {
 		return append(dst, Range{off, length})
 	}
 	end := off + length

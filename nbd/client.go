@@ -187,14 +187,26 @@ func (c *Client) connect(ctx context.Context, addr Address, opts ClientOptions) 
 // negotiateClient runs the client's handshake on conn; closing conn when
 // ctx ends interrupts it.
 func negotiateClient(ctx context.Context, conn io.ReadWriteCloser, export string, contexts []string) (negotiated, *bufio.Reader, error) {
+	var n negotiated
+	r, err := handshakeOn(ctx, conn, func(h *handshake) (err error) {
+		n, err = h.negotiate(export, contexts)
+		return err
+	})
+	return n, r, err
+}
+
+// handshakeOn runs f on a handshake over conn; closing conn when ctx ends
+// interrupts it, and f's error is then ctx's. It returns the handshake's
+// reader, which may hold bytes read ahead.
+func handshakeOn(ctx context.Context, conn io.ReadWriteCloser, f func(*handshake) error) (*bufio.Reader, error) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	h := &handshake{r: bufio.NewReaderSize(conn, 64<<10), w: conn}
-	n, err := h.negotiate(export, contexts)
+	err := f(h)
 	if err != nil && ctx.Err() != nil {
 		err = ctx.Err()
 	}
-	return n, h.r, err
+	return h.r, err
 }
 
 // negotiate runs the whole handshake for export.
@@ -229,28 +241,19 @@ func List(ctx context.Context, uri string) ([]string, error) {
 		return nil, fmt.Errorf("nbd server %s: %w", addr, err)
 	}
 	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	h := &handshake{r: bufio.NewReader(conn), w: conn}
-	names, err := h.greetAndList()
-	if err != nil {
-		if ctx.Err() != nil {
-			err = ctx.Err()
+	var names []string
+	if _, err := handshakeOn(ctx, conn, func(h *handshake) (err error) {
+		if err = h.greet(); err != nil {
+			return err
 		}
+		if names, err = h.list(); err != nil {
+			return err
+		}
+		h.abort()
+		return nil
+	}); err != nil {
 		return nil, fmt.Errorf("nbd server %s: listing exports: %w", addr, err)
 	}
-	return names, nil
-}
-
-func (h *handshake) greetAndList() ([]string, error) {
-	if err := h.greet(); err != nil {
-		return nil, err
-	}
-	names, err := h.list()
-	if err != nil {
-		return nil, err
-	}
-	h.abort()
 	return names, nil
 }
 

@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -41,45 +39,8 @@ func startNbdkit(t *testing.T, tcp bool, plugin ...string) string {
 		args = append(args, "-U", sock)
 		uri = "nbd+unix:///?socket=" + sock
 	}
-	startForeground(t, pid, "nbdkit", append(append([]string{"-f"}, args...), plugin...)...)
+	systest.StartDaemon(t, pid, "nbdkit", append(append([]string{"-f"}, args...), plugin...)...)
 	return uri
-}
-
-// startForeground runs a server that writes pidFile once it accepts
-// connections, in the foreground, stopped when the test ends. (nbdkit
-// forking into the background writes its pid file in the child, after the
-// parent has exited: a test reading it then may find none.)
-func startForeground(t *testing.T, pidFile, name string, args ...string) {
-	t.Helper()
-	var stderr bytes.Buffer
-	cmd := exec.Command(name, args...)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		<-exited
-	})
-	ready := time.NewTimer(30 * time.Second)
-	defer ready.Stop()
-	poll := time.NewTicker(10 * time.Millisecond)
-	defer poll.Stop()
-	for {
-		if _, err := os.Stat(pidFile); err == nil {
-			return
-		}
-		select {
-		case <-exited:
-			t.Fatalf("%s exited before it was ready: %v: %s", name, waitErr, stderr.Bytes())
-		case <-ready.C:
-			t.Fatalf("%s wrote no pid file in 30 s: %s", name, stderr.Bytes())
-		case <-poll.C:
-		}
-	}
 }
 
 // TestClientReadsNbdkit reads nbdkit, a second server implementation: the
@@ -123,7 +84,7 @@ func TestClientReadsNbdkit(t *testing.T) {
 	defer c2.Close()
 	t.Logf("nbdkit sparse-random over a Unix socket: %d connections", c2.Connections())
 	raw := filepath.Join(t.TempDir(), "copy.raw")
-	run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", uri, raw)
+	systest.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", uri, raw)
 	want, err = os.ReadFile(raw)
 	if err != nil {
 		t.Fatal(err)

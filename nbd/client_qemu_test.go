@@ -6,43 +6,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/diskpoint/diskpoint/internal/systest"
 	"github.com/diskpoint/diskpoint/nbd"
 )
-
-func run(t *testing.T, name string, args ...string) []byte {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-	return out
-}
-
-// startDaemon runs a server that forks into the background once it
-// listens (qemu-nbd --fork, nbdkit) and writes its pid to pidFile, and
-// kills it at the end of the test.
-func startDaemon(t *testing.T, pidFile, name string, args ...string) {
-	t.Helper()
-	run(t, name, args...)
-	b, err := os.ReadFile(pidFile)
-	if err != nil {
-		t.Fatalf("%s wrote no pid file: %v", name, err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		t.Fatalf("%s pid file says %q", name, b)
-	}
-	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGTERM) })
-}
 
 // qemuIO writes to a qcow2 image with qemu-io: each command a "write ...".
 func qemuIO(t *testing.T, image string, cmds ...string) {
@@ -51,7 +23,7 @@ func qemuIO(t *testing.T, image string, cmds ...string) {
 	for _, c := range cmds {
 		args = append(args, "-c", c)
 	}
-	run(t, "qemu-io", append(args, image)...)
+	systest.Run(t, "qemu-io", append(args, image)...)
 }
 
 // mapEntry is one range of `qemu-img map --output=json`.
@@ -67,7 +39,7 @@ type mapEntry struct {
 func qemuMap(t *testing.T, args ...string) []nbd.Extent {
 	t.Helper()
 	var entries []mapEntry
-	if err := json.Unmarshal(run(t, "qemu-img", append([]string{"map", "--output=json"}, args...)...), &entries); err != nil {
+	if err := json.Unmarshal([]byte(systest.Run(t, "qemu-img", append([]string{"map", "--output=json"}, args...)...)), &entries); err != nil {
 		t.Fatal(err)
 	}
 	var out []nbd.Extent
@@ -103,10 +75,10 @@ func TestClientReadsQemuNBD(t *testing.T) {
 	dir := t.TempDir()
 	image := filepath.Join(dir, "disk.qcow2")
 	const size = 16 << 20
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", image, strconv.Itoa(size))
+	systest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", image, strconv.Itoa(size))
 	// Before the bitmap: data, and zero clusters.
 	qemuIO(t, image, "write -P 0x11 0 1M", "write -P 0x22 4M 192k", "write -z 6M 128k", "write -P 0x33 15M 1M")
-	run(t, "qemu-img", "bitmap", "--add", image, "b0")
+	systest.Run(t, "qemu-img", "bitmap", "--add", image, "b0")
 	// After it, cluster-aligned (64 KiB), so that the dirty extents are exactly these.
 	dirty := [][2]int64{{512 << 10, 64 << 10}, {4<<20 + 64<<10, 256 << 10}, {10 << 20, 1 << 20}}
 	var cmds []string
@@ -115,7 +87,7 @@ func TestClientReadsQemuNBD(t *testing.T) {
 	}
 	qemuIO(t, image, cmds...)
 	raw := filepath.Join(dir, "disk.raw")
-	run(t, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", image, raw)
+	systest.Run(t, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", image, raw)
 	want, err := os.ReadFile(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +96,7 @@ func TestClientReadsQemuNBD(t *testing.T) {
 
 	sock := filepath.Join(dir, "nbd.sock")
 	pid := filepath.Join(dir, "qemu-nbd.pid")
-	startDaemon(t, pid, "qemu-nbd", "--fork", "--pid-file", pid, "-t", "-e", "8", "-r", "-f", "qcow2", "-B", "b0", "-k", sock, image)
+	systest.StartDaemon(t, pid, "qemu-nbd", "--pid-file", pid, "-t", "-e", "8", "-r", "-f", "qcow2", "-B", "b0", "-k", sock, image)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // turns a hang into a failure
 	defer cancel()
@@ -223,7 +195,7 @@ func TestClientMakesDoWithOneConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock, pid := filepath.Join(dir, "nbd.sock"), filepath.Join(dir, "pid")
-	startDaemon(t, pid, "qemu-nbd", "--fork", "--pid-file", pid, "-t", "-r", "-f", "raw", "-k", sock, image)
+	systest.StartDaemon(t, pid, "qemu-nbd", "--pid-file", pid, "-t", "-r", "-f", "raw", "-k", sock, image)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := nbd.Dial(ctx, "nbd+unix:///?socket="+sock, nbd.ClientOptions{Connections: 3, ExtraConnectionWait: 300 * time.Millisecond})

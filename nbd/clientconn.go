@@ -299,17 +299,28 @@ func (c *clientConn) readData(req *request, length uint32) error {
 		return unexpected(err)
 	}
 	start, n := binary.BigEndian.Uint64(off[:]), uint64(length-8)
-	if n == 0 || start < req.offset || start-req.offset > uint64(req.length) || n > uint64(req.length)-(start-req.offset) {
-		return protocolError("data chunk of %d bytes at %d, outside the read of %d bytes at %d", n, start, req.length, req.offset)
-	}
-	rel := start - req.offset
-	if !req.covered.add(rel, n) {
-		return protocolError("data chunk of %d bytes at %d overlaps another", n, start)
+	rel, err := req.claim("data chunk", start, n)
+	if err != nil {
+		return err
 	}
 	if _, err := io.ReadFull(c.r, req.buf[rel:rel+n]); err != nil {
 		return fmt.Errorf("short read of %d bytes at %d: %w", n, start, unexpected(err))
 	}
 	return nil
+}
+
+// claim checks that a chunk (what) of n bytes at start lies within the
+// read req and overlaps no chunk before it, and marks it read; it returns
+// the chunk's place in req.buf.
+func (req *request) claim(what string, start, n uint64) (uint64, error) {
+	if n == 0 || start < req.offset || start-req.offset > uint64(req.length) || n > uint64(req.length)-(start-req.offset) {
+		return 0, protocolError("%s of %d bytes at %d, outside the read of %d bytes at %d", what, n, start, req.length, req.offset)
+	}
+	rel := start - req.offset
+	if !req.covered.add(rel, n) {
+		return 0, protocolError("%s of %d bytes at %d overlaps another chunk", what, n, start)
+	}
+	return rel, nil
 }
 
 // chunk applies a chunk other than data to req.
@@ -327,13 +338,10 @@ func (c *clientConn) chunk(req *request, typ uint16, payload []byte) error {
 		if len(payload) != 12 {
 			return protocolError("hole chunk of %d bytes", len(payload))
 		}
-		start, n := binary.BigEndian.Uint64(payload), uint64(binary.BigEndian.Uint32(payload[8:]))
-		if n == 0 || start < req.offset || start-req.offset > uint64(req.length) || n > uint64(req.length)-(start-req.offset) {
-			return protocolError("hole of %d bytes at %d, outside the read of %d bytes at %d", n, start, req.length, req.offset)
-		}
-		rel := start - req.offset
-		if !req.covered.add(rel, n) {
-			return protocolError("hole of %d bytes at %d overlaps another chunk", n, start)
+		n := uint64(binary.BigEndian.Uint32(payload[8:]))
+		rel, err := req.claim("hole", binary.BigEndian.Uint64(payload), n)
+		if err != nil {
+			return err
 		}
 		clear(req.buf[rel : rel+n])
 	case typ == chunkBlockStatus && req.cmd == cmdBlockStatus:

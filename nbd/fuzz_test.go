@@ -13,23 +13,13 @@ import (
 // the server must answer or hang up, never panic or allocate absurdly.
 func FuzzSession(f *testing.F) {
 	goOpt := func(name string) []byte {
-		b := binary.BigEndian.AppendUint64(nil, magicIHaveOpt)
-		b = binary.BigEndian.AppendUint32(b, optGo)
 		data := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
 		data = append(data, name...)
 		data = binary.BigEndian.AppendUint16(data, 1)
 		data = binary.BigEndian.AppendUint16(data, infoBlockSize)
-		b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
-		return append(b, data...)
+		return appendOption(nil, optGo, data)
 	}
-	read := func(off uint64, n uint32) []byte {
-		b := binary.BigEndian.AppendUint32(nil, magicRequest)
-		b = binary.BigEndian.AppendUint16(b, 0)
-		b = binary.BigEndian.AppendUint16(b, cmdRead)
-		b = binary.BigEndian.AppendUint64(b, 1)
-		b = binary.BigEndian.AppendUint64(b, off)
-		return binary.BigEndian.AppendUint32(b, n)
-	}
+	read := func(off uint64, n uint32) []byte { return appendRequest(nil, 0, cmdRead, 1, off, n) }
 	flags := binary.BigEndian.AppendUint32(nil, clientFixed|clientNoZeroes)
 	f.Add(append(append(append([]byte(nil), flags...), goOpt("d")...), read(0, 512)...))
 	f.Add(append(append(append([]byte(nil), flags...), goOpt("")...), read(1<<40, 1<<31)...))

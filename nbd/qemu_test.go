@@ -16,15 +16,6 @@ import (
 	"github.com/diskpoint/diskpoint/nbd"
 )
 
-func qemuImg(t *testing.T, args ...string) []byte {
-	t.Helper()
-	out, err := exec.Command("qemu-img", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("qemu-img %v: %v\n%s", args, err, out)
-	}
-	return out
-}
-
 // qemu-img, an NBD client nobody here wrote, reads an export exactly: over
 // TCP and over a Unix socket, several clients at once.
 func TestQemuImgReadsExport(t *testing.T) {
@@ -62,7 +53,7 @@ func TestQemuImgReadsExport(t *testing.T) {
 	var info struct {
 		VirtualSize int64 `json:"virtual-size"`
 	}
-	if err := json.Unmarshal(qemuImg(t, "info", "--output=json", urls[0]), &info); err != nil || info.VirtualSize != int64(len(disk)) {
+	if err := json.Unmarshal([]byte(systest.Run(t, "qemu-img", "info", "--output=json", urls[0])), &info); err != nil || info.VirtualSize != int64(len(disk)) {
 		t.Fatalf("qemu-img info: size %d, %v; want %d", info.VirtualSize, err, len(disk))
 	}
 	var cwg sync.WaitGroup
@@ -80,7 +71,7 @@ func TestQemuImgReadsExport(t *testing.T) {
 		})
 	}
 	cwg.Wait()
-	qemuImg(t, "compare", "-f", "raw", "-F", "raw", urls[1], image)
+	systest.Run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", urls[1], image)
 	if out, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "raw", fmt.Sprintf("nbd://%s/no-such-disk", tcp.Addr()), filepath.Join(dir, "x")).CombinedOutput(); err == nil {
 		t.Errorf("qemu-img read an export that does not exist: %s", out)
 	}

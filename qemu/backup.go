@@ -46,23 +46,20 @@ func Backup(ctx context.Context, c *Client, vm *snapshot.Collection, opts Backup
 		return nil, PullExport{}, err
 	}
 	pull := PullOptions{Node: opts.Node, Previous: previous, Next: next, NBDSocket: opts.NBDSocket, FleeceDir: opts.FleeceDir, Hold: opts.Hold}
-	read := previous
-	p, err := StartPull(ctx, c, pull)
-	if errors.Is(err, ErrNoBitmap) {
-		// Asked for by name, the create finds the export without it and
-		// records the reason it compared every block.
-		pull.Previous = ""
-		p, err = StartPull(ctx, c, pull)
-	}
-	if err != nil {
-		return nil, PullExport{}, err
-	}
-	exp := p.Export()
 	create := opts.Create
-	create.Disks = []snapshot.DiskSource{{Name: opts.Disk, NBD: exp.URI, Bitmap: read, NextBitmap: exp.NextBitmap, HeldStill: exp.FreezeWindow}}
-	rp, err := vm.Create(ctx, create)
-	if ferr := p.Finish(ctx, err == nil); ferr != nil {
-		return rp, exp, errors.Join(err, ferr)
+	var rp *snapshot.RestorePoint
+	read := func(ctx context.Context, exp PullExport) (err error) {
+		// Bitmap is the previous one even when the node lost it: asked for
+		// by name, the create finds the export without it and records the
+		// reason it compared every block.
+		create.Disks = []snapshot.DiskSource{{Name: opts.Disk, NBD: exp.URI, Bitmap: previous, NextBitmap: exp.NextBitmap, HeldStill: exp.FreezeWindow}}
+		rp, err = vm.Create(ctx, create)
+		return err
+	}
+	exp, err := PullBackup(ctx, c, pull, read)
+	if errors.Is(err, ErrNoBitmap) {
+		pull.Previous = ""
+		exp, err = PullBackup(ctx, c, pull, read)
 	}
 	return rp, exp, err
 }

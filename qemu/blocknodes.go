@@ -49,45 +49,42 @@ func (c *Client) blockNode(ctx context.Context, name string) (*blockNode, error)
 
 // nodeNames returns the names of every named block node.
 func (c *Client) nodeNames(ctx context.Context) (map[string]bool, error) {
-	var nodes []blockNode
-	if err := c.Execute(ctx, "query-named-block-nodes", map[string]any{"flat": true}, &nodes); err != nil {
-		return nil, err
-	}
-	names := map[string]bool{}
-	for _, n := range nodes {
-		names[n.NodeName] = true
-	}
-	return names, nil
+	return queryNames(ctx, c, "query-named-block-nodes", map[string]any{"flat": true}, func(n blockNode) string { return n.NodeName })
 }
 
 // jobIDs returns the ids of the block jobs.
 func (c *Client) jobIDs(ctx context.Context) (map[string]bool, error) {
-	var jobs []struct {
-		Device string `json:"device"`
-	}
-	if err := c.Execute(ctx, "query-block-jobs", nil, &jobs); err != nil {
-		return nil, err
-	}
-	ids := map[string]bool{}
-	for _, j := range jobs {
-		ids[j.Device] = true
-	}
-	return ids, nil
+	return queryNames(ctx, c, "query-block-jobs", nil, func(j blockJob) string { return j.Device })
 }
 
 // exportIDs returns the ids of the block exports.
 func (c *Client) exportIDs(ctx context.Context) (map[string]bool, error) {
-	var exports []struct {
+	return queryNames(ctx, c, "query-block-exports", nil, func(e blockExport) string { return e.ID })
+}
+
+// blockJob and blockExport are what query-block-jobs and
+// query-block-exports say of a job and an export: their ids.
+type (
+	blockJob struct {
+		Device string `json:"device"`
+	}
+	blockExport struct {
 		ID string `json:"id"`
 	}
-	if err := c.Execute(ctx, "query-block-exports", nil, &exports); err != nil {
+)
+
+// queryNames runs a query command that returns a list of T and returns
+// the set of the names name gives its items.
+func queryNames[T any](ctx context.Context, c *Client, command string, args any, name func(T) string) (map[string]bool, error) {
+	var items []T
+	if err := c.Execute(ctx, command, args, &items); err != nil {
 		return nil, err
 	}
-	ids := map[string]bool{}
-	for _, e := range exports {
-		ids[e.ID] = true
+	names := make(map[string]bool, len(items))
+	for _, it := range items {
+		names[name(it)] = true
 	}
-	return ids, nil
+	return names, nil
 }
 
 // waitGone polls list until id is no longer in it: a cancelled job and a

@@ -7,77 +7,38 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
-)
 
-// needTool skips the test when tool is missing, and fails it under CI.
-func needTool(t *testing.T, tool string) {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is missing, and CI must run this test", tool)
-		}
-		t.Skipf("%s is not installed", tool)
-	}
-}
+	"github.com/diskpoint/diskpoint/internal/systest"
+)
 
 // storageDaemon is a qemu-storage-daemon the test started, serving a
 // qcow2 node "disk0" over QMP and over NBD (export "w", writable).
 type storageDaemon struct {
 	image, qmp, nbd string
-	cmd             *exec.Cmd
 }
 
 // startDaemon starts qemu-storage-daemon on a new qcow2 of size bytes.
 func startDaemon(t *testing.T, size int64) *storageDaemon {
 	t.Helper()
-	needTool(t, "qemu-storage-daemon")
-	needTool(t, "qemu-img")
+	systest.RequireTool(t, "qemu-storage-daemon", "qemu-system-common")
+	systest.RequireTool(t, "qemu-img", "qemu-utils")
 	dir := t.TempDir()
 	d := &storageDaemon{image: filepath.Join(dir, "disk.qcow2"), qmp: filepath.Join(dir, "qmp.sock"), nbd: filepath.Join(dir, "nbd.sock")}
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", d.image, strconv.FormatInt(size, 10)).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img create: %v: %s", err, out)
-	}
-	d.cmd = exec.Command("qemu-storage-daemon",
+	systest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", d.image, strconv.FormatInt(size, 10))
+	pid := filepath.Join(dir, "pid")
+	// --pidfile is written once the daemon is up, its sockets listening.
+	systest.StartDaemon(t, pid, "qemu-storage-daemon",
 		"--blockdev", "driver=file,node-name=file0,filename="+d.image,
 		"--blockdev", "driver=qcow2,node-name=disk0,file=file0",
 		"--nbd-server", "addr.type=unix,addr.path="+d.nbd,
 		"--export", "type=nbd,id=w,node-name=disk0,name=w,writable=on",
 		"--chardev", "socket,id=qmp0,path="+d.qmp+",server=on,wait=off",
-		"--monitor", "chardev=qmp0")
-	d.cmd.Stderr = os.Stderr
-	// --pidfile would say when it is ready; waiting for the QMP greeting
-	// does too, and is what the test needs.
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- d.cmd.Wait() }()
-	t.Cleanup(func() {
-		d.cmd.Process.Kill()
-		<-exited
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := Dial(context.Background(), d.qmp)
-		if err == nil {
-			c.Close()
-			return d
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("qemu-storage-daemon exited: %v", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("qemu-storage-daemon did not answer on %s: %v", d.qmp, err)
-		}
-	}
+		"--monitor", "chardev=qmp0",
+		"--pidfile", pid)
+	return d
 }
 
 func (d *storageDaemon) client(t *testing.T) *Client {

@@ -6,9 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/diskpoint/diskpoint/internal/systest"
@@ -35,15 +33,7 @@ func TestCLICreateFromNBD(t *testing.T) {
 		}
 	}
 	sock, pidFile := filepath.Join(dir, "nbd.sock"), filepath.Join(dir, "pid")
-	if out, err := exec.Command("qemu-nbd", "--fork", "--pid-file", pidFile, "-t", "-e", "8", "-r", "-f", "qcow2", "-B", "b0", "-k", sock, image).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-nbd: %v: %s", err, out)
-	}
-	b, _ := os.ReadFile(pidFile)
-	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
-		defer syscall.Kill(pid, syscall.SIGTERM)
-	} else {
-		t.Fatalf("qemu-nbd pid file %q", b)
-	}
+	systest.StartDaemon(t, pidFile, "qemu-nbd", "--pid-file", pidFile, "-t", "-e", "8", "-r", "-f", "qcow2", "-B", "b0", "-k", sock, image)
 
 	repo := filepath.Join(dir, "repo")
 	mustBinary(t, nil, "init", "-repo", repo)

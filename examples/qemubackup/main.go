@@ -85,7 +85,9 @@ func run(ctx context.Context, out io.Writer, repoDir, collection, disk, qmpSocke
 		if err := daemon.Start(); err != nil {
 			return fmt.Errorf("qemu-storage-daemon: %w", err)
 		}
-		defer func() { daemon.Process.Kill(); daemon.Wait() }()
+		exited := make(chan error, 1)
+		go func() { exited <- daemon.Wait() }()
+		defer func() { daemon.Process.Kill(); <-exited }()
 		// --pidfile is written once the daemon is up, sockets listening.
 		for {
 			if _, err := os.Stat(filepath.Join(tmp, "pid")); err == nil {
@@ -94,6 +96,9 @@ func run(ctx context.Context, out io.Writer, repoDir, collection, disk, qmpSocke
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
+			case err := <-exited:
+				exited <- err // for the deferred kill
+				return fmt.Errorf("qemu-storage-daemon exited: %v", err)
 			case <-time.After(10 * time.Millisecond):
 			}
 		}

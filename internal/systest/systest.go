@@ -11,7 +11,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Require skips (or in CI fails) the test unless it runs as root with loop
@@ -150,4 +152,42 @@ func IsMountPoint(t testing.TB, dir string) bool {
 		}
 	}
 	return false
+}
+
+// StartDaemon runs a server that writes pidFile once it accepts
+// connections (qemu-nbd --pid-file, nbdkit -f -P), in the foreground, and
+// returns once pidFile exists; the server is stopped when the test ends.
+// (A server forking into the background may write its pid file in the
+// child, after the parent has exited: a test reading it then may find none.)
+func StartDaemon(t testing.TB, pidFile, name string, args ...string) {
+	t.Helper()
+	var stderr bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-exited
+	})
+	ready := time.NewTimer(30 * time.Second)
+	defer ready.Stop()
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		if _, err := os.Stat(pidFile); err == nil {
+			return
+		}
+		select {
+		case <-exited:
+			t.Fatalf("%s exited before it was ready: %v: %s", name, waitErr, stderr.Bytes())
+		case <-ready.C:
+			t.Fatalf("%s wrote no pid file in 30 s: %s", name, stderr.Bytes())
+		case <-poll.C:
+		}
+	}
 }
