@@ -2,12 +2,10 @@ package snapshot_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
@@ -31,16 +29,7 @@ func qemuNBD(t *testing.T, image string, extra ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	sock, pidFile := filepath.Join(dir, "nbd.sock"), filepath.Join(dir, "pid")
-	systest.Run(t, "qemu-nbd", append(append([]string{"--fork", "--pid-file", pidFile, "-t", "-e", "8", "-f", "qcow2", "-k", sock}, extra...), image)...)
-	b, err := os.ReadFile(pidFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		t.Fatalf("qemu-nbd pid file %q", b)
-	}
-	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGTERM) })
+	systest.StartDaemon(t, pidFile, "qemu-nbd", append(append([]string{"--pid-file", pidFile, "-t", "-e", "8", "-f", "qcow2", "-k", sock}, extra...), image)...)
 	return "nbd+unix:///?socket=" + sock
 }
 
