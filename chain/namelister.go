@@ -111,29 +111,8 @@ var _ NameLister = (*RetryStore)(nil)
 // retrying as [RetryStore.List] does: a name already reported by a failed
 // attempt is not reported again.
 func (s *RetryStore) ListNames(ctx context.Context, prefix string, fn func(name string) error) error {
-	seen := map[string]bool{}
-	var fnErr error
-	err := s.retry(ctx, "list", prefix, func() error {
-		err := eachName(ctx, s.store, prefix, func(name string) error {
-			if seen[name] {
-				return nil
-			}
-			seen[name] = true
-			if err := fn(name); err != nil {
-				fnErr = err
-				return err
-			}
-			return nil
-		})
-		if fnErr != nil {
-			return nil // stop: the caller's error is never retried, whatever it wraps
-		}
-		return err
-	})
-	if fnErr != nil {
-		return fnErr
-	}
-	return err
+	return retryListing(ctx, s, prefix, func(name string) string { return name },
+		func(each func(string) error) error { return eachName(ctx, s.store, prefix, each) }, fn)
 }
 
 var _ NameLister = (*sealedStore)(nil)
