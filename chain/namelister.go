@@ -69,19 +69,16 @@ func (s *LocalStore) listNamesIn(ctx context.Context, dir, prefix string, fn fun
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	var entries []fs.DirEntry
 	f, err := os.Open(filepath.Join(s.root, filepath.FromSlash(dir)))
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-			return nil
-		}
-		return err
+	if err == nil {
+		entries, err = f.ReadDir(-1) // not os.ReadDir: it sorts them
+		f.Close()
 	}
-	entries, err := f.ReadDir(-1)
-	f.Close()
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil
+	}
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-			return nil
-		}
 		return err
 	}
 	for _, e := range entries {
