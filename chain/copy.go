@@ -6,9 +6,6 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"sync/atomic"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // DefaultCopyFlushEvery is how many bytes a copy moves between flushes
@@ -238,24 +235,14 @@ func (c *Copier) copyLeafV2(ctx context.Context, x *indexV2Set, ids []ID) error 
 	// grows to what decompressing and hashing take, and growing (copying)
 	// a fresh one per chunk cost a tenth of a copy's CPU, beside the
 	// allocation, clearing and collection of a block's memory per chunk.
-	g, gctx := errgroup.WithContext(ctx)
-	var next atomic.Int64
-	for range min(runtime.GOMAXPROCS(0), len(need)) {
-		g.Go(func() error {
-			var buf []byte
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(need) {
-					return nil
-				}
-				var err error
-				if buf, err = c.put(gctx, DataBlob, need[i], found[need[i]], buf); err != nil {
-					return err
-				}
-			}
-		})
-	}
-	if err := g.Wait(); err != nil {
+	err = inWorkers(ctx, runtime.GOMAXPROCS(0), len(need), func(ctx context.Context) func(i int) error {
+		var buf []byte
+		return func(i int) (err error) {
+			buf, err = c.put(ctx, DataBlob, need[i], found[need[i]], buf)
+			return err
+		}
+	})
+	if err != nil {
 		return err
 	}
 	return c.flushIfDue(ctx)

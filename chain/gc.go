@@ -110,7 +110,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (report GCReport, e
 		}
 	}()
 
-	if remover, ok := findTempRemover(r.store); ok && !opts.DryRun {
+	if remover, ok := findStore[tempRemover](r.store); ok && !opts.DryRun {
 		if report.TempFiles, err = remover.RemoveTemp(ctx); err != nil {
 			return report, fmt.Errorf("gc: %w", err)
 		}
@@ -555,18 +555,19 @@ type tempRemover interface {
 	RemoveTemp(context.Context) (int, error)
 }
 
-// findTempRemover looks for a tempRemover in store or, through Unwrap,
-// the stores it decorates (a RetryStore over a LocalStore).
-func findTempRemover(store Store) (tempRemover, bool) {
+// findStore looks for a store of kind T in store or, through Unwrap, the
+// stores it decorates (a RetryStore over a LocalStore).
+func findStore[T any](store Store) (T, bool) {
 	for store != nil {
-		if remover, ok := store.(tempRemover); ok {
-			return remover, true
+		if found, ok := store.(T); ok {
+			return found, true
 		}
 		unwrapper, ok := store.(interface{ Unwrap() Store })
 		if !ok {
-			return nil, false
+			break
 		}
 		store = unwrapper.Unwrap()
 	}
-	return nil, false
+	var none T
+	return none, false
 }

@@ -107,12 +107,18 @@ func (rec *headsRecord) setSet(s manifestSet) {
 	rec.Points, rec.Set = s.points, hex.EncodeToString(s.digest[:])
 }
 
+// toggle adds restore point id to the record's set (delta 1), or removes
+// it (delta -1), leaving the heads as they are.
+func (rec *headsRecord) toggle(r *Repository, id string, delta int) {
+	s := rec.set()
+	s.toggle(r.manifestElement(rec.Collection, id), delta)
+	rec.setSet(s)
+}
+
 // add records m, a manifest just saved, as a point of the set: it becomes
 // the head of each of its disks it is newer than.
 func (rec *headsRecord) add(r *Repository, m *Manifest) {
-	s := rec.set()
-	s.toggle(r.manifestElement(m.Collection, m.ID), 1)
-	rec.setSet(s)
+	rec.toggle(r, m.ID, 1)
 	h := pointHead{ID: m.ID, Created: m.Created}
 	if rec.Newest == nil || h.newerThan(*rec.Newest) {
 		rec.Newest = &h
@@ -288,9 +294,7 @@ func (r *Repository) headsAfterDelete(ctx context.Context, collection, id string
 			err = nil
 		}
 	default:
-		s := rec.set()
-		s.toggle(r.manifestElement(collection, id), -1)
-		rec.setSet(s)
+		rec.toggle(r, id, -1)
 		err = r.saveHeads(ctx, rec)
 	}
 	if err != nil {
@@ -384,9 +388,7 @@ func (r *Repository) rebuildHeads(ctx context.Context, collection string, ids []
 	byID := map[string]*Manifest{}
 	for _, l := range listed {
 		if l.Manifest == nil { // damaged: in the set, never a head
-			s := rec.set()
-			s.toggle(r.manifestElement(collection, l.ID), 1)
-			rec.setSet(s)
+			rec.toggle(r, l.ID, 1)
 			continue
 		}
 		rec.add(r, l.Manifest)

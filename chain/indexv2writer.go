@@ -123,7 +123,8 @@ func (w *indexV2Writer) finish() ([]byte, error) {
 
 	l := indexV2LayoutOf(bits, len(sorted), count, len(filter.Fingerprints))
 	var file []byte
-	if count > 0 && w.file != nil && w.front == l.entries && int64(cap(w.file)) >= l.size && &w.file[:l.size][w.front] == &w.entries[0] {
+	inPlace := count > 0 && w.file != nil && w.front == l.entries && int64(cap(w.file)) >= l.size && &w.file[:l.size][w.front] == &w.entries[0]
+	if inPlace {
 		file = w.file[:l.size] // the entries are in place; the rest is zero
 	} else {
 		file = make([]byte, l.size)
@@ -158,7 +159,7 @@ func (w *indexV2Writer) finish() ([]byte, error) {
 	binary.LittleEndian.PutUint32(t[48:], indexV2TablesChecksum(file[:l.entries], file[l.filter:l.trailer+48]))
 	copy(t[52:], indexV2Magic)
 
-	if len(w.entries) > 0 && len(file) > int(l.entries) && &w.entries[0] == &file[l.entries] {
+	if inPlace {
 		w.entries = nil // the file's now: the caller may keep it
 	}
 	w.entries, w.keys, w.packs, w.written = w.entries[:0], w.keys[:0], w.packs[:0], 0

@@ -8,11 +8,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // Manifest is a VM restore point as stored: what was captured, how, and the
@@ -318,30 +315,26 @@ const manifestReaders = 8
 // Any other error stops it.
 func (r *Repository) readManifests(ctx context.Context, collection string, ids []string) ([]ListedManifest, error) {
 	out := make([]ListedManifest, len(ids))
-	var next atomic.Int64
-	g, gctx := errgroup.WithContext(ctx)
 	// A few workers that each take the next ID, rather than a goroutine
 	// per manifest: 10,000 new goroutines grow 10,000 stacks.
-	for range min(manifestReaders, len(ids)) {
-		g.Go(func() error {
-			for i := int(next.Add(1) - 1); i < len(ids); i = int(next.Add(1) - 1) {
-				id := ids[i]
-				m, err := r.LoadManifest(gctx, collection, id)
-				switch {
-				case errors.Is(err, ErrNotFound):
-					// deleted while we listed: left out (ID "")
-				case errors.As(err, new(*CorruptError)) || errors.Is(err, ErrInvalidName):
-					out[i] = ListedManifest{ID: id, Damage: err}
-				case err != nil:
-					return err
-				default:
-					out[i] = ListedManifest{ID: id, Manifest: m}
-				}
+	err := inWorkers(ctx, manifestReaders, len(ids), func(ctx context.Context) func(i int) error {
+		return func(i int) error {
+			id := ids[i]
+			m, err := r.LoadManifest(ctx, collection, id)
+			switch {
+			case errors.Is(err, ErrNotFound):
+				// deleted while we listed: left out (ID "")
+			case errors.As(err, new(*CorruptError)) || errors.Is(err, ErrInvalidName):
+				out[i] = ListedManifest{ID: id, Damage: err}
+			case err != nil:
+				return err
+			default:
+				out[i] = ListedManifest{ID: id, Manifest: m}
 			}
 			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+		}
+	})
+	if err != nil {
 		return nil, err
 	}
 	return slices.DeleteFunc(out, func(l ListedManifest) bool { return l.ID == "" }), nil

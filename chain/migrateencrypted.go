@@ -490,7 +490,7 @@ func (e *encryptedMigration) afterSwitch(ctx context.Context) error {
 	e.opts.report("move", len(staged), len(staged))
 	// A run killed inside a Put left its temporary file, under migrate/
 	// as anywhere: the run that finishes leaves nothing staged behind.
-	if remover, ok := findTempRemover(e.raw); ok {
+	if remover, ok := findStore[tempRemover](e.raw); ok {
 		if _, err := remover.RemoveTemp(ctx); err != nil {
 			return err
 		}

@@ -69,19 +69,16 @@ func (s *LocalStore) listNamesIn(ctx context.Context, dir, prefix string, fn fun
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	var entries []fs.DirEntry
 	f, err := os.Open(filepath.Join(s.root, filepath.FromSlash(dir)))
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-			return nil
-		}
-		return err
+	if err == nil {
+		entries, err = f.ReadDir(-1) // not os.ReadDir: it sorts them
+		f.Close()
 	}
-	entries, err := f.ReadDir(-1)
-	f.Close()
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil
+	}
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-			return nil
-		}
 		return err
 	}
 	for _, e := range entries {
@@ -111,29 +108,8 @@ var _ NameLister = (*RetryStore)(nil)
 // retrying as [RetryStore.List] does: a name already reported by a failed
 // attempt is not reported again.
 func (s *RetryStore) ListNames(ctx context.Context, prefix string, fn func(name string) error) error {
-	seen := map[string]bool{}
-	var fnErr error
-	err := s.retry(ctx, "list", prefix, func() error {
-		err := eachName(ctx, s.store, prefix, func(name string) error {
-			if seen[name] {
-				return nil
-			}
-			seen[name] = true
-			if err := fn(name); err != nil {
-				fnErr = err
-				return err
-			}
-			return nil
-		})
-		if fnErr != nil {
-			return nil // stop: the caller's error is never retried, whatever it wraps
-		}
-		return err
-	})
-	if fnErr != nil {
-		return fnErr
-	}
-	return err
+	return retryListing(ctx, s, prefix, func(name string) string { return name },
+		func(each func(string) error) error { return eachName(ctx, s.store, prefix, each) }, fn)
 }
 
 var _ NameLister = (*sealedStore)(nil)

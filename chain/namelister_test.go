@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/diskpoint/diskpoint/chain"
-	"github.com/diskpoint/diskpoint/chain/storetest"
 )
 
 // callCounter counts the calls a repository makes of its store, by kind.
@@ -155,36 +154,5 @@ func TestListManifestsListsNamesOnly(t *testing.T) {
 	}
 	if want := "p29 p28 p27"; !strings.HasPrefix(strings.Join(order, " "), want) {
 		t.Errorf("order %q, want oldest (by time) first: %s ...", order, want)
-	}
-}
-
-// RetryStore.ListNames retries a listing that fails part way, as List
-// does: fn sees each name once, and fn's own error is never retried.
-func TestRetryStoreListNames(t *testing.T) {
-	ctx := context.Background()
-	faulty := storetest.NewFaultStore(chain.NewMemStore(), 1)
-	for i := range 5 {
-		if err := faulty.Put(ctx, fmt.Sprintf("index/%d", i), []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s := chain.NewRetryStore(faulty, quickRetries(3))
-	faulty.Inject(storetest.Fault{Op: storetest.OpList, Times: 1, Err: errFlaky, After: true})
-	seen := map[string]int{}
-	if err := s.ListNames(ctx, "index/", func(name string) error { seen[name]++; return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if len(seen) != 5 {
-		t.Errorf("listed %v, want 5 objects", seen)
-	}
-	for name, n := range seen {
-		if n != 1 {
-			t.Errorf("fn saw %s %d times", name, n)
-		}
-	}
-	calls := faulty.Calls(storetest.OpList)
-	err := s.ListNames(ctx, "index/", func(string) error { return errFlaky })
-	if !errors.Is(err, errFlaky) || faulty.Calls(storetest.OpList) != calls+1 {
-		t.Errorf("fn's error: %v after %d listings, want it returned after one", err, faulty.Calls(storetest.OpList)-calls)
 	}
 }

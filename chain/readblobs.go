@@ -61,7 +61,10 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 		return wants[a].e.Offset < wants[b].e.Offset
 	})
 	// Cut the wants into spans, each read with one ReadAt.
-	type span struct{ start, end int }
+	type span struct {
+		start, end int   // wants[start:end]
+		off, n     int64 // the bytes of their pack read
+	}
 	var spans []span
 	for start := 0; start < len(wants); {
 		// Extend the span while the next blob is in the same pack, close by.
@@ -76,18 +79,12 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 			spanEnd = max(spanEnd, int64(next.Offset)+int64(next.Length))
 			end++
 		}
-		spans = append(spans, span{start, end})
+		spans = append(spans, span{start, end, int64(first.e.Offset), spanEnd - int64(first.e.Offset)})
 		start = end
 	}
-	spanBytes := func(sp span) (name string, off, n int64) {
-		first := wants[sp.start]
-		end := int64(first.e.Offset)
-		for _, w := range wants[sp.start:sp.end] {
-			end = max(end, int64(w.e.Offset)+int64(w.e.Length))
-		}
-		return packName(first.pack), int64(first.e.Offset), end - int64(first.e.Offset)
-	}
-	fetches := readAhead(readCtx, r.store, len(spans), func(k int) (string, int64, int64) { return spanBytes(spans[k]) })
+	fetches := readAhead(readCtx, r.store, len(spans), func(k int) (string, int64, int64) {
+		return packName(wants[spans[k].start].pack), spans[k].off, spans[k].n
+	})
 	defer fetches.stop()
 	var plain []byte
 	for k, sp := range spans {

@@ -432,9 +432,8 @@ func (r *Repository) readBlobIn(ctx context.Context, idx blobIndex, t BlobType, 
 	if !ok {
 		return nil, errNotIndexed
 	}
-	object := fmt.Sprintf("%s blob %s in pack %s", t, id, pack)
 	if e.Type != t {
-		return nil, corrupt(object, "index says it is a %s blob", e.Type)
+		return nil, corrupt(fmt.Sprintf("%s blob %s in pack %s", t, id, pack), "index says it is a %s blob", e.Type)
 	}
 	return r.readBlobAt(ctx, pack, e, dst)
 }

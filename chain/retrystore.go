@@ -175,15 +175,24 @@ func (s *RetryStore) Stat(ctx context.Context, name string) (ObjectInfo, error) 
 // objects fn has already seen are skipped, so fn sees each name once. An
 // error from fn is never retried.
 func (s *RetryStore) List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error {
+	return retryListing(ctx, s, prefix, func(info ObjectInfo) string { return info.Name },
+		func(each func(ObjectInfo) error) error { return s.store.List(ctx, prefix, each) }, fn)
+}
+
+// retryListing runs list under s's retries: a retried listing starts again
+// from the beginning, and an item whose name fn has already seen is
+// skipped, so fn sees each name once. An error from fn is never retried.
+func retryListing[T any](ctx context.Context, s *RetryStore, prefix string, name func(T) string, list func(each func(T) error) error, fn func(T) error) error {
 	seen := map[string]bool{}
 	var fnErr error
 	err := s.retry(ctx, "list", prefix, func() error {
-		err := s.store.List(ctx, prefix, func(info ObjectInfo) error {
-			if seen[info.Name] {
+		err := list(func(item T) error {
+			n := name(item)
+			if seen[n] {
 				return nil
 			}
-			seen[info.Name] = true
-			if err := fn(info); err != nil {
+			seen[n] = true
+			if err := fn(item); err != nil {
 				fnErr = err
 				return err
 			}

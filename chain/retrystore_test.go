@@ -168,31 +168,46 @@ func TestRetryStorePutIfAbsentAfterAmbiguousFailure(t *testing.T) {
 
 // A listing that fails part way is retried, and fn sees each object once;
 // fn's own error ends the listing without a retry, even a transient one.
+// ListNames retries as List does.
 func TestRetryStoreList(t *testing.T) {
-	ctx := context.Background()
-	faulty := storetest.NewFaultStore(chain.NewMemStore(), 1)
-	for i := range 5 {
-		if err := faulty.Put(ctx, fmt.Sprintf("index/%d", i), []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s := chain.NewRetryStore(faulty, quickRetries(3))
-	faulty.Inject(storetest.Fault{Op: storetest.OpList, Times: 1, Err: errFlaky, After: true})
-	seen := map[string]int{}
-	if err := s.List(ctx, "index/", func(i chain.ObjectInfo) error { seen[i.Name]++; return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if len(seen) != 5 {
-		t.Errorf("listed %v, want 5 objects", seen)
-	}
-	for name, n := range seen {
-		if n != 1 {
-			t.Errorf("fn saw %s %d times", name, n)
-		}
-	}
-	calls := faulty.Calls(storetest.OpList)
-	err := s.List(ctx, "index/", func(chain.ObjectInfo) error { return errFlaky })
-	if !errors.Is(err, errFlaky) || faulty.Calls(storetest.OpList) != calls+1 {
-		t.Errorf("fn's error: %v after %d listings, want it returned after one", err, faulty.Calls(storetest.OpList)-calls)
+	for _, tc := range []struct {
+		name string
+		list func(s *chain.RetryStore, ctx context.Context, prefix string, fn func(name string) error) error
+	}{
+		{"List", func(s *chain.RetryStore, ctx context.Context, prefix string, fn func(string) error) error {
+			return s.List(ctx, prefix, func(i chain.ObjectInfo) error { return fn(i.Name) })
+		}},
+		{"ListNames", func(s *chain.RetryStore, ctx context.Context, prefix string, fn func(string) error) error {
+			return s.ListNames(ctx, prefix, fn)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			faulty := storetest.NewFaultStore(chain.NewMemStore(), 1)
+			for i := range 5 {
+				if err := faulty.Put(ctx, fmt.Sprintf("index/%d", i), []byte("x")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s := chain.NewRetryStore(faulty, quickRetries(3))
+			faulty.Inject(storetest.Fault{Op: storetest.OpList, Times: 1, Err: errFlaky, After: true})
+			seen := map[string]int{}
+			if err := tc.list(s, ctx, "index/", func(name string) error { seen[name]++; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if len(seen) != 5 {
+				t.Errorf("listed %v, want 5 objects", seen)
+			}
+			for name, n := range seen {
+				if n != 1 {
+					t.Errorf("fn saw %s %d times", name, n)
+				}
+			}
+			calls := faulty.Calls(storetest.OpList)
+			err := tc.list(s, ctx, "index/", func(string) error { return errFlaky })
+			if !errors.Is(err, errFlaky) || faulty.Calls(storetest.OpList) != calls+1 {
+				t.Errorf("fn's error: %v after %d listings, want it returned after one", err, faulty.Calls(storetest.OpList)-calls)
+			}
+		})
 	}
 }

@@ -325,11 +325,12 @@ func (w *Writer) usable() error {
 func (w *Writer) writePack(ctx context.Context, p *openPack) error {
 	data := appendPackHeader(p.data, p.entries, w.repo.packKeys())
 	id := Hash(data)
-	if len(p.entries) > 0 && p.entries[0].Type == TreeBlob {
+	tree := len(p.entries) > 0 && p.entries[0].Type == TreeBlob // a pack holds one kind
+	if tree {
 		ctx = withTreePack(ctx) // a caching store keeps it for the next create
 	}
 	err := w.repo.store.Put(ctx, packName(id), data)
-	if len(p.entries) > 0 && p.entries[0].Type == TreeBlob {
+	if tree {
 		p.buf.dropPages() // see dropPages: a tree pack fills its buffer whole
 	}
 	p.buf.release()

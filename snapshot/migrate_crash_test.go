@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/diskpoint/diskpoint/chain"
+	"github.com/diskpoint/diskpoint/chain/storetest"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
@@ -135,7 +136,7 @@ func TestMigrateCrashAtEveryStepThenRerun(t *testing.T) {
 		when := fmt.Sprintf("crashed at step %d", at)
 		leftV2 := indexFileVersions(t, store)["dpi2"]
 		versions[checkWhole(t, store, when)]++
-		checkGCAfterCrash(t, cloneStore(t, store), when)
+		checkGCAfterCrash(t, storetest.Clone(t, store), when)
 		migrateCrashingAt(t, store, at)
 		checkWhole(t, store, when+", and its rerun too")
 
@@ -164,24 +165,6 @@ func TestMigrateCrashAtEveryStepThenRerun(t *testing.T) {
 		t.Fatalf("migrate took %d steps; crashes left versions %v: the crash points missed a side of the switch", steps, versions)
 	}
 	t.Logf("migrate takes %d steps; crashes left versions %v", steps, versions)
-}
-
-// cloneStore copies every object of store into a new MemStore.
-func cloneStore(t *testing.T, store chain.Store) chain.Store {
-	t.Helper()
-	ctx := context.Background()
-	clone := chain.NewMemStore()
-	err := store.List(ctx, "", func(info chain.ObjectInfo) error {
-		data, err := store.Get(ctx, info.Name)
-		if err != nil {
-			return err
-		}
-		return clone.Put(ctx, info.Name, data)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return clone
 }
 
 // checkGCAfterCrash runs a GC, instead of a rerun, over what an

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/diskpoint/diskpoint/chain"
+	"github.com/diskpoint/diskpoint/chain/storetest"
 	"github.com/diskpoint/diskpoint/snapshot"
 )
 
@@ -239,14 +240,14 @@ func TestMigrateEncryptedCrashAtEveryStepThenRerun(t *testing.T) {
 	versions := map[int]int{}
 	steps := 0
 	for at := 1; ; at++ {
-		store := cloneStore(t, base)
+		store := storetest.Clone(t, base)
 		if !migrateEncryptedCrashingAt(t, store, at) {
 			steps = at - 1
 			break
 		}
 		when := fmt.Sprintf("crashed at step %d", at)
 		versions[checkWholeEncrypted(t, store, disks, when)]++
-		checkGCAfterEncryptedCrash(t, cloneStore(t, store), disks, when)
+		checkGCAfterEncryptedCrash(t, storetest.Clone(t, store), disks, when)
 		migrateEncryptedCrashingAt(t, store, at)
 		checkWholeEncrypted(t, store, disks, when+", and its rerun too")
 

@@ -98,24 +98,6 @@ func total(m map[string]int64) (n int64) {
 	return n
 }
 
-// clone copies every object of src into a new MemStore.
-func clone(t *testing.T, src chain.Store) *chain.MemStore {
-	t.Helper()
-	ctx := context.Background()
-	dst := chain.NewMemStore()
-	err := src.List(ctx, "", func(info chain.ObjectInfo) error {
-		data, err := src.Get(ctx, info.Name)
-		if err != nil {
-			return err
-		}
-		return dst.Put(ctx, info.Name, data)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
 // create opens the repository in store, takes a restore point of img
 // into collection vm and closes it.
 func create(t *testing.T, store chain.Store, img string) {
@@ -184,7 +166,7 @@ func TestIncrementalCreateDownloadsLess(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The same create, without a cache, on a copy.
-			uncached := newCounting(clone(t, remote))
+			uncached := newCounting(storetest.Clone(t, remote))
 			create(t, uncached, img)
 			counted.reset()
 			warm := cached()

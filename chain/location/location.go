@@ -6,7 +6,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/diskpoint/diskpoint/chain"
+	"github.com/diskpoint/diskpoint/chain/internal/objhttp"
 )
 
 // Scheme says which kind of store a [Location] names.
@@ -134,16 +134,10 @@ func parseAzure(rest string) (Location, error) {
 }
 
 // checkPrefix trims a prefix's slashes and checks that it is a valid
-// object name, as the stores will.
+// object name, as the stores will (with the check they make).
 func checkPrefix(prefix string) (string, error) {
-	p := strings.Trim(prefix, "/")
-	if p == "" {
-		return "", nil
-	}
-	if err := chain.CheckObjectName(p); err != nil {
-		return "", fmt.Errorf("prefix: %w", err)
-	}
-	return p, nil
+	p, err := objhttp.Prefix(prefix)
+	return strings.TrimSuffix(p, "/"), err
 }
 
 // String writes the location back in its canonical form: a local one as

@@ -450,3 +450,22 @@ func listNames(t *testing.T, s chain.NameLister, prefix string) []string {
 	sort.Strings(names)
 	return names
 }
+
+// Clone copies every object of src into a new MemStore, for a test that
+// goes on from the same state twice.
+func Clone(t testing.TB, src chain.Store) *chain.MemStore {
+	t.Helper()
+	ctx := context.Background()
+	dst := chain.NewMemStore()
+	err := src.List(ctx, "", func(info chain.ObjectInfo) error {
+		data, err := src.Get(ctx, info.Name)
+		if err != nil {
+			return err
+		}
+		return dst.Put(ctx, info.Name, data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
