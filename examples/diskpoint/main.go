@@ -66,7 +66,9 @@
 // DISKPOINT_NEW_KEY_FILE, DISKPOINT_NEW_KEY_COMMAND or DISKPOINT_NEW_PASSWORD,
 // DISKPOINT_NEW_PASSWORD_FILE, DISKPOINT_NEW_PASSWORD_COMMAND.
 // DISKPOINT_CPUPROFILE=FILE writes a CPU profile of the command to FILE, and
-// DISKPOINT_MEMPROFILE=FILE a heap profile at its end.
+// DISKPOINT_MEMPROFILE=FILE a heap profile at its end, and
+// DISKPOINT_TRACE=FILE an execution trace (go tool trace FILE; its -pprof=
+// syscall and -pprof=sync show where the wall time went while off the CPU).
 //
 // Exit statuses, numbered as restic 0.17 numbers them: 0 success, 1 failure
 // (with a one-line error on stderr), 2 a command line it cannot parse, 3
@@ -84,6 +86,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"sort"
 	"strings"
@@ -153,11 +156,13 @@ func mainStatus() int {
 	return runProfiled(ctx, e, os.Args[1:])
 }
 
-// runProfiled is run, with the profiles DISKPOINT_CPUPROFILE and
-// DISKPOINT_MEMPROFILE ask for.
+// runProfiled is run, with the profiles DISKPOINT_CPUPROFILE,
+// DISKPOINT_MEMPROFILE and DISKPOINT_TRACE ask for.
 func runProfiled(ctx context.Context, e *env, args []string) int {
 	stopProfile := startProfile(os.Getenv("DISKPOINT_CPUPROFILE"))
+	stopTrace := startTrace(os.Getenv("DISKPOINT_TRACE"))
 	status := run(ctx, e, args)
+	stopTrace()
 	stopProfile()
 	writeHeapProfile(os.Getenv("DISKPOINT_MEMPROFILE"))
 	return status
@@ -195,6 +200,24 @@ func startProfile(path string) (stop func()) {
 		return func() {}
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
+// startTrace writes an execution trace of the whole command to path, if
+// set: a CPU profile shows where the CPU went, a trace also where the
+// command waited (fsync, locks, the network).
+func startTrace(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = trace.Start(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "diskpoint: DISKPOINT_TRACE: %v\n", err)
+		return func() {}
+	}
+	return func() { trace.Stop(); f.Close() }
 }
 
 // run executes one command line and returns the exit status.

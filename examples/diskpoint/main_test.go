@@ -201,12 +201,13 @@ func TestCLIErrors(t *testing.T) {
 }
 
 // DISKPOINT_CPUPROFILE and DISKPOINT_MEMPROFILE write pprof profiles
-// (gzipped protocol buffers) of the command.
+// (gzipped protocol buffers) of the command, DISKPOINT_TRACE an execution
+// trace.
 func TestProfilesOnRequest(t *testing.T) {
 	dir := t.TempDir()
-	cpu, mem := filepath.Join(dir, "cpu.prof"), filepath.Join(dir, "mem.prof")
+	cpu, mem, trace := filepath.Join(dir, "cpu.prof"), filepath.Join(dir, "mem.prof"), filepath.Join(dir, "trace.out")
 	c := &childRun{cmd: exec.Command(os.Args[0], "init", "-repo", filepath.Join(dir, "repo"))}
-	c.cmd.Env = append(os.Environ(), "DISKPOINT_TEST_CLI=1", "DISKPOINT_CPUPROFILE="+cpu, "DISKPOINT_MEMPROFILE="+mem)
+	c.cmd.Env = append(os.Environ(), "DISKPOINT_TEST_CLI=1", "DISKPOINT_CPUPROFILE="+cpu, "DISKPOINT_MEMPROFILE="+mem, "DISKPOINT_TRACE="+trace)
 	c.cmd.Stdout, c.cmd.Stderr = &c.stdout, &c.stderr
 	if err := c.cmd.Run(); err != nil {
 		t.Fatalf("init: %v\n%s", err, c.stderr.Bytes())
@@ -219,5 +220,8 @@ func TestProfilesOnRequest(t *testing.T) {
 		if len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
 			t.Errorf("%s: %d bytes, not a gzipped profile", path, len(data))
 		}
+	}
+	if data, err := os.ReadFile(trace); err != nil || !bytes.HasPrefix(data, []byte("go 1.")) {
+		t.Errorf("%s: %.20q, %v: not an execution trace (which starts with its Go version)", trace, data, err)
 	}
 }
