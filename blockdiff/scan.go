@@ -245,7 +245,11 @@ func (s *scanner) segment(ctx context.Context, j int64, w *worker) (res segmentR
 	start := first * bs
 	length := min(int64(n)*bs, s.disk.Size-start)
 	res = segmentResult{seg: Segment{Index: j}, stats: Stats{Scanned: length}}
-	var mapped *segmentMap // mapped at the first read; see read
+	// mapped is mapped at the first read; see read. A scan of a change list
+	// reads a few scattered blocks per segment, which pread copies out for
+	// less than mapping costs (mmap, populating and unmapping took a third
+	// of the CPU of a 1% changed-range incremental of a 2 GiB image).
+	var mapped *segmentMap
 	defer guardFaults(s.disk, &mapped, &err)()
 	// read returns the n bytes at off (at most maxRun): from the mapping
 	// where the disk can be mapped, else read into the worker's buffer.
@@ -255,21 +259,19 @@ func (s *scanner) segment(ctx context.Context, j int64, w *worker) (res segmentR
 		if err := ctx.Err(); err != nil {
 			return nil, false, err
 		}
-		if mapped == nil {
-			m, err := s.disk.mapSegment(start, length)
-			if err != nil {
+		if mapped == nil && !s.opts.ChangedOnly {
+			if mapped, err = s.disk.mapSegment(start, length); err != nil {
 				return nil, false, err
 			}
-			if m == nil {
-				if w.buf == nil {
-					w.buf = alignedBuffer(s.maxRun())
-				}
-				return w.buf[:n], true, s.readFull(ctx, w.buf[:n], off)
-			}
-			mapped = m
 		}
-		data, err = mapped.run(s.disk, off, n)
-		return data, false, err
+		if mapped != nil {
+			data, err = mapped.run(s.disk, off, n)
+			return data, false, err
+		}
+		if w.buf == nil {
+			w.buf = alignedBuffer(s.maxRun())
+		}
+		return w.buf[:n], true, s.readFull(ctx, w.buf[:n], off)
 	}
 
 	var parent []chain.ID
