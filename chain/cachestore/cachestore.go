@@ -243,20 +243,32 @@ func (s *Store) noteUse(name, path string, info os.FileInfo) {
 
 // fetch gets the object from the store and keeps it; concurrent fetches
 // of one object share one download (shared is then true).
+//
+// A fetch shared with callers that asked at the same moment runs under the
+// ctx of the one that started it. When that ctx ends, the others' fetch
+// fails with its error though their own ctx is alive: they fetch again
+// rather than fail.
 func (s *Store) fetch(ctx context.Context, name string) (data []byte, shared bool, err error) {
-	v, err, shared := s.fetches.Do(name, func() (any, error) {
-		s.misses.Add(1)
-		data, err := s.inner.Get(ctx, name)
-		if err != nil {
-			return nil, err
+	for {
+		led := false // this call ran the fetch, under its own ctx
+		v, err, shared := s.fetches.Do(name, func() (any, error) {
+			led = true
+			s.misses.Add(1)
+			data, err := s.inner.Get(ctx, name)
+			if err != nil {
+				return nil, err
+			}
+			s.keep(name, data)
+			return data, nil
+		})
+		if err != nil && !led && ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			continue // another caller's ctx ended, not ours
 		}
-		s.keep(name, data)
-		return data, nil
-	})
-	if err != nil {
-		return nil, false, err
+		if err != nil {
+			return nil, false, err
+		}
+		return v.([]byte), shared, nil
 	}
-	return v.([]byte), shared, nil
 }
 
 // keep writes data as the cache file of name (to a temporary file,

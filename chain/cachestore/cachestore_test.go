@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -407,4 +408,85 @@ func TestDeletedObjectsAreNotResurrected(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// blockingStore holds every Get until its context ends or release is
+// closed, and says when one has started.
+type blockingStore struct {
+	chain.Store
+	started chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingStore) Get(ctx context.Context, name string) ([]byte, error) {
+	b.started <- struct{}{}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-b.release:
+		return b.Store.Get(ctx, name)
+	}
+}
+
+// Two readers of one object share its download. When the first one's
+// context is cancelled, the second, whose context is alive, still gets the
+// object: the cancellation is the first reader's, not its.
+func TestSharedFetchOutlivesTheFirstReadersContext(t *testing.T) {
+	mem := chain.NewMemStore()
+	ctx := context.Background()
+	const name = "index/" + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	if err := mem.Put(ctx, name, []byte("the index")); err != nil {
+		t.Fatal(err)
+	}
+	inner := &blockingStore{Store: mem, started: make(chan struct{}, 2), release: make(chan struct{})}
+	s, err := cachestore.New(inner, cachestore.Options{Dir: t.TempDir(), Keep: keepAll})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, cancelFirst := context.WithCancel(ctx)
+	firstDone := make(chan error, 1)
+	go func() { _, err := s.Get(first, name); firstDone <- err }()
+	<-inner.started // the first reader's download is under way
+
+	type result struct {
+		data []byte
+		err  error
+	}
+	second := make(chan result, 1)
+	go func() {
+		data, err := s.Get(ctx, name)
+		second <- result{data, err}
+	}()
+	// Once the second reader waits on the first one's download, cancel the
+	// first reader; the second must then start a download of its own.
+	for !waitingOnSharedFetch() {
+		runtime.Gosched()
+	}
+	cancelFirst()
+	if err := <-firstDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("first reader: %v, want context.Canceled", err)
+	}
+	select {
+	case <-inner.started: // the second reader's own download
+	case r := <-second:
+		t.Fatalf("second reader: %q, %v; want it to fetch the object itself", r.data, r.err)
+	}
+	close(inner.release)
+	if r := <-second; r.err != nil || string(r.data) != "the index" {
+		t.Fatalf("second reader: %q, %v; want the object", r.data, r.err)
+	}
+}
+
+// waitingOnSharedFetch reports whether a goroutine waits for a download
+// another one started (singleflight's duplicate caller): there is no other
+// way to see that a reader has joined.
+func waitingOnSharedFetch() bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "singleflight.(*Group).Do(") && strings.Contains(g, "sync.(*WaitGroup).Wait(") {
+			return true
+		}
+	}
+	return false
 }
