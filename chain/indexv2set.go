@@ -224,7 +224,13 @@ func (x *indexV2Set) relistNow(ctx context.Context) error {
 // openIndexV2Object opens the index file name, of size bytes, in store:
 // the one place a version 2 index object is opened for lookups.
 func openIndexV2Object(ctx context.Context, store Store, name string, size int64) (*indexV2Reader, error) {
-	return openIndexV2(ctx, name, storeObjectRange{store, name}, size)
+	var mapper tailMapper
+	if m, ok := store.(ObjectMapper); ok {
+		mapper = func(off, length int64) ([]byte, func() error, error) {
+			return m.MapObject(ctx, name, off, length)
+		}
+	}
+	return openIndexV2Mapped(ctx, name, storeObjectRange{store, name}, size, mapper)
 }
 
 // addFile adds the reader of an index file, unless x has it already (a
