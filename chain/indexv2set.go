@@ -93,6 +93,37 @@ func (x *indexV2Set) find(ctx context.Context, id ID) (packEntry, ID, bool, erro
 	return e.packEntry, e.Pack, ok, nil
 }
 
+// findBatch looks ids up in the files in one sorted batch
+// (lookupBatchIn) and returns what they list, as find's lookup of each in
+// the files would: the first file that lists an ID serves it. What is not
+// in the map (in the overlay, in a file added since, or all of them if the
+// batch failed: a file gone, a read error) the caller looks up with find,
+// which knows what to do about each. Nil for fewer than two IDs.
+func (x *indexV2Set) findBatch(ctx context.Context, ids []ID) map[ID]indexEntry {
+	sorted := make([]ID, 0, len(ids))
+	for _, id := range ids {
+		if !id.IsZero() {
+			sorted = append(sorted, id)
+		}
+	}
+	if len(sorted) < 2 {
+		return nil
+	}
+	sorted = sortIDs(sorted)
+	x.mu.RLock()
+	files := x.files
+	x.mu.RUnlock()
+	found := make(map[ID]indexEntry, len(sorted))
+	_, err := lookupBatchIn(ctx, files, sorted, func(id ID, _, _ int, e indexEntry) error {
+		found[id] = e
+		return nil
+	})
+	if err != nil {
+		return nil
+	}
+	return found
+}
+
 // holds is find that counts a tree node only when an index file lists it
 // (see index.has): one known only from a recovered pack's header is
 // readable, but promises nothing about what is under it.
