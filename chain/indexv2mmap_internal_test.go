@@ -127,4 +127,10 @@ func TestIndexV2MappedFileTruncatedIsAnError(t *testing.T) {
 		t.Fatalf("lookup in a truncated mapped file: found %v, error %v; want an error naming the file", ok, err)
 	}
 	t.Log(err)
+	if _, err := lookupBatchIn(ctx, x.files, sortIDs([]ID{entries[0].ID, entries[1].ID}), func(ID, int, int, indexEntry) error { return nil }); err == nil {
+		t.Error("a batched lookup in a truncated mapped file: no error")
+	}
+	if err := x.files[0].iterate(ctx, func(int, indexEntry) error { return nil }); err == nil {
+		t.Error("iterating a truncated mapped file: no error")
+	}
 }

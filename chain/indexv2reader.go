@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"sync"
+	"unsafe"
 
 	"github.com/FastFilter/xorfilter"
 )
@@ -37,26 +38,44 @@ type indexV2Reader struct {
 }
 
 // mayList asks the filter whether the file may list id. A mapped filter
-// is read with faults turned into panics and recovered: the stores map
-// only files that are never truncated or written in place (ObjectMapper),
-// so a fault means someone else truncated the file under the mapping, and
-// that is an error for this lookup, not a crash of the process.
-func (r *indexV2Reader) mayList(id *ID) (ok bool, err error) {
-	if !r.mapped {
-		return r.filter.Contains(indexV2FilterKey(id)), nil
-	}
+// must be read under a fault guard (guardMapped): the function that reads
+// it, or one that calls it, defers recoverMappedFault with faults turned
+// into panics. The stores map only files that are never truncated or
+// written in place (ObjectMapper), so a fault means someone else truncated
+// the file under the mapping: an error for this lookup, not a crash. The
+// guard costs about 10 ns, so a lookup in many files takes it once
+// (lookupIn, lookupSorted), not once a file.
+func (r *indexV2Reader) mayList(id *ID) bool {
+	ok := r.filter.Contains(indexV2FilterKey(id))
 	// r owns the mapping: it must stay reachable while its bytes are read.
-	defer runtime.KeepAlive(r)
-	defer func() {
-		if p := recover(); p != nil {
-			if _, fault := p.(interface{ Addr() uintptr }); !fault {
-				panic(p)
+	runtime.KeepAlive(r)
+	return ok
+}
+
+// mappedAt reports whether addr is in r's mapped filter.
+func (r *indexV2Reader) mappedAt(addr uintptr) bool {
+	fp := r.filter.Fingerprints
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(fp)))
+	return r.mapped && addr >= base && addr < base+uintptr(len(fp))
+}
+
+// recoverMappedFault, deferred after debug.SetPanicOnFault(true), turns a
+// fault inside one of files' mapped filters into *err naming the file.
+// Any other panic goes on.
+func recoverMappedFault(err *error, files []*indexV2Reader) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	if fault, ok := p.(interface{ Addr() uintptr }); ok {
+		for _, r := range files {
+			if r.mappedAt(fault.Addr()) {
+				*err = fmt.Errorf("%s: its mapped filter cannot be read (the file was truncated under the mapping?): %v", r.name, p)
+				return
 			}
-			ok, err = false, fmt.Errorf("%s: its mapped filter cannot be read (the file was truncated under the mapping?): %v", r.name, p)
 		}
-	}()
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return r.filter.Contains(indexV2FilterKey(id)), nil
+	}
+	panic(p)
 }
 
 // openIndexV2 reads the header and tables of the index file name, of size
@@ -302,8 +321,17 @@ var bucketBuffers = sync.Pool{New: func() any { return new([]byte) }}
 // false when the file does not list id. Most misses read nothing: the
 // filter answers them.
 func (r *indexV2Reader) lookup(ctx context.Context, id ID) (e indexEntry, pos int, ok bool, err error) {
-	if may, err := r.mayList(&id); !may || err != nil {
-		return e, 0, false, err
+	if r.mapped {
+		defer recoverMappedFault(&err, []*indexV2Reader{r})
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	}
+	return r.lookupGuarded(ctx, id)
+}
+
+// lookupGuarded is lookup, called under a fault guard if r is mapped.
+func (r *indexV2Reader) lookupGuarded(ctx context.Context, id ID) (e indexEntry, pos int, ok bool, err error) {
+	if !r.mayList(&id) {
+		return e, 0, false, nil
 	}
 	b := indexV2Bucket(&id, r.bits)
 	lo, hi := r.bucketRange(b)
@@ -370,6 +398,10 @@ func (r *indexV2Reader) cursor(runBytes int) *indexV2Cursor {
 // next returns the next entry and its position; ok is false at the end.
 func (c *indexV2Cursor) next(ctx context.Context) (e indexEntry, pos int, ok bool, err error) {
 	r := c.r
+	if r.mapped {
+		defer recoverMappedFault(&err, []*indexV2Reader{r})
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	}
 	for c.i*indexV2EntrySize == len(c.run) {
 		if c.bucket == len(r.fanout) {
 			return e, 0, false, nil
@@ -399,11 +431,7 @@ func (c *indexV2Cursor) next(ctx context.Context) (e indexEntry, pos int, ok boo
 	// A filter that leaves out an entry the file lists (its checksum
 	// recomputed by whoever wrote it) makes lookups miss it: what walks
 	// the file whole (verify, GC, merges) says so rather than serve it.
-	may, err := r.mayList(&e.ID)
-	if err != nil {
-		return e, 0, false, err
-	}
-	if !may {
+	if !r.mayList(&e.ID) {
 		return e, 0, false, corrupt(r.name, "entry %d: blob %s is not in the file's filter, so lookups miss it", pos, e.ID.Short())
 	}
 	c.i++
@@ -421,14 +449,14 @@ const indexV2BatchRun = 64 << 10
 // after another (at most a few apart) in one read of up to
 // indexV2BatchRun bytes, where a lookup per ID reads a bucket per ID. IDs
 // the filter rules out cost no read.
-func (r *indexV2Reader) lookupSorted(ctx context.Context, ids []ID, found func(i int, e indexEntry, pos int) error) error {
+func (r *indexV2Reader) lookupSorted(ctx context.Context, ids []ID, found func(i int, e indexEntry, pos int) error) (err error) {
+	if r.mapped {
+		defer recoverMappedFault(&err, []*indexV2Reader{r})
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	}
 	var run []byte
 	for i := 0; i < len(ids); {
-		may, err := r.mayList(&ids[i])
-		if err != nil {
-			return err
-		}
-		if !may {
+		if !r.mayList(&ids[i]) {
 			i++
 			continue
 		}
@@ -442,11 +470,7 @@ func (r *indexV2Reader) lookupSorted(ctx context.Context, ids []ID, found func(i
 			if b == last {
 				continue
 			}
-			may, err := r.mayList(&ids[j])
-			if err != nil {
-				return err
-			}
-			if !may {
+			if !r.mayList(&ids[j]) {
 				continue
 			}
 			_, end := r.bucketRange(b)

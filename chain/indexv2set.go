@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -166,9 +167,12 @@ func (x *indexV2Set) lookupFiles(ctx context.Context, id ID) (indexEntry, bool, 
 }
 
 // lookupIn looks id up in files, in order.
-func lookupIn(ctx context.Context, files []*indexV2Reader, id ID) (indexEntry, bool, error) {
+func lookupIn(ctx context.Context, files []*indexV2Reader, id ID) (_ indexEntry, _ bool, err error) {
+	// One fault guard for all the files' mapped filters (see mayList).
+	defer recoverMappedFault(&err, files)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	for _, f := range files {
-		e, _, ok, err := f.lookup(ctx, id)
+		e, _, ok, err := f.lookupGuarded(ctx, id)
 		if err != nil || ok {
 			return e, ok, err
 		}
