@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -175,4 +176,21 @@ func FuzzHeadsRecord(f *testing.F) {
 			t.Fatalf("round trip changed the record: %+v, %+v", rec, back)
 		}
 	})
+}
+
+// manifestSetOf, which hashes every name in one reused buffer, agrees with
+// the element hash a writer adds or removes one name with.
+func TestManifestSetOfIsTheXOROfElements(t *testing.T) {
+	repo, _ := headsRepo(t, 1)
+	ids := []string{"a", "20261124T034500.000001Z-0badcafe", "b", strings.Repeat("x", 200)}
+	var want manifestSet
+	for _, id := range ids {
+		want.toggle(repo.manifestElement("vm", id), 1)
+	}
+	if got := repo.manifestSetOf("vm", ids); got != want {
+		t.Fatalf("manifestSetOf: %d, %x; the elements make %d, %x", got.points, got.digest, want.points, want.digest)
+	}
+	if got := repo.manifestSetOf("vm2", ids); got == want {
+		t.Fatal("the same digest for another collection's names")
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -93,6 +94,37 @@ func (x *indexV2Set) find(ctx context.Context, id ID) (packEntry, ID, bool, erro
 	return e.packEntry, e.Pack, ok, nil
 }
 
+// findBatch looks ids up in the files in one sorted batch
+// (lookupBatchIn) and returns what they list, as find's lookup of each in
+// the files would: the first file that lists an ID serves it. What is not
+// in the map (in the overlay, in a file added since, or all of them if the
+// batch failed: a file gone, a read error) the caller looks up with find,
+// which knows what to do about each. Nil for fewer than two IDs.
+func (x *indexV2Set) findBatch(ctx context.Context, ids []ID) map[ID]indexEntry {
+	sorted := make([]ID, 0, len(ids))
+	for _, id := range ids {
+		if !id.IsZero() {
+			sorted = append(sorted, id)
+		}
+	}
+	if len(sorted) < 2 {
+		return nil
+	}
+	sorted = sortIDs(sorted)
+	x.mu.RLock()
+	files := x.files
+	x.mu.RUnlock()
+	found := make(map[ID]indexEntry, len(sorted))
+	_, err := lookupBatchIn(ctx, files, sorted, func(id ID, _, _ int, e indexEntry) error {
+		found[id] = e
+		return nil
+	})
+	if err != nil {
+		return nil
+	}
+	return found
+}
+
 // holds is find that counts a tree node only when an index file lists it
 // (see index.has): one known only from a recovered pack's header is
 // readable, but promises nothing about what is under it.
@@ -135,9 +167,12 @@ func (x *indexV2Set) lookupFiles(ctx context.Context, id ID) (indexEntry, bool, 
 }
 
 // lookupIn looks id up in files, in order.
-func lookupIn(ctx context.Context, files []*indexV2Reader, id ID) (indexEntry, bool, error) {
+func lookupIn(ctx context.Context, files []*indexV2Reader, id ID) (_ indexEntry, _ bool, err error) {
+	// One fault guard for all the files' mapped filters (see mayList).
+	defer recoverMappedFault(&err, files)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	for _, f := range files {
-		e, _, ok, err := f.lookup(ctx, id)
+		e, _, ok, err := f.lookupGuarded(ctx, id)
 		if err != nil || ok {
 			return e, ok, err
 		}
@@ -224,7 +259,13 @@ func (x *indexV2Set) relistNow(ctx context.Context) error {
 // openIndexV2Object opens the index file name, of size bytes, in store:
 // the one place a version 2 index object is opened for lookups.
 func openIndexV2Object(ctx context.Context, store Store, name string, size int64) (*indexV2Reader, error) {
-	return openIndexV2(ctx, name, storeObjectRange{store, name}, size)
+	var mapper tailMapper
+	if m, ok := store.(ObjectMapper); ok {
+		mapper = func(off, length int64) ([]byte, func() error, error) {
+			return m.MapObject(ctx, name, off, length)
+		}
+	}
+	return openIndexV2Mapped(ctx, name, storeObjectRange{store, name}, size, mapper)
 }
 
 // addFile adds the reader of an index file, unless x has it already (a

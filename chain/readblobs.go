@@ -34,11 +34,27 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 		readCtx = withTreePack(ctx)
 	}
 	wants := make([]want, 0, len(ids))
+	// A version 2 index looks the ids up in one sorted batch first: a
+	// bucket read per run of buckets, not per blob (a restore of 2 GiB
+	// made 22,801 reads of a bucket each). What it does not find goes
+	// through find as before.
+	var batch map[ID]indexEntry
+	if x, ok := idx.(*indexV2Set); ok {
+		batch = x.findBatch(ctx, ids)
+	}
 	for i, id := range ids {
 		if id.IsZero() {
 			continue
 		}
-		e, pack, ok, err := idx.find(ctx, id)
+		var e packEntry
+		var pack ID
+		var ok bool
+		var err error
+		if found, hit := batch[id]; hit {
+			e, pack, ok = found.packEntry, found.Pack, true
+		} else {
+			e, pack, ok, err = idx.find(ctx, id)
+		}
 		if err != nil || !ok || e.Type != t {
 			// ReadBlob reloads an index that does not list the blob or
 			// cannot be read, or gives the precise error.

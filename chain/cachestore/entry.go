@@ -90,14 +90,31 @@ func openEntry(r io.ReaderAt, size int64) (*entryFile, error) {
 // segment they lie in. Past the object's end it returns io.ErrUnexpectedEOF
 // (not errDamaged: the object is shorter than the caller thought).
 func (e *entryFile) readAt(p []byte, off int64) error {
-	if off < 0 || off+int64(len(p)) > e.length {
-		return fmt.Errorf("%d bytes at %d of a %d-byte object: %w", len(p), off, e.length, io.ErrUnexpectedEOF)
+	return e.checkRange(off, int64(len(p)), func(chunk []byte, start int64) {
+		// Copy the part of the segment that p wants.
+		from := max(off, start)
+		to := min(off+int64(len(p)), start+int64(len(chunk)))
+		copy(p[from-off:to-off], chunk[from-start:to-start])
+	})
+}
+
+// check checks every segment that n bytes from off on lie in, as readAt
+// does, without copying them anywhere.
+func (e *entryFile) check(off, n int64) error {
+	return e.checkRange(off, n, func([]byte, int64) {})
+}
+
+// checkRange reads and checks every segment that n bytes from off on lie
+// in, and gives each to use with its offset in the object.
+func (e *entryFile) checkRange(off, n int64, use func(chunk []byte, start int64)) error {
+	if off < 0 || n < 0 || off+n > e.length {
+		return fmt.Errorf("%d bytes at %d of a %d-byte object: %w", n, off, e.length, io.ErrUnexpectedEOF)
 	}
-	if len(p) == 0 {
+	if n == 0 {
 		return nil
 	}
 	seg := int64(e.segment)
-	first, last := off/seg, (off+int64(len(p))-1)/seg
+	first, last := off/seg, (off+n-1)/seg
 	sums := make([]byte, (last-first+1)*entrySumSize)
 	if _, err := e.r.ReadAt(sums, e.sumsAt+first*entrySumSize); err != nil {
 		return fmt.Errorf("%w: %w", errDamaged, err)
@@ -113,10 +130,7 @@ func (e *entryFile) readAt(p []byte, off int64) error {
 		if string(sum[:]) != string(sums[(i-first)*entrySumSize:(i-first+1)*entrySumSize]) {
 			return fmt.Errorf("%w: segment %d does not match its checksum", errDamaged, i)
 		}
-		// Copy the part of the segment that p wants.
-		from := max(off, start)
-		to := min(off+int64(len(p)), start+int64(len(chunk)))
-		copy(p[from-off:to-off], chunk[from-start:to-start])
+		use(chunk, start)
 	}
 	return nil
 }
