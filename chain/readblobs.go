@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // Reads of blobs that sit close together in one pack are merged into one
@@ -15,6 +18,21 @@ const (
 	maxReadSpan = 16 << 20
 )
 
+// blobWant is one blob a read of many wants: its index in the caller's
+// IDs, and where it is stored.
+type blobWant struct {
+	i    int
+	pack ID
+	e    packEntry
+}
+
+// blobSpan is a run of wants read with one ReadAt: wants[start:end], the
+// bytes [off, off+n) of their pack.
+type blobSpan struct {
+	start, end int
+	off, n     int64
+}
+
 // ReadBlobs reads the blobs ids of type t, checking each against its ID,
 // and calls fn with each one's index in ids and its plaintext, in pack
 // order rather than ids order. Zero IDs are skipped. It stops at the first
@@ -23,17 +41,81 @@ const (
 // faster, and may be written to), saving a copy; otherwise the plaintext
 // is valid only during the call.
 func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into func(i int) []byte, fn func(i int, data []byte) error) error {
-	type want struct {
-		i    int
-		pack ID
-		e    packEntry
+	wants, spans, err := r.planBlobReads(ctx, t, ids)
+	if err != nil {
+		return err
 	}
-	idx := r.index()
-	readCtx := ctx // the context of the pack reads: marked for tree packs
+	fetches := readAhead(blobReadContext(ctx, t), r.store, len(spans), func(k int) (string, int64, int64) {
+		return packName(wants[spans[k].start].pack), spans[k].off, spans[k].n
+	})
+	defer fetches.stop()
+	var plain []byte
+	for k, sp := range spans {
+		spanData, err := fetches.wait(k)
+		if err := r.useSpan(ctx, t, wants[sp.start:sp.end], spanData, err, into, &plain, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReadBlobsInParallel is ReadBlobs for reads of many packs' worth of
+// blobs, such as a restore's: workers goroutines each read a span of a
+// pack and decode its blobs, and fn is called from all of them at once
+// (each call's plaintext is valid only during it). Whole packs are then
+// read with one request each, where ReadBlobs called per part of a disk
+// would read the same pack in many small pieces: on an object store each
+// request has a cost of its own, and a server checks whole blocks of its
+// own for every ranged read. Each worker holds at most one span
+// (maxReadSpan bytes) at a time.
+func (r *Repository) ReadBlobsInParallel(ctx context.Context, t BlobType, ids []ID, workers int, fn func(i int, data []byte) error) error {
+	wants, spans, err := r.planBlobReads(ctx, t, ids)
+	if err != nil {
+		return err
+	}
+	readCtx := blobReadContext(ctx, t)
+	var next atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	for range max(workers, 1) {
+		g.Go(func() error {
+			var buf, plain []byte
+			for {
+				k := int(next.Add(1) - 1)
+				if k >= len(spans) {
+					return nil
+				}
+				sp := spans[k]
+				if int64(cap(buf)) < sp.n {
+					buf = make([]byte, sp.n)
+				}
+				buf = buf[:sp.n]
+				err := r.store.ReadAt(readCtx, packName(wants[sp.start].pack), buf, sp.off)
+				if gctx.Err() != nil {
+					return gctx.Err() // another worker failed
+				}
+				if err := r.useSpan(gctx, t, wants[sp.start:sp.end], buf, err, nil, &plain, fn); err != nil {
+					return err
+				}
+			}
+		})
+	}
+	return g.Wait()
+}
+
+// blobReadContext is the context of the pack reads of blobs of type t:
+// marked for tree packs.
+func blobReadContext(ctx context.Context, t BlobType) context.Context {
 	if t == TreeBlob {
-		readCtx = withTreePack(ctx)
+		return withTreePack(ctx)
 	}
-	wants := make([]want, 0, len(ids))
+	return ctx
+}
+
+// planBlobReads finds where the blobs ids of type t are stored and cuts
+// them, in pack order, into spans to read.
+func (r *Repository) planBlobReads(ctx context.Context, t BlobType, ids []ID) ([]blobWant, []blobSpan, error) {
+	idx := r.index()
+	wants := make([]blobWant, 0, len(ids))
 	// A version 2 index looks the ids up in one sorted batch first: a
 	// bucket read per run of buckets, not per blob (a restore of 2 GiB
 	// made 22,801 reads of a bucket each). What it does not find goes
@@ -59,16 +141,16 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 			// ReadBlob reloads an index that does not list the blob or
 			// cannot be read, or gives the precise error.
 			if _, err := r.ReadBlob(ctx, t, id, nil); err != nil {
-				return err
+				return nil, nil, err
 			}
 			idx = r.index()
 			if e, pack, ok, err = idx.find(ctx, id); err != nil {
-				return fmt.Errorf("%s blob %s: look it up: %w", t, id, err)
+				return nil, nil, fmt.Errorf("%s blob %s: look it up: %w", t, id, err)
 			} else if !ok || e.Type != t {
-				return fmt.Errorf("%s blob %s: index changed while reading", t, id)
+				return nil, nil, fmt.Errorf("%s blob %s: index changed while reading", t, id)
 			}
 		}
-		wants = append(wants, want{i, pack, e})
+		wants = append(wants, blobWant{i, pack, e})
 	}
 	sort.Slice(wants, func(a, b int) bool {
 		if wants[a].pack != wants[b].pack {
@@ -76,12 +158,7 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 		}
 		return wants[a].e.Offset < wants[b].e.Offset
 	})
-	// Cut the wants into spans, each read with one ReadAt.
-	type span struct {
-		start, end int   // wants[start:end]
-		off, n     int64 // the bytes of their pack read
-	}
-	var spans []span
+	var spans []blobSpan
 	for start := 0; start < len(wants); {
 		// Extend the span while the next blob is in the same pack, close by.
 		first := wants[start]
@@ -95,63 +172,65 @@ func (r *Repository) ReadBlobs(ctx context.Context, t BlobType, ids []ID, into f
 			spanEnd = max(spanEnd, int64(next.Offset)+int64(next.Length))
 			end++
 		}
-		spans = append(spans, span{start, end, int64(first.e.Offset), spanEnd - int64(first.e.Offset)})
+		spans = append(spans, blobSpan{start, end, int64(first.e.Offset), spanEnd - int64(first.e.Offset)})
 		start = end
 	}
-	fetches := readAhead(readCtx, r.store, len(spans), func(k int) (string, int64, int64) {
-		return packName(wants[spans[k].start].pack), spans[k].off, spans[k].n
-	})
-	defer fetches.stop()
-	var plain []byte
-	for k, sp := range spans {
-		first := wants[sp.start]
-		spanData, err := fetches.wait(k)
-		if err != nil {
-			object := fmt.Sprintf("%s blob %s in pack %s", t, first.e.ID, first.pack)
-			rerr := readError(object, err)
-			if !errors.Is(rerr, ErrNotFound) && !errors.As(rerr, new(*CorruptError)) {
-				// The store failed (EIO, a timeout): no blob's bytes were
-				// read, so none is damaged.
-				return rerr
-			}
-			// The pack is gone (a GC elsewhere may have moved its blobs:
-			// ReadBlob looks again) or short: read one by one, so that the
-			// blobs it still holds are read and the error names the blob.
-			for _, w := range wants[sp.start:sp.end] {
-				dst := plain
-				if into != nil {
-					dst = into(w.i)
-				}
-				data, err := r.ReadBlob(ctx, t, w.e.ID, dst)
-				if err != nil {
-					return err
-				}
-				if err := fn(w.i, data); err != nil {
-					return err
-				}
-			}
-			continue
+	return wants, spans, nil
+}
+
+// useSpan decodes the blobs ws of one span from spanData, the span's
+// bytes (or readErr, the error reading them), and calls fn with each. A
+// span that could not be read whole, or a blob that does not decode, is
+// read again blob by blob with ReadBlob, which looks the blob up again and
+// names the damage. into is as for ReadBlobs; *plain is the caller's
+// buffer for plaintext when into is nil.
+func (r *Repository) useSpan(ctx context.Context, t BlobType, ws []blobWant, spanData []byte, readErr error, into func(i int) []byte, plain *[]byte, fn func(i int, data []byte) error) error {
+	first := ws[0]
+	if readErr != nil {
+		object := fmt.Sprintf("%s blob %s in pack %s", t, first.e.ID, first.pack)
+		rerr := readError(object, readErr)
+		if !errors.Is(rerr, ErrNotFound) && !errors.As(rerr, new(*CorruptError)) {
+			// The store failed (EIO, a timeout): no blob's bytes were
+			// read, so none is damaged.
+			return rerr
 		}
-		for _, w := range wants[sp.start:sp.end] {
-			off := int64(w.e.Offset) - int64(first.e.Offset)
-			dst := plain
+		// The pack is gone (a GC elsewhere may have moved its blobs:
+		// ReadBlob looks again) or short: read one by one, so that the
+		// blobs it still holds are read and the error names the blob.
+		for _, w := range ws {
+			dst := *plain
 			if into != nil {
 				dst = into(w.i)
 			}
-			data, err := r.decodeStored(dst, spanData[off:off+int64(w.e.Length)], w.e)
+			data, err := r.ReadBlob(ctx, t, w.e.ID, dst)
 			if err != nil {
-				// Damaged, or repaired elsewhere since the index was
-				// loaded: ReadBlob looks again, and names the damage.
-				if data, err = r.ReadBlob(ctx, t, w.e.ID, dst); err != nil {
-					return err
-				}
-			}
-			if into == nil {
-				plain = data
+				return err
 			}
 			if err := fn(w.i, data); err != nil {
 				return err
 			}
+		}
+		return nil
+	}
+	for _, w := range ws {
+		off := int64(w.e.Offset) - int64(first.e.Offset)
+		dst := *plain
+		if into != nil {
+			dst = into(w.i)
+		}
+		data, err := r.decodeStored(dst, spanData[off:off+int64(w.e.Length)], w.e)
+		if err != nil {
+			// Damaged, or repaired elsewhere since the index was
+			// loaded: ReadBlob looks again, and names the damage.
+			if data, err = r.ReadBlob(ctx, t, w.e.ID, dst); err != nil {
+				return err
+			}
+		}
+		if into == nil {
+			*plain = data
+		}
+		if err := fn(w.i, data); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -417,8 +417,10 @@ func (t *target) abort() {
 // maxGather bounds the buffer a restore worker gathers a leaf's blocks in.
 const maxGather = 16 << 20
 
-// restoreTo walks the block map leaf by leaf and has workers fetch,
-// verify and write each leaf's blocks, out of order.
+// restoreTo writes the blocks the plan wants: in the order of the packs
+// that hold them (restoreInPackOrder), or, when each target block is to be
+// compared first, leaf by leaf, workers fetching, verifying and writing
+// each leaf's blocks, out of order.
 func (c *Collection) restoreTo(ctx context.Context, plan restorePlan, t *target, opts RestoreOptions) (RestoreStats, error) {
 	stats := RestoreStats{Size: plan.disk.Size}
 	tree := c.repo.chain.OpenTree(plan.disk)
@@ -430,6 +432,9 @@ func (c *Collection) restoreTo(ctx context.Context, plan restorePlan, t *target,
 	type leaf struct {
 		index int64
 		ids   []chain.ID
+	}
+	if !plan.compare {
+		return c.restoreInPackOrder(ctx, plan, t, tree, workers, serialize(opts.Progress))
 	}
 	leaves := make(chan leaf, workers)
 	var written, zeros, read, wrote, skipped, done atomic.Int64

@@ -49,7 +49,6 @@ import (
 	"github.com/diskpoint/diskpoint/internal/benchutil"
 	"github.com/diskpoint/diskpoint/internal/demodisk"
 	"github.com/dustin/go-humanize"
-	"golang.org/x/sys/unix"
 )
 
 // result is one run of one step.
@@ -342,14 +341,9 @@ const touchEnv = "DISKPOINT_COMPARE_TOUCH"
 
 // touchAndFree writes to n bytes of new memory and frees them.
 func touchAndFree(n int64) {
-	mem, err := unix.Mmap(-1, 0, int(n), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		fail(fmt.Errorf("touching %d bytes of memory: %w", n, err))
+	if err := benchutil.TouchAndFree(n); err != nil {
+		fail(err)
 	}
-	for i := 0; i < len(mem); i += 4096 {
-		mem[i] = 1
-	}
-	unix.Munmap(mem)
 }
 
 func (b *bench) step(tool, step string, stored int64, name string, args ...string) {

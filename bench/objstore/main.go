@@ -15,10 +15,14 @@
 // installed), restic takes the same steps into the same MinIO through the
 // same proxy, for target 4. The CLI keeps its local cache of the remote
 // repository (index files, tree packs) in the working directory, new for
-// each run, as a host that backs up to the bucket would. Before each step dirty pages are written back
-// and the image and the repository (or MinIO's data) are read into the
-// page cache. Every step runs -runs times with new repositories; the
-// table shows medians, and each restore is checked bit-exact.
+// each run, as a host that backs up to the bucket would (restic's too).
+// Every step of every tool starts as in bench/compare: dirty pages written
+// back, the image, the repository (or MinIO's data) and the tool's cache
+// read into the page cache, and twice the image's size of memory touched
+// and freed (see benchutil.TouchAndFree: without it a restore ran up to
+// twice as long on this VM, depending on the step before). Every step
+// runs -runs times with new repositories; the table shows medians, and
+// each restore is checked bit-exact.
 package main
 
 import (
@@ -110,10 +114,23 @@ func startProxy(target string, c *counts) (string, func(), error) {
 	return l.Addr().String(), func() { srv.Close() }, nil
 }
 
-// timed warms image and data (the repository's files), runs name with env
-// added, and appends its wall time to steps[key] (one per run).
-func timed(steps map[string][]time.Duration, key, image, data string, env []string, name string, args ...string) error {
+// timed starts a step as bench/compare does (dirty pages written back;
+// the image, data (the repository's files, or MinIO's) and cache (the
+// tool's local cache of the remote repository, if any) read into the page
+// cache; twice the image's size of memory touched and freed), runs name
+// with env added, and appends its wall time to steps[key] (one per run).
+// Every tool's steps, diskpoint's local and MinIO ones and restic's, start
+// alike.
+func timed(steps map[string][]time.Duration, key, image, data, cache string, env []string, name string, args ...string) error {
 	benchutil.Warm(image, data)
+	benchutil.Warm("", cache)
+	fi, err := os.Stat(image)
+	if err != nil {
+		return err
+	}
+	if err := benchutil.TouchAndFree(2 * fi.Size()); err != nil {
+		return err
+	}
 	start := time.Now()
 	if err := sh(env, name, args...); err != nil {
 		return err
@@ -192,13 +209,13 @@ func run() error {
 	for r := 1; r <= *runs; r++ {
 		fmt.Fprintf(os.Stderr, "--- run %d of %d\n", r, *runs)
 		for _, where := range []string{"local", "minio"} {
-			repo, data, env := filepath.Join(dir, "repo"), filepath.Join(dir, "repo"), []string(nil)
+			repo, data, cache, env := filepath.Join(dir, "repo"), filepath.Join(dir, "repo"), "", []string(nil)
 			prefix := fmt.Sprintf("run%d", r)
 			if where == "minio" {
 				// The CLI's local cache of the remote repository's index
 				// files and tree packs lives in the working directory,
 				// new for each run.
-				cache := filepath.Join(dir, fmt.Sprintf("cache%d", r))
+				cache = filepath.Join(dir, fmt.Sprintf("cache%d", r))
 				repo, data, env = fmt.Sprintf("s3:http://%s/bench/%s", proxy, prefix), server.DataDir(), append(server.Env(), "XDG_CACHE_HOME="+cache)
 			}
 			if err := sh(env, cli, "init", "-repo", repo); err != nil {
@@ -207,7 +224,7 @@ func run() error {
 			if err := use(before); err != nil {
 				return err
 			}
-			if err := timed(steps, where+" first backup", image, data, env, cli, "create", "-q", "-repo", repo, "-collection", "vm", "d="+image); err != nil {
+			if err := timed(steps, where+" first backup", image, data, cache, env, cli, "create", "-q", "-repo", repo, "-collection", "vm", "d="+image); err != nil {
 				return err
 			}
 			if err := use(after); err != nil {
@@ -221,7 +238,7 @@ func run() error {
 				repoBytes = append(repoBytes, n)
 				c.reset()
 			}
-			if err := timed(steps, where+" after 1% change", image, data, env, cli, "create", "-q", "-repo", repo, "-collection", "vm", "d="+image); err != nil {
+			if err := timed(steps, where+" after 1% change", image, data, cache, env, cli, "create", "-q", "-repo", repo, "-collection", "vm", "d="+image); err != nil {
 				return err
 			}
 			if where == "minio" {
@@ -229,7 +246,7 @@ func run() error {
 				incrDown = append(incrDown, c.downloaded.Load())
 			}
 			restored := filepath.Join(dir, "restored.img")
-			if err := timed(steps, where+" restore", image, data, env, cli, "restore", "-q", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "d", "-to", restored); err != nil {
+			if err := timed(steps, where+" restore", image, data, cache, env, cli, "restore", "-q", "-repo", repo, "-collection", "vm", "-point", "latest", "-disk", "d", "-to", restored); err != nil {
 				return err
 			}
 			if err := sh(nil, "cmp", "-s", restored, after); err != nil {
@@ -321,9 +338,13 @@ func sh(env []string, name string, args ...string) error {
 // the same MinIO, through the same proxy, timed as diskpoint's are.
 func resticSteps(dir string, r int, proxy string, server *objserver.MinIO, image, before, after string, use func(string) error, steps map[string][]time.Duration) error {
 	repo := fmt.Sprintf("s3:http://%s/bench/restic%d", proxy, r)
-	env := append(server.Env(), "RESTIC_PASSWORD=objstore")
+	// restic's cache, as diskpoint's, is new for each run, in the working
+	// directory ($XDG_CACHE_HOME/restic), not the one in $HOME that every
+	// run and every earlier bench would share.
+	cache := filepath.Join(dir, fmt.Sprintf("restic-cache%d", r))
+	env := append(server.Env(), "RESTIC_PASSWORD=objstore", "XDG_CACHE_HOME="+cache)
 	restic := func(key string, args ...string) error {
-		return timed(steps, key, image, server.DataDir(), env, "restic", args...)
+		return timed(steps, key, image, server.DataDir(), cache, env, "restic", args...)
 	}
 	if err := sh(env, "restic", "-q", "--repo", repo, "init"); err != nil {
 		return err

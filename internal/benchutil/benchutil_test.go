@@ -1,6 +1,7 @@
 package benchutil
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -32,5 +33,24 @@ func TestReplaceBetweenMarkers(t *testing.T) {
 	want := "# R\n\n<!-- x:begin -->\n\nnew\n<!-- x:end -->\nafter\n\n## Y\n\n<!-- y:begin -->\n\nt\n<!-- y:end -->\n"
 	if string(data) != want {
 		t.Errorf("got %q, want %q", data, want)
+	}
+}
+
+func TestTouchAndFreeGivesTheMemoryBack(t *testing.T) {
+	rss := func() int64 {
+		data, err := os.ReadFile("/proc/self/statm")
+		if err != nil {
+			t.Skip("no /proc/self/statm:", err)
+		}
+		var size, resident int64
+		fmt.Sscan(string(data), &size, &resident)
+		return resident * int64(os.Getpagesize())
+	}
+	before := rss()
+	if err := TouchAndFree(64 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if after := rss(); after-before >= 32<<20 {
+		t.Errorf("RSS grew by %d bytes: the touched memory was kept", after-before)
 	}
 }
