@@ -27,7 +27,8 @@ type Parent interface {
 type Options struct {
 	BlockSize     int // bytes per block; a power of two
 	SegmentBlocks int // blocks per segment: the block map's leaf fanout
-	// Workers read and hash segments in parallel; 0 means GOMAXPROCS.
+	// Workers read and hash segments in parallel; 0 means GOMAXPROCS, or
+	// a reader disk's ReadsInFlight if that is more.
 	Workers int
 	// Hash names a block; nil means chain.Hash (BLAKE3-256).
 	Hash func([]byte) chain.ID
@@ -128,7 +129,7 @@ func newScanner(disk *Disk, opts Options) (*scanner, error) {
 		return nil, errors.New("scan: Store and Segment callbacks are required")
 	}
 	if opts.Workers <= 0 {
-		opts.Workers = runtime.GOMAXPROCS(0)
+		opts.Workers = max(runtime.GOMAXPROCS(0), disk.readsInFlight)
 	}
 	if opts.Hash == nil {
 		opts.Hash = chain.Hash

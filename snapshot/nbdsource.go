@@ -53,6 +53,15 @@ func appendExtents(ranges []blockdiff.Range, extents []nbd.Extent, keep func(fla
 	return ranges
 }
 
+// nbdReadsInFlight is how many reads a scan of an NBD disk keeps going: a
+// 64 KiB read from qemu-nbd waits 0.3-0.7 ms, so two workers that read,
+// hash and compress in turn leave the CPUs idle while they wait. Reading
+// a 1% change's 1809 dirty blocks of a 4 GiB qcow2 took 0.82 s one read at
+// a time, 0.27 s two at a time and 0.15 s sixteen at a time (bench/nbd's
+// image over qemu-nbd, load 5.6, shared machine); the bitmap incremental's
+// scan went from 0.94 s with two workers to 0.81 s with sixteen.
+const nbdReadsInFlight = 16
+
 // openNBD connects to the export s.NBD names and opens it as a disk that
 // knows where its data is: the ranges base:allocation does not say read
 // as zeroes are all a scan reads. A server without base:allocation has
@@ -87,5 +96,5 @@ func (s *DiskSource) openNBD(ctx context.Context) (*blockdiff.Disk, error) {
 		// extent that reads as zeroes is a hole, whether allocated or not.
 		data = appendExtents([]blockdiff.Range{}, extents, func(flags uint32) bool { return flags&nbd.StateZero == 0 })
 	}
-	return blockdiff.NewReaderDiskWith(c.Server(), nbdReader{ctx: ctx, c: c}, c.Size(), blockdiff.ReaderDiskOptions{Data: data, Closer: c})
+	return blockdiff.NewReaderDiskWith(c.Server(), nbdReader{ctx: ctx, c: c}, c.Size(), blockdiff.ReaderDiskOptions{Data: data, Closer: c, ReadsInFlight: nbdReadsInFlight})
 }
