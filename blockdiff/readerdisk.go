@@ -27,9 +27,11 @@ type ReaderDiskOptions struct {
 	// Closer, if set, is closed by Disk.Close: the disk owns its reader.
 	Closer io.Closer
 	// ReadsInFlight, for a reader whose reads wait on a peer (an NBD
-	// server), is how many reads a scan keeps going at once: a scan whose
-	// Options.Workers is 0 runs this many workers if that is more than
-	// GOMAXPROCS, so that the CPUs hash and compress while reads wait.
+	// server), is how many reads a scan of changed ranges keeps going at
+	// once: a ChangedOnly scan whose Options.Workers is 0 runs this many
+	// workers if that is more than GOMAXPROCS, so that the CPUs hash and
+	// compress while its short reads wait. A scan of the whole disk, whose
+	// reads are long, keeps one worker per CPU.
 	ReadsInFlight int
 }
 

@@ -38,9 +38,12 @@ func appendExtents(ranges []blockdiff.Range, extents []nbd.Extent, keep func(fla
 	return ranges
 }
 
-// nbdReadsInFlight is how many reads a scan of an NBD disk keeps going: a
-// 64 KiB read from qemu-nbd waits 0.3-0.7 ms, so two workers that read,
-// hash and compress in turn leave the CPUs idle while they wait. Reading
+// nbdReadsInFlight is how many reads a scan of an NBD disk's changed
+// ranges (a dirty bitmap's) keeps going: a 64 KiB read from qemu-nbd
+// waits 0.3-0.7 ms, so two workers that read, hash and compress in turn
+// leave the CPUs idle while they wait. A whole-disk scan keeps two: with
+// sixteen, a full backup of a 2 GiB qcow2 over qemu-nbd took 5.8-14.0 s
+// against 5.5-9.8 s (3 alternating runs, load 4.6-5.5). Reading
 // a 1% change's 1809 dirty blocks of a 4 GiB qcow2 took 0.82 s one read at
 // a time, 0.27 s two at a time and 0.15 s sixteen at a time (bench/nbd's
 // image over qemu-nbd, load 5.6, shared machine); the bitmap incremental's
