@@ -30,7 +30,10 @@ type Disk struct {
 	// ReaderDiskOptions), and who closes its reader.
 	data   []Range
 	closer io.Closer
-	noMap  atomic.Bool // the file system refused mmap: read with pread
+	// readsInFlight: how many reads a scan keeps going at once, at least
+	// (ReaderDiskOptions.ReadsInFlight).
+	readsInFlight int
+	noMap         atomic.Bool // the file system refused mmap: read with pread
 }
 
 // OpenDisk opens the disk at path for reading. It refuses what cannot be a

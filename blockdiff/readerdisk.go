@@ -26,6 +26,13 @@ type ReaderDiskOptions struct {
 	Data []Range
 	// Closer, if set, is closed by Disk.Close: the disk owns its reader.
 	Closer io.Closer
+	// ReadsInFlight, for a reader whose reads wait on a peer (an NBD
+	// server), is how many reads a scan of changed ranges keeps going at
+	// once: a ChangedOnly scan whose Options.Workers is 0 runs this many
+	// workers if that is more than GOMAXPROCS, so that the CPUs hash and
+	// compress while its short reads wait. A scan of the whole disk, whose
+	// reads are long, keeps one worker per CPU.
+	ReadsInFlight int
 }
 
 // NewReaderDiskWith is NewReaderDisk with what more the caller knows of
@@ -44,7 +51,7 @@ func NewReaderDiskWith(name string, r io.ReaderAt, size int64, opts ReaderDiskOp
 		}
 		end = d.End()
 	}
-	return &Disk{Path: name, Size: size, reader: r, data: opts.Data, closer: opts.Closer}, nil
+	return &Disk{Path: name, Size: size, reader: r, data: opts.Data, closer: opts.Closer, readsInFlight: opts.ReadsInFlight}, nil
 }
 
 // readerData is dataExtents for a reader disk: the parts of [off,

@@ -27,7 +27,8 @@ type Parent interface {
 type Options struct {
 	BlockSize     int // bytes per block; a power of two
 	SegmentBlocks int // blocks per segment: the block map's leaf fanout
-	// Workers read and hash segments in parallel; 0 means GOMAXPROCS.
+	// Workers read and hash segments in parallel; 0 means GOMAXPROCS, or,
+	// for a ChangedOnly scan, a reader disk's ReadsInFlight if that is more.
 	Workers int
 	// Hash names a block; nil means chain.Hash (BLAKE3-256).
 	Hash func([]byte) chain.ID
@@ -127,7 +128,8 @@ func newScanner(disk *Disk, opts Options) (*scanner, error) {
 	if opts.Store == nil || opts.Segment == nil {
 		return nil, errors.New("scan: Store and Segment callbacks are required")
 	}
-	if opts.Workers <= 0 {
+	defaultWorkers := opts.Workers <= 0
+	if defaultWorkers {
 		opts.Workers = runtime.GOMAXPROCS(0)
 	}
 	if opts.Hash == nil {
@@ -135,6 +137,11 @@ func newScanner(disk *Disk, opts Options) (*scanner, error) {
 	}
 	if opts.Parent == nil {
 		opts.ChangedOnly = false
+	}
+	if opts.ChangedOnly && defaultWorkers {
+		// Short reads of changed ranges wait on the disk's peer more
+		// than on the CPUs; whole-disk reads keep one worker per CPU.
+		opts.Workers = max(opts.Workers, disk.readsInFlight)
 	}
 	s := &scanner{disk: disk, opts: opts}
 	s.blocks = (disk.Size + int64(opts.BlockSize) - 1) / int64(opts.BlockSize)

@@ -34,7 +34,10 @@ type LocalStore struct {
 
 const maxOpenFiles = 32
 
-var _ Store = (*LocalStore)(nil)
+var (
+	_ Store              = (*LocalStore)(nil)
+	_ LinearizableLister = (*LocalStore)(nil)
+)
 
 // tempPrefix marks files that a Put has not finished; List skips them and
 // [LocalStore.RemoveTemp] clears the ones a crash left behind. The full name
@@ -318,6 +321,16 @@ func (s *LocalStore) Delete(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// ListIsLinearizable is true: an object is a directory entry from the
+// moment the link or rename that creates it returns, and List reads the
+// directory afresh (see [LinearizableLister]). On NFS, opening the
+// directory revalidates it (close-to-open consistency, the default);
+// where a client serves a cached listing anyway (nocto, or directory
+// times too coarse to show the change), it does so for up to acdirmax
+// (60 s by default), which the lock's 100 ms second look never covered
+// either (chain/FORMAT.md, "Safety model").
+func (s *LocalStore) ListIsLinearizable() bool { return true }
 
 // Close closes the files the store keeps open.
 func (s *LocalStore) Close() error {

@@ -29,9 +29,49 @@ var (
 	// lockSettle: after writing its lock and finding no conflicting one, a
 	// taker waits this long and looks again, so that two processes whose
 	// lock objects appeared at the same moment cannot both miss the other's.
+	// Only on a store that does not promise linearizable listing (see
+	// LinearizableLister): on one that does, the first look is enough.
 	lockSettle      = 100 * time.Millisecond
 	lockRefreshEach = 5 * time.Minute
+	// lockSettleWait waits out lockSettle; a test replaces it to count the
+	// waits and to act during one.
+	lockSettleWait = func(ctx context.Context, d time.Duration) error {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 )
+
+// LinearizableLister is an optional interface of a [Store] whose creates
+// and listings are linearizable with each other: once PutIfAbsent has
+// returned, every List that starts afterwards, in any process on any host,
+// lists the object. A local directory keeps it (a file is in the directory
+// once the link that created it returned), and so do S3 (strong
+// list-after-write consistency since December 2020), MinIO and Azure Blob
+// Storage.
+//
+// A lock taker on such a store does not wait and look again after its
+// first look (chain/FORMAT.md, "Locks"). It is found through the Unwrap
+// chain of decorators; a decorator whose List or PutIfAbsent could break
+// the promise (a listing served from a cache, say) implements it itself,
+// returning false.
+type LinearizableLister interface {
+	// ListIsLinearizable reports whether the store keeps the promise.
+	ListIsLinearizable() bool
+}
+
+// settlesLocks says whether a lock taker on store must wait lockSettle and
+// look again: unless the store (or one it decorates) promises linearizable
+// listing.
+func settlesLocks(store Store) bool {
+	l, ok := findStore[LinearizableLister](store)
+	return !ok || !l.ListIsLinearizable()
+}
 
 // ErrLockLost: the operation's lock could not be refreshed for so long that
 // another process might soon take it for stale, so the operation was
@@ -317,18 +357,16 @@ func (l *repoLock) acquire(ctx context.Context) error {
 	if l.info.Reader {
 		return nil // it conflicts with nothing
 	}
-	// Look for conflicts, wait for a lock written at the same moment as ours
-	// to become visible, and look again.
+	// Look for conflicts. Where the store's listing is linearizable, that
+	// is enough: of two takers whose lock objects appeared at the same
+	// moment, the one that listed last sees the other's. Elsewhere, wait
+	// for a lock written at the same moment as ours to become visible, and
+	// look again.
 	err := l.checkOthers(ctx)
-	if err == nil {
-		select {
-		case <-time.After(lockSettle):
-		case <-ctx.Done():
-			err = ctx.Err()
+	if err == nil && settlesLocks(l.repo.store) {
+		if err = lockSettleWait(ctx, lockSettle); err == nil {
+			err = l.checkOthers(ctx)
 		}
-	}
-	if err == nil {
-		err = l.checkOthers(ctx)
 	}
 	if err != nil {
 		_ = l.removeObject(context.WithoutCancel(ctx))

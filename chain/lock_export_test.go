@@ -1,6 +1,9 @@
 package chain
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // SetLockTiming sets how often locks are refreshed, when they go stale and
 // how long a lock taker settles, for a test that cannot wait minutes; the
@@ -25,3 +28,12 @@ func HostTag() string { return hostTag() }
 
 // ProcessSpace is what this process writes as a lock's process_space.
 func ProcessSpace() string { return processSpace() }
+
+// SetLockSettleWait replaces how a lock taker waits before its second look
+// (on a store without linearizable listing), for a test that counts the
+// waits or acts during one; the returned function restores it.
+func SetLockSettleWait(wait func(ctx context.Context, d time.Duration) error) (restore func()) {
+	old := lockSettleWait
+	lockSettleWait = wait
+	return func() { lockSettleWait = old }
+}

@@ -25,7 +25,10 @@ type memObject struct {
 	modTime time.Time
 }
 
-var _ Store = (*MemStore)(nil)
+var (
+	_ Store              = (*MemStore)(nil)
+	_ LinearizableLister = (*MemStore)(nil)
+)
 
 // NewMemStore returns an empty in-memory store.
 func NewMemStore() *MemStore {
@@ -173,6 +176,10 @@ func (s *MemStore) Delete(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// ListIsLinearizable is true: one lock orders every create and listing
+// (see [LinearizableLister]).
+func (s *MemStore) ListIsLinearizable() bool { return true }
 
 // Close does nothing: the objects stay for as long as the MemStore does.
 func (s *MemStore) Close() error { return nil }

@@ -125,7 +125,10 @@ type Store struct {
 	transport *http.Transport // closed by Close when the store made it
 }
 
-var _ chain.Store = (*Store)(nil)
+var (
+	_ chain.Store              = (*Store)(nil)
+	_ chain.LinearizableLister = (*Store)(nil)
+)
 
 // New returns a store in the container opts names. It sends no request: a
 // wrong endpoint, container or credential shows in the first operation.
@@ -422,6 +425,11 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// ListIsLinearizable is true: Blob Storage is strongly consistent, and a
+// listing shows a blob once the upload that created it has returned, so
+// lock takers need not wait and look again ([chain.LinearizableLister]).
+func (s *Store) ListIsLinearizable() bool { return true }
 
 // Close releases the idle connections of the transport the store made.
 func (s *Store) Close() error {

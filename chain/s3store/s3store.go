@@ -154,7 +154,10 @@ type Store struct {
 	transport *http.Transport // closed by Close when the store made it
 }
 
-var _ chain.Store = (*Store)(nil)
+var (
+	_ chain.Store              = (*Store)(nil)
+	_ chain.LinearizableLister = (*Store)(nil)
+)
 
 // New returns a store in the bucket opts names. It sends no request: a
 // wrong endpoint, bucket or credential shows in the first operation.
@@ -453,6 +456,13 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// ListIsLinearizable is true: S3 lists an object once the PUT that
+// created it has returned (strong list-after-write consistency, AWS S3
+// since December 2020, and MinIO), so lock takers need not wait and look
+// again ([chain.LinearizableLister]). A server whose listings lag behind
+// its writes breaks the Store contract's read-after-write already.
+func (s *Store) ListIsLinearizable() bool { return true }
 
 // Close releases the idle connections of the transport the store made.
 func (s *Store) Close() error {
