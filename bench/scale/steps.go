@@ -6,12 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"runtime/pprof"
 	"sync/atomic"
 	"time"
 
 	"github.com/diskpoint/diskpoint/blockdiff"
 	"github.com/diskpoint/diskpoint/chain"
+	"github.com/diskpoint/diskpoint/internal/profiling"
 	"github.com/diskpoint/diskpoint/internal/synthdisk"
 	"github.com/diskpoint/diskpoint/snapshot"
 	"github.com/dustin/go-humanize"
@@ -83,26 +83,12 @@ func initOptions(p params) (snapshot.InitOptions, error) {
 // runChild runs one step, timed from before the repository is opened to
 // after it is closed, and prints a childReport.
 //
-// DISKPOINT_CPUPROFILE=FILE writes a CPU profile of the step to FILE, as
-// the CLI does: what a step spends its time on is profiled in the process
-// that measures it.
+// DISKPOINT_CPUPROFILE, DISKPOINT_TRACE and DISKPOINT_MEMPROFILE profile
+// the step as they do a CLI command (internal/profiling): what a step
+// spends its time on is profiled in the process that measures it.
 func runChild(p params, step string) {
 	ctx := context.Background()
-	if path := os.Getenv("DISKPOINT_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			fail(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fail(err)
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			if err := f.Close(); err != nil {
-				fail(err)
-			}
-		}()
-	}
+	defer profiling.FromEnv(fail)()
 	start := time.Now()
 	detail, err := childStep(ctx, p, step)
 	if err != nil {

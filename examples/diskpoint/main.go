@@ -84,12 +84,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
-	"runtime/pprof"
-	"runtime/trace"
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/diskpoint/diskpoint/internal/profiling"
 )
 
 // command is one subcommand: its flags are defined by setup, and run does
@@ -159,65 +158,9 @@ func mainStatus() int {
 // runProfiled is run, with the profiles DISKPOINT_CPUPROFILE,
 // DISKPOINT_MEMPROFILE and DISKPOINT_TRACE ask for.
 func runProfiled(ctx context.Context, e *env, args []string) int {
-	stopProfile := startProfile(os.Getenv("DISKPOINT_CPUPROFILE"))
-	stopTrace := startTrace(os.Getenv("DISKPOINT_TRACE"))
-	status := run(ctx, e, args)
-	stopTrace()
-	stopProfile()
-	writeHeapProfile(os.Getenv("DISKPOINT_MEMPROFILE"))
-	return status
-}
-
-// writeHeapProfile writes what the heap holds at the command's end to path,
-// if set (go tool pprof -sample_index=inuse_space FILE).
-func writeHeapProfile(path string) {
-	if path == "" {
-		return
-	}
-	runtime.GC() // the profile shows the heap as of the last collection
-	f, err := os.Create(path)
-	if err == nil {
-		err = pprof.WriteHeapProfile(f)
-		f.Close()
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "diskpoint: DISKPOINT_MEMPROFILE: %v\n", err)
-	}
-}
-
-// startProfile writes a CPU profile of the whole command to path, if set:
-// how the benchmarks' figures are explained (go tool pprof FILE).
-func startProfile(path string) (stop func()) {
-	if path == "" {
-		return func() {}
-	}
-	f, err := os.Create(path)
-	if err == nil {
-		err = pprof.StartCPUProfile(f)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "diskpoint: DISKPOINT_CPUPROFILE: %v\n", err)
-		return func() {}
-	}
-	return func() { pprof.StopCPUProfile(); f.Close() }
-}
-
-// startTrace writes an execution trace of the whole command to path, if
-// set: a CPU profile shows where the CPU went, a trace also where the
-// command waited (fsync, locks, the network).
-func startTrace(path string) (stop func()) {
-	if path == "" {
-		return func() {}
-	}
-	f, err := os.Create(path)
-	if err == nil {
-		err = trace.Start(f)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "diskpoint: DISKPOINT_TRACE: %v\n", err)
-		return func() {}
-	}
-	return func() { trace.Stop(); f.Close() }
+	stop := profiling.FromEnv(func(err error) { fmt.Fprintf(os.Stderr, "diskpoint: %v\n", err) })
+	defer stop()
+	return run(ctx, e, args)
 }
 
 // run executes one command line and returns the exit status.
