@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"sync/atomic"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // Reads of blobs that sit close together in one pack are merged into one
@@ -74,32 +71,21 @@ func (r *Repository) ReadBlobsInParallel(ctx context.Context, t BlobType, ids []
 		return err
 	}
 	readCtx := blobReadContext(ctx, t)
-	var next atomic.Int64
-	g, gctx := errgroup.WithContext(ctx)
-	for range max(workers, 1) {
-		g.Go(func() error {
-			var buf, plain []byte
-			for {
-				k := int(next.Add(1) - 1)
-				if k >= len(spans) {
-					return nil
-				}
-				sp := spans[k]
-				if int64(cap(buf)) < sp.n {
-					buf = make([]byte, sp.n)
-				}
-				buf = buf[:sp.n]
-				err := r.store.ReadAt(readCtx, packName(wants[sp.start].pack), buf, sp.off)
-				if gctx.Err() != nil {
-					return gctx.Err() // another worker failed
-				}
-				if err := r.useSpan(gctx, t, wants[sp.start:sp.end], buf, err, nil, &plain, fn); err != nil {
-					return err
-				}
+	return inWorkers(ctx, max(workers, 1), len(spans), func(ctx context.Context) func(k int) error {
+		var buf, plain []byte
+		return func(k int) error {
+			sp := spans[k]
+			if int64(cap(buf)) < sp.n {
+				buf = make([]byte, sp.n)
 			}
-		})
-	}
-	return g.Wait()
+			buf = buf[:sp.n]
+			err := r.store.ReadAt(readCtx, packName(wants[sp.start].pack), buf, sp.off)
+			if ctx.Err() != nil {
+				return ctx.Err() // another worker failed
+			}
+			return r.useSpan(ctx, t, wants[sp.start:sp.end], buf, err, nil, &plain, fn)
+		}
+	})
 }
 
 // blobReadContext is the context of the pack reads of blobs of type t:
