@@ -83,9 +83,7 @@ func (s *LocalStore) listNamesIn(ctx context.Context, dir, prefix string, fn fun
 	}
 	// Entries are collected before anything is called (fn, or a listing of
 	// a subdirectory), so that one directory is open at a time.
-	type subdir struct{ name string }
-	var subdirs []subdir
-	var names []string
+	var subdirs, names []string
 	var nameBuf []byte
 	if dir != "" {
 		nameBuf = append(append(nameBuf, dir...), '/')
@@ -111,7 +109,7 @@ func (s *LocalStore) listNamesIn(ctx context.Context, dir, prefix string, fn fun
 		switch {
 		case typ == unix.DT_DIR:
 			if under := string(nameBuf) + "/"; strings.HasPrefix(under, prefix) || strings.HasPrefix(prefix, under) {
-				subdirs = append(subdirs, subdir{string(nameBuf)})
+				subdirs = append(subdirs, string(nameBuf))
 			}
 		case typ == unix.DT_REG && !bytes.HasPrefix(entry, []byte(tempPrefix)) && bytes.HasPrefix(nameBuf, []byte(prefix)):
 			names = append(names, string(nameBuf))
@@ -131,7 +129,7 @@ func (s *LocalStore) listNamesIn(ctx context.Context, dir, prefix string, fn fun
 		}
 	}
 	for _, d := range subdirs {
-		if err := s.listNamesIn(ctx, d.name, prefix, fn); err != nil {
+		if err := s.listNamesIn(ctx, d, prefix, fn); err != nil {
 			return err
 		}
 	}
