@@ -198,29 +198,53 @@ func (s *Store) ReadAt(ctx context.Context, name string, p []byte, off int64) er
 // load reads a cache file with read. A file that fails its check is
 // deleted: the caller then fetches the object again.
 func (s *Store) load(name string, read func(*entryFile) ([]byte, error)) ([]byte, bool) {
-	path := s.path(name)
-	f, err := os.Open(path)
+	f, info, err := s.openFile(name)
 	if err != nil {
 		return nil, false
 	}
 	defer f.Close()
-	info, err := f.Stat()
-	if err != nil || !info.Mode().IsRegular() {
-		return nil, false
-	}
 	var data []byte
 	e, err := openEntry(f, info.Size())
 	if err == nil {
 		data, err = read(e)
 	}
 	if err != nil {
-		s.damaged.Add(1)
-		s.forget(name)
+		s.dropDamaged(name)
 		return nil, false
 	}
-	s.hits.Add(1)
-	s.noteUse(name, path, info)
+	s.hit(name, info)
 	return data, true
+}
+
+// openFile opens name's cache file; one that is missing, or is no regular
+// file, is os.ErrNotExist. The caller closes it.
+func (s *Store) openFile(name string) (*os.File, os.FileInfo, error) {
+	f, err := os.Open(s.path(name))
+	if err != nil {
+		return nil, nil, err
+	}
+	info, err := f.Stat()
+	if err == nil && !info.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a file: %w", f.Name(), os.ErrNotExist)
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, info, nil
+}
+
+// dropDamaged counts and deletes a cache file that failed its check: the
+// object is then fetched again.
+func (s *Store) dropDamaged(name string) {
+	s.damaged.Add(1)
+	s.forget(name)
+}
+
+// hit counts a read served from name's cache file and notes its use.
+func (s *Store) hit(name string, info os.FileInfo) {
+	s.hits.Add(1)
+	s.noteUse(name, s.path(name), info)
 }
 
 // noteUse records a hit for the LRU order, in memory and, now and then,

@@ -46,19 +46,11 @@ func (s *Store) MapObject(ctx context.Context, name string, off, length int64) (
 // mapCached maps part of name's cache file after checking it. A missing
 // file is os.ErrNotExist; a damaged one is dropped and errDamaged.
 func (s *Store) mapCached(name string, off, length int64) ([]byte, func() error, error) {
-	path := s.path(name)
-	f, err := os.Open(path)
+	f, info, err := s.openFile(name)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, nil, err
-	}
-	if !info.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("%s is not a file: %w", path, os.ErrNotExist)
-	}
 	// The check and the mapping use one descriptor: a file renamed over
 	// the name meanwhile is neither checked nor mapped.
 	e, err := openEntry(f, info.Size())
@@ -67,8 +59,7 @@ func (s *Store) mapCached(name string, off, length int64) ([]byte, func() error,
 	}
 	if err != nil {
 		if errors.Is(err, errDamaged) {
-			s.damaged.Add(1)
-			s.forget(name)
+			s.dropDamaged(name)
 		}
 		return nil, nil, err
 	}
@@ -76,7 +67,6 @@ func (s *Store) mapCached(name string, off, length int64) ([]byte, func() error,
 	if err != nil {
 		return nil, nil, err
 	}
-	s.hits.Add(1)
-	s.noteUse(name, path, info)
+	s.hit(name, info)
 	return data, unmap, nil
 }
