@@ -196,13 +196,7 @@ func (chainNopClose) Close() error { return nil }
 // object fetched again from the store: the caller gets the right bytes.
 func TestDamagedCacheFileIsRefetched(t *testing.T) {
 	ctx := context.Background()
-	remote := newCounting(chain.NewMemStore())
-	dir := t.TempDir()
-	s, err := cachestore.New(remote, cachestore.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := bytes.Repeat([]byte("index file bytes "), 10000) // 170 KB: three segments
+	s, remote, dir, data := newThreeSegmentCase(t)
 	if err := s.Put(ctx, "index/aa", data); err != nil {
 		t.Fatal(err)
 	}
@@ -489,4 +483,18 @@ func waitingOnSharedFetch() bool {
 		}
 	}
 	return false
+}
+
+// newThreeSegmentCase is a cache in a new directory dir around a counting
+// MemStore, and an object's bytes that fill three of a cache file's
+// checked segments (170 KB).
+func newThreeSegmentCase(t *testing.T) (s *cachestore.Store, remote *countingStore, dir string, data []byte) {
+	t.Helper()
+	remote = newCounting(chain.NewMemStore())
+	dir = t.TempDir()
+	s, err := cachestore.New(remote, cachestore.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, remote, dir, bytes.Repeat([]byte("index file bytes "), 10000)
 }

@@ -7,9 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	"github.com/diskpoint/diskpoint/chain"
-	"github.com/diskpoint/diskpoint/chain/cachestore"
 )
 
 // A kept object is mapped from its cache file: fetched once if missing,
@@ -17,13 +14,7 @@ import (
 // an object the cache does not keep is not mapped.
 func TestMapObjectMapsCheckedCacheFiles(t *testing.T) {
 	ctx := context.Background()
-	remote := newCounting(chain.NewMemStore())
-	dir := t.TempDir()
-	s, err := cachestore.New(remote, cachestore.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := bytes.Repeat([]byte("index file bytes "), 10000) // 170 KB: three segments
+	s, remote, dir, data := newThreeSegmentCase(t)
 	if err := remote.Put(ctx, "index/aa", data); err != nil {
 		t.Fatal(err)
 	}
